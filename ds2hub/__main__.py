@@ -1,0 +1,3 @@
+from ds2hub.cli import main
+
+main()

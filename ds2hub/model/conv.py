@@ -1,0 +1,74 @@
+"""The 2D convolution front of Deep Speech 2: spectrogram (B, F, T) -> features (B, T', C*F')."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ds2hub.model.batchnorm import SequenceWiseBatchNorm, lengths_to_mask
+from ds2hub.model.config import DeepSpeech2Config
+
+CLIP = 20.0  # the paper's clipped ReLU: min(max(x, 0), 20)
+
+
+def conv_output_length(length: torch.Tensor | int, kernel: int, stride: int) -> torch.Tensor | int:
+    """Frames out of one centred ('same'-padded) conv: ceil(length / stride)."""
+    pad = kernel // 2
+    return (length + 2 * pad - kernel) // stride + 1
+
+
+class ConvStack(nn.Module):
+    """1-3 Conv2d layers over (frequency, time), each with sequence-wise BN and clipped ReLU.
+
+    Padded time frames are zeroed after every layer, so a convolution at an utterance's end reads
+    zeros exactly as it would with no batch padding at all.
+    """
+
+    def __init__(self, config: DeepSpeech2Config) -> None:
+        super().__init__()
+        self.config = config
+        self.convs = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        in_ch, freq = 1, config.n_features
+        for ch, kf, kt, sf, st in zip(
+            config.conv_channels,
+            config.conv_kernel_freq,
+            config.conv_kernel_time,
+            config.conv_stride_freq,
+            config.conv_stride_time,
+        ):
+            self.convs.append(
+                nn.Conv2d(
+                    in_ch,
+                    ch,
+                    (kf, kt),
+                    (sf, st),
+                    padding=(kf // 2, kt // 2),
+                    bias=not config.batch_norm,
+                )
+            )
+            self.norms.append(SequenceWiseBatchNorm(ch) if config.batch_norm else nn.Identity())
+            in_ch, freq = ch, conv_output_length(freq, kf, sf)
+        self.output_size = in_ch * freq
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        for kt, st in zip(self.config.conv_kernel_time, self.config.conv_stride_time):
+            lengths = conv_output_length(lengths, kt, st)
+        return lengths
+
+    def forward(
+        self, features: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """features: (B, F, T), zero beyond each length. Returns (B, T', C*F') and (B,) lengths."""
+        x = features.unsqueeze(1)  # (B, 1, F, T)
+        for conv, norm, kt, st in zip(
+            self.convs, self.norms, self.config.conv_kernel_time, self.config.conv_stride_time
+        ):
+            x = conv(x)  # (B, C, F', T')
+            lengths = conv_output_length(lengths, kt, st)
+            mask = lengths_to_mask(lengths, x.size(-1))  # (B, T')
+            if isinstance(norm, SequenceWiseBatchNorm):
+                x = norm(x.permute(0, 3, 1, 2), mask).permute(0, 2, 3, 1)  # via (B, T', C, F')
+            x = torch.clamp(x, 0.0, CLIP) * mask[:, None, None, :].to(x.dtype)
+        b, c, f, t = x.shape
+        return x.permute(0, 3, 1, 2).reshape(b, t, c * f), lengths  # (B, T', C*F')

@@ -1,0 +1,242 @@
+"""The LightningModule that trains Deep Speech 2 with CTC: loss, optimisers, metrics, logging."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torchmetrics.text import CharErrorRate, WordErrorRate
+
+from ds2hub.decoding import greedy_decode
+from ds2hub.features import FeatureConfig
+from ds2hub.model import DeepSpeech2, DeepSpeech2Config
+from ds2hub.tokenizers import Tokenizer, tokenizer_from_config
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_KEY = "ds2hub"  # where checkpoints keep the tokenizer and feature settings
+
+
+def ctc_feasible(
+    targets: torch.Tensor, target_lengths: torch.Tensor, input_lengths: torch.Tensor
+) -> torch.Tensor:
+    """(B,) bool: whether CTC can align each target to its frames (it needs one frame per token
+    plus one blank between each pair of repeated tokens)."""
+    repeats = ((targets[:, 1:] == targets[:, :-1]) & (targets[:, 1:] != 0)).sum(dim=1)
+    needed = target_lengths + repeats
+    return (needed <= input_lengths) & (target_lengths > 0)
+
+
+def ctc_loss(
+    logits: torch.Tensor,
+    logit_lengths: torch.Tensor,
+    targets: torch.Tensor,
+    target_lengths: torch.Tensor,
+    blank_id: int = 0,
+) -> torch.Tensor:
+    """Mean per-token CTC loss, always computed in fp32.
+
+    Under `16-mixed` the logits arrive in half precision, whose range cannot hold CTC's
+    log-probabilities over long utterances; autocast is switched off and log_softmax done in fp32.
+
+    Args:
+        logits: (B, T, V); logit_lengths: (B,); targets: (B, S) padded; target_lengths: (B,).
+    """
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        log_probs = logits.float().log_softmax(dim=-1).transpose(0, 1)  # (T, B, V)
+        return F.ctc_loss(
+            log_probs,
+            targets,
+            logit_lengths,
+            target_lengths,
+            blank=blank_id,
+            reduction="mean",
+            zero_infinity=True,
+        )
+
+
+class DeepSpeech2Task(L.LightningModule):
+    """Trains a `DeepSpeech2` network with CTC on batches from `SpeechDataModule`.
+
+    Args:
+        tokenizer: the output vocabulary (linked from the DataModule by the CLI; its size sets the
+            network's output layer).
+        arch: the network architecture.
+        features: the front-end settings the data was computed with (linked from the DataModule).
+        optimizer: optimizer factory; the paper used SGD with Nesterov momentum, AdamW also works.
+        scheduler: optional learning-rate schedule factory, stepped every optimizer step.
+        log_examples: how many validation transcripts to print at the end of each validation.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        arch: DeepSpeech2Config = DeepSpeech2Config(),
+        features: FeatureConfig = FeatureConfig(),
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        scheduler: LRSchedulerCallable | None = None,
+        log_examples: int = 3,
+    ) -> None:
+        super().__init__()
+        self.tokenizer = (
+            tokenizer if isinstance(tokenizer, Tokenizer) else tokenizer_from_config(tokenizer)
+        )
+        arch = arch if isinstance(arch, DeepSpeech2Config) else DeepSpeech2Config.from_dict(arch)
+        features = features if isinstance(features, FeatureConfig) else FeatureConfig(**features)
+        if arch.n_features != features.n_bins:
+            raise ValueError(
+                f"arch.n_features={arch.n_features} but the features have {features.n_bins} bins"
+            )
+        # The tokenizer and features are linked from the DataModule, so LightningCLI must not read
+        # them back from hyper-parameters; they travel in the checkpoint's own "ds2hub" entry.
+        self.save_hyperparameters(ignore=["tokenizer", "features", "optimizer", "scheduler"])
+        self.hparams["arch"] = arch.to_dict()  # plain JSON, no pickled dataclass
+        self.arch, self.features = arch, features
+        self.model = DeepSpeech2(arch, self.tokenizer.vocab_size)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.log_examples = log_examples
+        self.metrics = torch.nn.ModuleDict(
+            {
+                f"{stage}_{name}": cls()
+                for stage in ("val", "test")
+                for name, cls in (("wer", WordErrorRate), ("cer", CharErrorRate))
+            }
+        )
+        self._examples: list[tuple[str, str]] = []
+        self._last_batch_end: float | None = None
+
+    # --- checkpoints ----------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CHECKPOINT_KEY] = {
+            "tokenizer": self.tokenizer.to_config(),
+            "features": self.features.to_dict(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get(CHECKPOINT_KEY, {}).get("tokenizer")
+        if saved is not None and tokenizer_from_config(saved).vocab != self.tokenizer.vocab:
+            raise ValueError(
+                "the checkpoint was trained with a different tokenizer vocabulary than the recipe's"
+            )
+
+    @classmethod
+    def load_from_checkpoint(
+        cls, checkpoint_path: Any, map_location: Any = None, **kwargs: Any
+    ) -> DeepSpeech2Task:
+        """Lightning's loader, with the tokenizer and features taken from the checkpoint."""
+        extra = torch.load(checkpoint_path, map_location="cpu", weights_only=True).get(
+            CHECKPOINT_KEY, {}
+        )
+        kwargs.setdefault("tokenizer", extra.get("tokenizer"))
+        kwargs.setdefault("features", extra.get("features", FeatureConfig().to_dict()))
+        return super().load_from_checkpoint(checkpoint_path, map_location=map_location, **kwargs)
+
+    # --- forward and decoding -------------------------------------------------------------------
+    def forward(
+        self, features: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, F, T) features, (B,) lengths -> (B, T', V) logits, (B,) output lengths."""
+        return self.model(features, lengths)
+
+    def decode(self, logits: torch.Tensor, lengths: torch.Tensor) -> list[str]:
+        """Greedy transcripts for a batch of logits."""
+        return [
+            self.tokenizer.decode(ids)
+            for ids in greedy_decode(logits, lengths, self.tokenizer.blank_id)
+        ]
+
+    # --- steps ----------------------------------------------------------------------------------
+    def _loss(
+        self, batch: dict[str, Any], stage: str
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits, out_lengths = self(batch["features"], batch["feature_lengths"])
+        feasible = ctc_feasible(batch["targets"], batch["target_lengths"], out_lengths)
+        skipped = int((~feasible).sum())
+        if skipped:
+            log.warning(
+                "%s: skipped %d utterance(s) whose transcript is too long for CTC", stage, skipped
+            )
+            self.log(
+                f"{stage}/skipped_ctc",
+                float(skipped),
+                reduce_fx="sum",
+                on_step=False,
+                on_epoch=True,
+            )
+        if feasible.any():
+            loss = ctc_loss(
+                logits[feasible],
+                out_lengths[feasible],
+                batch["targets"][feasible],
+                batch["target_lengths"][feasible],
+                self.tokenizer.blank_id,
+            )
+        else:  # keep the graph (DDP needs every rank to produce gradients) but learn nothing
+            loss = logits.sum() * 0.0
+        return loss, logits, out_lengths
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss, _, _ = self._loss(batch, "train")
+        bs = batch["features"].size(0)
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        now = time.perf_counter()
+        if self._last_batch_end is not None:
+            # Wall time since the previous step, data loading included: what a user waits for.
+            rate = float(batch["durations"].sum()) / max(now - self._last_batch_end, 1e-6)
+            self.log("train/audio_sec_per_sec", rate, prog_bar=True, batch_size=bs)
+        self._last_batch_end = now
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        self._last_batch_end = None
+
+    def _evaluate(self, batch: dict[str, Any], stage: str) -> None:
+        loss, logits, out_lengths = self._loss(batch, stage)
+        hyps = self.decode(logits, out_lengths)
+        refs = [self.tokenizer.normalize(t) for t in batch["texts"]]
+        for name in ("wer", "cer"):
+            self.metrics[f"{stage}_{name}"].update(hyps, refs)
+        bs = len(refs)
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
+        for name in ("wer", "cer"):
+            self.log(
+                f"{stage}/{name}",
+                self.metrics[f"{stage}_{name}"],
+                prog_bar=name == "wer",
+                batch_size=bs,
+            )
+        if stage == "val" and len(self._examples) < self.log_examples:
+            self._examples.extend(list(zip(refs, hyps))[: self.log_examples - len(self._examples)])
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        if self._examples and not self.trainer.sanity_checking:
+            for ref, hyp in self._examples:
+                log.info("ref: %s | hyp: %s", ref, hyp)
+        self._examples = []
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[str]:
+        logits, out_lengths = self(batch["features"], batch["feature_lengths"])
+        return self.decode(logits, out_lengths)
+
+    # --- optimisation ---------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

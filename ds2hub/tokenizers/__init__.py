@@ -1,0 +1,32 @@
+"""Output vocabularies: English characters and bigrams, Mandarin characters, SentencePiece."""
+
+from ds2hub.tokenizers.base import BLANK, Tokenizer
+from ds2hub.tokenizers.bigrams import BigramTokenizer, split_bigrams
+from ds2hub.tokenizers.chars import CharTokenizer
+from ds2hub.tokenizers.mandarin import MandarinTokenizer
+from ds2hub.tokenizers.normalizers import normalize_english, normalize_mandarin
+from ds2hub.tokenizers.registry import (
+    ENTRY_POINT_GROUP,
+    available_tokenizers,
+    load_tokenizer,
+    tokenizer_from_config,
+)
+from ds2hub.tokenizers.sentencepiece import SentencePieceTokenizer
+
+BUILTIN = (CharTokenizer, BigramTokenizer, MandarinTokenizer, SentencePieceTokenizer)
+
+__all__ = [
+    "BLANK",
+    "ENTRY_POINT_GROUP",
+    "BigramTokenizer",
+    "CharTokenizer",
+    "MandarinTokenizer",
+    "SentencePieceTokenizer",
+    "Tokenizer",
+    "available_tokenizers",
+    "load_tokenizer",
+    "normalize_english",
+    "normalize_mandarin",
+    "split_bigrams",
+    "tokenizer_from_config",
+]

@@ -1,0 +1,120 @@
+"""The `Tokenizer` interface every output vocabulary implements.
+
+A tokenizer turns a transcript into CTC target ids and CTC output ids back into text. Id 0 is always
+the CTC blank, so models, decoders and losses never need to ask where it is.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+BLANK = "<blank>"
+CONFIG_NAME = "tokenizer.json"
+
+
+class Tokenizer(ABC):
+    """Maps text to CTC target ids and back.
+
+    Subclasses set `kind` (the name recorded in `tokenizer.json` and used for the entry-point
+    registry), fill `self.vocab` with `vocab[0] == BLANK`, and implement `normalize`, `_split`
+    (normalized text -> token strings) and `_join` (token strings -> text).
+    """
+
+    kind: ClassVar[str]
+    blank_id: ClassVar[int] = 0
+    vocab: list[str]
+
+    # --- what subclasses implement -------------------------------------------------------------
+    @abstractmethod
+    def normalize(self, text: str) -> str:
+        """Brings raw transcript text into the form the vocabulary covers."""
+
+    @abstractmethod
+    def _split(self, text: str) -> list[str]:
+        """Splits normalized text into token strings."""
+
+    @abstractmethod
+    def _join(self, tokens: list[str]) -> str:
+        """Joins token strings (blanks and repeats already removed) back into text."""
+
+    def get_config(self) -> dict[str, Any]:
+        """JSON-able constructor arguments that rebuild this tokenizer (without `kind`)."""
+        return {}
+
+    # --- shared behaviour ----------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        """Number of CTC output classes, blank included."""
+        return len(self.vocab)
+
+    @property
+    def needs_fit(self) -> bool:
+        """True while the vocabulary still has to be learned from training transcripts."""
+        return False
+
+    def fit(self, texts: Iterable[str]) -> Tokenizer:
+        """Learns the vocabulary from training transcripts (no-op for fixed vocabularies)."""
+        return self
+
+    def _token_to_id(self) -> dict[str, int]:
+        # Built lazily and cached: vocabularies are fixed once fitted.
+        table = getattr(self, "_index", None)
+        if table is None or len(table) != len(self.vocab):
+            table = {tok: i for i, tok in enumerate(self.vocab)}
+            self._index = table
+        return table
+
+    def encode(self, text: str) -> list[int]:
+        """Normalizes `text` and returns its token ids (never containing the blank).
+
+        Raises:
+            ValueError: if a token is outside the vocabulary and the tokenizer has no unknown token.
+        """
+        index = self._token_to_id()
+        ids = []
+        for tok in self._split(self.normalize(text)):
+            i = index.get(tok)
+            if i is None:
+                i = self._unknown_id(tok)
+            ids.append(i)
+        return ids
+
+    def _unknown_id(self, token: str) -> int:
+        raise ValueError(f"{type(self).__name__}: token {token!r} is not in the vocabulary")
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Turns ids (already CTC-collapsed) into text; blanks are dropped."""
+        return self._join([self.vocab[i] for i in ids if i != self.blank_id])
+
+    def to_config(self) -> dict[str, Any]:
+        """Everything needed to rebuild the tokenizer, as JSON (stored in checkpoints and hubs).
+
+        It is jsonargparse's `class_path`/`init_args` form, so LightningCLI reads a checkpoint's
+        tokenizer exactly like a recipe's.
+        """
+        return {"class_path": self.class_path(), "init_args": self.get_config()}
+
+    @classmethod
+    def class_path(cls) -> str:
+        return f"{cls.__module__}.{cls.__qualname__}"
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Tokenizer:
+        """Inverse of `to_config`."""
+        return cls(**config.get("init_args", {}))
+
+    def save(self, directory: str | Path) -> Path:
+        """Writes `tokenizer.json` into `directory` and returns its path."""
+        path = Path(directory) / CONFIG_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # `kind`, not a class path: loading resolves it through the entry-point registry only.
+        config = {"kind": self.kind, "init_args": self.get_config()}
+        path.write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n")
+        return path
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(vocab_size={self.vocab_size})"

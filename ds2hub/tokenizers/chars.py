@@ -1,0 +1,45 @@
+"""English characters: the paper's default output alphabet (a-z, apostrophe, space)."""
+
+from __future__ import annotations
+
+import string
+
+from ds2hub.tokenizers.base import BLANK, Tokenizer
+from ds2hub.tokenizers.normalizers import normalize_english
+
+SPACE = " "
+ENGLISH_ALPHABET = [SPACE, "'", *string.ascii_lowercase]
+
+
+class CharTokenizer(Tokenizer):
+    """One token per character: blank, space, apostrophe, `a`-`z` (29 classes by default).
+
+    Args:
+        alphabet: the characters, in id order after the blank. The default is English; other
+            alphabetic languages can pass their own (normalization then only lowercases and drops
+            characters outside it).
+    """
+
+    kind = "chars"
+
+    def __init__(self, alphabet: list[str] | None = None) -> None:
+        self.alphabet = list(alphabet) if alphabet is not None else list(ENGLISH_ALPHABET)
+        if len(set(self.alphabet)) != len(self.alphabet) or any(len(c) != 1 for c in self.alphabet):
+            raise ValueError("alphabet must list distinct single characters")
+        self.vocab = [BLANK, *self.alphabet]
+        self._allowed = set(self.alphabet)
+
+    def normalize(self, text: str) -> str:
+        if self.alphabet == ENGLISH_ALPHABET:
+            return normalize_english(text)
+        text = " ".join(text.lower().split())
+        return "".join(ch for ch in text if ch in self._allowed)
+
+    def _split(self, text: str) -> list[str]:
+        return list(text)
+
+    def _join(self, tokens: list[str]) -> str:
+        return "".join(tokens)
+
+    def get_config(self) -> dict:
+        return {} if self.alphabet == ENGLISH_ALPHABET else {"alphabet": self.alphabet}

@@ -1,0 +1,46 @@
+"""Text normalisers: bring transcripts of a language into the alphabet its tokenizer covers."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+_ENGLISH_DROP = re.compile(r"[^a-z' ]+")
+_SPACES = re.compile(r"\s+")
+
+
+def normalize_english(text: str) -> str:
+    """Lowercases, strips accents, maps hyphens/underscores to spaces and drops everything that is
+    not `a-z`, apostrophe or space.
+
+    >>> normalize_english("  Don't STOP—café au-lait! ")
+    "don't stop cafe au lait"
+    """
+    # Dashes of any kind separate words; map them before the ASCII fold would delete them.
+    text = "".join(" " if unicodedata.category(ch) == "Pd" else ch for ch in text)
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii").lower()
+    text = re.sub(r"[_/]", " ", text)
+    text = _ENGLISH_DROP.sub(" ", text).replace(" '", " ").replace("' ", " ")
+    return _SPACES.sub(" ", text).strip(" '")
+
+
+def _is_cjk(ch: str) -> bool:
+    cp = ord(ch)
+    return (
+        0x4E00 <= cp <= 0x9FFF  # CJK Unified Ideographs
+        or 0x3400 <= cp <= 0x4DBF  # Extension A
+        or 0x20000 <= cp <= 0x2EBEF  # Extensions B-F
+        or 0xF900 <= cp <= 0xFAFF  # Compatibility Ideographs
+    )
+
+
+def normalize_mandarin(text: str) -> str:
+    """NFKC-normalizes (full-width Latin becomes ASCII), lowercases, and keeps Han characters and
+    ASCII letters/digits only. Word-segmentation spaces (AISHELL) and punctuation are removed,
+    because the model emits characters with no word boundaries.
+
+    >>> normalize_mandarin("甚至 出现 交易 几乎 停滞 的 情况。ＡＢ")
+    '甚至出现交易几乎停滞的情况ab'
+    """
+    text = unicodedata.normalize("NFKC", text).lower()
+    return "".join(ch for ch in text if _is_cjk(ch) or ("a" <= ch <= "z") or ("0" <= ch <= "9"))

@@ -1,0 +1,131 @@
+"""The real `ds2hub` CLI, in-process, on shipped digit audio."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from ds2hub.cli import main
+from ds2hub.task import DeepSpeech2Task
+
+CONF = Path(__file__).parent / "conf" / "digits_tiny.yaml"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(*args: str, data: Path, root: Path):
+    subcommand, *options = args
+    return main(
+        [
+            subcommand,
+            "--config",
+            str(CONF),  # first: later options override the recipe
+            "--data.path",
+            str(data),
+            "--trainer.default_root_dir",
+            str(root),
+            "--trainer.logger.init_args.save_dir",
+            str(root / "logs"),
+            *options,
+        ]
+    )
+
+
+def test_fit_validate_test_predict_and_resume(tiny_digits, tmp_path):
+    cli = run("fit", "--trainer.max_steps", "3", data=tiny_digits, root=tmp_path)
+    assert cli.trainer.global_step == 3
+    assert cli.model.model.vocab_size == 29  # from the tokenizer, never written in the recipe
+    ckpt = Path(cli.trainer.checkpoint_callback.last_model_path)
+    assert ckpt.exists()
+
+    # Resume continues the same run: step counter, optimizer state and weights come back.
+    resumed = run(
+        "fit",
+        "--trainer.max_steps",
+        "7",
+        "--trainer.max_epochs",
+        "3",
+        "--ckpt_path",
+        str(ckpt),
+        data=tiny_digits,
+        root=tmp_path,
+    )
+    assert resumed.trainer.global_step == 7
+
+    metrics = run(
+        "validate", "--ckpt_path", str(ckpt), data=tiny_digits, root=tmp_path
+    ).trainer.callback_metrics
+    assert {"val/wer", "val/cer", "val/loss"} <= set(metrics)
+    assert torch.isfinite(metrics["val/loss"])
+
+    tested = run(
+        "test", "--ckpt_path", str(ckpt), data=tiny_digits, root=tmp_path
+    ).trainer.callback_metrics
+    assert 0.0 <= float(tested["test/cer"]) and "test/wer" in tested
+
+    cli = run(
+        "predict",
+        "--ckpt_path",
+        str(ckpt),
+        "--trainer.callbacks",
+        "[]",
+        data=tiny_digits,
+        root=tmp_path,
+    )
+    predictions = cli.trainer.predict_loop.predictions
+    assert sum(len(batch) for batch in predictions) == 4
+    assert all(isinstance(text, str) for batch in predictions for text in batch)
+
+
+def test_checkpoint_loads_without_the_cli(tiny_digits, tmp_path):
+    cli = run("fit", "--trainer.max_steps", "2", data=tiny_digits, root=tmp_path)
+    ckpt = cli.trainer.checkpoint_callback.last_model_path
+    task = DeepSpeech2Task.load_from_checkpoint(ckpt, map_location="cpu")
+    assert task.tokenizer.vocab == cli.model.tokenizer.vocab
+    for a, b in zip(task.state_dict().values(), cli.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_print_config_reproduces_a_run(tiny_digits, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run("fit", "--trainer.max_steps", "2", "--print_config", data=tiny_digits, root=tmp_path)
+    printed = capsys.readouterr().out
+    config = yaml.safe_load(printed)
+    assert config["data"]["path"] == str(tiny_digits)
+    assert config["model"]["arch"]["rnn_hidden"] == 32
+    saved = tmp_path / "config.yaml"
+    saved.write_text(printed)
+    cli = main(["fit", "--config", str(saved)])
+    assert cli.trainer.global_step == 2
+
+
+@pytest.mark.parametrize("recipe", sorted((REPO / "recipes").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_recipe_prints_its_config(recipe, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(recipe), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    assert "model:" in capsys.readouterr().out
+
+
+def test_digits_recipe_fast_dev_run(tmp_path):
+    """The shipped demo recipe itself runs one batch of each loop on the shipped data."""
+    cli = main(
+        [
+            "fit",
+            "--config",
+            str(REPO / "recipes" / "digits.yaml"),
+            "--data.path",
+            str(REPO / "recipes" / "digits"),
+            "--data.num_workers",
+            "0",
+            "--trainer.fast_dev_run",
+            "1",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            "--trainer.logger.init_args.save_dir",
+            str(tmp_path),
+        ]
+    )
+    assert cli.trainer.state.finished
