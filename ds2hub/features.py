@@ -64,6 +64,10 @@ class LogSpectrogram(nn.Module):
             window_fn=torch.hamming_window,
             power=2.0,
         )
+        # The window is derived from the config, not learned: keep it out of state dicts.
+        self.spectrogram.register_buffer(
+            "window", self.spectrogram.window.clone(), persistent=False
+        )
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         spec = torch.log1p(self.spectrogram(waveform))  # log(1 + |X|^2) keeps silence finite

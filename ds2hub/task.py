@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import platform
 import time
 from typing import Any
 
@@ -14,12 +15,23 @@ from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from ds2hub.decoding import greedy_decode
 from ds2hub.features import FeatureConfig
+from ds2hub.hub import CHECKPOINT_KEY
 from ds2hub.model import DeepSpeech2, DeepSpeech2Config
 from ds2hub.tokenizers import Tokenizer, tokenizer_from_config
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_KEY = "ds2hub"  # where checkpoints keep the tokenizer and feature settings
+
+def describe_hardware(trainer: L.Trainer) -> str:
+    """e.g. '8 x NVIDIA H100 80GB HBM3, 16-mixed' or '1 x CPU (2 threads), 32-true'."""
+    n = trainer.num_devices * trainer.num_nodes
+    if torch.cuda.is_available() and trainer.strategy.root_device.type == "cuda":
+        name = torch.cuda.get_device_name(trainer.strategy.root_device)
+    else:
+        name = (
+            f"CPU {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+        )
+    return f"{n} x {name}, {trainer.precision}"
 
 
 def ctc_feasible(
@@ -110,15 +122,32 @@ class DeepSpeech2Task(L.LightningModule):
         )
         self._examples: list[tuple[str, str]] = []
         self._last_batch_end: float | None = None
+        self._train_seconds = 0.0
+        self.command: str | None = None  # the `ds2hub ...` command line, set by the CLI
+        self._fit_started: float | None = None
 
     # --- checkpoints ----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CHECKPOINT_KEY] = {
             "tokenizer": self.tokenizer.to_config(),
             "features": self.features.to_dict(),
+            # Facts for the model card: how long it trained, on what, with which command.
+            "train_seconds": self._train_seconds
+            + (time.perf_counter() - self._fit_started if self._fit_started else 0.0),
+            "hardware": describe_hardware(self.trainer) if self._trainer is not None else None,
+            "command": self.command,
         }
 
+    def on_fit_start(self) -> None:
+        self._fit_started = time.perf_counter()
+
+    def on_fit_end(self) -> None:
+        if self._fit_started:
+            self._train_seconds += time.perf_counter() - self._fit_started
+            self._fit_started = None
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._train_seconds = float(checkpoint.get(CHECKPOINT_KEY, {}).get("train_seconds") or 0.0)
         saved = checkpoint.get(CHECKPOINT_KEY, {}).get("tokenizer")
         if saved is not None and tokenizer_from_config(saved).vocab != self.tokenizer.vocab:
             raise ValueError(
@@ -196,7 +225,7 @@ class DeepSpeech2Task(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._last_batch_end = None
 
-    def _evaluate(self, batch: dict[str, Any], stage: str) -> None:
+    def _evaluate(self, batch: dict[str, Any], stage: str) -> dict[str, list[str]]:
         loss, logits, out_lengths = self._loss(batch, stage)
         hyps = self.decode(logits, out_lengths)
         refs = [self.tokenizer.normalize(t) for t in batch["texts"]]
@@ -213,12 +242,13 @@ class DeepSpeech2Task(L.LightningModule):
             )
         if stage == "val" and len(self._examples) < self.log_examples:
             self._examples.extend(list(zip(refs, hyps))[: self.log_examples - len(self._examples)])
+        return {"refs": refs, "hyps": hyps}
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, "val")
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, list[str]]:
+        return self._evaluate(batch, "val")
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, list[str]]:
+        return self._evaluate(batch, "test")
 
     def on_validation_epoch_end(self) -> None:
         if self._examples and not self.trainer.sanity_checking:

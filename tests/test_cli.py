@@ -109,23 +109,15 @@ def test_every_recipe_prints_its_config(recipe, capsys):
     assert "model:" in capsys.readouterr().out
 
 
-def test_digits_recipe_fast_dev_run(tmp_path):
+def test_digits_recipe_fast_dev_run(tmp_path, monkeypatch):
     """The shipped demo recipe itself runs one batch of each loop on the shipped data."""
+    monkeypatch.chdir(tmp_path)  # the recipe's relative output folders land here
     cli = main(
         [
-            "fit",
-            "--config",
-            str(REPO / "recipes" / "digits.yaml"),
-            "--data.path",
-            str(REPO / "recipes" / "digits"),
-            "--data.num_workers",
-            "0",
-            "--trainer.fast_dev_run",
-            "1",
-            "--trainer.default_root_dir",
-            str(tmp_path),
-            "--trainer.logger.init_args.save_dir",
-            str(tmp_path),
+            "fit", "--config", str(REPO / "recipes" / "digits.yaml"),
+            "--data.path", str(REPO / "recipes" / "digits"),
+            "--data.num_workers", "0",
+            "--trainer.fast_dev_run", "1",
         ]
-    )
+    )  # fmt: skip
     assert cli.trainer.state.finished

@@ -1,8 +1,10 @@
-"""`SpeechDataModule`: any Hugging Face `datasets` corpus (hub id or local folder) as CTC batches."""
+"""`SpeechDataModule`: any speech corpus (hub id, parquet or audio folder, release layout) as CTC
+batches, with the paper's SortaGrad, duration-based batching, augmentation and bad-data filtering."""
 
 from __future__ import annotations
 
 import logging
+import random
 from collections import Counter
 from pathlib import Path
 
@@ -11,7 +13,10 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from ds2hub.audio import AudioDecodeError, audio_duration
-from ds2hub.data.dataset import SpeechDataset, audio_source, collate
+from ds2hub.data.augment import AugmentConfig, Augmenter
+from ds2hub.data.corpora import available_layouts, detect_layout
+from ds2hub.data.dataset import SpeechDataset, StreamingSpeechDataset, audio_source, collate
+from ds2hub.data.sampler import DurationBatchSampler
 from ds2hub.features import FeatureConfig, LogSpectrogram
 from ds2hub.tokenizers import Tokenizer
 
@@ -25,19 +30,38 @@ def load_split(
     audio_column: str = "audio",
     data_dir: str | None = None,
     revision: str | None = None,
-) -> datasets.Dataset:
-    """Loads one split through `datasets.load_dataset`, with audio left encoded.
+    layout: str = "auto",
+    streaming: bool = False,
+) -> datasets.Dataset | datasets.IterableDataset:
+    """Loads one split with audio left encoded (`Audio(decode=False)`: ds2hub decodes it).
 
-    `path` is a hub id (`openslr/librispeech_asr`) or a local folder; for a folder `datasets`
-    picks the builder from its files (audio + `metadata.csv` -> audiofolder, parquet -> parquet).
-    Audio is cast to `Audio(decode=False)`: ds2hub decodes it itself (any rate, any channels).
+    `path` is a hub id (`openslr/librispeech_asr`), a local folder `datasets` reads (parquet,
+    `audiofolder`), or a release folder of a known layout (AISHELL-1, Common Voice); `layout`
+    `auto` detects which.
     """
-    ds = datasets.load_dataset(path, name, split=split, data_dir=data_dir, revision=revision)
-    if audio_column not in ds.column_names:
-        raise KeyError(
-            f"{path}[{split}] has no audio column {audio_column!r}; columns: {ds.column_names}"
+    kind = detect_layout(path) if layout == "auto" else (None if layout == "datasets" else layout)
+    if kind is not None:
+        loaders = available_layouts()
+        if kind not in loaders:
+            raise KeyError(f"unknown corpus layout {kind!r}; known: {sorted(loaders)}")
+        ds = loaders[kind](Path(path), split)
+        if streaming:
+            ds = ds.to_iterable_dataset()
+    else:
+        ds = datasets.load_dataset(
+            path, name, split=split, data_dir=data_dir, revision=revision, streaming=streaming
         )
+    columns = ds.column_names or []
+    if audio_column not in columns:
+        raise KeyError(f"{path}[{split}] has no audio column {audio_column!r}; columns: {columns}")
     return ds.cast_column(audio_column, datasets.Audio(decode=False))
+
+
+def holdout_groups(values: list[str], fraction: float, seed: int) -> set[str]:
+    """A random `fraction` of the distinct `values` (e.g. whole words or speakers)."""
+    distinct = sorted(set(values))
+    rng = random.Random(seed)
+    return set(rng.sample(distinct, max(1, round(fraction * len(distinct)))))
 
 
 class SpeechDataModule(L.LightningDataModule):
@@ -46,16 +70,26 @@ class SpeechDataModule(L.LightningDataModule):
     Args:
         tokenizer: the output vocabulary; if it must learn one (Mandarin characters,
             SentencePiece) it is fitted here on the training transcripts.
-        path: hub id or local folder (`audiofolder` layout, parquet, ...).
+        path: hub id, local folder (parquet, `audiofolder`), or release folder (AISHELL-1,
+            Common Voice).
         name: the dataset configuration (e.g. `clean` for LibriSpeech).
-        data_dir: sub-folder of `path` to read.
-        revision: hub revision (branch, tag or commit).
+        data_dir / revision: sub-folder and hub revision.
+        layout: `auto` (detect), `datasets`, `aishell`, `commonvoice` or a plugin's layout.
         train_split / val_split / test_split / predict_split: split names (`datasets` slicing such
-            as `train[:90%]` works too).
+            as `train[:90%]` works too). A None test split tests on the validation data.
         audio_column / text_column: column names of the audio and the transcript.
+        holdout_column: hold out whole groups of this column of the *train* split as validation
+            data (speakers, words), instead of reading `val_split`.
+        holdout_values / holdout_fraction / holdout_seed: which groups: listed, or a random share.
         min_duration / max_duration: utterances outside this range (seconds) are dropped.
-        batch_size: utterances per batch.
+        batch_size: utterances per batch (at most, when `max_batch_seconds` is set).
+        max_batch_seconds: padded seconds of audio per training batch (duration-based batching).
+        sortagrad: first epoch in increasing length order (Deep Speech 2, section 3.1).
+        bucketing: batch utterances of similar length together (less padding).
+        augment: training augmentation (noise, speed, SpecAugment).
+        streaming: read the training split as a stream (corpora larger than the disk).
         num_workers: DataLoader worker processes.
+        seed: seed of batch order and holdout.
         features: the spectrogram front end.
     """
 
@@ -66,22 +100,34 @@ class SpeechDataModule(L.LightningDataModule):
         name: str | None = None,
         data_dir: str | None = None,
         revision: str | None = None,
+        layout: str = "auto",
         train_split: str = "train",
         val_split: str = "validation",
-        test_split: str = "test",
+        test_split: str | None = "test",
         predict_split: str | None = None,
         audio_column: str = "audio",
         text_column: str = "text",
-        min_duration: float = 0.0,
+        holdout_column: str | None = None,
+        holdout_values: list[str] | None = None,
+        holdout_fraction: float = 0.0,
+        holdout_seed: int = 0,
+        min_duration: float = 0.05,
         max_duration: float = 20.0,
         batch_size: int = 16,
+        max_batch_seconds: float | None = None,
+        sortagrad: bool = True,
+        bucketing: bool = True,
+        augment: AugmentConfig = AugmentConfig(),
+        streaming: bool = False,
         num_workers: int = 0,
+        seed: int = 0,
         features: FeatureConfig = FeatureConfig(),
     ) -> None:
         super().__init__()
         self.tokenizer = tokenizer
-        self.path = str(Path(path).expanduser()) if Path(path).expanduser().exists() else path
-        self.name, self.data_dir, self.revision = name, data_dir, revision
+        expanded = Path(path).expanduser()
+        self.path = str(expanded) if expanded.exists() else path
+        self.name, self.data_dir, self.revision, self.layout = name, data_dir, revision, layout
         self.splits = {
             "train": train_split,
             "val": val_split,
@@ -89,65 +135,157 @@ class SpeechDataModule(L.LightningDataModule):
             "predict": predict_split or test_split,
         }
         self.audio_column, self.text_column = audio_column, text_column
+        self.holdout_column, self.holdout_values = holdout_column, holdout_values
+        self.holdout_fraction, self.holdout_seed = holdout_fraction, holdout_seed
         self.min_duration, self.max_duration = min_duration, max_duration
-        self.batch_size, self.num_workers = batch_size, num_workers
+        self.batch_size, self.max_batch_seconds = batch_size, max_batch_seconds
+        self.sortagrad, self.bucketing, self.streaming = sortagrad, bucketing, streaming
+        self.augment = augment
+        self.num_workers, self.seed = num_workers, seed
         self.features = features
         self.frontend = LogSpectrogram(features)
-        self.datasets: dict[str, SpeechDataset] = {}
+        self.datasets: dict[str, SpeechDataset | StreamingSpeechDataset] = {}
+        self.dropped: dict[str, Counter[str]] = {}
+        if holdout_column and not (holdout_values or holdout_fraction):
+            raise ValueError("holdout_column needs holdout_values or a holdout_fraction > 0")
         if tokenizer.needs_fit:
             # The vocabulary must exist before the model is built (its output layer size).
-            train = self._load(self.splits["train"])
-            tokenizer.fit(train[self.text_column])
-            log.info("fitted %s on %d training transcripts", tokenizer, len(train))
+            texts = self._train_texts()
+            tokenizer.fit(texts)
+            log.info("fitted %s on %d training transcripts", tokenizer, len(texts))
 
-    def _load(self, split: str) -> datasets.Dataset:
+    # --- loading ---------------------------------------------------------------------------------
+    def _load(self, split: str, streaming: bool = False):
         return load_split(
-            self.path, split, self.name, self.audio_column, self.data_dir, self.revision
+            self.path,
+            split,
+            self.name,
+            self.audio_column,
+            self.data_dir,
+            self.revision,
+            self.layout,
+            streaming,
         )
 
-    def _filter(self, ds: datasets.Dataset, split: str) -> tuple[datasets.Dataset, list[float]]:
+    def _heldout(self, ds: datasets.Dataset) -> set[str]:
+        values = [str(v) for v in ds[self.holdout_column]]
+        if self.holdout_values:
+            return {str(v) for v in self.holdout_values}
+        return holdout_groups(values, self.holdout_fraction, self.holdout_seed)
+
+    def _split_rows(self, stage: str) -> datasets.Dataset:
+        """The rows of a stage, honouring a holdout of whole groups of the train split."""
+        if (
+            self.holdout_column
+            and stage in ("train", "val")
+            or (stage == "test" and self.splits["test"] is None)
+        ):
+            if not self.holdout_column:
+                return self._load(self.splits["val"])
+            ds = self._load(self.splits["train"])
+            held = self._heldout(ds)
+            in_held = [str(v) in held for v in ds[self.holdout_column]]
+            keep = [i for i, h in enumerate(in_held) if h == (stage != "train")]
+            log.info(
+                "%s: %d rows (%d %s groups held out for validation)",
+                stage,
+                len(keep),
+                len(held),
+                self.holdout_column,
+            )
+            return ds.select(keep)
+        split = self.splits[stage]
+        if split is None:
+            raise ValueError(f"no split configured for {stage}")
+        return self._load(split)
+
+    def _train_texts(self) -> list[str]:
+        if self.streaming:
+            return [
+                row[self.text_column] for row in self._load(self.splits["train"], streaming=True)
+            ]
+        return self._split_rows("train")[self.text_column]
+
+    # --- filtering ------------------------------------------------------------------------------
+    def _problem(self, text: str | None, training: bool = True) -> str | None:
+        """Why a transcript cannot train (or, with training=False, be scored), or None."""
+        if not text or not text.strip():
+            return "empty transcript"
+        # Evaluation keeps such utterances: their unknown characters count as errors, as they should.
+        if training and self.tokenizer.uncovered(text):
+            return "characters outside the tokenizer"
+        if not self.tokenizer.encode(text):
+            return "empty transcript"
+        return None
+
+    def _filter(self, ds: datasets.Dataset, stage: str) -> tuple[datasets.Dataset, list[float]]:
         """Drops utterances that cannot train or score, counting each reason in the log."""
         dropped: Counter[str] = Counter()
         keep, durations = [], []
         has_duration = "duration" in ds.column_names
         texts = ds[self.text_column]
         for i, text in enumerate(texts):
-            if not text or not self.tokenizer.encode(text):
-                dropped["empty transcript"] += 1
-                continue
-            try:
-                seconds = (
-                    float(ds[i]["duration"])
-                    if has_duration
-                    else audio_duration(audio_source(ds[i][self.audio_column]))
-                )
-            except (AudioDecodeError, OSError) as error:
-                dropped["undecodable audio"] += 1
-                log.debug("%s[%d]: %s", split, i, error)
-                continue
-            if not self.min_duration <= seconds <= self.max_duration:
-                dropped["duration out of range"] += 1
+            reason = self._problem(text, training=stage == "train")
+            seconds = 0.0
+            if reason is None:
+                try:
+                    row = ds[i]
+                    seconds = (
+                        float(row["duration"])
+                        if has_duration
+                        else audio_duration(audio_source(row[self.audio_column]))
+                    )
+                except (AudioDecodeError, OSError, TypeError, ValueError) as error:
+                    reason = "undecodable audio"
+                    log.debug("%s[%d]: %s", stage, i, error)
+            if reason is None and seconds <= 0:
+                reason = "zero-length audio"
+            elif reason is None and seconds < self.min_duration:
+                reason = "shorter than min_duration"
+            elif reason is None and seconds > self.max_duration:
+                reason = "longer than max_duration"
+            if reason:
+                dropped[reason] += 1
                 continue
             keep.append(i)
             durations.append(seconds)
-        for reason, count in dropped.items():
-            log.warning("%s: dropped %d utterance(s): %s", split, count, reason)
+        for reason, count in sorted(dropped.items()):
+            log.warning("%s: dropped %d utterance(s): %s", stage, count, reason)
+        self.dropped[stage] = dropped
         if not keep:
             raise ValueError(
-                f"split {split!r} of {self.path} has no usable utterances ({dict(dropped)})"
+                f"{stage} data of {self.path} has no usable utterances ({dict(dropped)})"
             )
         return ds.select(keep), durations
 
-    def _dataset(self, stage: str) -> SpeechDataset:
+    def _dataset(self, stage: str) -> SpeechDataset | StreamingSpeechDataset:
         if stage not in self.datasets:
-            split = self.splits[stage]
-            ds, durations = self._filter(self._load(split), split)
+            augmenter = (
+                Augmenter(self.augment) if stage == "train" and self.augment.enabled else None
+            )
+            if stage == "train" and self.streaming:
+                rank, world = self._rank_world()
+                stream = self._load(self.splits["train"], streaming=True)
+                if world > 1:
+                    from datasets.distributed import split_dataset_by_node
+
+                    stream = split_dataset_by_node(stream, rank=rank, world_size=world)
+                self.datasets[stage] = StreamingSpeechDataset(
+                    stream, self.tokenizer, self.frontend, self.audio_column, self.text_column,
+                    self.batch_size, self.min_duration, self.max_duration, augmenter, self._problem,
+                )  # fmt: skip
+                return self.datasets[stage]
+            ds, durations = self._filter(self._split_rows(stage), stage)
             self.datasets[stage] = SpeechDataset(
-                ds, self.tokenizer, self.frontend, self.audio_column, self.text_column, durations
+                ds,
+                self.tokenizer,
+                self.frontend,
+                self.audio_column,
+                self.text_column,
+                durations,
+                augmenter,
             )
-            log.info(
-                "%s split %r: %d utterances, %.1f min", stage, split, len(ds), sum(durations) / 60
-            )
+            log.info("%s: %d utterances, %.1f min", stage, len(ds), sum(durations) / 60)
         return self.datasets[stage]
 
     def setup(self, stage: str) -> None:
@@ -160,24 +298,53 @@ class SpeechDataModule(L.LightningDataModule):
         for name in wanted:
             self._dataset(name)
 
-    def _loader(self, stage: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            self._dataset(stage),
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            collate_fn=collate,
-            persistent_workers=self.num_workers > 0,
+    # --- batching -------------------------------------------------------------------------------
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is None or trainer.world_size == 1:
+            return 0, 1
+        if trainer._accelerator_connector.use_distributed_sampler:
+            raise ValueError(
+                "SpeechDataModule shards its batches across DDP ranks itself: set trainer.use_distributed_sampler: false"
+            )
+        return trainer.global_rank, trainer.world_size
+
+    def batch_sampler(self, stage: str) -> DurationBatchSampler:
+        """The batch sampler of a (map-style) stage: SortaGrad and bucketing for training only."""
+        dataset = self._dataset(stage)
+        rank, world = self._rank_world()
+        train = stage == "train"
+        return DurationBatchSampler(
+            dataset.durations,
+            max_batch_seconds=self.max_batch_seconds or float("inf"),
+            max_batch_size=self.batch_size,
+            bucketing=self.bucketing if train else True,  # evaluation: sorted, little padding
+            sortagrad=self.sortagrad and train,
+            shuffle=train,
+            num_replicas=world,
+            rank=rank,
+            seed=self.seed,
         )
 
+    def _loader(self, stage: str) -> DataLoader:
+        dataset = self._dataset(stage)
+        common = {
+            "num_workers": self.num_workers,
+            "collate_fn": collate,
+            "persistent_workers": self.num_workers > 0,
+        }
+        if isinstance(dataset, StreamingSpeechDataset):
+            return DataLoader(dataset, batch_size=None, **common)  # the stream yields whole batches
+        return DataLoader(dataset, batch_sampler=self.batch_sampler(stage), **common)
+
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self._loader("train")
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("predict", shuffle=False)
+        return self._loader("predict")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, IterableDataset
 
 from ds2hub.audio import AudioDecodeError, load_audio
+from ds2hub.data.augment import Augmenter
 from ds2hub.features import LogSpectrogram
 from ds2hub.tokenizers import Tokenizer
 
@@ -39,35 +41,110 @@ class SpeechDataset(Dataset):
         audio_column: str,
         text_column: str,
         durations: list[float],
+        augmenter: Augmenter | None = None,
     ) -> None:
         self.data = hf_dataset
+        self.augmenter = augmenter
         self.tokenizer = tokenizer
         self.frontend = frontend
         self.audio_column = audio_column
         self.text_column = text_column
         self.durations = durations
-        self.failures: Counter[str] = Counter()
 
     def __len__(self) -> int:
         return len(self.data)
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
         row = self.data[int(index)]
-        try:
-            waveform = load_audio(audio_source(row[self.audio_column]))
-        except AudioDecodeError as error:
-            self.failures["undecodable"] += 1
-            log.warning("skipping utterance %d: %s", index, error)
-            return None
-        with torch.no_grad():
-            features = self.frontend(waveform)  # (F, T)
-        text = row[self.text_column]
-        return {
-            "features": features,
-            "tokens": torch.tensor(self.tokenizer.encode(text), dtype=torch.long),
-            "text": text,
-            "duration": waveform.numel() / self.frontend.config.sample_rate,
-        }
+        return make_item(row, int(index), self)
+
+
+def make_item(row: dict[str, Any], index: int, source: Any) -> dict[str, Any] | None:
+    """Decodes, augments and featurises one row (None, logged, if its audio does not decode)."""
+    try:
+        waveform = load_audio(audio_source(row[source.audio_column]))
+    except AudioDecodeError as error:
+        log.warning("skipping utterance %d: %s", index, error)
+        return None
+    with torch.no_grad():
+        if source.augmenter is not None:
+            waveform = source.augmenter.waveform(waveform)
+        features = source.frontend(waveform)  # (F, T)
+        if source.augmenter is not None:
+            features = source.augmenter.spectrogram(features)
+    text = row[source.text_column]
+    return {
+        "features": features,
+        "tokens": torch.tensor(source.tokenizer.encode(text), dtype=torch.long),
+        "text": text,
+        "duration": waveform.numel() / source.frontend.config.sample_rate,
+        "index": index,
+    }
+
+
+class StreamingSpeechDataset(IterableDataset):
+    """A streamed split (`datasets.IterableDataset`) as an iterable of ready batches.
+
+    Durations are unknown ahead of a stream, so utterances are filtered as they arrive (counted
+    by reason in `dropped`) and batched `batch_size` at a time. Under DDP the stream is split
+    across ranks before it reaches here (`datasets.distributed.split_dataset_by_node`).
+    """
+
+    def __init__(
+        self,
+        stream,
+        tokenizer: Tokenizer,
+        frontend: LogSpectrogram,
+        audio_column: str,
+        text_column: str,
+        batch_size: int,
+        min_duration: float,
+        max_duration: float,
+        augmenter: Augmenter | None,
+        problem: Callable[[str | None], str | None],
+    ) -> None:
+        self.data, self.tokenizer, self.frontend = stream, tokenizer, frontend
+        self.audio_column, self.text_column, self.batch_size = audio_column, text_column, batch_size
+        self.min_duration, self.max_duration = min_duration, max_duration
+        self.augmenter, self.problem = augmenter, problem
+        self.dropped: Counter[str] = Counter()
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffles shard order and buffer per epoch where the stream supports it."""
+        if hasattr(self.data, "set_epoch"):
+            self.data.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        batch: list[dict[str, Any]] = []
+        for index, row in enumerate(self.data):
+            reason = self.problem(row.get(self.text_column))
+            item = None if reason else make_item(row, index, self)
+            if item is None:
+                reason = reason or "undecodable audio"
+            elif item["duration"] <= 0:
+                reason = "zero-length audio"
+            elif not self.min_duration <= item["duration"] <= self.max_duration:
+                reason = "duration out of range"
+            if reason:
+                self.dropped[reason] += 1
+                if sum(self.dropped.values()) % 100 == 1:
+                    log.warning("stream: dropped so far: %s", dict(self.dropped))
+                continue
+            batch.append(item)
+            if len(batch) == self.batch_size:
+                yield collate(batch)
+                batch = []
+        if batch:
+            yield collate(batch)
+
+
+def collate_features(features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-pads (F, T_i) spectrograms into (B, F, T_max) and their (B,) lengths."""
+    lengths = torch.tensor([f.size(1) for f in features])
+    batch = torch.zeros(len(features), features[0].size(0), int(lengths.max()))  # (B, F, T)
+    for i, f in enumerate(features):
+        batch[i, :, : f.size(1)] = f
+    return batch, lengths
 
 
 def collate(items: list[dict[str, Any] | None]) -> dict[str, Any]:
@@ -75,13 +152,10 @@ def collate(items: list[dict[str, Any] | None]) -> dict[str, Any]:
     items = [it for it in items if it is not None]
     if not items:
         raise AudioDecodeError("a whole batch failed to decode")
-    n_feat = items[0]["features"].size(0)
-    lengths = torch.tensor([it["features"].size(1) for it in items])
+    features, lengths = collate_features([it["features"] for it in items])
     target_lengths = torch.tensor([it["tokens"].numel() for it in items])
-    features = torch.zeros(len(items), n_feat, int(lengths.max()))  # (B, F, T)
     targets = torch.zeros(len(items), max(int(target_lengths.max()), 1), dtype=torch.long)  # (B, S)
     for i, it in enumerate(items):
-        features[i, :, : lengths[i]] = it["features"]
         targets[i, : target_lengths[i]] = it["tokens"]
     return {
         "features": features,
@@ -90,4 +164,5 @@ def collate(items: list[dict[str, Any] | None]) -> dict[str, Any]:
         "target_lengths": target_lengths,
         "texts": [it["text"] for it in items],
         "durations": torch.tensor([it["duration"] for it in items]),
+        "indices": [it["index"] for it in items],
     }

@@ -83,6 +83,16 @@ class Tokenizer(ABC):
             ids.append(i)
         return ids
 
+    def uncovered(self, text: str) -> set[str]:
+        """Letters and digits of `text` the vocabulary cannot write (dropped by normalisation or
+        mapped to an unknown token). A transcript with any no longer matches its audio.
+
+        The default checks the characters of the normalised text against the vocabulary's
+        characters; tokenizers whose normaliser deletes characters override it.
+        """
+        known = {ch for tok in self.vocab for ch in tok}
+        return {ch for ch in self.normalize(text) if ch.isalnum() and ch not in known}
+
     def _unknown_id(self, token: str) -> int:
         raise ValueError(f"{type(self).__name__}: token {token!r} is not in the vocabulary")
 

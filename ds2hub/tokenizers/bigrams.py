@@ -11,7 +11,7 @@ from __future__ import annotations
 import string
 
 from ds2hub.tokenizers.base import BLANK, Tokenizer
-from ds2hub.tokenizers.normalizers import normalize_english
+from ds2hub.tokenizers.normalizers import normalize_english, uncovered_letters
 
 WORD_BOUNDARY = "_"
 _LETTERS = [*string.ascii_lowercase, "'"]
@@ -42,6 +42,9 @@ class BigramTokenizer(Tokenizer):
 
     def normalize(self, text: str) -> str:
         return normalize_english(text)
+
+    def uncovered(self, text: str) -> set[str]:
+        return uncovered_letters(text, set(_LETTERS))
 
     def _split(self, text: str) -> list[str]:
         return split_bigrams(text)

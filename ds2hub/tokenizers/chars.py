@@ -5,7 +5,7 @@ from __future__ import annotations
 import string
 
 from ds2hub.tokenizers.base import BLANK, Tokenizer
-from ds2hub.tokenizers.normalizers import normalize_english
+from ds2hub.tokenizers.normalizers import normalize_english, uncovered_letters
 
 SPACE = " "
 ENGLISH_ALPHABET = [SPACE, "'", *string.ascii_lowercase]
@@ -34,6 +34,9 @@ class CharTokenizer(Tokenizer):
             return normalize_english(text)
         text = " ".join(text.lower().split())
         return "".join(ch for ch in text if ch in self._allowed)
+
+    def uncovered(self, text: str) -> set[str]:
+        return uncovered_letters(text, set(self.alphabet))
 
     def _split(self, text: str) -> list[str]:
         return list(text)

@@ -55,6 +55,12 @@ class MandarinTokenizer(Tokenizer):
             raise RuntimeError("MandarinTokenizer has no vocabulary yet: call fit(transcripts)")
         return list(text)
 
+    def uncovered(self, text: str) -> set[str]:
+        if self.needs_fit:
+            return set()
+        known = set(self.characters or [])
+        return {ch for ch in self.normalize(text) if ch not in known}
+
     def _unknown_id(self, token: str) -> int:
         return self.unk_id
 

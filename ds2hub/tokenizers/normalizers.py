@@ -44,3 +44,16 @@ def normalize_mandarin(text: str) -> str:
     """
     text = unicodedata.normalize("NFKC", text).lower()
     return "".join(ch for ch in text if _is_cjk(ch) or ("a" <= ch <= "z") or ("0" <= ch <= "9"))
+
+
+def uncovered_letters(text: str, alphabet: set[str]) -> set[str]:
+    """Letters and digits of `text` outside `alphabet` once case and accents are folded, i.e. what
+    an alphabetic normaliser would silently delete (digits, other scripts).
+
+    >>> sorted(uncovered_letters("Café 42 ñ", set("abcdefghijklmnopqrstuvwxyz")))
+    ['2', '4']
+    """
+    folded = "".join(
+        ch for ch in unicodedata.normalize("NFKD", text.lower()) if not unicodedata.combining(ch)
+    )
+    return {ch for ch in folded if ch.isalnum() and ch not in alphabet}

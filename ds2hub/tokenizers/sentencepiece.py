@@ -90,6 +90,17 @@ class SentencePieceTokenizer(Tokenizer):
             raise RuntimeError("SentencePieceTokenizer has no model yet: call fit(transcripts)")
         return self._sp.decode([int(i) - 1 for i in ids if i != self.blank_id])
 
+    def uncovered(self, text: str) -> set[str]:
+        if self._sp is None:
+            return set()
+        pieces = self._sp.encode(self.normalize(text), out_type=str)
+        unk = {
+            p
+            for p, i in zip(pieces, self._sp.encode(self.normalize(text)))
+            if i == self._sp.unk_id()
+        }
+        return {ch for p in unk for ch in p.replace("▁", "") if ch.isalnum()}
+
     def _split(self, text: str) -> list[str]:  # encode/decode are overridden
         raise NotImplementedError
 

@@ -1,0 +1,137 @@
+"""Model cards: the hub's structured metadata plus a human description, from `model_cards/`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from ds2hub.hub import SpeechRecognizer
+
+TEMPLATE_NAME = "ds2hub.md"
+LANGUAGE_NAMES = {"en": "English", "zh": "Mandarin Chinese"}
+DEFAULT_LANGUAGE = {"chars": "en", "bigrams": "en", "mandarin": "zh"}
+
+
+def template_path() -> Path:
+    """`model_cards/ds2hub.md` from a checkout, or its copy packaged inside the wheel."""
+    here = Path(__file__).resolve().parent
+    for candidate in (
+        here / "model_cards" / TEMPLATE_NAME,
+        here.parent / "model_cards" / TEMPLATE_NAME,
+    ):
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError(f"model card template {TEMPLATE_NAME} not found next to {here}")
+
+
+@dataclass
+class CardInfo:
+    """What the card says beyond the model itself."""
+
+    repo_id: str
+    language: str
+    dataset_id: str
+    dataset_split: str
+    metrics: dict[str, float]  # {"wer": 0.031, "cer": 0.012}
+    eval_utterances: int
+    dataset_config: str | None = None
+    license: str = "apache-2.0"
+    recipe: str = ""
+    recipe_name: str = ""
+    command: str = ""
+    train_seconds: float | None = None
+    hardware: str | None = None
+    train_description: str = ""
+    extra_tags: list[str] = field(default_factory=list)
+
+
+def _duration(seconds: float | None) -> str:
+    if not seconds:
+        return "unknown time"
+    if seconds < 120:
+        return f"{seconds:.0f} seconds"
+    minutes = seconds / 60
+    return f"{minutes:.1f} minutes" if minutes < 120 else f"{minutes / 60:.1f} hours"
+
+
+def size_tag(num_parameters: int) -> str:
+    """A coarse model-size tag for comparing runs (`size-1M`, `size-100M`)."""
+    m = num_parameters / 1e6
+    return f"size-{m:.0f}M" if m >= 1 else f"size-{num_parameters / 1e3:.0f}K"
+
+
+def render_card(recognizer: SpeechRecognizer, info: CardInfo) -> ModelCard:
+    """Fills the template; the metadata carries the results as the hub's `model-index`."""
+    arch = recognizer.arch
+    eval_results = [
+        EvalResult(
+            task_type="automatic-speech-recognition",
+            task_name="Speech Recognition",
+            dataset_type=info.dataset_id,
+            dataset_name=info.dataset_id,
+            dataset_config=info.dataset_config,
+            dataset_split=info.dataset_split,
+            metric_type=name,
+            metric_name=name.upper(),
+            metric_value=round(value * 100, 2),  # the hub shows WER in percent
+        )
+        for name, value in info.metrics.items()
+    ]
+    model_name = info.repo_id.split("/")[-1]
+    data = ModelCardData(
+        language=[info.language],
+        license=info.license,
+        library_name="ds2hub",
+        pipeline_tag="automatic-speech-recognition",
+        tags=sorted(
+            {
+                "deepspeech2",
+                "ctc",
+                "ds2hub",
+                "automatic-speech-recognition",
+                f"tokenizer-{recognizer.tokenizer.kind}",
+                size_tag(recognizer.num_parameters),
+                *info.extra_tags,
+            }
+        ),
+        datasets=[info.dataset_id],
+        metrics=list(info.metrics),
+        model_name=model_name,
+        eval_results=eval_results,
+    )
+    return ModelCard.from_template(
+        data,
+        template_path=str(template_path()),
+        model_name=model_name,
+        repo_id=info.repo_id,
+        language_names=LANGUAGE_NAMES.get(info.language, info.language),
+        n_conv=len(arch.conv_channels),
+        rnn_layers=arch.rnn_layers,
+        rnn_type=arch.rnn_type,
+        rnn_hidden=arch.rnn_hidden,
+        direction="bidirectional" if arch.bidirectional else "forward-only",
+        bidirectional=arch.bidirectional,
+        batch_norm=arch.batch_norm,
+        lookahead=arch.lookahead,
+        time_stride=arch.time_stride,
+        tokenizer_kind=recognizer.tokenizer.kind,
+        vocab_size=recognizer.tokenizer.vocab_size,
+        num_parameters_m=f"{recognizer.num_parameters / 1e6:.1f}",
+        metrics=[{"name": k.upper(), "value": v} for k, v in info.metrics.items()],
+        dataset_id=info.dataset_id,
+        dataset_config=info.dataset_config,
+        dataset_split=info.dataset_split,
+        eval_utterances=info.eval_utterances,
+        normalization="lowercase a-z, apostrophe and space"
+        if recognizer.tokenizer.kind in ("chars", "bigrams")
+        else "the tokenizer's `normalize`",
+        recipe=info.recipe.strip() or "(not recorded)",
+        recipe_name=info.recipe_name or "(unknown)",
+        command=info.command or "(not recorded)",
+        training_time=_duration(info.train_seconds),
+        hardware=info.hardware or "unknown hardware",
+        train_description=info.train_description or info.dataset_id,
+        chunk_seconds=20,
+    )

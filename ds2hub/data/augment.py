@@ -1,0 +1,96 @@
+"""Training-time augmentation: additive noise, speed perturbation, SpecAugment.
+
+Deep Speech 2 (section 5.2) adds noise to 40 % of utterances at random SNRs; speed perturbation
+(Ko et al., 2015) and SpecAugment (Park et al., 2019) are the later standard companions. Each is
+off by default and switched on from the recipe (`data.augment`).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchaudio.functional as AF
+from torchaudio.transforms import FrequencyMasking, TimeMasking
+
+from ds2hub.audio import SAMPLE_RATE, AudioDecodeError, load_audio
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """What to augment, and how strongly. All probabilities are per utterance."""
+
+    noise_prob: float = 0.0  # share of utterances that get noise (paper: 0.4)
+    noise_snr_db: tuple[float, float] = (0.0, 30.0)  # SNR drawn uniformly from this range
+    noise_dir: str | None = (
+        None  # recordings to mix in (any format); None: synthetic coloured noise
+    )
+    speed_prob: float = 0.0  # share of utterances played faster or slower
+    speed_factors: tuple[float, ...] = (0.9, 1.1)
+    freq_masks: int = 0  # SpecAugment frequency masks per utterance
+    freq_mask_width: int = 27  # at most this many of the 161 bins per mask
+    time_masks: int = 0  # SpecAugment time masks per utterance
+    time_mask_width: int = 40  # at most this many 10 ms frames per mask
+    time_mask_max_ratio: float = 0.1  # and at most this share of the utterance per mask
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.noise_prob or self.speed_prob or self.freq_masks or self.time_masks)
+
+
+def coloured_noise(num_samples: int, exponent: float) -> torch.Tensor:
+    """Noise with a 1/f^exponent power spectrum (0 white, 1 pink, 2 brown), unit variance."""
+    spectrum = torch.fft.rfft(torch.randn(num_samples))
+    freqs = torch.arange(1, spectrum.numel() + 1, dtype=torch.float32)
+    noise = torch.fft.irfft(spectrum / freqs.pow(exponent / 2), n=num_samples)
+    return noise / (noise.std() + 1e-8)
+
+
+class Augmenter:
+    """Applies an `AugmentConfig` to waveforms (before features) and spectrograms (after)."""
+
+    def __init__(self, config: AugmentConfig) -> None:
+        self.config = config
+        self.noise_files = []
+        if config.noise_dir:
+            self.noise_files = sorted(p for p in Path(config.noise_dir).rglob("*") if p.is_file())
+            if not self.noise_files:
+                raise FileNotFoundError(f"no noise recordings in {config.noise_dir}")
+        self.freq_mask = FrequencyMasking(config.freq_mask_width) if config.freq_masks else None
+        self.time_mask = (
+            TimeMasking(config.time_mask_width, p=config.time_mask_max_ratio)
+            if config.time_masks
+            else None
+        )
+
+    def _noise(self, num_samples: int) -> torch.Tensor:
+        if self.noise_files:
+            try:
+                noise = load_audio(random.choice(self.noise_files))
+            except AudioDecodeError:
+                noise = coloured_noise(num_samples, 1.0)
+            if noise.numel() < num_samples:
+                noise = noise.repeat(num_samples // max(noise.numel(), 1) + 1)
+            start = random.randint(0, noise.numel() - num_samples)
+            return noise[start : start + num_samples]
+        return coloured_noise(num_samples, random.choice([0.0, 1.0, 2.0]))
+
+    def waveform(self, wave: torch.Tensor) -> torch.Tensor:
+        """(T,) at 16 kHz -> augmented (T',) (speed changes the length)."""
+        c = self.config
+        if c.speed_prob and random.random() < c.speed_prob:
+            wave, _ = AF.speed(wave, SAMPLE_RATE, random.choice(c.speed_factors))
+        if c.noise_prob and random.random() < c.noise_prob and wave.abs().max() > 0:
+            snr = torch.tensor([random.uniform(*c.noise_snr_db)])
+            wave = AF.add_noise(wave[None], self._noise(wave.numel())[None], snr)[0]
+        return wave
+
+    def spectrogram(self, spec: torch.Tensor) -> torch.Tensor:
+        """(F, T) normalised features -> masked features (masks are set to the mean, zero)."""
+        for _ in range(self.config.freq_masks):
+            spec = self.freq_mask(spec)
+        for _ in range(self.config.time_masks):
+            spec = self.time_mask(spec)
+        return spec

@@ -1,0 +1,112 @@
+"""Batching the paper's way: SortaGrad and batches built by total audio duration.
+
+Deep Speech 2 (section 3.1) trains the first epoch on minibatches in increasing order of utterance
+length ("SortaGrad"), which stabilises early CTC training, and random order after that. Batches
+here are filled up to a budget of *padded* seconds (longest utterance x batch size), and with
+length bucketing each batch holds utterances of similar length, so little compute goes to padding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch.utils.data import Sampler
+
+
+class DurationBatchSampler(Sampler[list[int]]):
+    """Yields lists of dataset indices whose padded duration stays within `max_batch_seconds`.
+
+    Args:
+        durations: seconds per utterance (index-aligned with the dataset).
+        max_batch_seconds: budget of padded audio per batch (longest x count), per device.
+        max_batch_size: cap on utterances per batch.
+        bucketing: group utterances of similar length (otherwise batches are random subsets).
+        sortagrad: epoch 0 visits batches shortest-first.
+        shuffle: shuffle batch order (and, with bucketing, jitter bucket boundaries) each epoch.
+        num_replicas / rank: DDP sharding; every rank gets different batches and the same number.
+        seed: common to all ranks, so they agree on the epoch's batches.
+    """
+
+    def __init__(
+        self,
+        durations: Sequence[float],
+        max_batch_seconds: float,
+        max_batch_size: int = 256,
+        bucketing: bool = True,
+        sortagrad: bool = True,
+        shuffle: bool = True,
+        num_replicas: int = 1,
+        rank: int = 0,
+        seed: int = 0,
+    ) -> None:
+        if max_batch_seconds < max(durations, default=0):
+            raise ValueError(
+                f"max_batch_seconds={max_batch_seconds} is shorter than the longest utterance "
+                f"({max(durations):.1f} s); raise it or lower max_duration"
+            )
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is outside 0..{num_replicas - 1}")
+        self.durations = torch.as_tensor(durations, dtype=torch.float64)
+        self.max_batch_seconds, self.max_batch_size = max_batch_seconds, max_batch_size
+        self.bucketing, self.sortagrad, self.shuffle = bucketing, sortagrad, shuffle
+        self.num_replicas, self.rank, self.seed = num_replicas, rank, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at every epoch start (also under DDP)."""
+        self.epoch = epoch
+
+    def _pack(self, order: list[int]) -> list[list[int]]:
+        batches, batch, longest = [], [], 0.0
+        for i in order:
+            d = float(self.durations[i])
+            if batch and (
+                max(longest, d) * (len(batch) + 1) > self.max_batch_seconds
+                or len(batch) >= self.max_batch_size
+            ):
+                batches.append(batch)
+                batch, longest = [], 0.0
+            batch.append(i)
+            longest = max(longest, d)
+        if batch:
+            batches.append(batch)
+        return batches
+
+    def batches(self, epoch: int | None = None) -> list[list[int]]:
+        """All batches of an epoch, across ranks, in visiting order."""
+        epoch = self.epoch if epoch is None else epoch
+        g = torch.Generator().manual_seed(self.seed + epoch)
+        n = len(self.durations)
+        sorted_epoch = self.sortagrad and epoch == 0
+        if self.bucketing or sorted_epoch:
+            key = self.durations.clone()
+            if self.shuffle and not sorted_epoch:
+                key *= 1 + 0.1 * (
+                    torch.rand(n, generator=g, dtype=torch.float64) - 0.5
+                )  # vary bucket edges
+            order = torch.argsort(key, stable=True).tolist()
+        else:
+            order = torch.randperm(n, generator=g).tolist() if self.shuffle else list(range(n))
+        batches = self._pack(order)
+        if self.shuffle and not sorted_epoch:
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+        # Equal batch counts on every rank (DDP would hang otherwise): repeat a few batches.
+        total = math.ceil(len(batches) / self.num_replicas) * self.num_replicas
+        return batches + batches[: total - len(batches)]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self.batches()[self.rank :: self.num_replicas]
+
+    def __len__(self) -> int:
+        return len(self.batches()) // self.num_replicas
+
+    def padding_fraction(self, epoch: int | None = None) -> float:
+        """Share of the padded batch tensors that is padding (over all ranks' batches)."""
+        real = padded = 0.0
+        for batch in self.batches(epoch):
+            d = self.durations[batch]
+            real += float(d.sum())
+            padded += float(d.max()) * len(batch)
+        return 1.0 - real / padded if padded else 0.0

@@ -1,0 +1,193 @@
+"""Hugging Face Hub folders: `config.json`, `model.safetensors`, tokenizer files and a model card.
+
+`SpeechRecognizer` (features + network + tokenizer + greedy decoder) uses huggingface_hub's
+`PyTorchModelHubMixin`, so the folder follows the hub's conventions: weights as safetensors (never
+pickles), a root `config.json` (which the hub counts downloads by), and `from_pretrained` /
+`save_pretrained` / `push_to_hub` with revisions, caching and `HF_HUB_OFFLINE=1`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import PyTorchModelHubMixin, snapshot_download
+from torch import nn
+
+from ds2hub.audio import AudioSource
+from ds2hub.features import FeatureConfig, LogSpectrogram
+from ds2hub.model import DeepSpeech2, DeepSpeech2Config
+from ds2hub.tokenizers import Tokenizer, load_tokenizer, tokenizer_from_config
+
+CHECKPOINT_KEY = "ds2hub"  # where Lightning checkpoints keep the tokenizer, features and run facts
+HUB_FILES = [
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer.model",
+    "README.md",
+    "recipe.yaml",
+]
+
+
+class SpeechRecognizer(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="ds2hub",
+    pipeline_tag="automatic-speech-recognition",
+    tags=["deepspeech2", "ctc", "ds2hub"],
+    paper_url="https://arxiv.org/abs/1512.02595",
+):
+    """A ready-to-use Deep Speech 2 recogniser: audio in, text out.
+
+    Args:
+        arch: the network (`DeepSpeech2Config.to_dict()`), stored in `config.json`.
+        features: the front end (`FeatureConfig.to_dict()`), stored in `config.json`.
+        tokenizer: the output vocabulary, stored as `tokenizer.json` (+ `tokenizer.model`).
+    """
+
+    def __init__(
+        self, arch: dict, features: dict | None = None, tokenizer: Tokenizer | None = None
+    ) -> None:
+        super().__init__()
+        if tokenizer is None:
+            raise ValueError(
+                "SpeechRecognizer needs a tokenizer (from_pretrained loads it from tokenizer.json)"
+            )
+        self.arch = DeepSpeech2Config.from_dict(arch)
+        self.features = FeatureConfig(**(features or {}))
+        self.tokenizer = tokenizer
+        self.frontend = LogSpectrogram(self.features)
+        self.model = DeepSpeech2(self.arch, tokenizer.vocab_size)
+        self.eval()
+        # config.json: the constructor arguments plus facts users and the hub look for.
+        self._hub_mixin_config = {
+            "arch": self.arch.to_dict(),
+            "features": self.features.to_dict(),
+            "sample_rate": self.features.sample_rate,
+            "vocab_size": tokenizer.vocab_size,
+            "tokenizer": {"kind": tokenizer.kind},
+            "model_type": "deepspeech2",
+        }
+
+    # --- inference ------------------------------------------------------------------------------
+    def forward(
+        self, features: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, F, T) features, (B,) lengths -> (B, T', V) logits, (B,) output lengths."""
+        return self.model(features, lengths)
+
+    def transcribe(
+        self,
+        audio: AudioSource | Sequence[AudioSource],
+        batch_size: int = 8,
+        sample_rate: int | None = None,
+        chunk_seconds: float = 20.0,
+        progress: bool | None = None,
+    ) -> str | list[str]:
+        """Transcribes one source (path, bytes, array) or a list of them.
+
+        Args:
+            audio: file path(s), encoded bytes, or (T,)/(C, T) arrays (then give `sample_rate`).
+            batch_size: chunks decoded together.
+            sample_rate: the rate of raw arrays; files carry their own.
+            chunk_seconds: longer recordings are split at quiet points and the texts stitched.
+            progress: show progress bars (default: for more than 10 inputs).
+        Returns:
+            the transcript, or a list of transcripts for a list input.
+        """
+        from ds2hub.transcribe import transcribe
+
+        single = isinstance(audio, (str, Path, bytes)) or (
+            hasattr(audio, "shape") and not isinstance(audio, list)
+        )
+        sources = [audio] if single else list(audio)
+        show = progress if progress is not None else len(sources) > 10
+        texts = transcribe(self, sources, batch_size, sample_rate, chunk_seconds, show)
+        return texts[0] if single else texts
+
+    # --- hub folder -----------------------------------------------------------------------------
+    def _save_pretrained(self, save_directory: Path) -> None:
+        super()._save_pretrained(save_directory)  # model.safetensors
+        self.tokenizer.save(save_directory)
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir: str | Path | None,
+        force_download: bool,
+        local_files_only: bool,
+        token: str | bool | None,
+        map_location: str = "cpu",
+        strict: bool = True,
+        **model_kwargs: Any,
+    ) -> SpeechRecognizer:
+        folder = model_id
+        if not os.path.isdir(model_id):
+            folder = snapshot_download(
+                model_id,
+                revision=revision,
+                cache_dir=cache_dir,
+                force_download=force_download,
+                local_files_only=local_files_only,
+                token=token,
+                allow_patterns=HUB_FILES,
+            )
+        model_kwargs["tokenizer"] = load_tokenizer(folder)
+        model = cls(
+            **{k: v for k, v in model_kwargs.items() if k in ("arch", "features", "tokenizer")}
+        )
+        return cls._load_as_safetensor(
+            model, os.path.join(folder, "model.safetensors"), map_location, strict
+        )
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, map_location: str = "cpu") -> SpeechRecognizer:
+        """Builds the recogniser from a Lightning `.ckpt` written by `ds2hub fit`.
+
+        Training checkpoints are pickles: load only checkpoints you trust (published hub folders
+        hold safetensors and never execute code).
+        """
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        extra = ckpt.get(CHECKPOINT_KEY)
+        if extra is None:
+            raise ValueError(f"{path} was not written by ds2hub (no {CHECKPOINT_KEY!r} entry)")
+        recognizer = cls(
+            arch=ckpt["hyper_parameters"]["arch"],
+            features=extra["features"],
+            tokenizer=tokenizer_from_config(extra["tokenizer"]),
+        )
+        weights = {k: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+        state = recognizer.state_dict()
+        missing = [k for k in state if k.startswith("model.") and k not in weights]
+        if missing:
+            raise ValueError(f"{path} lacks weights for {missing[:3]}...")
+        state.update(weights)
+        recognizer.load_state_dict(state, strict=True)
+        return recognizer.eval()
+
+    @property
+    def num_parameters(self) -> int:
+        return self.model.num_parameters()
+
+
+def from_pretrained(
+    name_or_path: str | Path, revision: str | None = None, map_location: str = "cpu", **kwargs: Any
+) -> SpeechRecognizer:
+    """Loads a recogniser from a hub repo id (`user/name`), a local folder saved with
+    `save_pretrained`, or a Lightning `.ckpt` from `ds2hub fit`.
+
+    Works offline from the local cache with `HF_HUB_OFFLINE=1`.
+    """
+    path = Path(name_or_path)
+    if path.suffix == ".ckpt" and path.is_file():
+        return SpeechRecognizer.from_checkpoint(path, map_location)
+    return SpeechRecognizer.from_pretrained(
+        str(name_or_path), revision=revision, map_location=map_location, **kwargs
+    )

@@ -1,0 +1,76 @@
+"""An offline W&B run whose local files hold the metrics, tags and validation table."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+import ds2hub
+from ds2hub.cli import main
+
+pytest.importorskip("wandb")
+CONF = Path(__file__).parent / "conf"
+
+
+def test_offline_wandb_run_records_metrics_and_predictions(tiny_digits, tmp_path, monkeypatch):
+    for var in ("WANDB_API_KEY", "WANDB_MODE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no netrc: no credentials
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.chdir(tmp_path)  # the recipe's relative log folders land here
+    cli = main(
+        [
+            "fit", "--config", str(CONF / "digits_tiny.yaml"), "--config", str(CONF / "wandb.yaml"),
+            "--data.path", str(tiny_digits), "--trainer.max_steps", "4", "--trainer.val_check_interval", "2",
+            "--trainer.default_root_dir", str(tmp_path),
+        ]
+    )  # fmt: skip
+    import wandb
+
+    run = cli.trainer.loggers[0].experiment
+    assert run.settings.mode in ("offline", "dryrun")  # dryrun is wandb's internal name for offline
+    assert {"en", "tokenizer-chars"} <= set(run.tags) and any(
+        t.startswith("size-") for t in run.tags
+    )
+    assert run.group == "digits-en"
+    assert run.config["recipe"]["model"]["arch"]["rnn_hidden"] == 32
+    wandb.finish()
+
+    run_dir = next(tmp_path.rglob("offline-run-*"))
+    records = next(run_dir.glob("run-*.wandb")).read_bytes()  # the run's protobuf log
+    for key in (
+        b"train/loss",
+        b"val/wer",
+        b"val/cer",
+        b"lr-SGD",
+        b"train/audio_sec_per_sec",
+        b"tokenizer-chars",
+    ):
+        assert key in records, key
+
+    tables = sorted(
+        (run_dir / "files" / "media" / "table" / "val").glob("predictions_*.table.json")
+    )
+    assert tables, "no validation table"
+    table = json.loads(tables[-1].read_text())
+    assert table["columns"] == ["epoch", "audio", "reference", "prediction", "wer"]
+    with open(tiny_digits / "validation" / "metadata.csv") as f:
+        references = [row["text"] for row in csv.DictReader(f)]
+    assert len(table["data"]) == 3 and all(row[2] in references for row in table["data"])
+    # The audio clips are staged (as WAV files) for upload with the table by `wandb sync`.
+    staged = [
+        p
+        for p in (tmp_path / "wandb-data").rglob("*")
+        if p.is_file() and p.read_bytes()[:4] == b"RIFF"
+    ]
+    assert len(staged) >= 3
+
+    # The CSV logger ran beside W&B, and PushToHub wrote the hub folder at the end of fit.
+    assert any(tmp_path.rglob("metrics.csv"))
+    hub_folder = next(tmp_path.rglob("hub/config.json")).parent
+    assert ds2hub.from_pretrained(hub_folder).tokenizer.kind == "chars"
