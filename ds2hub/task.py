@@ -184,6 +184,14 @@ class DeepSpeech2Task(L.LightningModule):
     def _loss(
         self, batch: dict[str, Any], stage: str
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if batch.get("skipped_undecodable"):
+            self.log(
+                f"{stage}/skipped_undecodable",
+                float(batch["skipped_undecodable"]),
+                reduce_fx="sum",
+                on_step=False,
+                on_epoch=True,
+            )
         logits, out_lengths = self(batch["features"], batch["feature_lengths"])
         feasible = ctc_feasible(batch["targets"], batch["target_lengths"], out_lengths)
         skipped = int((~feasible).sum())

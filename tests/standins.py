@@ -39,8 +39,8 @@ SPLITS = {"train": 8, "validation": 4, "test": 4}
 
 def make_librispeech(root: Path) -> Path:
     """`openslr/librispeech_asr` as on the hub: parquet under `<config>/<split>/`, a README with the
-    configs, columns file/audio/text/speaker_id/chapter_id/id, uppercase text."""
-    names = {"train": "train.100", "validation": "validation", "test": "test"}
+    configs `clean` and `all` and their split names, columns file/audio/text/speaker_id/chapter_id/id,
+    uppercase text."""
     features = datasets.Features(
         {
             "file": datasets.Value("string"),
@@ -51,27 +51,37 @@ def make_librispeech(root: Path) -> Path:
             "id": datasets.Value("string"),
         }
     )
-    for split, n in SPLITS.items():
-        rows = digit_rows(split, n)
-        ids = [f"{100 + i}-{2000 + i}-{i:04d}" for i in range(len(rows))]
-        data = {
-            "file": [f"{u}.flac" for u in ids],
-            "audio": [
-                {"bytes": encoded(r, split, "FLAC"), "path": f"{u}.flac"} for r, u in zip(rows, ids)
-            ],
-            "text": [r["text"].upper() for r in rows],
-            "speaker_id": [100 + i for i in range(len(rows))],
-            "chapter_id": [2000 + i for i in range(len(rows))],
-            "id": ids,
-        }
-        out = root / "clean" / names[split]
-        out.mkdir(parents=True)
-        datasets.Dataset.from_dict(data, features=features).to_parquet(str(out / "0000.parquet"))
-    (root / "README.md").write_text(
-        "---\nconfigs:\n- config_name: clean\n  data_files:\n"
-        + "".join(f"  - split: {names[s]}\n    path: clean/{names[s]}/*.parquet\n" for s in SPLITS)
-        + "---\n"
-    )
+    configs = {
+        "clean": {"train.100": "train", "validation": "validation", "test": "test"},
+        "all": {
+            "train.clean.100": "train", "train.clean.360": "train", "train.other.500": "train",
+            "validation.clean": "validation", "test.clean": "test",
+        },
+    }  # fmt: skip
+    readme = "---\nconfigs:\n"
+    for config, splits in configs.items():
+        readme += f"- config_name: {config}\n  data_files:\n"
+        for name, source in splits.items():
+            rows = digit_rows(source, SPLITS[source])
+            ids = [f"{100 + i}-{2000 + i}-{i:04d}" for i in range(len(rows))]
+            data = {
+                "file": [f"{u}.flac" for u in ids],
+                "audio": [
+                    {"bytes": encoded(r, source, "FLAC"), "path": f"{u}.flac"}
+                    for r, u in zip(rows, ids)
+                ],
+                "text": [r["text"].upper() for r in rows],
+                "speaker_id": [100 + i for i in range(len(rows))],
+                "chapter_id": [2000 + i for i in range(len(rows))],
+                "id": ids,
+            }
+            out = root / config / name
+            out.mkdir(parents=True)
+            datasets.Dataset.from_dict(data, features=features).to_parquet(
+                str(out / "0000.parquet")
+            )
+            readme += f"  - split: {name}\n    path: {config}/{name}/*.parquet\n"
+    (root / "README.md").write_text(readme + "---\n")
     return root
 
 

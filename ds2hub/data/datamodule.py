@@ -64,6 +64,10 @@ def holdout_groups(values: list[str], fraction: float, seed: int) -> set[str]:
     return set(rng.sample(distinct, max(1, round(fraction * len(distinct)))))
 
 
+def _already_collated(batch: dict) -> dict:
+    return batch
+
+
 class SpeechDataModule(L.LightningDataModule):
     """Speech corpora from Hugging Face `datasets`, filtered and batched for CTC training.
 
@@ -334,7 +338,8 @@ class SpeechDataModule(L.LightningDataModule):
             "persistent_workers": self.num_workers > 0,
         }
         if isinstance(dataset, StreamingSpeechDataset):
-            return DataLoader(dataset, batch_size=None, **common)  # the stream yields whole batches
+            common["collate_fn"] = _already_collated  # the stream yields whole batches
+            return DataLoader(dataset, batch_size=None, **common)
         return DataLoader(dataset, batch_sampler=self.batch_sampler(stage), **common)
 
     def train_dataloader(self) -> DataLoader:

@@ -149,6 +149,7 @@ def collate_features(features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.
 
 def collate(items: list[dict[str, Any] | None]) -> dict[str, Any]:
     """Pads a list of items into a batch (features zero-padded, so padding never leaks)."""
+    skipped = sum(it is None for it in items)  # headers read fine, bodies did not decode
     items = [it for it in items if it is not None]
     if not items:
         raise AudioDecodeError("a whole batch failed to decode")
@@ -165,4 +166,5 @@ def collate(items: list[dict[str, Any] | None]) -> dict[str, Any]:
         "texts": [it["text"] for it in items],
         "durations": torch.tensor([it["duration"] for it in items]),
         "indices": [it["index"] for it in items],
+        "skipped_undecodable": skipped,
     }

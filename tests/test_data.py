@@ -1,0 +1,362 @@
+"""Corpus layouts, SortaGrad and duration batching, augmentation, bad data, recipes, DDP."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from standins import (
+    make_aishell,
+    make_audiofolder,
+    make_commonvoice,
+    make_fleurs,
+    make_librispeech,
+)
+
+from ds2hub.cli import main
+from ds2hub.data import SpeechDataModule
+from ds2hub.data.augment import AugmentConfig, Augmenter
+from ds2hub.data.sampler import DurationBatchSampler
+from ds2hub.tokenizers import CharTokenizer, MandarinTokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("corpora")
+    return {
+        "librispeech": make_librispeech(root / "librispeech"),
+        "fleurs": make_fleurs(root / "fleurs"),
+        "aishell": make_aishell(root / "aishell"),
+        "commonvoice": make_commonvoice(root / "commonvoice"),
+        "fsdd": make_audiofolder(root / "fsdd"),
+        "hsk": make_audiofolder(root / "hsk", mandarin=True),
+    }
+
+
+LAYOUTS = {
+    "librispeech-all": ("librispeech", CharTokenizer, dict(name="all", train_split="train.clean.100+train.other.500", val_split="validation.clean", test_split="test.clean")),
+    "librispeech-clean": ("librispeech", CharTokenizer, dict(name="clean", train_split="train.100")),
+    "fleurs": ("fleurs", CharTokenizer, dict(data_dir="en_us", text_column="transcription")),
+    "aishell": ("aishell", MandarinTokenizer, dict(val_split="dev")),
+    "commonvoice": ("commonvoice", CharTokenizer, dict(val_split="dev")),
+    "audiofolder-holdout": ("fsdd", CharTokenizer, dict(text_column="transcription", holdout_column="speaker_id", holdout_values=["spk0"], test_split=None)),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_every_layout_loads_through_the_datamodule(layout, corpora):
+    corpus, tokenizer, kwargs = LAYOUTS[layout]
+    dm = SpeechDataModule(tokenizer(), str(corpora[corpus]), batch_size=4, **kwargs)
+    dm.setup("fit")
+    dm.setup("test")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["features"].shape[:2] == (4, 161)
+    assert all(dm.tokenizer.encode(t) for t in batch["texts"])
+    assert len(dm.datasets["val"]) >= 3 and len(dm.datasets["test"]) >= 3
+    if layout == "librispeech-all":  # "+" concatenates splits, as for the 960 h recipe
+        assert len(dm.datasets["train"]) == 16
+    if layout == "aishell":
+        assert all(
+            " " not in dm.tokenizer.normalize(t) for t in batch["texts"]
+        )  # segmentation removed
+
+
+def test_holdout_keeps_groups_disjoint(corpora):
+    dm = SpeechDataModule(CharTokenizer(), str(corpora["fsdd"]), text_column="transcription", holdout_column="speaker_id", holdout_values=["spk1"], test_split=None)  # fmt: skip
+    dm.setup("fit")
+    train = set(dm.datasets["train"].data["speaker_id"])
+    val = set(dm.datasets["val"].data["speaker_id"])
+    assert val == {"spk1"} and "spk1" not in train
+    words = SpeechDataModule(MandarinTokenizer(), str(corpora["hsk"]), text_column="transcription", holdout_column="transcription", holdout_fraction=0.25, test_split=None)  # fmt: skip
+    words.setup("fit")
+    held = set(words.datasets["val"].data["transcription"])
+    assert held and not held & set(words.datasets["train"].data["transcription"])
+
+
+def test_streaming_reads_the_same_corpus(corpora):
+    dm = SpeechDataModule(CharTokenizer(), str(corpora["librispeech"]), name="clean", train_split="train.100", batch_size=3, streaming=True)  # fmt: skip
+    dm.setup("fit")
+    batches = list(dm.train_dataloader())
+    assert [b["features"].size(0) for b in batches] == [3, 3, 2]
+
+
+# --- SortaGrad and duration batching -------------------------------------------------------------
+DURATIONS = [float(d) for d in np.random.default_rng(0).uniform(0.5, 15.0, 400)]
+
+
+def test_sortagrad_first_epoch_is_shortest_first_then_shuffled():
+    sampler = DurationBatchSampler(DURATIONS, max_batch_seconds=60.0)
+    first = [max(DURATIONS[i] for i in b) for b in sampler.batches(0)]
+    assert first == sorted(first)
+    later = [max(DURATIONS[i] for i in b) for b in sampler.batches(1)]
+    assert later != sorted(later)
+
+
+def test_batches_respect_the_padded_duration_budget_and_cover_everything():
+    sampler = DurationBatchSampler(DURATIONS, max_batch_seconds=60.0, max_batch_size=32)
+    for epoch in range(3):
+        batches = sampler.batches(epoch)
+        assert all(max(DURATIONS[i] for i in b) * len(b) <= 60.0 and len(b) <= 32 for b in batches)
+        assert sorted(i for b in batches for i in b) == list(range(len(DURATIONS)))
+
+
+def test_bucketing_reduces_padding():
+    bucketed = DurationBatchSampler(DURATIONS, 60.0, sortagrad=False).padding_fraction(1)
+    random_batches = DurationBatchSampler(
+        DURATIONS, 60.0, sortagrad=False, bucketing=False
+    ).padding_fraction(1)
+    assert bucketed < 0.05 < 0.3 < random_batches
+
+
+def test_ddp_ranks_get_different_batches_and_the_same_number():
+    ranks = [
+        DurationBatchSampler(DURATIONS, 60.0, num_replicas=3, rank=r, seed=7) for r in range(3)
+    ]
+    for epoch in (0, 1):
+        for s in ranks:
+            s.set_epoch(epoch)
+        per_rank = [list(s) for s in ranks]
+        assert len({len(b) for b in per_rank}) == 1 and len(per_rank[0]) == len(ranks[0])
+        seen = [i for batches in per_rank for b in batches for i in b]
+        assert set(seen) == set(range(len(DURATIONS)))  # all data, each rank its own batches
+        firsts = [tuple(b[0]) for b in per_rank]
+        assert len(set(firsts)) == 3
+
+
+def test_budget_below_longest_utterance_is_a_clear_error():
+    with pytest.raises(ValueError, match="max_batch_seconds"):
+        DurationBatchSampler([1.0, 30.0], max_batch_seconds=20.0)
+
+
+# --- augmentation ----------------------------------------------------------------------------------
+def test_speed_perturbation_changes_duration():
+    aug = Augmenter(AugmentConfig(speed_prob=1.0, speed_factors=(1.25,)))
+    assert aug.waveform(torch.randn(16000)).numel() == pytest.approx(16000 / 1.25, abs=2)
+
+
+@pytest.mark.parametrize("snr", [5.0, 20.0])
+def test_noise_is_added_at_the_requested_snr(snr):
+    torch.manual_seed(0)
+    clean = torch.sin(torch.arange(32000) * 0.05)
+    noisy = Augmenter(AugmentConfig(noise_prob=1.0, noise_snr_db=(snr, snr))).waveform(clean)
+    noise = noisy - clean
+    measured = 10 * math.log10(clean.pow(2).mean() / noise.pow(2).mean())
+    assert measured == pytest.approx(snr, abs=0.1)
+
+
+def test_noise_from_a_folder_of_recordings(tmp_path):
+    sf.write(tmp_path / "hum.wav", 0.1 * np.sin(np.arange(8000) * 0.3).astype(np.float32), 8000)
+    noisy = Augmenter(
+        AugmentConfig(noise_prob=1.0, noise_snr_db=(10, 10), noise_dir=str(tmp_path))
+    ).waveform(torch.ones(20000))
+    assert noisy.shape == (20000,) and not torch.equal(noisy, torch.ones(20000))
+
+
+def test_specaugment_masks_bands_and_frames():
+    torch.manual_seed(0)
+    spec = torch.ones(161, 300)
+    out = Augmenter(
+        AugmentConfig(
+            freq_masks=2,
+            freq_mask_width=20,
+            time_masks=2,
+            time_mask_width=30,
+            time_mask_max_ratio=0.2,
+        )
+    ).spectrogram(spec)
+    assert (out == 0).any() and (out == 1).any()
+    assert Augmenter(AugmentConfig()).config.enabled is False
+
+
+# --- bad data ---------------------------------------------------------------------------------------
+def _flac_truncated() -> bytes:
+    buf = io.BytesIO()
+    sf.write(
+        buf,
+        (0.1 * np.random.default_rng(2).standard_normal(16000)).astype(np.float32),
+        16000,
+        format="FLAC",
+    )
+    return buf.getvalue()[:200]  # the header says 1 s; the frames are gone
+
+
+def _wav(seconds: float) -> bytes:
+    buf = io.BytesIO()
+    sf.write(
+        buf,
+        (0.1 * np.random.default_rng(1).standard_normal(int(16000 * seconds))).astype(np.float32),
+        16000,
+        format="WAV",
+    )
+    return buf.getvalue()
+
+
+def test_bad_data_is_dropped_by_reason_and_training_stays_finite(tiny_digits, tmp_path):
+    root = tmp_path / "bad"
+    (root / "train").mkdir(parents=True)
+    rows = []
+    with open(tiny_digits / "train" / "metadata.csv") as f:
+        good = list(csv.DictReader(f))[:8]
+    for r in good:
+        (root / "train" / r["file_name"]).write_bytes(
+            (tiny_digits / "train" / r["file_name"]).read_bytes()
+        )
+        rows.append((r["file_name"], r["text"]))
+    bad = {
+        "corrupt.flac": (_flac_truncated(), "one two"),  # valid header, body lost
+        "notaudio.flac": (b"<html>this is not audio</html>" * 40, "three"),
+        "empty.wav": (_wav(0.0), "four"),
+        "toolong.wav": (_wav(25.0), "five"),
+        "silent_text.wav": (_wav(1.0), ""),
+        "digits.wav": (_wav(1.0), "call 911 now"),
+        "mandarin.wav": (_wav(1.0), "你好"),
+        "ctc_infeasible.wav": (_wav(0.15), "seven seven seven eight eight eight"),
+    }
+    for name, (data, text) in bad.items():
+        (root / "train" / name).write_bytes(data)
+        rows.append((name, text))
+    with open(root / "train" / "metadata.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file_name", "text"])
+        writer.writerows(rows)
+    for split in ("validation", "test"):  # same columns in every split (no duration: decoded)
+        (root / split).mkdir()
+        with (
+            open(tiny_digits / split / "metadata.csv") as f,
+            open(root / split / "metadata.csv", "w", newline="") as out,
+        ):
+            writer = csv.writer(out)
+            writer.writerow(["file_name", "text"])
+            for r in csv.DictReader(f):
+                writer.writerow([r["file_name"], r["text"]])
+                (root / split / r["file_name"]).write_bytes(
+                    (tiny_digits / split / r["file_name"]).read_bytes()
+                )
+
+    cli = main(
+        [
+            "fit", "--config", str(Path(__file__).parent / "conf" / "digits_tiny.yaml"), "--data.path", str(root),
+            "--data.batch_size", "16", "--trainer.max_steps", "3", "--trainer.max_epochs", "3",
+            "--trainer.default_root_dir", str(tmp_path), "--trainer.logger.init_args.save_dir", str(tmp_path),
+        ]
+    )  # fmt: skip
+    dropped = cli.datamodule.dropped["train"]
+    assert dropped["undecodable audio"] == 1  # non-audio bytes: found from the header
+    assert (
+        float(cli.trainer.callback_metrics["train/skipped_undecodable"]) >= 1
+    )  # corrupt body: at load
+    assert dropped["zero-length audio"] == 1
+    assert dropped["longer than max_duration"] == 1
+    assert dropped["empty transcript"] == 1
+    assert dropped["characters outside the tokenizer"] == 2
+    assert (
+        len(cli.datamodule.datasets["train"]) == 10
+    )  # 8 good, the CTC-infeasible one, the corrupt body
+    assert cli.trainer.global_step == 3
+    metrics = cli.trainer.callback_metrics
+    assert torch.isfinite(metrics["train/loss"]) and torch.isfinite(metrics["val/loss"])
+    assert float(metrics["train/skipped_ctc"]) >= 1  # the 0.15 s clip with a long transcript
+
+
+# --- recipes ----------------------------------------------------------------------------------------
+RECIPE_DATA = {
+    "librispeech.yaml": "librispeech",
+    "librispeech_bigram.yaml": "librispeech",
+    "aishell.yaml": "aishell",
+    "commonvoice.yaml": "commonvoice",
+    "fsdd_digits.yaml": "fsdd",
+    "hsk_words.yaml": "hsk",
+}
+CPU = [
+    "--trainer.accelerator",
+    "cpu",
+    "--trainer.devices",
+    "1",
+    "--trainer.strategy",
+    "auto",
+    "--trainer.precision",
+    "32-true",
+]
+
+
+def test_every_recipe_has_a_standin_test():
+    assert set(RECIPE_DATA) | {"digits.yaml"} == {p.name for p in (REPO / "recipes").glob("*.yaml")}
+
+
+@pytest.mark.parametrize("recipe", list(RECIPE_DATA))
+def test_recipe_fast_dev_run_on_a_local_standin(recipe, corpora, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    text = (REPO / "recipes" / recipe).read_text()
+    assert text.startswith("# "), "every recipe opens with a comment saying what it trains on what"
+    args = [
+        "fit",
+        "--config",
+        str(REPO / "recipes" / recipe),
+        "--data.path",
+        str(corpora[RECIPE_DATA[recipe]]),
+    ]
+    args += [
+        *CPU,
+        "--trainer.fast_dev_run",
+        "1",
+        "--data.num_workers",
+        "0",
+        "--data.batch_size",
+        "2",
+    ]
+    if recipe == "fsdd_digits.yaml":
+        args += ["--data.holdout_values", "[spk0]"]
+    cli = main(args)
+    assert cli.trainer.state.finished and torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+
+
+# --- DDP ----------------------------------------------------------------------------------------------
+def test_two_process_ddp_on_cpu(tiny_digits, tmp_path):
+    """Real DDP (gloo): two processes, each with its own share of ds2hub's batches."""
+    cmd = [
+        sys.executable, "-m", "ds2hub", "fit", "--config", str(Path(__file__).parent / "conf" / "digits_tiny.yaml"),
+        "--data.path", str(tiny_digits), "--data.batch_size", "4",
+        "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu",
+        "--trainer.use_distributed_sampler", "false",
+        "--trainer.max_steps", "3", "--trainer.default_root_dir", str(tmp_path),
+        "--trainer.logger.init_args.save_dir", str(tmp_path),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in result.stderr + result.stdout
+    assert list(tmp_path.rglob("last.ckpt"))
+    rows = list(csv.DictReader(open(next(tmp_path.rglob("metrics.csv")))))
+    losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
+    assert losses and all(math.isfinite(x) for x in losses)
+
+
+def test_sync_batchnorm_converts_every_sequence_wise_bn():
+    """`trainer.sync_batchnorm: true` (GPU DDP) swaps each BN for SyncBatchNorm; PyTorch's
+    SyncBatchNorm runs on GPUs only, so here we check the conversion itself."""
+    from ds2hub.model import DeepSpeech2, get_preset
+
+    model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(DeepSpeech2(get_preset("tiny"), 29))
+    kinds = {type(m).__name__ for m in model.modules()}
+    assert "SyncBatchNorm" in kinds and "BatchNorm1d" not in kinds
+
+
+def test_ddp_without_disabling_lightnings_sampler_is_a_clear_error(tiny_digits):
+    from unittest.mock import MagicMock
+
+    dm = SpeechDataModule(CharTokenizer(), str(tiny_digits))
+    dm.trainer = MagicMock(world_size=2, global_rank=0)
+    dm.trainer._accelerator_connector.use_distributed_sampler = True
+    with pytest.raises(ValueError, match="use_distributed_sampler: false"):
+        dm.train_dataloader()
