@@ -360,3 +360,14 @@ def test_ddp_without_disabling_lightnings_sampler_is_a_clear_error(tiny_digits):
     dm.trainer._accelerator_connector.use_distributed_sampler = True
     with pytest.raises(ValueError, match="use_distributed_sampler: false"):
         dm.train_dataloader()
+
+
+def test_extra_corpora_join_the_training_split_only(corpora, tiny_digits):
+    dm = SpeechDataModule(
+        CharTokenizer(), str(corpora["fsdd"]), text_column="transcription", holdout_column="speaker_id",
+        holdout_values=["spk0"], test_split=None, extra_train=[{"path": str(tiny_digits), "split": "train"}],
+    )  # fmt: skip
+    dm.setup("fit")
+    assert len(dm.datasets["train"]) == 12 + 16 and len(dm.datasets["val"]) == 4
+    texts = dm.datasets["train"].data["transcription"]
+    assert any(len(t.split()) > 1 for t in texts)  # the digit sequences came in

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
@@ -64,6 +65,17 @@ def holdout_groups(values: list[str], fraction: float, seed: int) -> set[str]:
     return set(rng.sample(distinct, max(1, round(fraction * len(distinct)))))
 
 
+@dataclass(frozen=True)
+class ExtraCorpus:
+    """Another corpus mixed into the training split (more speakers, synthetic speech ...)."""
+
+    path: str
+    split: str = "train"
+    text_column: str = "text"
+    name: str | None = None
+    layout: str = "auto"
+
+
 def _already_collated(batch: dict) -> dict:
     return batch
 
@@ -85,6 +97,7 @@ class SpeechDataModule(L.LightningDataModule):
         holdout_column: hold out whole groups of this column of the *train* split as validation
             data (speakers, words), instead of reading `val_split`.
         holdout_values / holdout_fraction / holdout_seed: which groups: listed, or a random share.
+        extra_train: corpora appended to the training split (audio and transcript columns only).
         min_duration / max_duration: utterances outside this range (seconds) are dropped.
         batch_size: utterances per batch (at most, when `max_batch_seconds` is set).
         max_batch_seconds: padded seconds of audio per training batch (duration-based batching).
@@ -115,6 +128,7 @@ class SpeechDataModule(L.LightningDataModule):
         holdout_values: list[str] | None = None,
         holdout_fraction: float = 0.0,
         holdout_seed: int = 0,
+        extra_train: list[ExtraCorpus] | None = None,
         min_duration: float = 0.05,
         max_duration: float = 20.0,
         batch_size: int = 16,
@@ -141,6 +155,9 @@ class SpeechDataModule(L.LightningDataModule):
         self.audio_column, self.text_column = audio_column, text_column
         self.holdout_column, self.holdout_values = holdout_column, holdout_values
         self.holdout_fraction, self.holdout_seed = holdout_fraction, holdout_seed
+        self.extra_train = [
+            e if isinstance(e, ExtraCorpus) else ExtraCorpus(**e) for e in extra_train or []
+        ]
         self.min_duration, self.max_duration = min_duration, max_duration
         self.batch_size, self.max_batch_seconds = batch_size, max_batch_seconds
         self.sortagrad, self.bucketing, self.streaming = sortagrad, bucketing, streaming
@@ -178,20 +195,35 @@ class SpeechDataModule(L.LightningDataModule):
         return holdout_groups(values, self.holdout_fraction, self.holdout_seed)
 
     def _split_rows(self, stage: str) -> datasets.Dataset:
-        """The rows of a stage, honouring a holdout of whole groups of the train split."""
-        if (
-            self.holdout_column
-            and stage in ("train", "val")
-            or (stage == "test" and self.splits["test"] is None)
-        ):
-            if not self.holdout_column:
-                return self._load(self.splits["val"])
+        """The rows of a stage: its split, minus or restricted to held-out groups, plus extras."""
+        rows = self._own_rows(stage)
+        if stage != "train" or not self.extra_train:
+            return rows
+        parts = [rows.select_columns([self.audio_column, self.text_column])]
+        for extra in self.extra_train:
+            ds = load_split(
+                extra.path, extra.split, extra.name, self.audio_column, layout=extra.layout
+            )
+            ds = ds.select_columns([self.audio_column, extra.text_column])
+            if extra.text_column != self.text_column:
+                ds = ds.rename_column(extra.text_column, self.text_column)
+            parts.append(ds.cast(parts[0].features))
+            log.info("train: + %d utterances from %s[%s]", len(ds), extra.path, extra.split)
+        return datasets.concatenate_datasets(parts)
+
+    def _own_rows(self, stage: str) -> datasets.Dataset:
+        """A stage's rows: its own split, or whole groups held out of (or kept in) the train split."""
+        if stage == "test" and self.splits["test"] is None:
+            stage = "val"  # no test split: test on the validation data
+        if self.holdout_column and stage in ("train", "val"):
             ds = self._load(self.splits["train"])
             held = self._heldout(ds)
-            in_held = [str(v) in held for v in ds[self.holdout_column]]
-            keep = [i for i, h in enumerate(in_held) if h == (stage != "train")]
+            want_held = stage == "val"
+            keep = [
+                i for i, v in enumerate(ds[self.holdout_column]) if (str(v) in held) == want_held
+            ]
             log.info(
-                "%s: %d rows (%d %s groups held out for validation)",
+                "%s: %d rows (%d %s groups held out)",
                 stage,
                 len(keep),
                 len(held),
