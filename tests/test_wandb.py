@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -42,15 +43,22 @@ def test_offline_wandb_run_records_metrics_and_predictions(tiny_digits, tmp_path
     wandb.finish()
 
     run_dir = next(tmp_path.rglob("offline-run-*"))
-    records = next(run_dir.glob("run-*.wandb")).read_bytes()  # the run's protobuf log
-    for key in (
+    keys = (
         b"train/loss",
         b"val/wer",
         b"val/cer",
         b"lr-SGD",
         b"train/audio_sec_per_sec",
         b"tokenizer-chars",
-    ):
+    )
+    # wandb's service process writes the run's protobuf log asynchronously: wait (bounded) for it.
+    deadline = time.monotonic() + 60
+    while True:
+        records = b"".join(p.read_bytes() for p in run_dir.glob("run-*.wandb"))
+        if all(k in records for k in keys) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    for key in keys:
         assert key in records, key
 
     tables = sorted(
