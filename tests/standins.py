@@ -166,7 +166,7 @@ def make_commonvoice(root: Path) -> Path:
 
 
 def make_audiofolder(root: Path, mandarin: bool = False) -> Path:
-    """The `audiofolder` layout of ../shared/data: one metadata.csv with
+    """The `audiofolder` layout of the FSDD / HSK development sets: one metadata.csv with
     file_name,transcription,speaker_id,duration beside audio/."""
     (root / "audio").mkdir(parents=True)
     with open(root / "metadata.csv", "w", newline="", encoding="utf-8") as f:
