@@ -16,7 +16,13 @@ from torch.utils.data import DataLoader
 from ds2hub.audio import AudioDecodeError, audio_duration
 from ds2hub.data.augment import AugmentConfig, Augmenter
 from ds2hub.data.corpora import available_layouts, detect_layout
-from ds2hub.data.dataset import SpeechDataset, StreamingSpeechDataset, audio_source, collate
+from ds2hub.data.dataset import (
+    SpeechDataset,
+    StreamingSpeechDataset,
+    audio_source,
+    collate,
+    duration_problem,
+)
 from ds2hub.data.sampler import DurationBatchSampler
 from ds2hub.features import FeatureConfig, LogSpectrogram
 from ds2hub.tokenizers import Tokenizer
@@ -274,12 +280,7 @@ class SpeechDataModule(L.LightningDataModule):
                 except (AudioDecodeError, OSError, TypeError, ValueError) as error:
                     reason = "undecodable audio"
                     log.debug("%s[%d]: %s", stage, i, error)
-            if reason is None and seconds <= 0:
-                reason = "zero-length audio"
-            elif reason is None and seconds < self.min_duration:
-                reason = "shorter than min_duration"
-            elif reason is None and seconds > self.max_duration:
-                reason = "longer than max_duration"
+            reason = reason or duration_problem(seconds, self.min_duration, self.max_duration)
             if reason:
                 dropped[reason] += 1
                 continue

@@ -59,6 +59,17 @@ class SpeechDataset(Dataset):
         return make_item(row, int(index), self)
 
 
+def duration_problem(seconds: float, min_duration: float, max_duration: float) -> str | None:
+    """Why an utterance of this length cannot be used, or None (reasons as counted in logs)."""
+    if seconds <= 0:
+        return "zero-length audio"
+    if seconds < min_duration:
+        return "shorter than min_duration"
+    if seconds > max_duration:
+        return "longer than max_duration"
+    return None
+
+
 def make_item(row: dict[str, Any], index: int, source: Any) -> dict[str, Any] | None:
     """Decodes, augments and featurises one row (None, logged, if its audio does not decode)."""
     try:
@@ -121,10 +132,8 @@ class StreamingSpeechDataset(IterableDataset):
             item = None if reason else make_item(row, index, self)
             if item is None:
                 reason = reason or "undecodable audio"
-            elif item["duration"] <= 0:
-                reason = "zero-length audio"
-            elif not self.min_duration <= item["duration"] <= self.max_duration:
-                reason = "duration out of range"
+            else:
+                reason = duration_problem(item["duration"], self.min_duration, self.max_duration)
             if reason:
                 self.dropped[reason] += 1
                 if sum(self.dropped.values()) % 100 == 1:
