@@ -15,6 +15,7 @@ from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from ds2hub.card import DEFAULT_LANGUAGE, CardInfo, render_card
 from ds2hub.data import SpeechDataModule
+from ds2hub.data.dataset import is_empty_batch
 from ds2hub.decoding import greedy_decode
 from ds2hub.features import FeatureConfig
 from ds2hub.hub import CHECKPOINT_KEY, SpeechRecognizer
@@ -52,6 +53,8 @@ def evaluate(
     wer, cer, n = WordErrorRate(), CharErrorRate(), 0
     tokenizer = recognizer.tokenizer
     for batch in loader:
+        if is_empty_batch(batch):  # nothing in it decoded
+            continue
         logits, lengths = recognizer(batch["features"], batch["feature_lengths"])
         hyps = [tokenizer.decode(ids) for ids in greedy_decode(logits, lengths, tokenizer.blank_id)]
         refs = [tokenizer.normalize(t) for t in batch["texts"]]

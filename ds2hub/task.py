@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
+from ds2hub.data.dataset import is_empty_batch
 from ds2hub.decoding import greedy_decode
 from ds2hub.features import FeatureConfig
 from ds2hub.hub import CHECKPOINT_KEY
@@ -184,14 +185,6 @@ class DeepSpeech2Task(L.LightningModule):
     def _loss(
         self, batch: dict[str, Any], stage: str
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if batch.get("skipped_undecodable"):
-            self.log(
-                f"{stage}/skipped_undecodable",
-                float(batch["skipped_undecodable"]),
-                reduce_fx="sum",
-                on_step=False,
-                on_epoch=True,
-            )
         logits, out_lengths = self(batch["features"], batch["feature_lengths"])
         feasible = ctc_feasible(batch["targets"], batch["target_lengths"], out_lengths)
         skipped = int((~feasible).sum())
@@ -218,7 +211,22 @@ class DeepSpeech2Task(L.LightningModule):
             loss = logits.sum() * 0.0
         return loss, logits, out_lengths
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def _empty(self, batch: dict[str, Any], stage: str) -> bool:
+        """Counts utterances that failed to decode at load time; True if none is left, in which
+        case the step is skipped instead of failing the run."""
+        if batch.get("skipped_undecodable"):
+            self.log(
+                f"{stage}/skipped_undecodable",
+                float(batch["skipped_undecodable"]),
+                reduce_fx="sum",
+                on_step=False,
+                on_epoch=True,
+            )
+        return is_empty_batch(batch)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        if self._empty(batch, "train"):
+            return None  # Lightning skips the optimizer step
         loss, _, _ = self._loss(batch, "train")
         bs = batch["features"].size(0)
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
@@ -233,7 +241,9 @@ class DeepSpeech2Task(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._last_batch_end = None
 
-    def _evaluate(self, batch: dict[str, Any], stage: str) -> dict[str, list[str]]:
+    def _evaluate(self, batch: dict[str, Any], stage: str) -> dict[str, list[str]] | None:
+        if self._empty(batch, stage):
+            return None
         loss, logits, out_lengths = self._loss(batch, stage)
         hyps = self.decode(logits, out_lengths)
         refs = [self.tokenizer.normalize(t) for t in batch["texts"]]
@@ -252,10 +262,10 @@ class DeepSpeech2Task(L.LightningModule):
             self._examples.extend(list(zip(refs, hyps))[: self.log_examples - len(self._examples)])
         return {"refs": refs, "hyps": hyps}
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, list[str]]:
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, list[str]] | None:
         return self._evaluate(batch, "val")
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, list[str]]:
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, list[str]] | None:
         return self._evaluate(batch, "test")
 
     def on_validation_epoch_end(self) -> None:
@@ -265,6 +275,8 @@ class DeepSpeech2Task(L.LightningModule):
         self._examples = []
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[str]:
+        if is_empty_batch(batch):
+            return []
         logits, out_lengths = self(batch["features"], batch["feature_lengths"])
         return self.decode(logits, out_lengths)
 

@@ -371,3 +371,36 @@ def test_extra_corpora_join_the_training_split_only(corpora, tiny_digits):
     assert len(dm.datasets["train"]) == 12 + 16 and len(dm.datasets["val"]) == 4
     texts = dm.datasets["train"].data["transcription"]
     assert any(len(t.split()) > 1 for t in texts)  # the digit sequences came in
+
+
+def test_a_batch_with_nothing_decodable_is_skipped_not_fatal(tiny_digits, tmp_path):
+    from ds2hub.data import collate
+    from ds2hub.data.dataset import is_empty_batch
+
+    assert is_empty_batch(collate([None, None])) and collate([None])["skipped_undecodable"] == 1
+    root = tmp_path / "one_bad"
+    for split in ("train", "validation", "test"):
+        (root / split).mkdir(parents=True)
+        with open(tiny_digits / split / "metadata.csv") as f:
+            rows = [(r["file_name"], r["text"]) for r in csv.DictReader(f)][:3]
+        for name, _ in rows:
+            (root / split / name).write_bytes((tiny_digits / split / name).read_bytes())
+        (root / split / "corrupt.flac").write_bytes(_flac_truncated())  # header fine, body lost
+        with open(root / split / "metadata.csv", "w", newline="") as out:
+            csv.writer(out).writerows([("file_name", "text"), *rows, ("corrupt.flac", "one two")])
+    cli = main(
+        [
+            "fit", "--config", str(Path(__file__).parent / "conf" / "digits_tiny.yaml"), "--data.path", str(root),
+            "--data.batch_size", "1", "--data.sortagrad", "false", "--trainer.max_epochs", "1",
+            "--trainer.default_root_dir", str(tmp_path), "--trainer.logger.init_args.save_dir", str(tmp_path),
+        ]
+    )  # fmt: skip
+    metrics = cli.trainer.callback_metrics
+    assert (
+        cli.trainer.state.finished and cli.trainer.global_step == 4
+    )  # all four batches, one empty
+    assert (
+        float(metrics["train/skipped_undecodable"]) == 1
+        and float(metrics["val/skipped_undecodable"]) == 1
+    )
+    assert torch.isfinite(metrics["val/loss"])

@@ -147,6 +147,11 @@ class StreamingSpeechDataset(IterableDataset):
             yield collate(batch)
 
 
+def is_empty_batch(batch: dict[str, Any]) -> bool:
+    """Whether `collate` had nothing to put in this batch (every utterance failed to decode)."""
+    return "features" not in batch
+
+
 def collate_features(features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Zero-pads (F, T_i) spectrograms into (B, F, T_max) and their (B,) lengths."""
     lengths = torch.tensor([f.size(1) for f in features])
@@ -157,11 +162,16 @@ def collate_features(features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.
 
 
 def collate(items: list[dict[str, Any] | None]) -> dict[str, Any]:
-    """Pads a list of items into a batch (features zero-padded, so padding never leaks)."""
+    """Pads a list of items into a batch (features zero-padded, so padding never leaks).
+
+    Items that failed to decode (None) are dropped and counted in `skipped_undecodable`; if none
+    is left the batch holds only that count (see `is_empty_batch`).
+    """
     skipped = sum(it is None for it in items)  # headers read fine, bodies did not decode
     items = [it for it in items if it is not None]
-    if not items:
-        raise AudioDecodeError("a whole batch failed to decode")
+    if not items:  # nothing decoded: an empty batch that steps skip, so the run goes on
+        log.warning("skipping a batch: none of its %d utterance(s) decoded", skipped)
+        return {"skipped_undecodable": skipped}
     features, lengths = collate_features([it["features"] for it in items])
     target_lengths = torch.tensor([it["tokens"].numel() for it in items])
     targets = torch.zeros(len(items), max(int(target_lengths.max()), 1), dtype=torch.long)  # (B, S)
