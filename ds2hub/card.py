@@ -11,7 +11,7 @@ from ds2hub.hub import SpeechRecognizer
 
 TEMPLATE_NAME = "ds2hub.md"
 LANGUAGE_NAMES = {"en": "English", "zh": "Mandarin Chinese"}
-DEFAULT_LANGUAGE = {"chars": "en", "bigrams": "en", "mandarin": "zh"}
+DEFAULT_LANGUAGE = {"chars": "en", "bigrams": "en", "mandarin": "zh", "pinyin": "zh"}
 
 
 def template_path() -> Path:

@@ -52,12 +52,22 @@ def transcribe_main(argv: list[str]) -> None:
     parser.add_argument("--chunk-seconds", type=float, default=20.0, help="split longer recordings")
     parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
     parser.add_argument("--json", action="store_true", help="print one JSON object per file")
+    parser.add_argument(
+        "--beam-size", type=int, default=0, help="lexicon + LM beam search (0: greedy)"
+    )
+    parser.add_argument("--lm-weight", type=float, default=1.0, help="weight of the word LM")
     args = parser.parse_args(argv)
+    from ds2hub.decoding import BeamSearchConfig
     from ds2hub.hub import from_pretrained
 
     model = from_pretrained(args.model, revision=args.revision).to(args.device)
+    beam = (
+        BeamSearchConfig(beam_size=args.beam_size, lm_weight=args.lm_weight)
+        if args.beam_size
+        else None
+    )
     texts = model.transcribe(
-        args.files, batch_size=args.batch_size, chunk_seconds=args.chunk_seconds
+        args.files, batch_size=args.batch_size, chunk_seconds=args.chunk_seconds, beam_search=beam
     )
     for path, text in zip(args.files, texts):
         print(

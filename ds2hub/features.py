@@ -3,6 +3,7 @@ normalised per utterance."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -10,6 +11,8 @@ from torch import nn
 from torchaudio.transforms import Spectrogram
 
 from ds2hub.audio import SAMPLE_RATE
+
+_DB_TO_LOG = math.log(10) / 10  # natural-log units per decibel of power
 
 
 @dataclass(frozen=True)
@@ -19,7 +22,8 @@ class FeatureConfig:
     sample_rate: int = SAMPLE_RATE
     window_ms: float = 20.0  # analysis window (paper: 20 ms)
     hop_ms: float = 10.0  # stride between frames (paper: 10 ms)
-    normalize: bool = True  # zero mean, unit variance per utterance and frequency bin
+    normalize: bool = True  # per utterance: zero mean per frequency bin, unit variance overall
+    dynamic_range_db: float = 60.0  # log power is floored this far below the utterance's peak
 
     @property
     def n_fft(self) -> int:
@@ -39,14 +43,16 @@ class FeatureConfig:
 
 
 def normalize_utterance(spec: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Per-utterance mean/variance normalisation of each frequency bin.
+    """Per-utterance normalisation: each frequency bin's mean is removed (cepstral mean
+    normalisation: a fixed channel or gain is a constant offset in log power), then the whole
+    utterance is scaled to unit variance. One scale for all bins, not one per bin: a band that is
+    silent or nearly so (above 4 kHz in 8 kHz recordings) stays quiet instead of being amplified.
 
     Args:
-        spec: (F, T) features of one utterance (no padding).
+        spec: (F, T) log features of one utterance (no padding).
     """
-    mean = spec.mean(dim=-1, keepdim=True)
-    std = spec.std(dim=-1, keepdim=True) if spec.size(-1) > 1 else torch.ones_like(mean)
-    return (spec - mean) / (std + eps)
+    centred = spec - spec.mean(dim=-1, keepdim=True)
+    return centred / (centred.std() + eps) if centred.numel() > 1 else centred
 
 
 class LogSpectrogram(nn.Module):
@@ -70,7 +76,14 @@ class LogSpectrogram(nn.Module):
         )
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        spec = torch.log1p(self.spectrogram(waveform))  # log(1 + |X|^2) keeps silence finite
+        """(T,) -> (F, frames); the features do not change with the recording's gain."""
+        # A true log, floored relative to the loudest bin (whisper keeps 80 dB of log-mel; 60 dB of linear bins leaves the
+        # resampling residue above 4 kHz of 8 kHz recordings at the floor): log(1 + |X|^2) would be
+        # nearly linear for the quiet levels of real recordings, and an absolute floor would
+        # depend on the gain. Digital silence stays finite.
+        spec = torch.log(self.spectrogram(waveform).clamp_min(1e-30))
+        floor = spec.amax(dim=(-2, -1), keepdim=True) - self.config.dynamic_range_db * _DB_TO_LOG
+        spec = torch.maximum(spec, floor)
         return normalize_utterance(spec) if self.config.normalize else spec
 
     def num_frames(self, num_samples: int) -> int:

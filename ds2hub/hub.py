@@ -18,6 +18,7 @@ from huggingface_hub import PyTorchModelHubMixin, snapshot_download
 from torch import nn
 
 from ds2hub.audio import AudioSource
+from ds2hub.decoding import BeamSearchConfig
 from ds2hub.features import FeatureConfig, LogSpectrogram
 from ds2hub.model import DeepSpeech2, DeepSpeech2Config
 from ds2hub.tokenizers import Tokenizer, load_tokenizer, tokenizer_from_config
@@ -87,6 +88,7 @@ class SpeechRecognizer(
         sample_rate: int | None = None,
         chunk_seconds: float = 20.0,
         progress: bool | None = None,
+        beam_search: BeamSearchConfig | None = None,
     ) -> str | list[str]:
         """Transcribes one source (path, bytes, array) or a list of them.
 
@@ -96,6 +98,8 @@ class SpeechRecognizer(
             sample_rate: the rate of raw arrays; files carry their own.
             chunk_seconds: longer recordings are split at quiet points and the texts stitched.
             progress: show progress bars (default: for more than 10 inputs).
+            beam_search: decode with the tokenizer's lexicon and word LM (e.g.
+                `BeamSearchConfig(beam_size=50)`) instead of greedily.
         Returns:
             the transcript, or a list of transcripts for a list input.
         """
@@ -106,7 +110,7 @@ class SpeechRecognizer(
         )
         sources = [audio] if single else list(audio)
         show = progress if progress is not None else len(sources) > 10
-        texts = transcribe(self, sources, batch_size, sample_rate, chunk_seconds, show)
+        texts = transcribe(self, sources, batch_size, sample_rate, chunk_seconds, show, beam_search)
         return texts[0] if single else texts
 
     # --- hub folder -----------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from torchmetrics.text import CharErrorRate, WordErrorRate
 from ds2hub.card import DEFAULT_LANGUAGE, CardInfo, render_card
 from ds2hub.data import SpeechDataModule
 from ds2hub.data.dataset import is_empty_batch
-from ds2hub.decoding import greedy_decode
+from ds2hub.decoding import BeamSearchConfig, text_decoder
 from ds2hub.features import FeatureConfig
 from ds2hub.hub import CHECKPOINT_KEY, SpeechRecognizer
 
@@ -45,18 +45,22 @@ def datamodule_from_config(
 
 @torch.inference_mode()
 def evaluate(
-    recognizer: SpeechRecognizer, datamodule: SpeechDataModule, stage: str = "test"
+    recognizer: SpeechRecognizer,
+    datamodule: SpeechDataModule,
+    stage: str = "test",
+    beam_search: BeamSearchConfig | None = None,
 ) -> dict[str, Any]:
-    """WER and CER of greedy decoding on one split of the DataModule."""
+    """WER and CER on one split of the DataModule, greedy or with `beam_search`."""
     datamodule.setup({"test": "test", "val": "validate"}[stage])
     loader = datamodule.test_dataloader() if stage == "test" else datamodule.val_dataloader()
     wer, cer, n = WordErrorRate(), CharErrorRate(), 0
     tokenizer = recognizer.tokenizer
+    decode = text_decoder(tokenizer, beam_search)
     for batch in loader:
         if is_empty_batch(batch):  # nothing in it decoded
             continue
         logits, lengths = recognizer(batch["features"], batch["feature_lengths"])
-        hyps = [tokenizer.decode(ids) for ids in greedy_decode(logits, lengths, tokenizer.blank_id)]
+        hyps = decode(logits, lengths)
         refs = [tokenizer.normalize(t) for t in batch["texts"]]
         wer.update(hyps, refs)
         cer.update(hyps, refs)
@@ -81,7 +85,7 @@ def export(
         output_dir: where to write config.json, model.safetensors, tokenizer files, README.md.
         repo_id: the hub id the card's usage snippet names.
         config: the run's resolved recipe (default: the `config.yaml` beside the checkpoint).
-        language: ISO code (default from the tokenizer: en for chars/bigrams, zh for mandarin).
+        language: ISO code (default from the tokenizer: en for chars/bigrams, zh for mandarin/pinyin).
         license: the card's licence.
         dataset_id: hub id of the evaluation data (default: the recipe's `data.path`).
         run_eval: evaluate on the recipe's test split (the card then carries WER/CER).
@@ -101,7 +105,12 @@ def export(
     if run_eval:
         if not data_cfg:
             raise ValueError("no recipe found to evaluate with: pass --config or --no-eval")
-        result = evaluate(recognizer, datamodule_from_config(recipe, recognizer))
+        beam = (recipe.get("model") or {}).get("beam_search")  # score as the recipe decodes
+        result = evaluate(
+            recognizer,
+            datamodule_from_config(recipe, recognizer),
+            beam_search=BeamSearchConfig(**beam) if beam else None,
+        )
         metrics = {"wer": result["wer"], "cer": result["cer"]}
         utterances = result["utterances"]
         log.info(

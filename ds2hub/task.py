@@ -14,7 +14,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from ds2hub.data.dataset import is_empty_batch
-from ds2hub.decoding import greedy_decode
+from ds2hub.decoding import BeamSearchConfig, TextDecoder, text_decoder
 from ds2hub.features import FeatureConfig
 from ds2hub.hub import CHECKPOINT_KEY
 from ds2hub.model import DeepSpeech2, DeepSpeech2Config
@@ -84,6 +84,8 @@ class DeepSpeech2Task(L.LightningModule):
         optimizer: optimizer factory; the paper used SGD with Nesterov momentum, AdamW also works.
         scheduler: optional learning-rate schedule factory, stepped every optimizer step.
         log_examples: how many validation transcripts to print at the end of each validation.
+        beam_search: decode validation, test and predict with `LexiconBeamSearch` (the
+            tokenizer's lexicon and a word LM) instead of greedy best path.
     """
 
     def __init__(
@@ -94,6 +96,7 @@ class DeepSpeech2Task(L.LightningModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         scheduler: LRSchedulerCallable | None = None,
         log_examples: int = 3,
+        beam_search: BeamSearchConfig | None = None,
     ) -> None:
         super().__init__()
         self.tokenizer = (
@@ -107,8 +110,16 @@ class DeepSpeech2Task(L.LightningModule):
             )
         # The tokenizer and features are linked from the DataModule, so LightningCLI must not read
         # them back from hyper-parameters; they travel in the checkpoint's own "ds2hub" entry.
-        self.save_hyperparameters(ignore=["tokenizer", "features", "optimizer", "scheduler"])
+        # Decoding is not part of the trained model either: leaving it out lets `validate
+        # --ckpt_path` decode as the command line says (Lightning re-applies saved hparams).
+        self.save_hyperparameters(
+            ignore=["tokenizer", "features", "optimizer", "scheduler", "beam_search"]
+        )
         self.hparams["arch"] = arch.to_dict()  # plain JSON, no pickled dataclass
+        if isinstance(beam_search, dict):
+            beam_search = BeamSearchConfig(**beam_search)
+        self.beam_search = beam_search
+        self._decoder: TextDecoder | None = None
         self.arch, self.features = arch, features
         self.model = DeepSpeech2(arch, self.tokenizer.vocab_size)
         self.optimizer_factory = optimizer
@@ -175,11 +186,10 @@ class DeepSpeech2Task(L.LightningModule):
         return self.model(features, lengths)
 
     def decode(self, logits: torch.Tensor, lengths: torch.Tensor) -> list[str]:
-        """Greedy transcripts for a batch of logits."""
-        return [
-            self.tokenizer.decode(ids)
-            for ids in greedy_decode(logits, lengths, self.tokenizer.blank_id)
-        ]
+        """Transcripts for a batch of logits: lexicon beam search if configured, else greedy."""
+        if self._decoder is None:  # built on first use: a beam search reads its whole lexicon
+            self._decoder = text_decoder(self.tokenizer, self.beam_search)
+        return self._decoder(logits, lengths)
 
     # --- steps ----------------------------------------------------------------------------------
     def _loss(

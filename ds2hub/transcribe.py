@@ -9,7 +9,7 @@ import torch
 
 from ds2hub.audio import SAMPLE_RATE, AudioSource, load_audio
 from ds2hub.data.dataset import collate_features
-from ds2hub.decoding import greedy_decode
+from ds2hub.decoding import BeamSearchConfig, text_decoder
 
 if TYPE_CHECKING:
     from ds2hub.hub import SpeechRecognizer
@@ -47,8 +47,14 @@ def transcribe(
     sample_rate: int | None = None,
     chunk_seconds: float = 20.0,
     progress: bool = False,
+    beam_search: BeamSearchConfig | None = None,
 ) -> list[str]:
-    """Transcribes each source (path, bytes, or array with `sample_rate`); returns one text each."""
+    """Transcribes each source (path, bytes, or array with `sample_rate`); returns one text each.
+
+    Greedy decoding unless `beam_search` is given (then the tokenizer's lexicon and word LM).
+    """
+    tokenizer = recognizer.tokenizer
+    decode = text_decoder(tokenizer, beam_search)
     device = next(recognizer.parameters()).device
     chunks: list[tuple[int, torch.Tensor]] = []  # (source index, features (F, T))
     iterator = sources
@@ -72,11 +78,10 @@ def transcribe(
         idx = order[b : b + batch_size]
         features, lengths = collate_features([chunks[k][1] for k in idx])
         logits, out_lengths = recognizer.model(features.to(device), lengths.to(device))
-        for k, ids in zip(idx, greedy_decode(logits, out_lengths, recognizer.tokenizer.blank_id)):
-            texts[k] = recognizer.tokenizer.decode(ids)
+        for k, text in zip(idx, decode(logits, out_lengths)):
+            texts[k] = text
     stitched: list[list[str]] = [[] for _ in sources]
     for (i, _), text in zip(chunks, texts):
         if text:
             stitched[i].append(text)
-    joiner = "" if recognizer.tokenizer.kind == "mandarin" else " "
-    return [joiner.join(parts) for parts in stitched]
+    return [tokenizer.word_joiner.join(parts) for parts in stitched]

@@ -1,12 +1,17 @@
 import io
+import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import torchaudio
 
 from ds2hub.audio import SAMPLE_RATE, AudioDecodeError, audio_duration, load_audio
 from ds2hub.features import FeatureConfig, LogSpectrogram
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _tone(rate: int, seconds: float, channels: int) -> np.ndarray:
@@ -53,5 +58,26 @@ def test_paper_spectrogram_shape_and_normalisation():
     spec = LogSpectrogram(config)(torch.randn(32000))
     assert spec.shape == (161, 201)
     assert torch.allclose(spec.mean(dim=1), torch.zeros(161), atol=1e-4)
-    assert torch.allclose(spec.std(dim=1), torch.ones(161), atol=1e-2)
+    assert spec.std().item() == pytest.approx(1.0, abs=1e-3)
     assert torch.isfinite(LogSpectrogram()(torch.zeros(1600))).all()  # silence stays finite
+
+
+def test_features_ignore_the_recording_gain():
+    torch.manual_seed(0)
+    t = torch.arange(16000) / 16000
+    speechlike = torch.sin(2 * math.pi * 220 * t) * torch.sin(2 * math.pi * 3 * t) ** 2
+    speechlike = speechlike + 1e-4 * torch.randn(16000)
+    frontend = LogSpectrogram()
+    loud, quiet = frontend(0.5 * speechlike), frontend(0.005 * speechlike)  # 40 dB apart
+    assert torch.allclose(loud, quiet, atol=1e-3)
+
+
+def test_a_silent_band_stays_quiet():
+    """8 kHz recordings upsampled to 16 kHz have nothing above 4 kHz: those bins must not be
+    blown up to the same variance as speech."""
+    speech = load_audio(REPO / "recipes" / "digits" / "test" / "test_0003.opus")
+    narrow = torchaudio.functional.resample(
+        torchaudio.functional.resample(speech, 16000, 8000), 8000, 16000
+    )
+    spec = LogSpectrogram()(narrow)
+    assert spec[100:].std() < 0.1 * spec[:70].std()

@@ -60,6 +60,15 @@ def test_fit_validate_test_predict_and_resume(tiny_digits, tmp_path):
     assert {"val/wer", "val/cer", "val/loss"} <= set(metrics)
     assert torch.isfinite(metrics["val/loss"])
 
+    # Decoding is chosen at evaluation time: the command line wins over the checkpoint.
+    words = REPO / "recipes" / "digits" / "words.txt"
+    beam = run(
+        "validate", "--ckpt_path", str(ckpt), "--model.beam_search.lexicon", str(words),
+        data=tiny_digits, root=tmp_path,
+    )  # fmt: skip
+    assert beam.model.beam_search is not None and beam.model.beam_search.lexicon == str(words)
+    assert torch.isfinite(beam.trainer.callback_metrics["val/cer"])
+
     tested = run(
         "test", "--ckpt_path", str(ckpt), data=tiny_digits, root=tmp_path
     ).trainer.callback_metrics

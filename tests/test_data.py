@@ -163,6 +163,16 @@ def test_noise_from_a_folder_of_recordings(tmp_path):
     assert noisy.shape == (20000,) and not torch.equal(noisy, torch.ones(20000))
 
 
+def test_narrowband_removes_everything_above_4khz():
+    t = torch.arange(16000) / 16000
+    low, high = torch.sin(2 * math.pi * 1000 * t), torch.sin(2 * math.pi * 6000 * t)
+    out = Augmenter(AugmentConfig(narrowband_prob=1.0)).waveform(low + high)
+    spectrum = torch.fft.rfft(out).abs()  # 1 Hz bins
+    assert out.shape == (16000,)
+    assert spectrum[1000] == pytest.approx(8000, rel=0.05)  # the 1 kHz tone passes
+    assert spectrum[6000] < 0.01 * spectrum[1000]  # the 6 kHz tone is gone
+
+
 def test_specaugment_masks_bands_and_frames():
     torch.manual_seed(0)
     spec = torch.ones(161, 300)
@@ -317,6 +327,7 @@ def test_recipe_fast_dev_run_on_a_local_standin(recipe, corpora, tmp_path, monke
     ]
     if recipe == "fsdd_digits.yaml":
         args += ["--data.holdout_values", "[spk0]"]
+        args += ["--model.beam_search.lexicon", str(REPO / "recipes" / "digits" / "words.txt")]
     cli = main(args)
     assert cli.trainer.state.finished and torch.isfinite(cli.trainer.callback_metrics["train/loss"])
 

@@ -34,10 +34,17 @@ class AugmentConfig:
     time_masks: int = 0  # SpecAugment time masks per utterance
     time_mask_width: int = 40  # at most this many 10 ms frames per mask
     time_mask_max_ratio: float = 0.1  # and at most this share of the utterance per mask
+    narrowband_prob: float = 0.0  # share of utterances band-limited to 4 kHz (as if 8 kHz audio)
 
     @property
     def enabled(self) -> bool:
-        return bool(self.noise_prob or self.speed_prob or self.freq_masks or self.time_masks)
+        return bool(
+            self.noise_prob
+            or self.speed_prob
+            or self.freq_masks
+            or self.time_masks
+            or self.narrowband_prob
+        )
 
 
 def coloured_noise(num_samples: int, exponent: float) -> torch.Tensor:
@@ -80,6 +87,10 @@ class Augmenter:
     def waveform(self, wave: torch.Tensor) -> torch.Tensor:
         """(T,) at 16 kHz -> augmented (T',) (speed changes the length)."""
         c = self.config
+        if c.narrowband_prob and random.random() < c.narrowband_prob:
+            # Telephone/8 kHz corpora have nothing above 4 kHz; wideband training speech taught
+            # through the same band keeps the model from relying on what they lack.
+            wave = AF.resample(AF.resample(wave, SAMPLE_RATE, 8000), 8000, SAMPLE_RATE)
         if c.speed_prob and random.random() < c.speed_prob:
             wave, _ = AF.speed(wave, SAMPLE_RATE, random.choice(c.speed_factors))
         if c.noise_prob and random.random() < c.noise_prob and wave.abs().max() > 0:

@@ -1,10 +1,12 @@
-"""Output vocabularies: English characters and bigrams, Mandarin characters, SentencePiece."""
+"""Output vocabularies: English characters and bigrams, Mandarin characters or pinyin,
+SentencePiece."""
 
 from ds2hub.tokenizers.base import BLANK, Tokenizer
 from ds2hub.tokenizers.bigrams import BigramTokenizer, split_bigrams
 from ds2hub.tokenizers.chars import CharTokenizer
 from ds2hub.tokenizers.mandarin import MandarinTokenizer
 from ds2hub.tokenizers.normalizers import normalize_english, normalize_mandarin
+from ds2hub.tokenizers.pinyin import HanziLexicon, PinyinTokenizer
 from ds2hub.tokenizers.registry import (
     ENTRY_POINT_GROUP,
     available_tokenizers,
@@ -13,14 +15,22 @@ from ds2hub.tokenizers.registry import (
 )
 from ds2hub.tokenizers.sentencepiece import SentencePieceTokenizer
 
-BUILTIN = (CharTokenizer, BigramTokenizer, MandarinTokenizer, SentencePieceTokenizer)
+BUILTIN = (
+    CharTokenizer,
+    BigramTokenizer,
+    MandarinTokenizer,
+    PinyinTokenizer,
+    SentencePieceTokenizer,
+)
 
 __all__ = [
     "BLANK",
     "ENTRY_POINT_GROUP",
     "BigramTokenizer",
     "CharTokenizer",
+    "HanziLexicon",
     "MandarinTokenizer",
+    "PinyinTokenizer",
     "SentencePieceTokenizer",
     "Tokenizer",
     "available_tokenizers",

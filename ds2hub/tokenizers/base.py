@@ -9,11 +9,23 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 BLANK = "<blank>"
 CONFIG_NAME = "tokenizer.json"
+
+
+@dataclass(frozen=True)
+class LexiconEntry:
+    """A word a lexicon decoder may output: its text, its spelling in this tokenizer's tokens, and
+    its log10 prior (as ARPA files write probabilities)."""
+
+    text: str
+    spelling: tuple[str, ...]
+    log10_prob: float
+    reading: str = ""  # tells apart entries with the same text (a character's readings)
 
 
 class Tokenizer(ABC):
@@ -26,6 +38,7 @@ class Tokenizer(ABC):
 
     kind: ClassVar[str]
     blank_id: ClassVar[int] = 0
+    word_joiner: ClassVar[str] = " "  # between words or stitched chunks ("" for Chinese)
     vocab: list[str]
 
     # --- what subclasses implement -------------------------------------------------------------
@@ -83,6 +96,10 @@ class Tokenizer(ABC):
             ids.append(i)
         return ids
 
+    def spell(self, word: str) -> tuple[str, ...]:
+        """How this vocabulary writes `word` (token strings), as lexicon decoders need it."""
+        return tuple(self._split(self.normalize(word)))
+
     def uncovered(self, text: str) -> set[str]:
         """Letters and digits of `text` the vocabulary cannot write (dropped by normalisation or
         mapped to an unknown token). A transcript with any no longer matches its audio.
@@ -99,6 +116,11 @@ class Tokenizer(ABC):
     def decode(self, ids: Sequence[int]) -> str:
         """Turns ids (already CTC-collapsed) into text; blanks are dropped."""
         return self._join([self.vocab[i] for i in ids if i != self.blank_id])
+
+    def lexicon_entries(self) -> list[LexiconEntry]:
+        """The words beam search may output, spelled in this vocabulary. Tokenizers that know a
+        lexicon (PinyinTokenizer) override it; for the others, pass the entries yourself."""
+        raise NotImplementedError(f"{type(self).__name__} has no built-in word lexicon")
 
     def to_config(self) -> dict[str, Any]:
         """Everything needed to rebuild the tokenizer, as JSON (stored in checkpoints and hubs).

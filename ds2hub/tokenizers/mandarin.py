@@ -24,6 +24,7 @@ class MandarinTokenizer(Tokenizer):
     """
 
     kind = "mandarin"
+    word_joiner = ""
     unk_id = 1
 
     def __init__(self, characters: list[str] | None = None, min_count: int = 1) -> None:
