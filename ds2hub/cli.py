@@ -146,7 +146,7 @@ def main(args: list[str] | None = None) -> DS2CLI | None:
     return DS2CLI(
         DeepSpeech2Task,
         SpeechDataModule,
-        args=argv,
+        args=None if args is None else argv,  # None: LightningCLI reads sys.argv (no warning)
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
     )
