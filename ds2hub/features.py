@@ -77,10 +77,10 @@ class LogSpectrogram(nn.Module):
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         """(T,) -> (F, frames); the features do not change with the recording's gain."""
-        # A true log, floored relative to the loudest bin (whisper keeps 80 dB of log-mel; 60 dB of linear bins leaves the
-        # resampling residue above 4 kHz of 8 kHz recordings at the floor): log(1 + |X|^2) would be
-        # nearly linear for the quiet levels of real recordings, and an absolute floor would
-        # depend on the gain. Digital silence stays finite.
+        # A true log: log(1 + |X|^2) is nearly linear at the quiet levels of real recordings.
+        # Floored relative to the loudest bin, not absolutely, so the gain does not matter and
+        # digital silence stays finite. Whisper keeps 80 dB of log-mel; 60 dB of linear bins
+        # also puts the resampling residue above 4 kHz of 8 kHz recordings at the floor.
         spec = torch.log(self.spectrogram(waveform).clamp_min(1e-30))
         floor = spec.amax(dim=(-2, -1), keepdim=True) - self.config.dynamic_range_db * _DB_TO_LOG
         spec = torch.maximum(spec, floor)

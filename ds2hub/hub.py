@@ -1,6 +1,6 @@
 """Hugging Face Hub folders: `config.json`, `model.safetensors`, tokenizer files and a model card.
 
-`SpeechRecognizer` (features + network + tokenizer + greedy decoder) uses huggingface_hub's
+`SpeechRecognizer` (features + network + tokenizer; greedy or beam-search decoding) uses huggingface_hub's
 `PyTorchModelHubMixin`, so the folder follows the hub's conventions: weights as safetensors (never
 pickles), a root `config.json` (which the hub counts downloads by), and `from_pretrained` /
 `save_pretrained` / `push_to_hub` with revisions, caching and `HF_HUB_OFFLINE=1`.
@@ -18,7 +18,7 @@ from huggingface_hub import PyTorchModelHubMixin, snapshot_download
 from torch import nn
 
 from ds2hub.audio import AudioSource
-from ds2hub.decoding import BeamSearchConfig
+from ds2hub.decoding import BeamSearchConfig, TextDecoder, text_decoder
 from ds2hub.features import FeatureConfig, LogSpectrogram
 from ds2hub.model import DeepSpeech2, DeepSpeech2Config
 from ds2hub.tokenizers import Tokenizer, load_tokenizer, tokenizer_from_config
@@ -63,6 +63,7 @@ class SpeechRecognizer(
         self.tokenizer = tokenizer
         self.frontend = LogSpectrogram(self.features)
         self.model = DeepSpeech2(self.arch, tokenizer.vocab_size)
+        self._decoders: dict[BeamSearchConfig | None, TextDecoder] = {}  # see text_decoder
         self.eval()
         # config.json: the constructor arguments plus facts users and the hub look for.
         self._hub_mixin_config = {
@@ -80,6 +81,13 @@ class SpeechRecognizer(
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, F, T) features, (B,) lengths -> (B, T', V) logits, (B,) output lengths."""
         return self.model(features, lengths)
+
+    def text_decoder(self, beam_search: BeamSearchConfig | None = None) -> TextDecoder:
+        """Logits -> texts, greedy or with `beam_search`; kept per setting, since a beam search
+        loads its whole lexicon and LM when built."""
+        if beam_search not in self._decoders:
+            self._decoders[beam_search] = text_decoder(self.tokenizer, beam_search)
+        return self._decoders[beam_search]
 
     def transcribe(
         self,

@@ -9,7 +9,7 @@ import torch
 
 from ds2hub.audio import SAMPLE_RATE, AudioSource, load_audio
 from ds2hub.data.dataset import collate_features
-from ds2hub.decoding import BeamSearchConfig, text_decoder
+from ds2hub.decoding import BeamSearchConfig
 
 if TYPE_CHECKING:
     from ds2hub.hub import SpeechRecognizer
@@ -54,7 +54,7 @@ def transcribe(
     Greedy decoding unless `beam_search` is given (then the tokenizer's lexicon and word LM).
     """
     tokenizer = recognizer.tokenizer
-    decode = text_decoder(tokenizer, beam_search)
+    decode = recognizer.text_decoder(beam_search)
     device = next(recognizer.parameters()).device
     chunks: list[tuple[int, torch.Tensor]] = []  # (source index, features (F, T))
     iterator = sources

@@ -85,6 +85,10 @@ def test_transcribe_with_beam_search_writes_only_lexicon_words(pinyin_tokenizer)
     waves = [0.1 * torch.randn(16000 * s) for s in (1, 3)]
     texts = model.transcribe(waves, sample_rate=16000, beam_search=BeamSearchConfig(beam_size=8))
     words = {w.split()[0] for w in WORDS}
+    # built once per setting: a real lexicon takes seconds to load
+    assert model.text_decoder(BeamSearchConfig(beam_size=8)) is model.text_decoder(
+        BeamSearchConfig(beam_size=8)
+    )
     greedy = model.transcribe(waves, sample_rate=16000)
     assert all("⁇" in text for text in greedy)  # babble is no pinyin
     for text in texts:  # beam search still writes words of the lexicon, and only them

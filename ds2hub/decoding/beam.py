@@ -109,7 +109,7 @@ class LexiconBeamSearch:
                 else tokenizer.lexicon_entries()
             )
         lm = lm or self.config.lm
-        tokens = [("-" if t == BLANK else SIL if t == " " else t) for t in tokenizer.vocab]
+        tokens = ["-" if t == BLANK else _flashlight(t) for t in tokenizer.vocab]
         known = set(tokens)
         entries = [e for e in entries if e.spelling and set(map(_flashlight, e.spelling)) <= known]
         if not entries:
