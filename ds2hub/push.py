@@ -16,7 +16,7 @@ from torchmetrics.text import CharErrorRate, WordErrorRate
 from ds2hub.card import DEFAULT_LANGUAGE, CardInfo, render_card
 from ds2hub.data import SpeechDataModule
 from ds2hub.data.dataset import is_empty_batch
-from ds2hub.decoding import BeamSearchConfig, text_decoder
+from ds2hub.decoding import BeamSearchConfig
 from ds2hub.features import FeatureConfig
 from ds2hub.hub import CHECKPOINT_KEY, SpeechRecognizer
 
@@ -55,7 +55,7 @@ def evaluate(
     loader = datamodule.test_dataloader() if stage == "test" else datamodule.val_dataloader()
     wer, cer, n = WordErrorRate(), CharErrorRate(), 0
     tokenizer = recognizer.tokenizer
-    decode = text_decoder(tokenizer, beam_search)
+    decode = recognizer.text_decoder(beam_search)
     for batch in loader:
         if is_empty_batch(batch):  # nothing in it decoded
             continue
