@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ds2hub.tokenizers.base import BLANK, LexiconEntry, Tokenizer
+from ds2hub.tokenizers.base import BLANK, LexiconEntry, Tokenizer, read_word_counts
 
 SIL = "|"  # flashlight's word-boundary token; ds2hub's space token is renamed to it
 LABEL_SEPARATOR = "/"  # a lexicon label is `text/reading`, so homographs get their own LM entry
@@ -41,17 +41,11 @@ class BeamSearchConfig:
 
 def read_word_list(path: str | Path, tokenizer: Tokenizer) -> list[LexiconEntry]:
     """`word [count]` lines -> lexicon entries spelled by `tokenizer`, priors from the counts."""
-    counts: dict[str, float] = {}
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        fields = line.split()
-        if fields:
-            count = float(fields[1]) if len(fields) > 1 else 1.0
-            counts[fields[0]] = counts.get(fields[0], 0.0) + count
+    counts = read_word_counts(path)
     total = sum(counts.values())
     return [
         LexiconEntry(word, tokenizer.spell(word), math.log10(count / total))
         for word, count in counts.items()
-        if count > 0
     ]
 
 

@@ -28,6 +28,22 @@ class LexiconEntry:
     reading: str = ""  # tells apart entries with the same text (a character's readings)
 
 
+def read_word_counts(path: str | Path) -> dict[str, float]:
+    """A word list for lexicons and LMs: `word [count [tag]]` lines (jieba's dictionary format, or
+    bare words counting 1). Repeated words add up; non-positive counts are dropped."""
+    counts: dict[str, float] = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        fields = line.split()
+        if not fields:
+            continue
+        try:
+            count = float(fields[1]) if len(fields) > 1 else 1.0
+        except ValueError:
+            count = 1.0
+        counts[fields[0]] = counts.get(fields[0], 0.0) + count
+    return {word: count for word, count in counts.items() if count > 0}
+
+
 class Tokenizer(ABC):
     """Maps text to CTC target ids and back.
 

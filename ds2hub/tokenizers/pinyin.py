@@ -21,7 +21,7 @@ from pathlib import Path
 from pypinyin import Style, lazy_pinyin, pinyin
 from pypinyin.pinyin_dict import pinyin_dict
 
-from ds2hub.tokenizers.base import BLANK, LexiconEntry, Tokenizer
+from ds2hub.tokenizers.base import BLANK, LexiconEntry, Tokenizer, read_word_counts
 from ds2hub.tokenizers.mandarin import UNK_TEXT
 from ds2hub.tokenizers.normalizers import normalize_mandarin
 
@@ -66,7 +66,7 @@ class HanziLexicon:
     """
 
     def __init__(
-        self, counts: Iterable[tuple[str, int]], word_penalty: float = WORD_PENALTY
+        self, counts: Iterable[tuple[str, float]], word_penalty: float = WORD_PENALTY
     ) -> None:
         self.word_penalty = word_penalty
         counts = [(w, c) for w, c in counts if _HAN.match(w) and c > 0]
@@ -92,15 +92,8 @@ class HanziLexicon:
     @classmethod
     def from_file(cls, path: str | Path, min_count: int = 1) -> HanziLexicon:
         """Reads `word count [tag]` lines (jieba's format); single characters are always kept."""
-        pairs = []
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                fields = line.split()
-                if len(fields) >= 2 and fields[1].isdigit():
-                    word, count = fields[0], int(fields[1])
-                    if count >= min_count or len(word) == 1:
-                        pairs.append((word, count))
-        return cls(pairs)
+        counts = read_word_counts(path)
+        return cls((w, c) for w, c in counts.items() if c >= min_count or len(w) == 1)
 
     def to_hanzi(self, syllables: Sequence[str]) -> str:
         """The most probable word sequence for `syllables`, as text.
