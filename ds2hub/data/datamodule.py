@@ -23,6 +23,7 @@ from ds2hub.data.dataset import (
     collate,
     duration_problem,
 )
+from ds2hub.data.loader import EpochLoader, EpochOrder
 from ds2hub.data.sampler import DurationBatchSampler
 from ds2hub.features import FeatureConfig, LogSpectrogram
 from ds2hub.tokenizers import Tokenizer
@@ -98,13 +99,19 @@ class SpeechDataModule(L.LightningDataModule):
         data_dir / revision: sub-folder and hub revision.
         layout: `auto` (detect), `datasets`, `aishell`, `commonvoice` or a plugin's layout.
         train_split / val_split / test_split / predict_split: split names (`datasets` slicing such
-            as `train[:90%]` works too). A None test split tests on the validation data.
+            as `train[:90%]` works too). A None test split means the recipe has no test data
+            (`ds2hub test` then refuses, rather than reporting validation figures as test).
         audio_column / text_column: column names of the audio and the transcript.
         holdout_column: hold out whole groups of this column of the *train* split as validation
             data (speakers, words), instead of reading `val_split`.
         holdout_values / holdout_fraction / holdout_seed: which groups: listed, or a random share.
+        test_holdout_values / test_holdout_fraction: further whole groups of the train split held
+            out as *test* data, disjoint from the validation groups (which pick checkpoints and
+            decoding weights, so they must not be reported as test).
         extra_train: corpora appended to the training split (audio and transcript columns only).
-        min_duration / max_duration: utterances outside this range (seconds) are dropped.
+        min_duration / max_duration: training utterances outside this range (seconds) are dropped.
+            Validation and test keep every utterance, however long (so figures compare with
+            published ones); a long one gets a batch of its own.
         batch_size: utterances per batch (at most, when `max_batch_seconds` is set).
         max_batch_seconds: padded seconds of audio per training batch (duration-based batching).
         sortagrad: first epoch in increasing length order (Deep Speech 2, section 3.1).
@@ -134,6 +141,8 @@ class SpeechDataModule(L.LightningDataModule):
         holdout_values: list[str] | None = None,
         holdout_fraction: float = 0.0,
         holdout_seed: int = 0,
+        test_holdout_values: list[str] | None = None,
+        test_holdout_fraction: float = 0.0,
         extra_train: list[ExtraCorpus] | None = None,
         min_duration: float = 0.05,
         max_duration: float = 20.0,
@@ -161,6 +170,10 @@ class SpeechDataModule(L.LightningDataModule):
         self.audio_column, self.text_column = audio_column, text_column
         self.holdout_column, self.holdout_values = holdout_column, holdout_values
         self.holdout_fraction, self.holdout_seed = holdout_fraction, holdout_seed
+        self.test_holdout_values, self.test_holdout_fraction = (
+            test_holdout_values,
+            test_holdout_fraction,
+        )
         self.extra_train = [
             e if isinstance(e, ExtraCorpus) else ExtraCorpus(**e) for e in extra_train or []
         ]
@@ -175,6 +188,8 @@ class SpeechDataModule(L.LightningDataModule):
         self.dropped: dict[str, Counter[str]] = {}
         if holdout_column and not (holdout_values or holdout_fraction):
             raise ValueError("holdout_column needs holdout_values or a holdout_fraction > 0")
+        if (test_holdout_values or test_holdout_fraction) and not holdout_column:
+            raise ValueError("test_holdout_values/test_holdout_fraction need a holdout_column")
         if tokenizer.needs_fit:
             # The vocabulary must exist before the model is built (its output layer size).
             texts = self._train_texts()
@@ -194,11 +209,56 @@ class SpeechDataModule(L.LightningDataModule):
             streaming,
         )
 
-    def _heldout(self, ds: datasets.Dataset) -> set[str]:
+    @property
+    def _test_held_out(self) -> bool:
+        return bool(self.test_holdout_values or self.test_holdout_fraction)
+
+    def _heldout(self, ds: datasets.Dataset) -> tuple[set[str], set[str]]:
+        """The validation groups and the test groups (disjoint) of the train split."""
         values = [str(v) for v in ds[self.holdout_column]]
         if self.holdout_values:
-            return {str(v) for v in self.holdout_values}
-        return holdout_groups(values, self.holdout_fraction, self.holdout_seed)
+            val = {str(v) for v in self.holdout_values}
+        else:
+            val = holdout_groups(values, self.holdout_fraction, self.holdout_seed)
+        if self.test_holdout_values:
+            test = {str(v) for v in self.test_holdout_values}
+        elif self.test_holdout_fraction:
+            rest = [v for v in values if v not in val]
+            n = max(1, round(self.test_holdout_fraction * len(set(values))))
+            test = holdout_groups(rest, n / max(1, len(set(rest))), self.holdout_seed + 1)
+        else:
+            test = set()
+        if val & test:
+            raise ValueError(f"groups held out for both validation and test: {sorted(val & test)}")
+        return val, test
+
+    def has_stage(self, stage: str) -> bool:
+        """Whether the recipe gives `stage` (train, val, test, predict) any data."""
+        if stage == "test":
+            return self.splits["test"] is not None or self._test_held_out
+        if stage == "predict":
+            return self.splits["predict"] is not None or self._test_held_out
+        return True
+
+    def describe(self, stage: str) -> str:
+        """Where a stage's utterances come from, in words (for logs and model cards)."""
+        corpus = self.path + (f" ({self.name})" if self.name else "")
+        if self.holdout_column and stage in ("val", "test", "predict"):
+            val_or_test = "val" if stage == "val" else "test"
+            if val_or_test == "val" or self._test_held_out:
+                listed = self.holdout_values if val_or_test == "val" else self.test_holdout_values
+                share = (
+                    self.holdout_fraction if val_or_test == "val" else self.test_holdout_fraction
+                )
+                which = ", ".join(map(str, listed)) if listed else f"a random {share:.0%}"
+                return (
+                    f"held-out {self.holdout_column} groups ({which}) of "
+                    f"{self.splits['train']} of {corpus}"
+                )
+        split = self.splits.get(stage)
+        if split is None:
+            return f"no {stage} data"
+        return f"{split} of {corpus}"
 
     def _split_rows(self, stage: str) -> datasets.Dataset:
         """The rows of a stage: its split, minus or restricted to held-out groups, plus extras."""
@@ -219,27 +279,28 @@ class SpeechDataModule(L.LightningDataModule):
 
     def _own_rows(self, stage: str) -> datasets.Dataset:
         """A stage's rows: its own split, or whole groups held out of (or kept in) the train split."""
-        if stage == "test" and self.splits["test"] is None:
-            stage = "val"  # no test split: test on the validation data
-        if self.holdout_column and stage in ("train", "val"):
-            ds = self._load(self.splits["train"])
-            held = self._heldout(ds)
-            want_held = stage == "val"
-            keep = [
-                i for i, v in enumerate(ds[self.holdout_column]) if (str(v) in held) == want_held
-            ]
-            log.info(
-                "%s: %d rows (%d %s groups held out)",
-                stage,
-                len(keep),
-                len(held),
-                self.holdout_column,
+        if not self.has_stage(stage):
+            raise ValueError(
+                f"this recipe has no {stage} data (data.test_split is null and no "
+                "data.test_holdout_values/test_holdout_fraction): validation data is never "
+                "reported as test; run `ds2hub validate`, or configure a test split"
             )
+        held_stage = stage == "val" or (stage in ("test", "predict") and self._test_held_out)
+        if self.holdout_column and (stage == "train" or held_stage):
+            ds = self._load(self.splits["train"])
+            val, test = self._heldout(ds)
+            groups = {"train": None, "val": val}.get(stage, test)
+            column = [str(v) for v in ds[self.holdout_column]]
+            if groups is None:  # training: everything not held out
+                keep = [i for i, v in enumerate(column) if v not in val and v not in test]
+            else:
+                keep = [i for i, v in enumerate(column) if v in groups]
+            log.info(
+                "%s: %d rows (%d validation and %d test %s groups held out)",
+                stage, len(keep), len(val), len(test), self.holdout_column,
+            )  # fmt: skip
             return ds.select(keep)
-        split = self.splits[stage]
-        if split is None:
-            raise ValueError(f"no split configured for {stage}")
-        return self._load(split)
+        return self._load(self.splits[stage])
 
     def _train_texts(self) -> list[str]:
         if self.streaming:
@@ -280,7 +341,10 @@ class SpeechDataModule(L.LightningDataModule):
                 except (AudioDecodeError, OSError, TypeError, ValueError) as error:
                     reason = "undecodable audio"
                     log.debug("%s[%d]: %s", stage, i, error)
-            reason = reason or duration_problem(seconds, self.min_duration, self.max_duration)
+            if stage == "train":
+                reason = reason or duration_problem(seconds, self.min_duration, self.max_duration)
+            elif reason is None and seconds <= 0:
+                reason = "zero-length audio"  # nothing to decode; scored by nobody
             if reason:
                 dropped[reason] += 1
                 continue
@@ -351,9 +415,12 @@ class SpeechDataModule(L.LightningDataModule):
         dataset = self._dataset(stage)
         rank, world = self._rank_world()
         train = stage == "train"
+        budget = self.max_batch_seconds or float("inf")
+        if not train:  # evaluation keeps long utterances: one longer than the budget goes alone
+            budget = max(budget, max(dataset.durations, default=0.0))
         return DurationBatchSampler(
             dataset.durations,
-            max_batch_seconds=self.max_batch_seconds or float("inf"),
+            max_batch_seconds=budget,
             max_batch_size=self.batch_size,
             bucketing=self.bucketing if train else True,  # evaluation: sorted, little padding
             sortagrad=self.sortagrad and train,
@@ -361,7 +428,11 @@ class SpeechDataModule(L.LightningDataModule):
             num_replicas=world,
             rank=rank,
             seed=self.seed,
+            pad=train,  # evaluation: every utterance exactly once, however the ranks divide
         )
+
+    def _current_epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
 
     def _loader(self, stage: str) -> DataLoader:
         dataset = self._dataset(stage)
@@ -372,8 +443,19 @@ class SpeechDataModule(L.LightningDataModule):
         }
         if isinstance(dataset, StreamingSpeechDataset):
             common["collate_fn"] = _already_collated  # the stream yields whole batches
+            if stage == "train" and isinstance(dataset, EpochOrder):
+                # Workers are started afresh each epoch, so they see the epoch and resume point.
+                common["persistent_workers"] = False
+                return EpochLoader(
+                    dataset, dataset, self._current_epoch, lookahead=1, batch_size=None, **common
+                )
             return DataLoader(dataset, batch_size=None, **common)
-        return DataLoader(dataset, batch_sampler=self.batch_sampler(stage), **common)
+        sampler = self.batch_sampler(stage)
+        if stage == "train":  # the epoch and the resume point come from the Trainer
+            return EpochLoader(
+                dataset, sampler, self._current_epoch, batch_sampler=sampler, **common
+            )
+        return DataLoader(dataset, batch_sampler=sampler, **common)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")

@@ -25,8 +25,14 @@ class DurationBatchSampler(Sampler[list[int]]):
         bucketing: group utterances of similar length (otherwise batches are random subsets).
         sortagrad: epoch 0 visits batches shortest-first.
         shuffle: shuffle batch order (and, with bucketing, jitter bucket boundaries) each epoch.
-        num_replicas / rank: DDP sharding; every rank gets different batches and the same number.
+        num_replicas / rank: DDP sharding; every rank gets different batches.
+        pad: repeat a few batches so every rank gets the same number (training under DDP: a rank
+            that runs out of batches would wait forever in the gradient all-reduce). Evaluation
+            leaves it off, so each utterance is counted exactly once.
         seed: common to all ranks, so they agree on the epoch's batches.
+
+    The epoch (`set_epoch`) and a mid-epoch resume point (`skip_batches`) are set by
+    `ds2hub.data.loader.EpochLoader`, which takes them from the Trainer and the checkpoint.
     """
 
     def __init__(
@@ -40,6 +46,7 @@ class DurationBatchSampler(Sampler[list[int]]):
         num_replicas: int = 1,
         rank: int = 0,
         seed: int = 0,
+        pad: bool = True,
     ) -> None:
         if max_batch_seconds < max(durations, default=0):
             raise ValueError(
@@ -51,12 +58,19 @@ class DurationBatchSampler(Sampler[list[int]]):
         self.durations = torch.as_tensor(durations, dtype=torch.float64)
         self.max_batch_seconds, self.max_batch_size = max_batch_seconds, max_batch_size
         self.bucketing, self.sortagrad, self.shuffle = bucketing, sortagrad, shuffle
-        self.num_replicas, self.rank, self.seed = num_replicas, rank, seed
+        self.num_replicas, self.rank, self.seed, self.pad = num_replicas, rank, seed, pad
         self.epoch = 0
+        self._skip = 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Called by Lightning at every epoch start (also under DDP)."""
+        """Selects the epoch whose batches the next iteration yields (SortaGrad in epoch 0, a new
+        shuffle in every later one)."""
         self.epoch = epoch
+
+    def skip_batches(self, count: int) -> None:
+        """Makes the next iteration start after this rank's first `count` batches of the epoch
+        (resuming a run that was stopped mid-epoch)."""
+        self._skip = count
 
     def _pack(self, order: list[int]) -> list[list[int]]:
         batches, batch, longest = [], [], 0.0
@@ -92,15 +106,18 @@ class DurationBatchSampler(Sampler[list[int]]):
         batches = self._pack(order)
         if self.shuffle and not sorted_epoch:
             batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+        if not self.pad:
+            return batches
         # Equal batch counts on every rank (DDP would hang otherwise): repeat a few batches.
         total = math.ceil(len(batches) / self.num_replicas) * self.num_replicas
         return batches + batches[: total - len(batches)]
 
     def __iter__(self) -> Iterator[list[int]]:
-        yield from self.batches()[self.rank :: self.num_replicas]
+        skip, self._skip = self._skip, 0
+        yield from self.batches()[self.rank :: self.num_replicas][skip:]
 
     def __len__(self) -> int:
-        return len(self.batches()) // self.num_replicas
+        return len(self.batches()[self.rank :: self.num_replicas])
 
     def padding_fraction(self, epoch: int | None = None) -> float:
         """Share of the padded batch tensors that is padding (over all ranks' batches)."""

@@ -1,0 +1,94 @@
+"""`EpochLoader`: a DataLoader whose batch order follows the Trainer's epoch and survives a restart.
+
+Two things a plain DataLoader cannot do for Deep Speech 2's data order:
+
+- **Know the epoch.** SortaGrad sorts epoch 0 and shuffles every later one, so the batch sampler
+  (or the stream) must be told the epoch. Lightning 2.6 calls `set_epoch` only on
+  `dataloader.sampler` and `dataloader.batch_sampler.sampler`, never on a batch sampler itself or
+  on an iterable dataset, so those calls never reach `DurationBatchSampler` or a streamed corpus.
+  The loader asks for the epoch itself when an epoch's iteration starts (`epoch_fn`, the Trainer's
+  `current_epoch`) and hands it on.
+- **Resume mid-epoch.** Lightning saves the `state_dict()` of every train loader that has one in the
+  checkpoint (`loops.fit_loop.state_dict.combined_loader`) and gives it back through
+  `load_state_dict()` before iterating again. The state is the epoch and the number of batches this
+  loader has delivered in it; after a restart the order skips those batches, so a run killed
+  mid-epoch neither repeats nor skips any.
+
+Lightning does not prefetch from loaders that have a length, so the batches delivered are the batches
+the training loop has taken. A streamed corpus has no length and Lightning fetches one batch ahead:
+its count is then one ahead of the training step when a checkpoint is written, and the loader
+corrects for that (`lookahead`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol, runtime_checkable
+
+from torch.utils.data import DataLoader
+
+
+@runtime_checkable
+class EpochOrder(Protocol):
+    """What decides an epoch's batches: `DurationBatchSampler`, or a streamed dataset."""
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+    def skip_batches(self, count: int) -> None: ...
+
+
+class EpochLoader(DataLoader):
+    """A DataLoader that sets the epoch on its `order` and records its position for checkpoints.
+
+    Args:
+        dataset: the dataset (map-style with a `batch_sampler`, or an iterable one).
+        order: the object that decides the epoch's batches (the batch sampler, or the iterable
+            dataset itself).
+        epoch_fn: returns the epoch about to be iterated (e.g. `lambda: trainer.current_epoch`);
+            without it the loader keeps the order's own epoch.
+        lookahead: batches Lightning fetches ahead of the training step from this loader (1 for
+            loaders without a length, 0 otherwise).
+        **kwargs: passed to `DataLoader`.
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        order: EpochOrder,
+        epoch_fn: Callable[[], int] | None = None,
+        lookahead: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(dataset, **kwargs)
+        self.order, self.epoch_fn, self.lookahead = order, epoch_fn, lookahead
+        self.epoch = 0
+        self.delivered = 0  # batches handed out in `self.epoch`
+        self._exhausted = False  # the epoch ran to its end (nothing is fetched ahead any more)
+        self._resume: tuple[int, int] | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        # Set the epoch before the base class builds its iterator: worker processes start
+        # fetching indices from the batch sampler as soon as it exists.
+        if self.epoch_fn is not None:
+            self.order.set_epoch(self.epoch_fn())
+        self.epoch = getattr(self.order, "epoch", self.epoch_fn() if self.epoch_fn else 0)
+        self.delivered, self._exhausted = 0, False
+        if self._resume is not None:
+            epoch, done = self._resume
+            self._resume = None
+            if epoch == self.epoch and done > 0:
+                self.order.skip_batches(done)
+                self.delivered = done
+        for batch in super().__iter__():
+            self.delivered += 1
+            yield batch
+        self._exhausted = True
+
+    def state_dict(self) -> dict[str, int]:
+        """The epoch and how many of its batches the training loop has taken."""
+        ahead = 0 if self._exhausted else self.lookahead
+        return {"epoch": self.epoch, "batches": max(0, self.delivered - ahead)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume: the next iteration of `state['epoch']` starts after `state['batches']`."""
+        self._resume = (int(state["epoch"]), int(state["batches"]))
