@@ -1,3 +1,3 @@
 from ds2hub.cli import main
 
-main()
+raise SystemExit(main())

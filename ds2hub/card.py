@@ -12,6 +12,12 @@ from ds2hub.hub import SpeechRecognizer
 TEMPLATE_NAME = "ds2hub.md"
 LANGUAGE_NAMES = {"en": "English", "zh": "Mandarin Chinese"}
 DEFAULT_LANGUAGE = {"chars": "en", "bigrams": "en", "mandarin": "zh", "pinyin": "zh"}
+METRIC_NAMES = {
+    "wer": "word error rate",
+    "cer": "character error rate",
+    "ser": "sentence error rate",  # for text without spaces between words (see push.word_metric)
+}
+STAGE_LABELS = {"test": "Test", "val": "Validation"}
 
 
 def template_path() -> Path:
@@ -33,8 +39,8 @@ class CardInfo:
     repo_id: str
     language: str
     dataset_id: str
-    dataset_split: str
-    metrics: dict[str, float]  # {"wer": 0.031, "cer": 0.012}
+    dataset_split: str  # which data the figures come from, in words (`test of ...`)
+    metrics: dict[str, float]  # {"wer": 0.031, "cer": 0.012}, or "ser" instead of "wer"
     eval_utterances: int
     dataset_config: str | None = None
     license: str = "apache-2.0"
@@ -45,6 +51,9 @@ class CardInfo:
     hardware: str | None = None
     train_description: str = ""
     extra_tags: list[str] = field(default_factory=list)
+    eval_stage: str = "test"  # `test`, or `val`: validation data, which also chose the checkpoint
+    decoding: str = "greedy CTC decoding, no language model"
+    normalization: str = "the tokenizer's `normalize`"  # of the references, for scoring
 
 
 def _duration(seconds: float | None) -> str:
@@ -63,8 +72,18 @@ def size_tag(num_parameters: int) -> str:
 
 
 def render_card(recognizer: SpeechRecognizer, info: CardInfo) -> ModelCard:
-    """Fills the template; the metadata carries the results as the hub's `model-index`."""
+    """Fills the template; the metadata carries the results as the hub's `model-index`.
+
+    Figures from validation data are labelled so (`Validation WER`, and the split says the
+    data chose the checkpoint): a validation figure is never presented as a test result.
+    """
+    if info.eval_stage not in STAGE_LABELS:
+        raise ValueError(f"eval_stage must be 'test' or 'val', not {info.eval_stage!r}")
     arch = recognizer.arch
+    stage = STAGE_LABELS[info.eval_stage]
+    split = info.dataset_split
+    if info.eval_stage == "val":
+        split = f"{split} (validation data, which also chose the checkpoint)"
     eval_results = [
         EvalResult(
             task_type="automatic-speech-recognition",
@@ -72,9 +91,9 @@ def render_card(recognizer: SpeechRecognizer, info: CardInfo) -> ModelCard:
             dataset_type=info.dataset_id,
             dataset_name=info.dataset_id,
             dataset_config=info.dataset_config,
-            dataset_split=info.dataset_split,
+            dataset_split=split,
             metric_type=name,
-            metric_name=name.upper(),
+            metric_name=f"{stage} {name.upper()}",
             metric_value=round(value * 100, 2),  # the hub shows WER in percent
         )
         for name, value in info.metrics.items()
@@ -119,14 +138,17 @@ def render_card(recognizer: SpeechRecognizer, info: CardInfo) -> ModelCard:
         tokenizer_kind=recognizer.tokenizer.kind,
         vocab_size=recognizer.tokenizer.vocab_size,
         num_parameters_m=f"{recognizer.num_parameters / 1e6:.1f}",
-        metrics=[{"name": k.upper(), "value": v} for k, v in info.metrics.items()],
+        metrics=[
+            {"name": k.upper(), "value": v, "meaning": METRIC_NAMES.get(k, k)}
+            for k, v in info.metrics.items()
+        ],
         dataset_id=info.dataset_id,
         dataset_config=info.dataset_config,
         dataset_split=info.dataset_split,
+        eval_stage=info.eval_stage,
         eval_utterances=info.eval_utterances,
-        normalization="lowercase a-z, apostrophe and space"
-        if recognizer.tokenizer.kind in ("chars", "bigrams")
-        else "the tokenizer's `normalize`",
+        decoding=info.decoding,
+        normalization=info.normalization,
         recipe=info.recipe.strip() or "(not recorded)",
         recipe_name=info.recipe_name or "(unknown)",
         command=info.command or "(not recorded)",

@@ -2,6 +2,18 @@
 
 `fit`, `validate`, `test` and `predict` are LightningCLI over recipes; `transcribe` and `push` are
 thin wrappers over the public API (`from_pretrained`, `ds2hub.push`).
+
+Two entry points:
+
+- `main(args) -> int` is the console script. It behaves like a Unix tool: exit status 0 on
+  success; 2 with one `ds2hub: error: ...` line on stderr (no traceback) for a mistake in the
+  command or the files it names (a missing `--config` file, data path, checkpoint or audio file,
+  an output folder it must not touch); 2 with usage and an error for options jsonargparse rejects;
+  1 with a traceback for anything unexpected (a bug: please report it). `DS2HUB_DEBUG=1` shows
+  the traceback of user errors too. (The same one-line treatment covers a missing file found
+  later, e.g. a lexicon, and an unreachable hub.)
+- `run_cli(args)` runs the same commands in-process and returns the `DS2CLI` object (None for
+  `transcribe` and `push`); errors are raised, as Python APIs do.
 """
 
 from __future__ import annotations
@@ -9,17 +21,82 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import re
+import shlex
 import sys
+from pathlib import Path
+from typing import Any
 
+from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.plugins.io import CheckpointIO
 
+from ds2hub.checkpoint import AtomicCheckpointIO
 from ds2hub.data import SpeechDataModule
+from ds2hub.push import ExportError
 from ds2hub.task import DeepSpeech2Task
+from ds2hub.tokenizers.registry import TokenizerFileError
+
+DEBUG_ENV = "DS2HUB_DEBUG"
+USAGE_STATUS = 2  # what argparse and jsonargparse exit with for a bad command line
+# `--ckpt_path` values Lightning resolves itself rather than reading a file (and `registry:...`).
+_CKPT_KEYWORDS = ("best", "last", "hpc", "registry")
+# A hub id is `name` or `owner/name` (letters, digits, `-`, `_`, `.`).
+_HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+
+
+class UsageError(Exception):
+    """A mistake in the command or in the files it names: the console shows the message alone."""
+
+
+def looks_local(path: str) -> bool:
+    """Whether `path` can only mean a local file or folder (not a hub id such as `user/name`).
+
+    Hub ids have at most one `/`; a path starting with `/`, `.` or `~`, with more parts, or whose
+    first part is a folder here (`recipes/digits`) is local.
+    """
+    if path.startswith(("/", ".", "~")) or "\\" in path or not _HUB_ID.match(path):
+        return True
+    return "/" in path and Path(path.split("/")[0]).is_dir()
+
+
+def require_file(path: str, what: str) -> None:
+    """Raises `UsageError` unless `path` is an existing file."""
+    if not Path(path).expanduser().is_file():
+        raise UsageError(f"{what} {path!r} does not exist or is not a file")
+
+
+def check_config_files(argv: list[str]) -> None:
+    """Every `--config`/`-c` file must exist (jsonargparse would answer with 100 lines of usage).
+
+    Inline YAML (`--config '{trainer: ...}'`), which jsonargparse also accepts, is left to it.
+    """
+    for i, arg in enumerate(argv):
+        value = None
+        if arg in ("-c", "--config") and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("--config="):
+            value = arg.split("=", 1)[1]
+        inline = value is not None and (
+            value.lstrip()[:1] in "{[" or "\n" in value or ": " in value
+        )
+        if value is not None and not inline:
+            require_file(value, "config file")
 
 
 class DS2CLI(LightningCLI):
     """LightningCLI with the DataModule's tokenizer and front end wired into the model, so a recipe
-    states them once."""
+    states them once; the paths a command names are checked before anything is built, and
+    checkpoints are written atomically (`AtomicCheckpointIO`).
+
+    Args:
+        argv: the command line (without the program name), recorded in checkpoints for cards.
+    """
+
+    def __init__(self, *args: Any, argv: list[str], **kwargs: Any) -> None:
+        self._argv = argv
+        super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:
         # The tokenizer may be fitted on training transcripts, so link the instantiated object.
@@ -30,11 +107,41 @@ class DS2CLI(LightningCLI):
             "data", "model.features", compute_fn=lambda dm: dm.features, apply_on="instantiate"
         )
 
+    def parse_arguments(self, parser, args) -> None:
+        super().parse_arguments(parser, args)
+        self._check_paths()  # before LightningCLI reads the checkpoint or builds anything
+
+    def _check_paths(self) -> None:
+        """Missing local files named by the command become one-line errors, not tracebacks deep
+        inside `datasets` or `torch.load`."""
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        config = self.config[subcommand]
+        ckpt = str(config.get("ckpt_path") or "")
+        keyword = ckpt in _CKPT_KEYWORDS or ckpt.startswith("registry:")
+        if ckpt and not keyword and "://" not in ckpt:  # URLs are read by fsspec
+            require_file(ckpt, "checkpoint (--ckpt_path)")
+        path = config.get("data.path")
+        if path and looks_local(str(path)) and not Path(str(path)).expanduser().exists():
+            raise UsageError(f"data path {path!r} (data.path) does not exist")
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """Lightning's, plus `AtomicCheckpointIO` unless the recipe names a CheckpointIO or a
+        strategy with checkpoint writing of its own (FSDP, DeepSpeed, XLA)."""
+        trainer = self._get(self.config_init, "trainer", default={})
+        plugins = trainer.get("plugins")
+        plugins = [] if plugins is None else plugins if isinstance(plugins, list) else [plugins]
+        strategy, accelerator = trainer.get("strategy", "auto"), trainer.get("accelerator", "auto")
+        own_io = not isinstance(strategy, str) or strategy.startswith(("fsdp", "deepspeed", "xla"))
+        own_io = own_io or (isinstance(accelerator, str) and accelerator in ("tpu", "xla"))
+        if not own_io and not any(isinstance(p, CheckpointIO) for p in plugins):
+            kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
+        return super().instantiate_trainer(**kwargs)
+
     def after_instantiate_classes(self) -> None:
         super().after_instantiate_classes()
-        self.model.command = " ".join(
-            ["ds2hub", *self._argv]
-        )  # recorded in checkpoints for model cards
+        self.model.command = shlex.join(["ds2hub", *self._argv])  # recorded for model cards
 
 
 def transcribe_main(argv: list[str]) -> None:
@@ -50,17 +157,22 @@ def transcribe_main(argv: list[str]) -> None:
     parser.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--chunk-seconds", type=float, default=20.0, help="split longer recordings")
-    parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if any)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per file")
     parser.add_argument(
         "--beam-size", type=int, default=0, help="lexicon + LM beam search (0: greedy)"
     )
     parser.add_argument("--lm-weight", type=float, default=1.0, help="weight of the word LM")
     args = parser.parse_args(argv)
+    for path in args.files:  # before the model loads: a typo should not cost its loading time
+        require_file(path, "audio file")
+    if looks_local(args.model) and not Path(args.model).expanduser().exists():
+        raise UsageError(f"model {args.model!r} (--model) does not exist")
     from ds2hub.decoding import BeamSearchConfig
     from ds2hub.hub import from_pretrained
 
-    model = from_pretrained(args.model, revision=args.revision).to(args.device)
+    device = args.device or ("cuda" if _cuda() else "cpu")
+    model = from_pretrained(args.model, revision=args.revision).to(device)
     beam = (
         BeamSearchConfig(beam_size=args.beam_size, lm_weight=args.lm_weight)
         if args.beam_size
@@ -88,12 +200,23 @@ def push_main(argv: list[str]) -> None:
         "--config", default=None, help="the run's recipe (default: config.yaml of the run)"
     )
     parser.add_argument(
-        "--output-dir", default=None, help="where to write the folder (default: a temp dir)"
+        "--output-dir",
+        default=None,
+        help="where to write the folder (default: a new temp dir); an existing folder must be "
+        "empty or an earlier export (then pass --overwrite)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier export in --output-dir"
+    )
+    parser.add_argument(
+        "--redact",
+        action="store_true",
+        help="replace local paths, the user and host name in recipe.yaml and the card",
     )
     parser.add_argument(
         "--dry-run", action="store_true", help="write the folder only, upload nothing"
     )
-    parser.add_argument("--no-eval", action="store_true", help="skip the test-split evaluation")
+    parser.add_argument("--no-eval", action="store_true", help="skip the evaluation")
     parser.add_argument("--language", default=None)
     parser.add_argument("--license", default="apache-2.0")
     parser.add_argument(
@@ -104,10 +227,12 @@ def push_main(argv: list[str]) -> None:
         "--token", default=None, help="hub token (default: HF_TOKEN or `hf auth login`)"
     )
     args = parser.parse_args(argv)
+    require_file(args.checkpoint, "checkpoint")
+    if args.config:
+        require_file(args.config, "recipe (--config)")
     import tempfile
-    from pathlib import Path
 
-    from ds2hub.push import export, push
+    from ds2hub.push import export, local_details, push, summarize
 
     output = Path(args.output_dir or tempfile.mkdtemp(prefix="ds2hub-push-"))
     folder = export(
@@ -119,14 +244,35 @@ def push_main(argv: list[str]) -> None:
         args.license,
         args.dataset_id,
         run_eval=not args.no_eval,
+        overwrite=args.overwrite,
+        redact=args.redact,
     )
     print(f"wrote {folder}")
+    # What the files will tell the world about this machine, shown before anything is uploaded.
+    details = local_details(folder, args.repo_id)
+    if details:
+        print(
+            f"recipe.yaml and README.md in {folder} publish these local details "
+            "(--redact replaces them):",
+            file=sys.stderr,
+        )
+        print(summarize(details), file=sys.stderr)
     if args.dry_run:
         return
     print(push(folder, args.repo_id, token=args.token, private=args.private or None))
 
 
 EXTRA_COMMANDS = {"transcribe": transcribe_main, "push": push_main}
+# Errors that mean "change the command, the files it names, or the network"; anything else is a
+# bug and keeps its traceback.
+USER_ERRORS = (
+    UsageError,
+    ExportError,
+    TokenizerFileError,
+    FileNotFoundError,  # also `datasets`' DatasetNotFoundError
+    FileExistsError,
+    ConnectionError,  # a hub id while offline or unreachable
+)
 
 
 def _cuda() -> bool:
@@ -135,22 +281,45 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def main(args: list[str] | None = None) -> DS2CLI | None:
-    """Entry point of the `ds2hub` console script (`args` replaces `sys.argv[1:]` in tests)."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+def run_cli(args: list[str] | None = None) -> DS2CLI | None:
+    """Runs a `ds2hub` command in-process and returns the LightningCLI object (None for
+    `transcribe` and `push`); errors are raised.
+
+    Args:
+        args: the command line without the program name (None: `sys.argv[1:]`).
+    """
     argv = sys.argv[1:] if args is None else list(args)
+    check_config_files(argv)
     if argv and argv[0] in EXTRA_COMMANDS:
         EXTRA_COMMANDS[argv[0]](argv[1:])
         return None
-    DS2CLI._argv = argv
     return DS2CLI(
         DeepSpeech2Task,
         SpeechDataModule,
+        argv=argv,
         args=None if args is None else argv,  # None: LightningCLI reads sys.argv (no warning)
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
     )
 
 
+def main(args: list[str] | None = None) -> int:
+    """Entry point of the `ds2hub` console script; returns the exit status (see the module doc).
+
+    Args:
+        args: the command line without the program name (None: `sys.argv[1:]`).
+    """
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        run_cli(args)
+    except USER_ERRORS as error:
+        if os.environ.get(DEBUG_ENV, "0") not in ("", "0"):
+            raise
+        message = " ".join(str(error).split()) or type(error).__name__  # always one line
+        print(f"ds2hub: error: {message}", file=sys.stderr)
+        return USAGE_STATUS
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

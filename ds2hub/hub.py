@@ -22,6 +22,7 @@ from ds2hub.decoding import BeamSearchConfig, TextDecoder, text_decoder
 from ds2hub.features import FeatureConfig, LogSpectrogram
 from ds2hub.model import DeepSpeech2, DeepSpeech2Config
 from ds2hub.tokenizers import Tokenizer, load_tokenizer, tokenizer_from_config
+from ds2hub.tokenizers.pinyin import LEXICON_NAME
 
 CHECKPOINT_KEY = "ds2hub"  # where Lightning checkpoints keep the tokenizer, features and run facts
 HUB_FILES = [
@@ -29,6 +30,7 @@ HUB_FILES = [
     "model.safetensors",
     "tokenizer.json",
     "tokenizer.model",
+    LEXICON_NAME,  # a PinyinTokenizer's own word list
     "README.md",
     "recipe.yaml",
 ]

@@ -1,11 +1,27 @@
-"""Publishing a trained checkpoint: evaluate on the recipe's test split, write the hub folder with
-its model card, and upload it with `huggingface_hub`."""
+"""Publishing a trained checkpoint: evaluate it, write the hub folder with its model card, and
+upload it with `huggingface_hub`.
+
+Three promises:
+
+- The figures can be cited: evaluation uses the recipe's test data when it has some, else its
+  validation data, and the card says which (and that validation data also chose the checkpoint).
+  Languages written without spaces get a sentence error rate (SER), never a "WER".
+- Nothing is destroyed: `export` writes only into a new folder, an empty one, or one it wrote
+  before (marked by `.ds2hub-export`, replaced only with `overwrite=True`).
+- Nothing is published unseen: `local_details` lists the local paths, user and host names the
+  recipe and card would publish, and `redact=True` replaces them.
+"""
 
 from __future__ import annotations
 
+import getpass
+import json
 import logging
-import shutil
-from pathlib import Path
+import re
+import socket
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
 from typing import Any
 
 import torch
@@ -18,9 +34,74 @@ from ds2hub.data import SpeechDataModule
 from ds2hub.data.dataset import is_empty_batch
 from ds2hub.decoding import BeamSearchConfig
 from ds2hub.features import FeatureConfig
-from ds2hub.hub import CHECKPOINT_KEY, SpeechRecognizer
+from ds2hub.hub import CHECKPOINT_KEY, HUB_FILES, SpeechRecognizer
+from ds2hub.tokenizers import Tokenizer
 
 log = logging.getLogger(__name__)
+
+EXPORT_MARKER = ".ds2hub-export"  # in every folder `export` creates; nothing else is replaced
+PUBLISHED_TEXTS = ("recipe.yaml", "README.md")  # the files written from local facts
+STAGE_NAMES = {"test": "test", "val": "validation"}
+
+
+class ExportError(ValueError):
+    """`export` cannot go on without a different argument (a folder, a language, a recipe)."""
+
+
+# --- which data, which metric -----------------------------------------------------------------------
+def word_metric(tokenizer: Tokenizer) -> str:
+    """`wer`, or `ser` (sentence error rate) for text without spaces between words: a "word"
+    error rate over an unsegmented Chinese transcript counts wrong sentences."""
+    delimited = getattr(tokenizer, "word_delimited", None)  # Tokenizer property in newer ds2hub
+    return "wer" if (tokenizer.word_joiner != "" if delimited is None else delimited) else "ser"
+
+
+def reference_normalizer(tokenizer: Tokenizer) -> tuple[Callable[[str], str], str]:
+    """How references are normalised for scoring, and a description of it for the card.
+
+    `Tokenizer.reference` keeps every word (digits too), so words the model cannot write count
+    as errors; older tokenizers only have `normalize`, which deletes them.
+    """
+    reference = getattr(tokenizer, "reference", None)
+    if callable(reference):
+        return reference, (
+            "case, accents and punctuation folded; every word and digit kept, so words the model "
+            "cannot write count as errors"
+        )
+    return tokenizer.normalize, "the tokenizer's `normalize`"
+
+
+def evaluation_stage(datamodule: SpeechDataModule) -> str:
+    """`test` if the recipe has test data, else `val`."""
+    has_stage = getattr(datamodule, "has_stage", None)
+    if callable(has_stage):
+        return "test" if has_stage("test") else "val"
+    return "test" if datamodule.splits.get("test") is not None else "val"
+
+
+def describe_stage(datamodule: SpeechDataModule, stage: str) -> str:
+    """One line saying which data a stage reads (`test of openslr/librispeech_asr`)."""
+    describe = getattr(datamodule, "describe", None)
+    if callable(describe):
+        return describe(stage)
+    if stage == "val" and datamodule.holdout_column:
+        return (
+            f"held-out {datamodule.holdout_column} groups of {datamodule.splits['train']} "
+            f"of {datamodule.path}"
+        )
+    return f"{datamodule.splits[stage]} of {datamodule.path}"
+
+
+def describe_decoding(beam_search: BeamSearchConfig | None) -> str:
+    """The decoding the figures were measured with, for the card."""
+    if beam_search is None:
+        return "greedy CTC decoding, no language model"
+    lexicon = PurePath(beam_search.lexicon).name if beam_search.lexicon else "the tokenizer's own"
+    lm = "a KenLM model" if beam_search.lm else "a unigram word LM"
+    return (
+        f"lexicon beam search (beam {beam_search.beam_size}, lexicon {lexicon}, {lm} at weight "
+        f"{beam_search.lm_weight})"
+    )
 
 
 def find_run_config(checkpoint: Path) -> Path | None:
@@ -50,24 +131,166 @@ def evaluate(
     stage: str = "test",
     beam_search: BeamSearchConfig | None = None,
 ) -> dict[str, Any]:
-    """WER and CER on one split of the DataModule, greedy or with `beam_search`."""
+    """Error rates on one stage (`test` or `val`) of the DataModule, greedy or with `beam_search`.
+
+    Returns:
+        `{"wer" or "ser": ..., "cer": ..., "utterances": n}` (see `word_metric`).
+    """
     datamodule.setup({"test": "test", "val": "validate"}[stage])
     loader = datamodule.test_dataloader() if stage == "test" else datamodule.val_dataloader()
-    wer, cer, n = WordErrorRate(), CharErrorRate(), 0
-    tokenizer = recognizer.tokenizer
+    words, cer, n = WordErrorRate(), CharErrorRate(), 0
+    normalize, _ = reference_normalizer(recognizer.tokenizer)
     decode = recognizer.text_decoder(beam_search)
     for batch in loader:
         if is_empty_batch(batch):  # nothing in it decoded
             continue
         logits, lengths = recognizer(batch["features"], batch["feature_lengths"])
         hyps = decode(logits, lengths)
-        refs = [tokenizer.normalize(t) for t in batch["texts"]]
-        wer.update(hyps, refs)
+        refs = [normalize(t) for t in batch["texts"]]
+        words.update(hyps, refs)
         cer.update(hyps, refs)
         n += len(refs)
-    return {"wer": float(wer.compute()), "cer": float(cer.compute()), "utterances": n}
+    return {
+        word_metric(recognizer.tokenizer): float(words.compute()),
+        "cer": float(cer.compute()),
+        "utterances": n,
+    }
 
 
+# --- local details in what is published ----------------------------------------------------------
+_STOP = r"""\s'"`,;:()\[\]{}<>|"""
+_PATTERNS = (
+    # /home/alice/data, but not the `/` of a URL, `val/wer`, `user/name`, `</details>` or of
+    # `<local>/data` (what `redact_text` leaves).
+    ("absolute path", re.compile(rf"(?<![\w.:/~\\<>-])/[^{_STOP}/]+(?:/[^{_STOP}/]+)*/?")),
+    ("absolute path", re.compile(rf"(?<![\w])[A-Za-z]:\\[^{_STOP}]*")),  # C:\Users\alice
+    ("home directory", re.compile(rf"(?<![\w/])~[\w.-]*(?:/[^{_STOP}]*)?")),
+)
+
+
+@dataclass
+class LocalDetail:
+    """A fact about the local machine found in text about to be published."""
+
+    text: str
+    kind: str  # "absolute path", "home directory", "user name", "host name"
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def replacement(self) -> str:
+        """What `redact_text` writes instead: a path keeps only its last part."""
+        if self.kind in ("user name", "host name"):
+            return f"<{self.kind.split()[0]}>"
+        name = PurePath(self.text.replace("\\", "/").rstrip("/")).name
+        return f"<local>/{name}" if name and name != "~" else "<local>"
+
+    def __str__(self) -> str:
+        where = f" in {', '.join(self.files)}" if self.files else ""
+        return f"{self.text}  ({self.kind}{where})"
+
+
+def _names() -> list[tuple[str, str]]:
+    """This machine's user and host names, where they are specific enough to look for."""
+    found = []
+    for kind, get in (("user name", getpass.getuser), ("host name", socket.gethostname)):
+        try:
+            name = get()
+        except Exception:  # noqa: BLE001 - no user database or hostname: nothing to find
+            continue
+        if len(name) >= 3 and name not in ("localhost", "root"):
+            found.append((kind, name))
+    return found
+
+
+def _outside(text: str, keep: str) -> list[str]:
+    """`text` split around `keep` (the repo id, which is meant to be published)."""
+    return text.split(keep) if keep else [text]
+
+
+def find_local_details(text: str, keep: str = "") -> list[LocalDetail]:
+    """Absolute and home paths, the user and host name in `text`, leaving out `keep`."""
+    found: dict[str, LocalDetail] = {}
+    for part in _outside(text, keep):
+        for kind, pattern in _PATTERNS:
+            for match in pattern.finditer(part):
+                found.setdefault(match.group(), LocalDetail(match.group(), kind))
+        for kind, name in _names():
+            if re.search(rf"(?<![\w]){re.escape(name)}(?![\w])", part):
+                found.setdefault(name, LocalDetail(name, kind))
+    return list(found.values())
+
+
+def redact_text(text: str, keep: str = "") -> str:
+    """`text` with its local details (`find_local_details`) replaced; `keep` is left as it is."""
+    parts = []
+    for part in _outside(text, keep):
+        # Longest first, so that a path is replaced whole before a name inside it is.
+        for detail in sorted(find_local_details(part), key=lambda d: -len(d.text)):
+            if detail.kind in ("user name", "host name"):
+                pattern = rf"(?<![\w]){re.escape(detail.text)}(?![\w])"
+                part = re.sub(pattern, detail.replacement, part)
+            else:
+                part = part.replace(detail.text, detail.replacement)
+        parts.append(part)
+    return keep.join(parts)
+
+
+def local_details(folder: str | Path, repo_id: str = "") -> list[LocalDetail]:
+    """The local details `recipe.yaml` and `README.md` in an exported folder would publish."""
+    merged: dict[str, LocalDetail] = {}
+    for name in PUBLISHED_TEXTS:
+        path = Path(folder) / name
+        if path.is_file():
+            for detail in find_local_details(path.read_text(encoding="utf-8"), repo_id):
+                merged.setdefault(detail.text, detail).files.append(name)
+    return list(merged.values())
+
+
+# --- the output folder ---------------------------------------------------------------------------
+def check_output_dir(output_dir: Path, overwrite: bool) -> None:
+    """Refuses any folder `export` must not write into; changes nothing.
+
+    Allowed: a new path, an empty folder, or (with `overwrite`) a folder an earlier export
+    wrote that holds nothing but its files.
+
+    Raises:
+        ExportError: with what to do instead.
+    """
+    if not output_dir.exists():
+        return
+    if not output_dir.is_dir():
+        raise ExportError(f"output folder {output_dir} is a file; choose a new or empty folder")
+    entries = {p.name for p in output_dir.iterdir()}
+    if not entries:
+        return
+    if EXPORT_MARKER not in entries:
+        raise ExportError(
+            f"output folder {output_dir} is not empty and was not written by ds2hub; nothing was "
+            "changed: choose a new or empty folder"
+        )
+    if not overwrite:
+        raise ExportError(
+            f"output folder {output_dir} holds an earlier ds2hub export; pass --overwrite "
+            "(overwrite=True) to replace it, or choose a new folder"
+        )
+    foreign = sorted(entries - {EXPORT_MARKER, *HUB_FILES})
+    if foreign:
+        raise ExportError(
+            f"output folder {output_dir} holds files ds2hub did not write ({', '.join(foreign)}); "
+            "nothing was changed: move them or choose a new folder"
+        )
+
+
+def _prepare_output_dir(output_dir: Path, overwrite: bool, about: dict[str, Any]) -> None:
+    """Creates (or, after `check_output_dir`, empties) the folder and marks it as ds2hub's."""
+    check_output_dir(output_dir, overwrite)  # again: the folder may have changed meanwhile
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for name in HUB_FILES:  # only the files an export writes (check_output_dir: nothing else)
+        (output_dir / name).unlink(missing_ok=True)
+    (output_dir / EXPORT_MARKER).write_text(json.dumps(about, indent=2) + "\n")
+
+
+# --- export and push -----------------------------------------------------------------------------
 def export(
     checkpoint: str | Path,
     output_dir: str | Path,
@@ -77,20 +300,33 @@ def export(
     license: str = "apache-2.0",
     dataset_id: str | None = None,
     run_eval: bool = True,
+    overwrite: bool = False,
+    redact: bool = False,
 ) -> Path:
     """Writes the hub folder for `checkpoint` into `output_dir` and returns it.
 
     Args:
         checkpoint: a `.ckpt` from `ds2hub fit`.
-        output_dir: where to write config.json, model.safetensors, tokenizer files, README.md.
+        output_dir: where to write config.json, model.safetensors, tokenizer files, README.md
+            and recipe.yaml: a new or empty folder, or an earlier export's (see `overwrite`).
         repo_id: the hub id the card's usage snippet names.
         config: the run's resolved recipe (default: the `config.yaml` beside the checkpoint).
         language: ISO code (default from the tokenizer: en for chars/bigrams, zh for mandarin/pinyin).
         license: the card's licence.
         dataset_id: hub id of the evaluation data (default: the recipe's `data.path`).
-        run_eval: evaluate on the recipe's test split (the card then carries WER/CER).
+        run_eval: evaluate on the recipe's test data, or its validation data if it has none (the
+            card says which).
+        overwrite: replace the files of an earlier export in `output_dir`. A folder ds2hub did not
+            write is never touched.
+        redact: replace local paths, the user and host name in recipe.yaml and the card (see
+            `local_details`, which lists them).
+
+    Raises:
+        ExportError: the folder may not be written, no language is known, or there is no recipe
+            to evaluate with.
     """
     checkpoint, output_dir = Path(checkpoint), Path(output_dir)
+    check_output_dir(output_dir, overwrite)  # before the evaluation: refuse early
     recognizer = SpeechRecognizer.from_checkpoint(checkpoint)
     extra = torch.load(checkpoint, map_location="cpu", weights_only=True).get(CHECKPOINT_KEY, {})
     config_path = Path(config) if config else find_run_config(checkpoint)
@@ -99,46 +335,57 @@ def export(
     data_cfg = recipe.get("data", {})
     language = language or DEFAULT_LANGUAGE.get(recognizer.tokenizer.kind)
     if language is None:
-        raise ValueError(f"pass --language for a {recognizer.tokenizer.kind!r} model")
+        raise ExportError(f"pass --language for a {recognizer.tokenizer.kind!r} model")
+    beam = (recipe.get("model") or {}).get("beam_search")  # score as the recipe decodes
+    beam_search = BeamSearchConfig(**beam) if beam else None
     metrics: dict[str, float] = {}
-    utterances = 0
+    utterances, stage, split = 0, "test", str(data_cfg.get("test_split") or "test")
     if run_eval:
         if not data_cfg:
-            raise ValueError("no recipe found to evaluate with: pass --config or --no-eval")
-        beam = (recipe.get("model") or {}).get("beam_search")  # score as the recipe decodes
-        result = evaluate(
-            recognizer,
-            datamodule_from_config(recipe, recognizer),
-            beam_search=BeamSearchConfig(**beam) if beam else None,
-        )
-        metrics = {"wer": result["wer"], "cer": result["cer"]}
-        utterances = result["utterances"]
+            raise ExportError("no recipe found to evaluate with: pass --config or --no-eval")
+        datamodule = datamodule_from_config(recipe, recognizer)
+        stage = evaluation_stage(datamodule)
+        split = describe_stage(datamodule, stage)
+        result = evaluate(recognizer, datamodule, stage, beam_search)
+        utterances = result.pop("utterances")
+        metrics = result
         log.info(
-            "test WER %.2f %%, CER %.2f %% on %d utterances",
-            100 * metrics["wer"],
-            100 * metrics["cer"],
+            "%s data (%s, %d utterances): %s",
+            STAGE_NAMES[stage],
+            split,
             utterances,
+            ", ".join(f"{k.upper()} {100 * v:.2f} %" for k, v in metrics.items()),
         )
     path = str(data_cfg.get("path", "unknown"))
+    dataset_id = dataset_id or (Path(path).name if Path(path).exists() else path)
+    if run_eval:  # the card names the dataset once; its folder need not be published
+        split = split.replace(datamodule.path, dataset_id)
+    _, normalization = reference_normalizer(recognizer.tokenizer)
+
+    def hide(text: str) -> str:
+        return redact_text(text, keep=repo_id) if redact else text
+
+    recipe_text = hide(recipe_text)
     info = CardInfo(
         repo_id=repo_id,
         language=language,
-        dataset_id=dataset_id or (Path(path).name if Path(path).exists() else path),
+        dataset_id=hide(dataset_id),
         dataset_config=data_cfg.get("name"),
-        dataset_split=data_cfg.get("test_split", "test"),
+        dataset_split=hide(split),
         metrics=metrics,
         eval_utterances=utterances,
         license=license,
         recipe=recipe_text,
         recipe_name=config_path.name if config_path else "",
-        command=extra.get("command") or "",
+        command=hide(extra.get("command") or ""),
         train_seconds=extra.get("train_seconds"),
         hardware=extra.get("hardware"),
-        train_description=f"the {data_cfg.get('train_split', 'train')} split of {path}",
+        train_description=hide(f"the {data_cfg.get('train_split', 'train')} split of {path}"),
+        eval_stage=stage,
+        decoding=describe_decoding(beam_search),
+        normalization=normalization,
     )
-    if output_dir.exists():
-        shutil.rmtree(output_dir)
-    output_dir.mkdir(parents=True)
+    _prepare_output_dir(output_dir, overwrite, {"repo_id": repo_id, "checkpoint": checkpoint.name})
     render_card(recognizer, info).save(
         output_dir / "README.md"
     )  # before save_pretrained, which keeps it
@@ -164,5 +411,11 @@ def push(
         repo_type="model",
         revision=revision,
         commit_message="Upload Deep Speech 2 model with ds2hub",
+        ignore_patterns=[EXPORT_MARKER],  # ds2hub's bookkeeping, not part of the model
     )
     return str(commit)
+
+
+def summarize(details: Iterable[LocalDetail]) -> str:
+    """The local details as lines for a log or the terminal."""
+    return "\n".join(f"  {d}" for d in details)

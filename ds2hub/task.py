@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import platform
 import time
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import grad_norm
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from ds2hub.data.dataset import is_empty_batch
@@ -45,32 +46,46 @@ def ctc_feasible(
     return (needed <= input_lengths) & (target_lengths > 0)
 
 
+CTCReduction = Literal["utterance", "token"]
+
+
 def ctc_loss(
     logits: torch.Tensor,
     logit_lengths: torch.Tensor,
     targets: torch.Tensor,
     target_lengths: torch.Tensor,
     blank_id: int = 0,
+    reduction: CTCReduction = "utterance",
 ) -> torch.Tensor:
-    """Mean per-token CTC loss, always computed in fp32.
+    """CTC loss of a batch, always computed in fp32.
 
     Under `16-mixed` the logits arrive in half precision, whose range cannot hold CTC's
     log-probabilities over long utterances; autocast is switched off and log_softmax done in fp32.
 
     Args:
         logits: (B, T, V); logit_lengths: (B,); targets: (B, S) padded; target_lengths: (B,).
+        reduction: `utterance`: -log p(y|x) of each utterance, averaged over the batch (Deep
+            Speech 2's cost, and deepspeech.pytorch's); its gradients grow with transcript length,
+            which is what the paper's learning rate and clip of 400 were set for. `token`: each
+            utterance's cost divided by its transcript length, then averaged (torch's `mean`);
+            one to two orders of magnitude smaller, so learning rates and clips differ.
     """
     with torch.autocast(device_type=logits.device.type, enabled=False):
         log_probs = logits.float().log_softmax(dim=-1).transpose(0, 1)  # (T, B, V)
-        return F.ctc_loss(
+        per_utterance = F.ctc_loss(
             log_probs,
             targets,
             logit_lengths,
             target_lengths,
             blank=blank_id,
-            reduction="mean",
+            reduction="none",
             zero_infinity=True,
         )
+        if reduction == "token":
+            per_utterance = per_utterance / target_lengths.clamp(min=1).to(per_utterance)
+        elif reduction != "utterance":
+            raise ValueError(f"ctc reduction must be 'utterance' or 'token', not {reduction!r}")
+        return per_utterance.mean()
 
 
 class DeepSpeech2Task(L.LightningModule):
@@ -86,6 +101,15 @@ class DeepSpeech2Task(L.LightningModule):
         log_examples: how many validation transcripts to print at the end of each validation.
         beam_search: decode validation, test and predict with `LexiconBeamSearch` (the
             tokenizer's lexicon and a word LM) instead of greedy best path.
+        ctc_reduction: `utterance` (the paper's per-utterance cost averaged over the batch) or
+            `token` (also divided by transcript length); see `ctc_loss`. Optimiser settings
+            (learning rate, `trainer.gradient_clip_val`) depend on it.
+
+    Logged: `train/loss`, `train/grad_norm` (the total 2-norm before clipping, so a recipe's
+    `gradient_clip_val` can be checked against it), `train/audio_sec_per_sec`; `val/` and `test/`
+    loss, `cer` and `wer` — or `ser`, the sentence error rate, for languages written without word
+    boundaries (a "word" error rate over an unsegmented Chinese transcript is the share of wrong
+    sentences). References are scored with `Tokenizer.reference`, which keeps every word.
     """
 
     def __init__(
@@ -97,8 +121,12 @@ class DeepSpeech2Task(L.LightningModule):
         scheduler: LRSchedulerCallable | None = None,
         log_examples: int = 3,
         beam_search: BeamSearchConfig | None = None,
+        ctc_reduction: CTCReduction = "utterance",
     ) -> None:
         super().__init__()
+        if ctc_reduction not in ("utterance", "token"):
+            raise ValueError(f"ctc_reduction must be 'utterance' or 'token', not {ctc_reduction!r}")
+        self.ctc_reduction = ctc_reduction
         self.tokenizer = (
             tokenizer if isinstance(tokenizer, Tokenizer) else tokenizer_from_config(tokenizer)
         )
@@ -125,11 +153,13 @@ class DeepSpeech2Task(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.log_examples = log_examples
+        # Word-level error: WER, or SER where text has no word boundaries (see class docstring).
+        self.word_metric = "wer" if self.tokenizer.word_delimited else "ser"
         self.metrics = torch.nn.ModuleDict(
             {
                 f"{stage}_{name}": cls()
                 for stage in ("val", "test")
-                for name, cls in (("wer", WordErrorRate), ("cer", CharErrorRate))
+                for name, cls in ((self.word_metric, WordErrorRate), ("cer", CharErrorRate))
             }
         )
         self._examples: list[tuple[str, str]] = []
@@ -216,10 +246,16 @@ class DeepSpeech2Task(L.LightningModule):
                 batch["targets"][feasible],
                 batch["target_lengths"][feasible],
                 self.tokenizer.blank_id,
+                self.ctc_reduction,
             )
         else:  # keep the graph (DDP needs every rank to produce gradients) but learn nothing
-            loss = logits.sum() * 0.0
+            loss = self._zero_loss()
         return loss, logits, out_lengths
+
+    def _zero_loss(self) -> torch.Tensor:
+        """A loss of 0 that reaches every parameter: under DDP each rank must take part in the
+        gradient all-reduce of every step, or the ranks that did wait forever."""
+        return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
 
     def _empty(self, batch: dict[str, Any], stage: str) -> bool:
         """Counts utterances that failed to decode at load time; True if none is left, in which
@@ -234,9 +270,11 @@ class DeepSpeech2Task(L.LightningModule):
             )
         return is_empty_batch(batch)
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         if self._empty(batch, "train"):
-            return None  # Lightning skips the optimizer step
+            # Nothing decoded. Returning None would skip this rank's backward while the others
+            # wait for its gradients; a zero loss keeps every rank in step and changes nothing.
+            return self._zero_loss()
         loss, _, _ = self._loss(batch, "train")
         bs = batch["features"].size(0)
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
@@ -251,21 +289,29 @@ class DeepSpeech2Task(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._last_batch_end = None
 
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Lightning calls this after unscaling (16-mixed) and before clipping: the norm the clip sees.
+        norm = grad_norm(self, norm_type=2).get("grad_2.0_norm_total")
+        if norm is not None:
+            self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+
     def _evaluate(self, batch: dict[str, Any], stage: str) -> dict[str, list[str]] | None:
         if self._empty(batch, stage):
             return None
         loss, logits, out_lengths = self._loss(batch, stage)
         hyps = self.decode(logits, out_lengths)
-        refs = [self.tokenizer.normalize(t) for t in batch["texts"]]
-        for name in ("wer", "cer"):
+        refs = [self.tokenizer.reference(t) for t in batch["texts"]]
+        names = (self.word_metric, "cer")
+        for name in names:
             self.metrics[f"{stage}_{name}"].update(hyps, refs)
         bs = len(refs)
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
-        for name in ("wer", "cer"):
+        self.log(f"{stage}/utterances", float(bs), reduce_fx="sum", sync_dist=True, batch_size=1)
+        for name in names:
             self.log(
                 f"{stage}/{name}",
                 self.metrics[f"{stage}_{name}"],
-                prog_bar=name == "wer",
+                prog_bar=name == self.word_metric,
                 batch_size=bs,
             )
         if stage == "val" and len(self._examples) < self.log_examples:

@@ -8,7 +8,8 @@ import pytest
 import torch
 import yaml
 
-from ds2hub.cli import main
+from ds2hub.checkpoint import AtomicCheckpointIO
+from ds2hub.cli import run_cli
 from ds2hub.task import DeepSpeech2Task
 
 CONF = Path(__file__).parent / "conf" / "digits_tiny.yaml"
@@ -17,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def run(*args: str, data: Path, root: Path):
     subcommand, *options = args
-    return main(
+    return run_cli(
         [
             subcommand,
             "--config",
@@ -90,6 +91,7 @@ def test_fit_validate_test_predict_and_resume(tiny_digits, tmp_path):
 
 def test_checkpoint_loads_without_the_cli(tiny_digits, tmp_path):
     cli = run("fit", "--trainer.max_steps", "2", data=tiny_digits, root=tmp_path)
+    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)  # kill-safe saves
     ckpt = cli.trainer.checkpoint_callback.last_model_path
     task = DeepSpeech2Task.load_from_checkpoint(ckpt, map_location="cpu")
     assert task.tokenizer.vocab == cli.model.tokenizer.vocab
@@ -106,14 +108,14 @@ def test_print_config_reproduces_a_run(tiny_digits, tmp_path, capsys):
     assert config["model"]["arch"]["rnn_hidden"] == 32
     saved = tmp_path / "config.yaml"
     saved.write_text(printed)
-    cli = main(["fit", "--config", str(saved)])
+    cli = run_cli(["fit", "--config", str(saved)])
     assert cli.trainer.global_step == 2
 
 
 @pytest.mark.parametrize("recipe", sorted((REPO / "recipes").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_recipe_prints_its_config(recipe, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", str(recipe), "--print_config"])
+        run_cli(["fit", "--config", str(recipe), "--print_config"])
     assert exit_info.value.code in (0, None)
     assert "model:" in capsys.readouterr().out
 
@@ -121,7 +123,7 @@ def test_every_recipe_prints_its_config(recipe, capsys):
 def test_digits_recipe_fast_dev_run(tmp_path, monkeypatch):
     """The shipped demo recipe itself runs one batch of each loop on the shipped data."""
     monkeypatch.chdir(tmp_path)  # the recipe's relative output folders land here
-    cli = main(
+    cli = run_cli(
         [
             "fit", "--config", str(REPO / "recipes" / "digits.yaml"),
             "--data.path", str(REPO / "recipes" / "digits"),

@@ -22,7 +22,7 @@ from standins import (
     make_librispeech,
 )
 
-from ds2hub.cli import main
+from ds2hub.cli import run_cli
 from ds2hub.data import SpeechDataModule
 from ds2hub.data.augment import AugmentConfig, Augmenter
 from ds2hub.data.sampler import DurationBatchSampler
@@ -50,7 +50,7 @@ LAYOUTS = {
     "fleurs": ("fleurs", CharTokenizer, dict(data_dir="en_us", text_column="transcription")),
     "aishell": ("aishell", MandarinTokenizer, dict(val_split="dev")),
     "commonvoice": ("commonvoice", CharTokenizer, dict(val_split="dev")),
-    "audiofolder-holdout": ("fsdd", CharTokenizer, dict(text_column="transcription", holdout_column="speaker_id", holdout_values=["spk0"], test_split=None)),
+    "audiofolder-holdout": ("fsdd", CharTokenizer, dict(text_column="transcription", holdout_column="speaker_id", holdout_values=["spk0"], test_holdout_values=["spk1"], test_split=None)),
 }  # fmt: skip
 
 
@@ -254,7 +254,7 @@ def test_bad_data_is_dropped_by_reason_and_training_stays_finite(tiny_digits, tm
                     (tiny_digits / split / r["file_name"]).read_bytes()
                 )
 
-    cli = main(
+    cli = run_cli(
         [
             "fit", "--config", str(Path(__file__).parent / "conf" / "digits_tiny.yaml"), "--data.path", str(root),
             "--data.batch_size", "16", "--trainer.max_steps", "3", "--trainer.max_epochs", "3",
@@ -327,30 +327,59 @@ def test_recipe_fast_dev_run_on_a_local_standin(recipe, corpora, tmp_path, monke
     ]
     if recipe == "fsdd_digits.yaml":
         args += ["--data.holdout_values", "[spk0]"]
-        args += ["--model.beam_search.lexicon", str(REPO / "recipes" / "digits" / "words.txt")]
-    cli = main(args)
+        extra = REPO / "recipes" / "digits"  # the recipe names it relative to the repository
+        args += [
+            "--data.extra_train",
+            f'[{{path: "{extra}", split: "train[:4]", text_column: text}}]',
+        ]
+    cli = run_cli(args)
     assert cli.trainer.state.finished and torch.isfinite(cli.trainer.callback_metrics["train/loss"])
 
 
 # --- DDP ----------------------------------------------------------------------------------------------
-def test_two_process_ddp_on_cpu(tiny_digits, tmp_path):
-    """Real DDP (gloo): two processes, each with its own share of ds2hub's batches."""
+def test_two_process_ddp_on_cpu_survives_an_empty_batch_and_counts_evaluation_once(
+    tiny_digits, tmp_path
+):
+    """Real DDP (gloo), two processes. One rank gets a batch in which nothing decodes (it must still
+    join the gradient all-reduce, or the run hangs); validation has an odd number of utterances,
+    which must each be scored exactly once (no batch repeated to even out the ranks)."""
+    root = tmp_path / "data"
+    with open(tiny_digits / "train" / "metadata.csv") as f:
+        pool = [(r["file_name"], r["text"]) for r in csv.DictReader(f)]
+    for split, rows in (("train", pool[:7]), ("validation", pool[7:12])):
+        (root / split).mkdir(parents=True)
+        for name, _ in rows:
+            (root / split / name).write_bytes((tiny_digits / "train" / name).read_bytes())
+        if split == "train":
+            (root / split / "corrupt.flac").write_bytes(_flac_truncated())
+            rows.append(("corrupt.flac", "one two"))
+        with open(root / split / "metadata.csv", "w", newline="") as out:
+            csv.writer(out).writerows([("file_name", "text"), *rows])
     cmd = [
         sys.executable, "-m", "ds2hub", "fit", "--config", str(Path(__file__).parent / "conf" / "digits_tiny.yaml"),
-        "--data.path", str(tiny_digits), "--data.batch_size", "4",
+        "--data.path", str(root), "--data.batch_size", "1", "--data.sortagrad", "false", "--data.test_split", "null",
         "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu",
-        "--trainer.use_distributed_sampler", "false",
-        "--trainer.max_steps", "3", "--trainer.default_root_dir", str(tmp_path),
-        "--trainer.logger.init_args.save_dir", str(tmp_path),
+        "--trainer.use_distributed_sampler", "false", "--trainer.max_epochs", "1",
+        "--trainer.default_root_dir", str(tmp_path), "--trainer.logger.init_args.save_dir", str(tmp_path),
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    try:
+        result = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path
+        )
+    except subprocess.TimeoutExpired as hang:
+        pytest.fail(f"DDP run hung: {hang}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in result.stderr + result.stdout
     assert list(tmp_path.rglob("last.ckpt"))
     rows = list(csv.DictReader(open(next(tmp_path.rglob("metrics.csv")))))
     losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
     assert losses and all(math.isfinite(x) for x in losses)
+    assert [
+        float(r["train/skipped_undecodable"]) for r in rows if r.get("train/skipped_undecodable")
+    ]
+    counted = [float(r["val/utterances"]) for r in rows if r.get("val/utterances")]
+    assert counted == [5.0]  # both ranks together, each utterance once
 
 
 def test_sync_batchnorm_converts_every_sequence_wise_bn():
@@ -399,7 +428,7 @@ def test_a_batch_with_nothing_decodable_is_skipped_not_fatal(tiny_digits, tmp_pa
         (root / split / "corrupt.flac").write_bytes(_flac_truncated())  # header fine, body lost
         with open(root / split / "metadata.csv", "w", newline="") as out:
             csv.writer(out).writerows([("file_name", "text"), *rows, ("corrupt.flac", "one two")])
-    cli = main(
+    cli = run_cli(
         [
             "fit", "--config", str(Path(__file__).parent / "conf" / "digits_tiny.yaml"), "--data.path", str(root),
             "--data.batch_size", "1", "--data.sortagrad", "false", "--trainer.max_epochs", "1",

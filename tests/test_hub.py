@@ -12,13 +12,21 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import yaml
 from huggingface_hub import ModelCard
 
 import ds2hub
-from ds2hub.cli import main
+from ds2hub.card import CardInfo, render_card
+from ds2hub.cli import main, run_cli
 from ds2hub.hub import SpeechRecognizer
-from ds2hub.push import export, push
-from ds2hub.tokenizers import CharTokenizer, MandarinTokenizer, SentencePieceTokenizer
+from ds2hub.push import ExportError, evaluate, export, find_run_config, local_details, push
+from ds2hub.tokenizers import (
+    CharTokenizer,
+    MandarinTokenizer,
+    PinyinTokenizer,
+    SentencePieceTokenizer,
+)
+from ds2hub.tokenizers.registry import TokenizerFileError
 
 CONF = Path(__file__).parent / "conf" / "digits_tiny.yaml"
 
@@ -27,7 +35,7 @@ CONF = Path(__file__).parent / "conf" / "digits_tiny.yaml"
 def trained_ckpt(tiny_digits, tmp_path_factory) -> Path:
     """A checkpoint of a few steps of `ds2hub fit` on shipped digit audio."""
     root = tmp_path_factory.mktemp("run")
-    cli = main(
+    cli = run_cli(
         [
             "fit", "--config", str(CONF), "--data.path", str(tiny_digits),
             "--trainer.default_root_dir", str(root), "--trainer.logger.init_args.save_dir", str(root),
@@ -124,7 +132,7 @@ def test_transcribe_any_rate_stereo_and_long_recordings(trained_ckpt, tmp_path, 
     texts = model.transcribe(files, batch_size=2)
     assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
     assert model.transcribe(files[0]) == texts[0]  # single input -> single string
-    main(
+    status = main(
         [
             "transcribe",
             "--model",
@@ -135,6 +143,7 @@ def test_transcribe_any_rate_stereo_and_long_recordings(trained_ckpt, tmp_path, 
             "15",
         ]
     )
+    assert status == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert [line["file"] for line in lines] == [str(f) for f in files]
 
@@ -168,7 +177,10 @@ def test_model_card_metadata_validates(trained_ckpt, tmp_path):
     results = {r.metric_type: r for r in data.eval_results}
     assert set(results) == {"wer", "cer"}
     assert results["wer"].task_type == "automatic-speech-recognition"
-    assert results["wer"].dataset_split == "test" and 0 <= results["wer"].metric_value
+    # The recipe has test data: the figures come from it, and say so.
+    assert results["wer"].dataset_split.startswith("test of ") and 0 <= results["wer"].metric_value
+    assert results["wer"].metric_name == "Test WER"
+    assert "validation" not in results["wer"].dataset_split
     assert "tokenizer-chars" in data.tags
     text = card.text
     assert "Deep Speech 2" in text and "@inproceedings{amodei2016deep" in text
@@ -249,7 +261,7 @@ def test_push_uploads_the_folder_through_the_hub_api(trained_ckpt, tmp_path):
 
 
 def test_push_cli_dry_run_writes_the_folder(trained_ckpt, tmp_path, capsys):
-    main(
+    status = main(
         [
             "push",
             str(trained_ckpt),
@@ -261,5 +273,188 @@ def test_push_cli_dry_run_writes_the_folder(trained_ckpt, tmp_path, capsys):
             "--no-eval",
         ]
     )
-    assert "wrote" in capsys.readouterr().out
+    assert status == 0 and "wrote" in capsys.readouterr().out
     assert ds2hub.from_pretrained(tmp_path / "o").tokenizer.kind == "chars"
+
+
+# --- publishing never destroys, never trusts, never hides ------------------------------------------
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_push_never_writes_into_a_folder_it_did_not_create(
+    trained_ckpt, tmp_path, monkeypatch, capsys
+):
+    mine = tmp_path / "my-project"
+    (mine / "src").mkdir(parents=True)
+    (mine / "notes.txt").write_text("do not lose me")
+    (mine / "src" / "train.py").write_text("print('hi')")
+    (mine / "README.md").write_text("my own readme")
+    before = _snapshot(mine)
+    monkeypatch.chdir(mine)  # `--output-dir .`: the working directory itself
+    for output in (".", str(mine)):
+        status = main(
+            ["push", str(trained_ckpt), "--repo-id", "someone/x", "--output-dir", output,
+             "--dry-run", "--no-eval", "--overwrite"]
+        )  # fmt: skip
+        err = capsys.readouterr().err
+        assert status == 2 and err.startswith("ds2hub: error: ") and len(err.splitlines()) == 1
+        assert "not written by ds2hub" in err and "Traceback" not in err
+    assert _snapshot(mine) == before  # every file intact, nothing added
+
+
+def test_export_replaces_only_its_own_folder_and_only_when_asked(trained_ckpt, tmp_path):
+    out = tmp_path / "hub"
+    export(trained_ckpt, out, "someone/x", run_eval=False)
+    assert (out / ".ds2hub-export").exists()
+    with pytest.raises(ExportError, match="overwrite"):
+        export(trained_ckpt, out, "someone/x", run_eval=False)
+    (out / "README.md").write_text("stale")
+    export(trained_ckpt, out, "someone/x", run_eval=False, overwrite=True)
+    assert "Deep Speech 2" in (out / "README.md").read_text()
+    assert ds2hub.from_pretrained(out).tokenizer.kind == "chars"
+    # A file the user added to the export folder is never deleted, even with overwrite.
+    (out / "my-notes.txt").write_text("mine")
+    with pytest.raises(ExportError, match="my-notes.txt"):
+        export(trained_ckpt, out, "someone/x", run_eval=False, overwrite=True)
+    assert (out / "my-notes.txt").read_text() == "mine" and (out / "config.json").exists()
+
+
+def test_a_hub_folder_cannot_make_ds2hub_read_files_outside_it(tmp_path):
+    secret = tmp_path / "secret.txt"  # any file of the user's: a model must not get it read
+    secret.write_text("秘密 100\n", encoding="utf-8")
+    words = tmp_path / "words.txt"
+    words.write_text("你好 10\n世界 5\n", encoding="utf-8")
+    folder = tmp_path / "model"
+    _recognizer(PinyinTokenizer(lexicon=str(words))).save_pretrained(folder)
+    # Its own word list travels inside the folder and is found there.
+    saved = json.loads((folder / "tokenizer.json").read_text())
+    assert saved["init_args"]["lexicon"] == "lexicon.txt"
+    loaded = ds2hub.from_pretrained(folder)
+    assert Path(loaded.tokenizer.lexicon_path).parent == folder
+    assert loaded.tokenizer.lexicon.to_hanzi(["ni3", "hao3"]) == "你好"
+
+    for outside in (str(secret), "../secret.txt", "~/secret.txt"):
+        saved["init_args"]["lexicon"] = outside
+        (folder / "tokenizer.json").write_text(json.dumps(saved))
+        with pytest.raises(TokenizerFileError, match="outside the model folder"):
+            ds2hub.from_pretrained(folder)
+
+    spm_folder = tmp_path / "spm"
+    tokenizer = SentencePieceTokenizer(vocab_size=30).fit(["one two three four five"] * 20)
+    _recognizer(tokenizer).save_pretrained(spm_folder)
+    config = json.loads((spm_folder / "tokenizer.json").read_text())
+    config["init_args"] = {"model_file": str(spm_folder.parent / "spm" / ".." / "secret.txt")}
+    (spm_folder / "tokenizer.json").write_text(json.dumps(config))
+    with pytest.raises(TokenizerFileError, match="outside the model folder"):
+        ds2hub.from_pretrained(spm_folder)
+
+
+def test_jieba_dictionary_is_named_not_copied(tmp_path):
+    from ds2hub.tokenizers.pinyin import jieba_dictionary
+
+    PinyinTokenizer(lexicon=str(jieba_dictionary())).save(tmp_path)
+    assert json.loads((tmp_path / "tokenizer.json").read_text())["init_args"]["lexicon"] is None
+    assert not (tmp_path / "lexicon.txt").exists()
+
+
+def test_push_shows_the_local_details_it_publishes_and_redacts_them(
+    trained_ckpt, tiny_digits, tmp_path, capsys
+):
+    args = ["push", str(trained_ckpt), "--repo-id", "someone/x", "--dry-run", "--no-eval"]
+    assert main([*args, "--output-dir", str(tmp_path / "plain")]) == 0
+    err = capsys.readouterr().err
+    assert (
+        "publish these local details" in err and str(tiny_digits) in err
+    )  # the recipe's data.path
+    assert str(tiny_digits) in (tmp_path / "plain" / "recipe.yaml").read_text()
+
+    assert main([*args, "--output-dir", str(tmp_path / "redacted"), "--redact"]) == 0
+    assert "publish these local details" not in capsys.readouterr().err
+    recipe = (tmp_path / "redacted" / "recipe.yaml").read_text()
+    card = (tmp_path / "redacted" / "README.md").read_text()
+    for text in (recipe, card):
+        assert str(tiny_digits) not in text and str(trained_ckpt.parent) not in text
+    assert yaml.safe_load(recipe)["data"]["path"] == f"<local>/{tiny_digits.name}"
+    assert local_details(tmp_path / "redacted", "someone/x") == []
+    assert 'from_pretrained("someone/x")' in card  # the repo id is meant to be published
+
+
+def test_local_details_finds_paths_and_names_but_not_urls_or_metrics(monkeypatch):
+    import ds2hub.push as push_module
+
+    monkeypatch.setattr(push_module.getpass, "getuser", lambda: "alice")
+    monkeypatch.setattr(push_module.socket, "gethostname", lambda: "alice-laptop")
+    text = (
+        "data: /home/alice/corpus\nlexicon: ~/words.txt\nmonitor: val/wer\n"
+        "url: https://huggingface.co/alice/ds2 see https://arxiv.org/abs/1512.02595\n"
+        "run by alice on alice-laptop: ds2hub fit --config recipes/digits.yaml\n"
+    )
+    found = {d.text: d.kind for d in push_module.find_local_details(text, keep="alice/ds2")}
+    assert found == {
+        "/home/alice/corpus": "absolute path",
+        "~/words.txt": "home directory",
+        "alice": "user name",
+        "alice-laptop": "host name",
+    }
+    redacted = push_module.redact_text(text, keep="alice/ds2")
+    assert "data: <local>/corpus" in redacted and "lexicon: <local>/words.txt" in redacted
+    assert "run by <user> on <host>" in redacted and "huggingface.co/alice/ds2" in redacted
+    assert "val/wer" in redacted and "recipes/digits.yaml" in redacted
+
+
+# --- evaluation that can be cited ------------------------------------------------------------------
+def test_without_test_data_the_card_reports_validation_figures_as_such(trained_ckpt, tmp_path):
+    recipe = yaml.safe_load(find_run_config(trained_ckpt).read_text())
+    recipe["data"]["test_split"] = None
+    config = tmp_path / "no_test.yaml"
+    config.write_text(yaml.safe_dump(recipe))
+    folder = export(trained_ckpt, tmp_path / "out", "someone/x", config=config)
+    card = ModelCard.load(folder / "README.md")
+    for result in card.data.eval_results:
+        assert (
+            "validation" in result.dataset_split and "chose the checkpoint" in result.dataset_split
+        )
+        assert result.metric_name.startswith("Validation ") and "Test" not in result.metric_name
+    assert "Validation figures" in card.text and "Measured on test data" not in card.text
+
+
+class _OneBatch:
+    """A DataModule stand-in with one batch of given references (evaluation reads no audio)."""
+
+    def __init__(self, texts: list[str]) -> None:
+        self.batch = {"features": torch.zeros(len(texts), 161, 40),
+                      "feature_lengths": torch.full((len(texts),), 40), "texts": texts}  # fmt: skip
+
+    def setup(self, stage: str) -> None:
+        pass
+
+    def test_dataloader(self) -> list[dict]:
+        return [self.batch]
+
+
+def test_mandarin_is_scored_by_sentence_error_rate_never_wer(monkeypatch):
+    model = _recognizer(MandarinTokenizer().fit(["你好世界", "世界和平"]))
+    monkeypatch.setattr(model, "text_decoder", lambda beam=None: lambda x, n: ["你好世界", "世界"])
+    result = evaluate(model, _OneBatch(["你好 世界。", "世界和平"]))
+    assert set(result) == {"ser", "cer", "utterances"}
+    assert result["ser"] == 0.5  # one of two sentences wrong
+    info = CardInfo(
+        repo_id="someone/zh",
+        language="zh",
+        dataset_id="d",
+        dataset_split="test of d",
+        metrics={"ser": result["ser"], "cer": result["cer"]},
+        eval_utterances=2,
+    )
+    card = render_card(model, info)
+    index = {r.metric_type: r.metric_name for r in card.data.eval_results}
+    assert index == {"ser": "Test SER", "cer": "Test CER"} and "WER" not in card.text
+    assert "sentence error rate" in card.text
+
+
+def test_words_the_model_cannot_write_count_as_errors(monkeypatch):
+    model = _recognizer(CharTokenizer())
+    monkeypatch.setattr(model, "text_decoder", lambda beam=None: lambda x, n: ["call now"])
+    result = evaluate(model, _OneBatch(["Call 911, now!"]))
+    assert result["wer"] == pytest.approx(1 / 3)  # `911` is a word the model missed

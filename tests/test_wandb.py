@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import ds2hub
-from ds2hub.cli import main
+from ds2hub.cli import run_cli
 
 pytest.importorskip("wandb")
 CONF = Path(__file__).parent / "conf"
@@ -24,7 +24,7 @@ def test_offline_wandb_run_records_metrics_and_predictions(tiny_digits, tmp_path
     monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.chdir(tmp_path)  # the recipe's relative log folders land here
-    cli = main(
+    cli = run_cli(
         [
             "fit", "--config", str(CONF / "digits_tiny.yaml"), "--config", str(CONF / "wandb.yaml"),
             "--data.path", str(tiny_digits), "--trainer.max_steps", "4", "--trainer.val_check_interval", "2",

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ds2hub.tokenizers.normalizers import normalize_reference
+
 BLANK = "<blank>"
 CONFIG_NAME = "tokenizer.json"
 
@@ -55,6 +57,8 @@ class Tokenizer(ABC):
     kind: ClassVar[str]
     blank_id: ClassVar[int] = 0
     word_joiner: ClassVar[str] = " "  # between words or stitched chunks ("" for Chinese)
+    # Constructor arguments that name files; `load_tokenizer` keeps them inside the model folder.
+    file_args: ClassVar[tuple[str, ...]] = ()
     vocab: list[str]
 
     # --- what subclasses implement -------------------------------------------------------------
@@ -125,6 +129,18 @@ class Tokenizer(ABC):
         """
         known = {ch for tok in self.vocab for ch in tok}
         return {ch for ch in self.normalize(text) if ch.isalnum() and ch not in known}
+
+    @property
+    def word_delimited(self) -> bool:
+        """Whether decoded text separates words with spaces. Without (Chinese), a word error rate
+        over whole transcripts would be a sentence error rate, and is reported as such (`ser`)."""
+        return self.word_joiner != ""
+
+    def reference(self, text: str) -> str:
+        """A reference transcript normalised for scoring (`normalize_reference`): unlike
+        `normalize`, it never deletes what the vocabulary cannot write, so those words count as
+        errors."""
+        return normalize_reference(text, self.word_delimited)
 
     def _unknown_id(self, token: str) -> int:
         raise ValueError(f"{type(self).__name__}: token {token!r} is not in the vocabulary")

@@ -24,6 +24,33 @@ def normalize_english(text: str) -> str:
     return _SPACES.sub(" ", text).strip(" '")
 
 
+def normalize_reference(text: str, word_delimited: bool = True) -> str:
+    """A reference transcript as it is scored: every word counts, whatever the model can write.
+
+    Folds case and accents (as the English normaliser does, so `café` matches `cafe`), turns dashes,
+    underscores and slashes into spaces and drops punctuation, but keeps every letter of any script
+    and every digit: `call 911` stays `call 911`, so a model that cannot write digits is charged for
+    them instead of the word silently leaving the reference. For languages written without word
+    boundaries (`word_delimited=False`) spaces (e.g. AISHELL's segmentation) are removed too.
+
+    >>> normalize_reference("Call 911 — now, Café!")
+    'call 911 now cafe'
+    >>> normalize_reference("甚至 出现 交易。", word_delimited=False)
+    '甚至出现交易'
+    """
+    text = "".join(" " if unicodedata.category(ch) == "Pd" else ch for ch in text)
+    folded = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", text).lower())
+    kept = []
+    for ch in folded:
+        if unicodedata.combining(ch):
+            continue
+        kept.append(ch if ch.isalnum() or ch == "'" else " ")
+    words = [w.strip("'") for w in "".join(kept).split()]
+    # NFKD splits some characters (e.g. Hangul) into parts: put them back together.
+    joined = (" " if word_delimited else "").join(w for w in words if w)
+    return unicodedata.normalize("NFC", joined)
+
+
 def _is_cjk(ch: str) -> bool:
     cp = ord(ch)
     return (

@@ -12,11 +12,14 @@ dynamic programme over syllables, as jieba itself segments text) is written here
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import re
+import shutil
 from collections.abc import Iterable, Sequence
 from functools import cache
 from pathlib import Path
+from typing import ClassVar
 
 from pypinyin import Style, lazy_pinyin, pinyin
 from pypinyin.pinyin_dict import pinyin_dict
@@ -33,6 +36,7 @@ TONE_PENALTY = math.log(1e-3)  # per syllable matched without its tone
 WORD_PENALTY = -2.0  # per word: favours one known word over a string of likelier characters
 OTHER_READING_PENALTY = math.log(1e-2)  # a character's less common readings (其 ji4)
 UNREADABLE_PENALTY = math.log(1e-6)  # per syllable no word explains (decoded as ⁇)
+LEXICON_NAME = "lexicon.txt"  # a model's own lexicon, beside its tokenizer.json
 
 
 def to_pinyin(text: str) -> list[str]:
@@ -142,6 +146,7 @@ class PinyinTokenizer(Tokenizer):
 
     kind = "pinyin"
     word_joiner = ""
+    file_args: ClassVar[tuple[str, ...]] = ("lexicon",)  # read from the model folder only
 
     def __init__(
         self, output: str = "hanzi", lexicon: str | None = None, lexicon_min_count: int = 5
@@ -190,3 +195,23 @@ class PinyinTokenizer(Tokenizer):
             "lexicon": self.lexicon_path,
             "lexicon_min_count": self.lexicon_min_count,
         }
+
+    def save(self, directory: str | Path) -> Path:
+        """Writes `tokenizer.json`; a lexicon file of the model's own is copied beside it as
+        `lexicon.txt` and named relatively, so the folder is complete and names no other file
+        (loading refuses paths outside the folder). jieba's packaged dictionary stays `null`."""
+        path = super().save(directory)
+        if self.lexicon_path is None:
+            return path
+        source = Path(self.lexicon_path).expanduser().resolve()
+        try:
+            packaged = source == jieba_dictionary().resolve()
+        except ModuleNotFoundError:
+            packaged = False
+        target = Path(directory) / LEXICON_NAME
+        if not packaged and source != target.resolve():
+            shutil.copyfile(source, target)
+        config = json.loads(path.read_text())
+        config["init_args"]["lexicon"] = None if packaged else LEXICON_NAME
+        path.write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n")
+        return path

@@ -7,18 +7,27 @@ A third-party package registers a tokenizer in its own `pyproject.toml`:
 
 after which `load_tokenizer` and `from_pretrained` rebuild it from a saved `tokenizer.json` whose
 `kind` is `spanish`.
+
+A tokenizer whose constructor reads files (a lexicon, a SentencePiece model) lists those arguments
+in `file_args`. A `tokenizer.json` comes from a folder that may have been downloaded: `load_tokenizer`
+lets such arguments name only files inside that folder, so a published model cannot make ds2hub
+read anything else on the user's machine.
 """
 
 from __future__ import annotations
 
 import json
 from importlib.metadata import entry_points
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from ds2hub.tokenizers.base import CONFIG_NAME, Tokenizer
 
 ENTRY_POINT_GROUP = "ds2hub.tokenizers"
+
+
+class TokenizerFileError(ValueError):
+    """A saved tokenizer names a file it may not read (outside its folder) or that is missing."""
 
 
 def available_tokenizers() -> dict[str, type[Tokenizer]]:
@@ -55,6 +64,41 @@ def tokenizer_from_config(config: dict[str, Any]) -> Tokenizer:
     return cls.from_config(config)
 
 
+def _inside(directory: Path, name: str, value: object) -> str:
+    """`value` (a file argument of a saved tokenizer) as a path inside `directory`.
+
+    Only a relative path without `..` is accepted: the check is on the name, not on where
+    symlinks lead, because the hub's cache links every snapshot file to a blob elsewhere.
+    """
+    where = f"{directory / CONFIG_NAME}: {name}={value!r}"
+    if not isinstance(value, str) or not value:
+        raise TokenizerFileError(f"{where} is not a file name")
+    relative = PurePath(value)
+    if relative.is_absolute() or relative.drive or ".." in relative.parts or value.startswith("~"):
+        raise TokenizerFileError(
+            f"{where} points outside the model folder; a saved tokenizer may only name files "
+            "inside its own folder"
+        )
+    path = directory / relative
+    if not path.is_file():
+        raise TokenizerFileError(f"{where}: no such file in the model folder")
+    return str(path)
+
+
 def load_tokenizer(directory: str | Path) -> Tokenizer:
-    """Loads the tokenizer saved in `directory/tokenizer.json`."""
-    return tokenizer_from_config(json.loads((Path(directory) / CONFIG_NAME).read_text()))
+    """Loads the tokenizer saved in `directory/tokenizer.json`.
+
+    File arguments (the class's `file_args`) are read relative to `directory` and must stay inside
+    it (see the module doc); None keeps the class's default (e.g. jieba's packaged dictionary).
+
+    Raises:
+        TokenizerFileError: a file argument is absolute, climbs out with `..`, or is missing.
+    """
+    directory = Path(directory)
+    config = json.loads((directory / CONFIG_NAME).read_text())
+    cls = available_tokenizers().get(config.get("kind", ""))
+    init_args = dict(config.get("init_args") or {})
+    for name in getattr(cls, "file_args", ()):
+        if init_args.get(name) is not None:
+            init_args[name] = _inside(directory, name, init_args[name])
+    return tokenizer_from_config({**config, "init_args": init_args})

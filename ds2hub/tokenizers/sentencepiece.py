@@ -6,6 +6,7 @@ import base64
 import io
 from collections.abc import Iterable
 from pathlib import Path
+from typing import ClassVar
 
 import sentencepiece as spm
 
@@ -26,6 +27,7 @@ class SentencePieceTokenizer(Tokenizer):
     """
 
     kind = "sentencepiece"
+    file_args: ClassVar[tuple[str, ...]] = ("model_file",)  # read from the model folder only
 
     def __init__(
         self,

@@ -1,0 +1,141 @@
+"""The installed `ds2hub` console script, as a shell runs it: exit status 0 on success (so `&&`
+chains work), 2 and one `ds2hub: error:` line for a user's mistake, and a training killed with
+SIGKILL resumes from its last checkpoint."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ds2hub.cli import UsageError, main
+
+CONF = Path(__file__).parent / "conf"
+DS2HUB = Path(sys.executable).parent / "ds2hub"  # the console script `pip install` made
+
+
+def fit_command(data: Path, root: Path, *options: str) -> list[str]:
+    return [
+        str(DS2HUB), "fit", "--config", str(CONF / "digits_tiny.yaml"),
+        "--config", str(CONF / "every_step.yaml"), "--data.path", str(data),
+        "--trainer.default_root_dir", str(root), "--trainer.logger.init_args.save_dir", str(root),
+        *options,
+    ]  # fmt: skip
+
+
+def checkpoint_step(path: Path) -> int:
+    # weights_only: ds2hub's checkpoints hold tensors and plain data only.
+    return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
+
+
+def wait_for_steps(folder: Path, steps: int, process: subprocess.Popen, seconds: float) -> None:
+    """Until a step checkpoint of at least `steps` exists (`epoch=0-step=3.ckpt`)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        done = [int(p.stem.rsplit("=", 1)[1]) for p in folder.glob("epoch=*-step=*.ckpt")]
+        if max(done, default=0) >= steps:
+            return
+        assert process.poll() is None, "the training ended before it could be killed"
+        time.sleep(0.1)
+    raise AssertionError(f"no checkpoint of step {steps} within {seconds} s")
+
+
+def test_a_killed_training_resumes_from_its_last_checkpoint(tiny_digits, tmp_path):
+    log = (tmp_path / "killed.log").open("w")
+    training = subprocess.Popen(
+        fit_command(tiny_digits, tmp_path), cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        wait_for_steps(tmp_path / "ckpts", 3, training, seconds=180)
+    finally:
+        os.kill(training.pid, signal.SIGKILL)  # no cleanup, no final save: a crash or an OOM kill
+        training.wait()
+    assert training.returncode == -signal.SIGKILL
+
+    last = tmp_path / "ckpts" / "last.ckpt"
+    killed_at = checkpoint_step(last)  # loads: complete, whatever the kill interrupted
+    assert killed_at >= 2  # last.ckpt is written just after each step's own checkpoint
+
+    # Resume through a shell, as a user chains commands: `&&` runs only after exit status 0.
+    command = fit_command(
+        tiny_digits, tmp_path, "--ckpt_path", str(last), "--trainer.max_steps", str(killed_at + 2)
+    )
+    resumed = subprocess.run(
+        f"{shlex.join(command)} && echo chained-ok",
+        shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stdout.strip().endswith("chained-ok")
+    assert checkpoint_step(last) == killed_at + 2  # continued the count, did not start over
+
+
+def test_a_mistake_exits_2_with_one_line_and_no_traceback(tmp_path):
+    missing = tmp_path / "no-such-corpus"
+    result = subprocess.run(
+        [str(DS2HUB), "fit", "--config", str(CONF / "digits_tiny.yaml"), "--data.path", str(missing)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"ds2hub: error: data path {str(missing)!r} (data.path) does not exist"
+    ]
+
+
+# The same mistakes in-process (`main` is what the console script calls), without paying for a
+# Python start each.
+@pytest.fixture
+def mistakes(tiny_digits, tmp_path) -> dict[str, list[str]]:
+    fit = ["fit", "--config", str(CONF / "digits_tiny.yaml"), "--data.path", str(tiny_digits)]
+    return {
+        "missing --config": ["fit", "--config", str(tmp_path / "recipe.yaml")],
+        "missing data path": [*fit[:3], "--data.path", str(tmp_path / "corpus")],
+        "missing --ckpt_path": [*fit, "--ckpt_path", str(tmp_path / "last.ckpt")],
+        "missing audio": ["transcribe", "--model", str(tmp_path / "m"), str(tmp_path / "a.wav")],
+        "missing model": ["transcribe", "--model", str(tmp_path / "m"), str(CONF / "wandb.yaml")],
+        "missing push checkpoint": ["push", str(tmp_path / "x.ckpt"), "--repo-id", "a/b"],
+    }
+
+
+@pytest.mark.parametrize(
+    "mistake",
+    [
+        "missing --config",
+        "missing data path",
+        "missing --ckpt_path",
+        "missing audio",
+        "missing model",
+        "missing push checkpoint",
+    ],
+)
+def test_user_mistakes_give_one_line(mistake, mistakes, tmp_path, capsys):
+    assert main(mistakes[mistake]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("ds2hub: error: "), err
+    assert str(tmp_path) in err  # names what is missing
+
+
+def test_debug_variable_shows_the_traceback(mistakes, monkeypatch):
+    monkeypatch.setenv("DS2HUB_DEBUG", "1")
+    with pytest.raises(UsageError):
+        main(mistakes["missing data path"])
+
+
+@pytest.mark.parametrize("bad", [["--trainer.max_stepz", "2"], ["--config", "BAD_KEY"]])
+def test_unknown_options_keep_jsonargparse_usage_and_status_2(bad, tiny_digits, tmp_path, capsys):
+    if bad[-1] == "BAD_KEY":  # a recipe with a misspelt key
+        recipe = tmp_path / "typo.yaml"
+        recipe.write_text("trainer:\n  max_stepz: 2\n")
+        bad = ["--config", str(recipe)]
+    fit = ["fit", "--config", str(CONF / "digits_tiny.yaml"), "--data.path", str(tiny_digits)]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*fit, *bad])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "max_stepz" in err and "error" in err and "Traceback" not in err

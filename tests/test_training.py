@@ -1,0 +1,267 @@
+"""Training that does what it says, seen through real `Trainer.fit` runs: the order in which the
+model receives its batches (SortaGrad, then shuffled; resumed mid-epoch without repeats), steps that
+never return None, the gradient norm, the CTC reduction and mixed precision."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from recorders import read_order
+
+from ds2hub.cli import run_cli
+from ds2hub.data import SpeechDataModule
+from ds2hub.tokenizers import CharTokenizer
+
+CONF = Path(__file__).parent / "conf" / "digits_tiny.yaml"
+
+
+def _fit(data: Path, root: Path, *options: str, record: Path | None = None, every_step=False):
+    """`ds2hub fit` in-process on the tiny digits config, optionally recording the batch order."""
+    callbacks = [
+        {
+            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+            "init_args": {"save_last": True, **({"every_n_train_steps": 1} if every_step else {})},
+        }
+    ]
+    if record is not None:
+        callbacks.append(
+            {"class_path": "recorders.OrderRecorder", "init_args": {"path": str(record)}}
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    overlay = root / "overlay.yaml"
+    overlay.write_text(yaml.safe_dump({"trainer": {"callbacks": callbacks}}))
+    return run_cli(
+        [
+            "fit", "--config", str(CONF), "--config", str(overlay), "--data.path", str(data),
+            "--trainer.default_root_dir", str(root), "--trainer.logger.init_args.save_dir", str(root),
+            *options,
+        ]
+    )  # fmt: skip
+
+
+def _epochs(records: list[dict]) -> dict[int, list[list[int]]]:
+    out: dict[int, list[list[int]]] = {}
+    for r in records:
+        out.setdefault(r["epoch"], []).append(r["ids"])
+    return out
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_fit_runs_sortagrad_once_then_new_shuffled_batches(tiny_digits, tmp_path, workers):
+    record = tmp_path / "order.jsonl"
+    cli = _fit(
+        tiny_digits, tmp_path, "--trainer.max_epochs", "3", "--data.num_workers", str(workers),
+        "--data.sortagrad", "true", "--data.bucketing", "false", record=record,
+    )  # fmt: skip
+    durations = cli.datamodule.datasets["train"].durations
+    epochs = _epochs(read_order(record))
+    assert sorted(epochs) == [0, 1, 2]
+    for batches in epochs.values():  # every utterance exactly once per epoch
+        assert sorted(i for b in batches for i in b) == list(range(len(durations)))
+    longest = [max(durations[i] for i in b) for b in epochs[0]]
+    assert longest == sorted(longest), "epoch 0 must go shortest-first (SortaGrad)"
+    for epoch in (1, 2):
+        later = [max(durations[i] for i in b) for b in epochs[epoch]]
+        assert later != sorted(later), f"epoch {epoch} is still sorted: SortaGrad never ended"
+    # New batches every epoch, not the same batches in another order.
+    assert {tuple(sorted(b)) for b in epochs[1]} != {tuple(sorted(b)) for b in epochs[2]}
+
+
+def test_sortagrad_off_shuffles_every_epoch_differently(tiny_digits, tmp_path):
+    record = tmp_path / "order.jsonl"
+    _fit(
+        tiny_digits,
+        tmp_path,
+        "--trainer.max_epochs",
+        "2",
+        "--data.sortagrad",
+        "false",
+        record=record,
+    )
+    epochs = _epochs(read_order(record))
+    assert epochs[0] != epochs[1]
+
+
+def test_resume_mid_epoch_neither_repeats_nor_skips_batches(tiny_digits, tmp_path):
+    """A run stopped after step 6 (mid-epoch 1 of 4-batch epochs) and resumed from its checkpoint
+    receives exactly the batches of an uninterrupted run, in the same order."""
+    whole = tmp_path / "whole.jsonl"
+    _fit(tiny_digits, tmp_path / "a", "--trainer.max_epochs", "3", record=whole)
+    reference = [(r["epoch"], r["ids"]) for r in read_order(whole)]
+    assert len(reference) == 12
+
+    parts = tmp_path / "parts.jsonl"
+    first = _fit(
+        tiny_digits, tmp_path / "b", "--trainer.max_epochs", "3", "--trainer.max_steps", "6",
+        record=parts, every_step=True,
+    )  # fmt: skip
+    last = Path(first.trainer.checkpoint_callback.last_model_path)
+    saved = torch.load(last, map_location="cpu", weights_only=False)
+    assert saved["global_step"] == 6
+    assert saved["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [
+        {"epoch": 1, "batches": 2}
+    ]
+    resumed = _fit(
+        tiny_digits, tmp_path / "b", "--trainer.max_epochs", "3", "--ckpt_path", str(last),
+        record=parts, every_step=True,
+    )  # fmt: skip
+    assert resumed.trainer.global_step == 12
+    assert [(r["epoch"], r["ids"]) for r in read_order(parts)] == reference
+
+
+def test_a_batch_in_which_nothing_decodes_still_steps(tiny_digits):
+    """`training_step` returns a zero loss that reaches every parameter (never None): under DDP
+    every rank must join each step's gradient all-reduce."""
+    from ds2hub.data.dataset import collate
+    from ds2hub.model import DeepSpeech2Config
+    from ds2hub.task import DeepSpeech2Task
+
+    task = DeepSpeech2Task(CharTokenizer(), DeepSpeech2Config(conv_channels=(4, 4), rnn_hidden=8))
+    loss = task.training_step(collate([None, None]), 0)
+    assert isinstance(loss, torch.Tensor) and float(loss) == 0.0
+    loss.backward()
+    assert all(p.grad is not None and not p.grad.any() for p in task.parameters())
+
+
+# --- loss and optimisation ---------------------------------------------------------------------
+def test_ctc_reduction_utterance_is_the_papers_cost():
+    """`utterance`: -log p(y|x) per utterance, averaged over the batch; `token` divides each by its
+    transcript length first."""
+    from ds2hub.task import ctc_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 40, 10)
+    lengths, targets = torch.tensor([40, 30]), torch.randint(1, 10, (2, 12))
+    target_lengths = torch.tensor([12, 6])
+    nll = torch.nn.functional.ctc_loss(
+        logits.log_softmax(-1).transpose(0, 1), targets, lengths, target_lengths, reduction="none"
+    )
+    per_utt = ctc_loss(logits, lengths, targets, target_lengths, reduction="utterance")
+    per_token = ctc_loss(logits, lengths, targets, target_lengths, reduction="token")
+    torch.testing.assert_close(per_utt, nll.mean())
+    torch.testing.assert_close(per_token, (nll / target_lengths).mean())
+    with pytest.raises(ValueError, match="utterance"):
+        ctc_loss(logits, lengths, targets, target_lengths, reduction="sum")
+
+
+def test_grad_norm_is_logged_before_clipping(tiny_digits, tmp_path):
+    cli = _fit(
+        tiny_digits, tmp_path, "--trainer.max_steps", "4", "--trainer.gradient_clip_val", "0.001"
+    )
+    rows = list(csv.DictReader(open(Path(cli.trainer.logger.log_dir) / "metrics.csv")))
+    norms = [float(r["train/grad_norm"]) for r in rows if r.get("train/grad_norm")]
+    assert len(norms) == 4 and all(math.isfinite(n) for n in norms)
+    assert min(norms) > 0.001  # the norm the clip saw, not the clipped one
+
+
+# --- evaluation -----------------------------------------------------------------------------------
+def test_evaluation_keeps_long_utterances_and_scores_every_word(tiny_digits, tmp_path):
+    """`max_duration` filters training only; references keep words the tokenizer cannot write."""
+    dm = SpeechDataModule(CharTokenizer(), str(tiny_digits), max_duration=1.0, batch_size=4)
+    dm.setup("fit")
+    dm.setup("test")
+    assert len(dm.datasets["val"]) == 4 and len(dm.datasets["test"]) == 4  # none dropped
+    assert max(dm.datasets["val"].durations) > 1.0
+    assert all(d <= 1.0 for d in dm.datasets["train"].durations)
+    assert CharTokenizer().reference("Call 911, now!") == "call 911 now"
+
+
+def test_no_test_split_is_refused_rather_than_scoring_validation_as_test(tiny_digits):
+    dm = SpeechDataModule(CharTokenizer(), str(tiny_digits), test_split=None)
+    assert not dm.has_stage("test")
+    with pytest.raises(ValueError, match="no test data"):
+        dm.setup("test")
+
+
+def test_validation_and_test_groups_are_disjoint_and_never_trained_on(tmp_path):
+    from standins import make_audiofolder
+
+    corpus = make_audiofolder(tmp_path / "hsk", mandarin=True)
+    from ds2hub.tokenizers import MandarinTokenizer
+
+    dm = SpeechDataModule(
+        MandarinTokenizer(), str(corpus), text_column="transcription", test_split=None,
+        holdout_column="transcription", holdout_fraction=0.25, test_holdout_fraction=0.25,
+    )  # fmt: skip
+    dm.setup("fit")
+    dm.setup("test")
+    words = {s: set(dm.datasets[s].data["transcription"]) for s in ("train", "val", "test")}
+    assert words["val"] and words["test"]
+    assert not words["val"] & words["test"]
+    assert not (words["val"] | words["test"]) & words["train"]
+    assert "held-out transcription groups" in dm.describe("test")
+
+
+def test_mandarin_word_level_error_is_called_ser():
+    from ds2hub.model import DeepSpeech2Config
+    from ds2hub.task import DeepSpeech2Task
+    from ds2hub.tokenizers import MandarinTokenizer
+
+    arch = DeepSpeech2Config(conv_channels=(4, 4), rnn_hidden=8)
+    zh = DeepSpeech2Task(MandarinTokenizer(characters=["你", "好"]), arch)
+    assert {"val_ser", "val_cer"} == {k for k in zh.metrics if k.startswith("val")}
+    en = DeepSpeech2Task(CharTokenizer(), arch)
+    assert {"val_wer", "val_cer"} == {k for k in en.metrics if k.startswith("val")}
+
+
+# --- mixed precision ---------------------------------------------------------------------------------
+def test_bf16_mixed_fit_on_cpu(tiny_digits, tmp_path):
+    cli = _fit(
+        tiny_digits, tmp_path, "--trainer.max_steps", "3", "--trainer.precision", "bf16-mixed"
+    )
+    assert cli.trainer.precision == "bf16-mixed" and cli.trainer.global_step == 3
+    rows = list(csv.DictReader(open(Path(cli.trainer.logger.log_dir) / "metrics.csv")))
+    losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
+    assert losses and all(math.isfinite(x) for x in losses)
+    assert all(p.dtype == torch.float32 for p in cli.model.parameters())  # fp32 master weights
+
+
+# --- every recipe's optimiser and schedule, actually run -------------------------------------------
+# The paper's SGD recipe runs in the default suite; the others with `pytest -m slow` (~40 s each).
+RECIPES = [
+    pytest.param(p, marks=() if p.stem == "librispeech" else pytest.mark.slow)
+    for p in sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
+]
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_recipe_optimiser_and_schedule_lower_the_loss(recipe, tiny_digits, tmp_path):
+    """The recipe's optimiser, schedule, CTC reduction and gradient clip, unchanged except that the
+    schedule's step counts are divided by 20 (a 1,000-step warm-up becomes 50), train the tiny
+    model on shipped digit audio: the loss falls."""
+    config = yaml.safe_load(recipe.read_text())
+    model = config["model"]
+    scheduler = model.get("scheduler")
+    if scheduler:
+        args = scheduler.setdefault("init_args", {})
+        for key in ("warmup_steps", "anneal_steps"):
+            if key in args:
+                args[key] = max(1, int(args[key]) // 20)
+    overlay = tmp_path / "optim.yaml"
+    overlay.write_text(
+        yaml.safe_dump(
+            {
+                "model": {
+                    "optimizer": model["optimizer"],
+                    "scheduler": scheduler,
+                    "ctc_reduction": model.get("ctc_reduction", "utterance"),
+                },
+                "trainer": {"gradient_clip_val": config["trainer"].get("gradient_clip_val")},
+            }
+        )
+    )
+    cli = _fit(
+        tiny_digits, tmp_path, "--config", str(overlay), "--trainer.max_steps", "60",
+        "--trainer.max_epochs", "100", "--data.sortagrad", "false",
+        "--trainer.check_val_every_n_epoch", "100", "--trainer.num_sanity_val_steps", "0",
+    )  # fmt: skip
+    rows = list(csv.DictReader(open(Path(cli.trainer.logger.log_dir) / "metrics.csv")))
+    losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
+    assert len(losses) == 60 and all(math.isfinite(x) for x in losses)
+    first, last = sum(losses[:12]) / 12, sum(losses[-12:]) / 12
+    assert last < 0.8 * first, f"{recipe.name}: loss {first:.1f} -> {last:.1f}"
