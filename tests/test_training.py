@@ -264,4 +264,12 @@ def test_recipe_optimiser_and_schedule_lower_the_loss(recipe, tiny_digits, tmp_p
     losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
     assert len(losses) == 60 and all(math.isfinite(x) for x in losses)
     first, last = sum(losses[:12]) / 12, sum(losses[-12:]) / 12
+    norms = [float(r["train/grad_norm"]) for r in rows if r.get("train/grad_norm")]
+    clip = config["trainer"].get("gradient_clip_val")
+    clipped = sum(n > clip for n in norms) if clip else 0
+    print(
+        f"{recipe.name}: loss {first:.1f} -> {last:.1f} (mean of first/last 12 steps); "
+        f"grad norm median {sorted(norms)[len(norms) // 2]:.1f}, max {max(norms):.1f}; "
+        f"clipped {clipped}/{len(norms)} steps at {clip}"
+    )
     assert last < 0.8 * first, f"{recipe.name}: loss {first:.1f} -> {last:.1f}"

@@ -74,8 +74,9 @@ class DurationBatchSampler(Sampler[list[int]]):
 
     def _pack(self, order: list[int]) -> list[list[int]]:
         batches, batch, longest = [], [], 0.0
+        seconds = self.durations.tolist()  # Python floats: indexing a tensor per item is slow
         for i in order:
-            d = float(self.durations[i])
+            d = seconds[i]
             if batch and (
                 max(longest, d) * (len(batch) + 1) > self.max_batch_seconds
                 or len(batch) >= self.max_batch_size
@@ -91,6 +92,15 @@ class DurationBatchSampler(Sampler[list[int]]):
     def batches(self, epoch: int | None = None) -> list[list[int]]:
         """All batches of an epoch, across ranks, in visiting order."""
         epoch = self.epoch if epoch is None else epoch
+        # Lightning asks for len() many times an epoch; sorting and packing is the costly part.
+        cached = getattr(self, "_cache", None)
+        if cached is not None and cached[0] == epoch:
+            return cached[1]
+        batches = self._make_batches(epoch)
+        self._cache = (epoch, batches)
+        return batches
+
+    def _make_batches(self, epoch: int) -> list[list[int]]:
         g = torch.Generator().manual_seed(self.seed + epoch)
         n = len(self.durations)
         sorted_epoch = self.sortagrad and epoch == 0
