@@ -16,6 +16,20 @@ from ds2hub.data.dataset import audio_source
 log = logging.getLogger(__name__)
 
 
+def train_size(datamodule: Any) -> dict[str, Any]:
+    """What is known of the training data's size: hours and utterances of a map-style split; of
+    a stream, only that it is one (its durations come as it is read) and its batches per epoch
+    if fixed."""
+    dataset = datamodule._dataset("train") if hasattr(datamodule, "_dataset") else None
+    durations = getattr(dataset, "durations", None)
+    if durations is not None:
+        return {"train_hours": sum(durations) / 3600, "train_utterances": len(durations)}
+    order = getattr(dataset, "order", None)
+    if order is None:
+        return {}
+    return {"train_streaming": True, "train_batches_per_epoch": order.batches_per_epoch}
+
+
 class WandbExtras(L.Callback):
     """Makes W&B runs comparable across recipes and shows what the model hears and writes.
 
@@ -55,7 +69,7 @@ class WandbExtras(L.Callback):
         }
         if datamodule is not None:
             info["dataset"] = getattr(datamodule, "path", None)
-            info["train_hours"] = sum(datamodule._dataset("train").durations) / 3600
+            info.update(train_size(datamodule))
         for callback in trainer.callbacks:  # the resolved recipe, exactly as LightningCLI saved it
             if isinstance(callback, SaveConfigCallback):
                 info["recipe"] = yaml.safe_load(

@@ -4,6 +4,7 @@ batches, with the paper's SortaGrad, duration-based batching, augmentation and b
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections import Counter
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from ds2hub.data.corpora import available_layouts, detect_layout
 from ds2hub.data.dataset import (
     SpeechDataset,
     StreamingSpeechDataset,
+    StreamOrder,
     audio_source,
     collate,
     duration_problem,
@@ -54,7 +56,11 @@ def load_split(
             raise KeyError(f"unknown corpus layout {kind!r}; known: {sorted(loaders)}")
         ds = loaders[kind](Path(path), split)
         if streaming:
+            rows = len(ds)
             ds = ds.to_iterable_dataset()
+            # Keep the row count, as a hub dataset's card gives it (DDP streams need it).
+            ds.info.splits = datasets.SplitDict()
+            ds.info.splits.add(datasets.SplitInfo(name=split, num_examples=rows))
     else:
         ds = datasets.load_dataset(
             path, name, split=split, data_dir=data_dir, revision=revision, streaming=streaming
@@ -63,6 +69,41 @@ def load_split(
     if audio_column not in columns:
         raise KeyError(f"{path}[{split}] has no audio column {audio_column!r}; columns: {columns}")
     return ds.cast_column(audio_column, datasets.Audio(decode=False))
+
+
+def stream_size(stream: datasets.IterableDataset, split: str) -> int | None:
+    """Rows of a streamed split as its metadata gives them (a hub card's `dataset_info`, or a
+    release layout's count), or None if unknown; `a+b` adds the parts."""
+    known = stream.info.splits or {}
+    sizes = [known[part].num_examples if part in known else 0 for part in split.split("+")]
+    return sum(sizes) if all(sizes) else None
+
+
+def rank_share(stream: datasets.IterableDataset, rank: int, world: int) -> datasets.IterableDataset:
+    """One DDP rank's part of a stream.
+
+    Whole shards (files) when there are at least as many as ranks: each rank reads only its own
+    files, and a rank that runs short of its batches re-reads its own (`split_dataset_by_node`
+    would reassign the shards on every reshuffle, and read every file on every rank when the
+    ranks do not divide the shards). With fewer shards than ranks, every `world`-th row
+    (`split_dataset_by_node`); a rank that runs short then re-reads a reshuffled stream, so its
+    extra batches may repeat other ranks' utterances.
+    """
+    if stream.num_shards >= world:
+        return stream.shard(num_shards=world, index=rank, contiguous=False)
+    from datasets.distributed import split_dataset_by_node
+
+    return split_dataset_by_node(stream, rank=rank, world_size=world)
+
+
+class GroupFilter:
+    """Keeps the rows whose `column` is (or, with keep=False, is not) one of `groups`."""
+
+    def __init__(self, column: str, groups: set[str], keep: bool) -> None:
+        self.column, self.groups, self.keep = column, groups, keep
+
+    def __call__(self, row: dict) -> bool:
+        return (str(row[self.column]) in self.groups) == self.keep
 
 
 def holdout_groups(values: list[str], fraction: float, seed: int) -> set[str]:
@@ -117,7 +158,15 @@ class SpeechDataModule(L.LightningDataModule):
         sortagrad: first epoch in increasing length order (Deep Speech 2, section 3.1).
         bucketing: batch utterances of similar length together (less padding).
         augment: training augmentation (noise, speed, SpecAugment).
-        streaming: read the training split as a stream (corpora larger than the disk).
+        streaming: read the training split (and `extra_train`) as a stream (corpora larger than
+            the disk): shuffled through a buffer, reseeded every epoch. Needs `sortagrad: false`;
+            holdouts only as listed `holdout_values` / `test_holdout_values`.
+        shuffle_buffer: streams: utterances in `datasets`' shuffle buffer (0: stream order), and
+            in each window sorted by length for `bucketing`.
+        stream_batches_per_epoch: streams: exactly this many batches per epoch (per rank),
+            passing over the stream again, reshuffled, if it runs short. None: one pass per epoch
+            in a single process; under DDP, the split's known size / (ranks x batch_size), since
+            every rank must take the same number of steps.
         num_workers: DataLoader worker processes.
         seed: seed of batch order and holdout.
         features: the spectrogram front end.
@@ -152,6 +201,8 @@ class SpeechDataModule(L.LightningDataModule):
         bucketing: bool = True,
         augment: AugmentConfig = AugmentConfig(),
         streaming: bool = False,
+        shuffle_buffer: int = 1000,
+        stream_batches_per_epoch: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
         features: FeatureConfig = FeatureConfig(),
@@ -180,6 +231,8 @@ class SpeechDataModule(L.LightningDataModule):
         self.min_duration, self.max_duration = min_duration, max_duration
         self.batch_size, self.max_batch_seconds = batch_size, max_batch_seconds
         self.sortagrad, self.bucketing, self.streaming = sortagrad, bucketing, streaming
+        self.shuffle_buffer = shuffle_buffer
+        self.stream_batches_per_epoch = stream_batches_per_epoch
         self.augment = augment
         self.num_workers, self.seed = num_workers, seed
         self.features = features
@@ -190,11 +243,41 @@ class SpeechDataModule(L.LightningDataModule):
             raise ValueError("holdout_column needs holdout_values or a holdout_fraction > 0")
         if (test_holdout_values or test_holdout_fraction) and not holdout_column:
             raise ValueError("test_holdout_values/test_holdout_fraction need a holdout_column")
+        if streaming:
+            self._check_streaming()
         if tokenizer.needs_fit:
             # The vocabulary must exist before the model is built (its output layer size).
             texts = self._train_texts()
             tokenizer.fit(texts)
             log.info("fitted %s on %d training transcripts", tokenizer, len(texts))
+
+    def _check_streaming(self) -> None:
+        """Refuses, before any data is read, what a stream cannot do."""
+        if self.sortagrad:
+            raise ValueError(
+                "data.streaming: SortaGrad visits the first epoch shortest utterance first, which "
+                "needs every duration before the first batch; a stream has them only as it is "
+                "read. Set data.sortagrad: false (length bucketing still applies per window)"
+            )
+        if self.holdout_fraction or self.test_holdout_fraction:
+            raise ValueError(
+                "data.streaming: holdout_fraction/test_holdout_fraction draw from every distinct "
+                f"{self.holdout_column!r} value, a full pass over the stream before training; "
+                "list the held-out groups with data.holdout_values (and "
+                "data.test_holdout_values), or set data.streaming: false"
+            )
+        if self.max_batch_seconds is not None and self.max_batch_seconds < self.max_duration:
+            raise ValueError(
+                f"data.streaming: max_batch_seconds={self.max_batch_seconds} is shorter than "
+                f"max_duration={self.max_duration}, so a long streamed utterance fits no batch; "
+                "raise max_batch_seconds or lower max_duration"
+            )
+        if self.shuffle_buffer < 0:
+            raise ValueError(f"data.shuffle_buffer must be >= 0, not {self.shuffle_buffer}")
+        if self.stream_batches_per_epoch is not None and self.stream_batches_per_epoch < 1:
+            raise ValueError(
+                f"data.stream_batches_per_epoch must be >= 1, not {self.stream_batches_per_epoch}"
+            )
 
     # --- loading ---------------------------------------------------------------------------------
     def _load(self, split: str, streaming: bool = False):
@@ -231,6 +314,47 @@ class SpeechDataModule(L.LightningDataModule):
         if val & test:
             raise ValueError(f"groups held out for both validation and test: {sorted(val & test)}")
         return val, test
+
+    def _listed_heldout(self) -> tuple[set[str], set[str]]:
+        """The listed validation and test groups (streams: no fraction, see _check_streaming)."""
+        val = {str(v) for v in self.holdout_values or []}
+        test = {str(v) for v in self.test_holdout_values or []}
+        if val & test:
+            raise ValueError(f"groups held out for both validation and test: {sorted(val & test)}")
+        return val, test
+
+    def _train_stream(self) -> tuple[datasets.IterableDataset, int | None]:
+        """The training data as one stream, unshuffled: the train split without its held-out
+        groups, then each extra corpus. Also its size if every corpus's metadata gives it
+        (held-out rows included, since counting them would take a pass)."""
+        split = self.splits["train"]
+        stream = self._load(split, streaming=True)
+        size = stream_size(stream, split)
+        if self.holdout_column:
+            if self.holdout_column not in (stream.column_names or []):
+                raise KeyError(
+                    f"{self.path}[{split}] has no holdout column {self.holdout_column!r}; "
+                    f"columns: {stream.column_names}"
+                )
+            val, test = self._listed_heldout()
+            stream = stream.filter(GroupFilter(self.holdout_column, val | test, keep=False))
+        if not self.extra_train:
+            return stream, size
+        parts = [stream.select_columns([self.audio_column, self.text_column])]
+        for extra in self.extra_train:
+            ds = load_split(
+                extra.path, extra.split, extra.name, self.audio_column, layout=extra.layout,
+                streaming=True,
+            )  # fmt: skip
+            extra_size = stream_size(ds, extra.split)
+            size = None if size is None or extra_size is None else size + extra_size
+            ds = ds.select_columns([self.audio_column, extra.text_column])
+            if extra.text_column != self.text_column:
+                ds = ds.rename_column(extra.text_column, self.text_column)
+            parts.append(ds.cast(parts[0].features))
+        # Concatenated, not interleaved: the shuffle then draws the shards of every corpus in a
+        # random order and mixes them in its buffer, each utterance once per pass.
+        return datasets.concatenate_datasets(parts), size
 
     def has_stage(self, stage: str) -> bool:
         """Whether the recipe gives `stage` (train, val, test, predict) any data."""
@@ -286,6 +410,8 @@ class SpeechDataModule(L.LightningDataModule):
                 "reported as test; run `ds2hub validate`, or configure a test split"
             )
         held_stage = stage == "val" or (stage in ("test", "predict") and self._test_held_out)
+        if self.holdout_column and held_stage and self.streaming:
+            return self._streamed_heldout(stage)
         if self.holdout_column and (stage == "train" or held_stage):
             ds = self._load(self.splits["train"])
             val, test = self._heldout(ds)
@@ -302,11 +428,28 @@ class SpeechDataModule(L.LightningDataModule):
             return ds.select(keep)
         return self._load(self.splits[stage])
 
+    def _streamed_heldout(self, stage: str) -> datasets.Dataset:
+        """A held-out stage of a streamed corpus: its groups' rows, gathered in one pass over the
+        train split's stream and kept in memory (held-out groups are small; the rest of the
+        corpus is never stored)."""
+        val, test = self._listed_heldout()
+        groups = val if stage == "val" else test
+        stream = self._load(self.splits["train"], streaming=True)
+        rows = list(stream.filter(GroupFilter(self.holdout_column, groups, keep=True)))
+        log.info(
+            "%s: %d rows of held-out %s groups %s, read from the stream",
+            stage, len(rows), self.holdout_column, sorted(groups),
+        )  # fmt: skip
+        if not rows:
+            raise ValueError(
+                f"no rows of {self.holdout_column} {sorted(groups)} in {self.describe('train')}"
+            )
+        return datasets.Dataset.from_list(rows, features=stream.features)
+
     def _train_texts(self) -> list[str]:
         if self.streaming:
-            return [
-                row[self.text_column] for row in self._load(self.splits["train"], streaming=True)
-            ]
+            stream, _ = self._train_stream()
+            return [row[self.text_column] for row in stream.select_columns([self.text_column])]
         return self._split_rows("train")[self.text_column]
 
     # --- filtering ------------------------------------------------------------------------------
@@ -365,16 +508,7 @@ class SpeechDataModule(L.LightningDataModule):
                 Augmenter(self.augment) if stage == "train" and self.augment.enabled else None
             )
             if stage == "train" and self.streaming:
-                rank, world = self._rank_world()
-                stream = self._load(self.splits["train"], streaming=True)
-                if world > 1:
-                    from datasets.distributed import split_dataset_by_node
-
-                    stream = split_dataset_by_node(stream, rank=rank, world_size=world)
-                self.datasets[stage] = StreamingSpeechDataset(
-                    stream, self.tokenizer, self.frontend, self.audio_column, self.text_column,
-                    self.batch_size, self.min_duration, self.max_duration, augmenter, self._problem,
-                )  # fmt: skip
+                self.datasets[stage] = self._streaming_train(augmenter)
                 return self.datasets[stage]
             ds, durations = self._filter(self._split_rows(stage), stage)
             self.datasets[stage] = SpeechDataset(
@@ -388,6 +522,58 @@ class SpeechDataModule(L.LightningDataModule):
             )
             log.info("%s: %d utterances, %.1f min", stage, len(ds), sum(durations) / 60)
         return self.datasets[stage]
+
+    def _streaming_train(self, augmenter: Augmenter | None) -> StreamingSpeechDataset:
+        """This rank's share of the training stream, batched: the same number of batches on every
+        rank under DDP (refused here, at set-up, if that number cannot be known)."""
+        rank, world = self._rank_world()
+        stream, size = self._train_stream()
+        per_epoch = self._stream_batches(world, size)
+        if world > 1:
+            stream = rank_share(stream, rank, world)
+        order = StreamOrder(
+            batch_size=self.batch_size,
+            max_batch_seconds=self.max_batch_seconds,
+            bucketing=self.bucketing,
+            window=self.shuffle_buffer,
+            shuffle_buffer=self.shuffle_buffer,
+            seed=self.seed,
+            batches_per_epoch=per_epoch,
+        )
+        log.info(
+            "train: streaming %s (rank %d of %d), %s",
+            self.describe("train"), rank, world,
+            f"{per_epoch} batches per epoch" if per_epoch else "one pass per epoch",
+        )  # fmt: skip
+        return StreamingSpeechDataset(
+            stream, self.tokenizer, self.frontend, self.audio_column, self.text_column, order,
+            self.min_duration, self.max_duration, augmenter, self._problem,
+        )  # fmt: skip
+
+    def _stream_batches(self, world: int, size: int | None) -> int | None:
+        """Batches per epoch and rank of a stream: as configured; else, under DDP, from the
+        split's known size (ranks must take the same number of steps, or one waits forever in
+        the gradient all-reduce); else None (one pass)."""
+        if self.stream_batches_per_epoch is not None or world == 1:
+            return self.stream_batches_per_epoch
+        if self.max_batch_seconds is not None:
+            raise ValueError(
+                "data.streaming under DDP: every rank must take the same number of steps, and "
+                "with max_batch_seconds the number of batches in a stream is unknown; set "
+                "data.stream_batches_per_epoch"
+            )
+        if size is None:
+            raise ValueError(
+                "data.streaming under DDP: every rank must take the same number of steps, but "
+                f"the size of {self.describe('train')} is unknown (no num_examples in the "
+                "dataset's metadata); set data.stream_batches_per_epoch"
+            )
+        per_epoch = math.ceil(size / (world * self.batch_size))
+        log.info(
+            "train: %d rows in the stream's metadata -> %d batches per epoch on each of %d ranks",
+            size, per_epoch, world,
+        )  # fmt: skip
+        return per_epoch
 
     def setup(self, stage: str) -> None:
         wanted = {

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
+import random
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset, IterableDataset
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from ds2hub.audio import AudioDecodeError, load_audio
+from ds2hub.audio import AudioDecodeError, audio_duration, load_audio
 from ds2hub.data.augment import Augmenter
+from ds2hub.data.sampler import pack_greedy
 from ds2hub.features import LogSpectrogram
 from ds2hub.tokenizers import Tokenizer
 
@@ -93,12 +98,60 @@ def make_item(row: dict[str, Any], index: int, source: Any) -> dict[str, Any] | 
     }
 
 
+@dataclass(frozen=True)
+class StreamOrder:
+    """How a stream becomes an epoch of batches.
+
+    Args:
+        batch_size: utterances per batch (at most, with `max_batch_seconds`).
+        max_batch_seconds: padded seconds per batch (`pack_greedy`, the rule of
+            `DurationBatchSampler`); None: `batch_size` utterances per batch.
+        bucketing: sort each `window` of arriving utterances by length before packing it, then
+            shuffle that window's batches (little padding, order still random).
+        window: utterances gathered for bucketing.
+        shuffle_buffer: `datasets`' buffered shuffle (0: the stream's own order).
+        seed: seed of the shuffle; epoch e reshuffles with `set_epoch(e)`.
+        batches_per_epoch: exactly this many batches per epoch, passing over the stream again
+            (reshuffled) if it runs short: under DDP every rank must take the same number of
+            steps. None: one pass per epoch, however many batches it makes.
+    """
+
+    batch_size: int
+    max_batch_seconds: float | None = None
+    bucketing: bool = False
+    window: int = 1000
+    shuffle_buffer: int = 1000
+    seed: int = 0
+    batches_per_epoch: int | None = None
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """A usable row of a stream, before decoding: enough to decide its batch."""
+
+    index: int  # position in its pass over this rank's stream
+    row: dict[str, Any]
+    seconds: float  # from a `duration` column or the audio header
+
+
 class StreamingSpeechDataset(IterableDataset):
     """A streamed split (`datasets.IterableDataset`) as an iterable of ready batches.
 
     Durations are unknown ahead of a stream, so utterances are filtered as they arrive (counted
-    by reason in `dropped`) and batched `batch_size` at a time. Under DDP the stream is split
-    across ranks before it reaches here (`datasets.distributed.split_dataset_by_node`).
+    by reason in `dropped`) on their transcript and their duration (a `duration` column or the
+    audio header, as for map-style corpora), then batched by `order`. Under DDP the stream is
+    this rank's share already (`ds2hub.data.datamodule.rank_share`).
+
+    Which utterances form which batch is decided before any audio is decoded, from the rank's
+    stream, the seed and the epoch alone. So `skip_batches` (resuming mid-epoch) skips batches
+    without decoding them, and DataLoader workers share the work exactly: every worker reads the
+    rank's whole stream and decodes every `num_workers`-th batch, so the batches and their order
+    do not depend on `num_workers` (reading the raw stream is repeated per worker; decoding and
+    features, the costly part, are not).
+
+    The epoch (`set_epoch`) and a resume point (`skip_batches`) are set by
+    `ds2hub.data.loader.EpochLoader` in the main process before it starts its (non-persistent)
+    workers, which is how they reach the workers.
     """
 
     def __init__(
@@ -108,43 +161,146 @@ class StreamingSpeechDataset(IterableDataset):
         frontend: LogSpectrogram,
         audio_column: str,
         text_column: str,
-        batch_size: int,
+        order: StreamOrder,
         min_duration: float,
         max_duration: float,
         augmenter: Augmenter | None,
         problem: Callable[[str | None], str | None],
     ) -> None:
         self.data, self.tokenizer, self.frontend = stream, tokenizer, frontend
-        self.audio_column, self.text_column, self.batch_size = audio_column, text_column, batch_size
+        self.audio_column, self.text_column, self.order = audio_column, text_column, order
         self.min_duration, self.max_duration = min_duration, max_duration
         self.augmenter, self.problem = augmenter, problem
         self.dropped: Counter[str] = Counter()
+        self.epoch = 0
+        self._skip = 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Reshuffles shard order and buffer per epoch where the stream supports it."""
-        if hasattr(self.data, "set_epoch"):
-            self.data.set_epoch(epoch)
+        """Selects the epoch the next iteration yields (a new shuffle of the stream per epoch);
+        forgets any resume point of the previous one."""
+        self.epoch = epoch  # reaches `datasets` through `set_epoch` of each pass's shuffle
+        self._skip = 0
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        batch: list[dict[str, Any]] = []
-        for index, row in enumerate(self.data):
-            reason = self.problem(row.get(self.text_column))
-            item = None if reason else make_item(row, index, self)
-            if item is None:
-                reason = reason or "undecodable audio"
+    def skip_batches(self, count: int) -> None:
+        """Makes the next iteration of the current epoch start after its first `count` batches."""
+        self._skip = count
+
+    def _pass(self, number: int):
+        """Pass `number` of this epoch over the rank's stream: shuffled with the seed and reseeded
+        per epoch and per pass (`datasets`' own `shuffle` and `set_epoch`)."""
+        if self.order.shuffle_buffer <= 0:
+            return self.data
+        stream = self.data.shuffle(
+            seed=self.order.seed,
+            buffer_size=self.order.shuffle_buffer,
+            # The buffer is fed from up to 10 shards at once; with one shard (per rank) that
+            # feeder is pointless, and for parquet it pauses 5 s at the end of every pass.
+            max_buffer_input_shards=max(1, min(10, self.data.num_shards)),
+        )
+        # A new view per pass: `datasets` keeps a stream's epoch in memory shared with the
+        # DataLoader workers, so workers setting their own pass on `self.data` would race.
+        stream.set_epoch(self.epoch + (number << 32))  # pass 0 is the epoch itself
+        return stream
+
+    def _rows(self, stream) -> Iterator[dict[str, Any]]:
+        # `iter()`, not `iter(stream)`: inside a DataLoader worker, `datasets` would hand this
+        # worker only some of the shards (and none to workers beyond the shard count); here every
+        # worker plans from the rank's whole stream (see the class docstring).
+        for chunk in stream.iter(batch_size=64):
+            yield from (dict(zip(chunk, values)) for values in zip(*chunk.values()))
+
+    def _check(self, row: dict[str, Any]) -> tuple[str | None, float]:
+        """Why a row cannot train (None if it can) and its duration, without decoding it."""
+        reason = self.problem(row.get(self.text_column))
+        if reason is not None:
+            return reason, 0.0
+        try:
+            if row.get("duration") is not None:
+                seconds = float(row["duration"])
             else:
-                reason = duration_problem(item["duration"], self.min_duration, self.max_duration)
+                seconds = audio_duration(audio_source(row[self.audio_column]))
+        except (AudioDecodeError, OSError, TypeError, ValueError) as error:
+            log.debug("stream: %s", error)
+            return "undecodable audio", 0.0
+        return duration_problem(seconds, self.min_duration, self.max_duration), seconds
+
+    def usable(self, number: int = 0, loud: bool = True) -> Iterator[Utterance]:
+        """The usable utterances of pass `number` of the epoch, in stream order (`loud`: log
+        what is dropped)."""
+        for index, row in enumerate(self._rows(self._pass(number))):
+            reason, seconds = self._check(row)
             if reason:
                 self.dropped[reason] += 1
-                if sum(self.dropped.values()) % 100 == 1:
+                if loud and sum(self.dropped.values()) % 100 == 1:
                     log.warning("stream: dropped so far: %s", dict(self.dropped))
                 continue
-            batch.append(item)
-            if len(batch) == self.batch_size:
-                yield collate(batch)
-                batch = []
-        if batch:
-            yield collate(batch)
+            yield Utterance(index, row, seconds)
+
+    def plan(self, loud: bool = True) -> Iterator[list[Utterance]]:
+        """The epoch's batches, undecoded, in the order they are trained on: one pass over the
+        stream, or pass after pass until `order.batches_per_epoch`."""
+        order = self.order
+        budget = order.max_batch_seconds or math.inf
+        rng = random.Random(order.seed * 100_003 + self.epoch)
+
+        def batches(number: int) -> Iterator[list[Utterance]]:
+            # Each pass is batched on its own, so no batch (or bucket) holds an utterance twice.
+            utterances = self.usable(number, loud)
+            if order.bucketing:
+                window = max(order.window, order.batch_size)
+                return _bucketed(utterances, window, budget, order.batch_size, rng)
+            return pack_greedy(utterances, _seconds_of, budget, order.batch_size)
+
+        if order.batches_per_epoch is None:
+            return batches(0)
+        return itertools.islice(self._passes(batches), order.batches_per_epoch)
+
+    def _passes(
+        self, batches: Callable[[int], Iterator[list[Utterance]]]
+    ) -> Iterator[list[Utterance]]:
+        for number in itertools.count():
+            empty = True
+            for batch in batches(number):
+                empty = False
+                yield batch
+            if empty:  # another pass would find nothing either: fail instead of spinning
+                raise ValueError(
+                    "this rank's share of the stream has no usable utterance, so it cannot make "
+                    f"its {self.order.batches_per_epoch} batches per epoch (dropped: "
+                    f"{dict(self.dropped)})"
+                )
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        skip, self._skip = self._skip, 0
+        for number, batch in enumerate(self.plan(loud=worker == 0)):
+            # Batch `skip` goes to worker 0: the DataLoader takes one batch from each worker in
+            # turn, starting with worker 0, so the batches arrive in plan order.
+            if number >= skip and (number - skip) % workers == worker:
+                yield collate([make_item(u.row, u.index, self) for u in batch])
+
+
+def _seconds_of(utterance: Utterance) -> float:
+    return utterance.seconds
+
+
+def _bucketed(
+    utterances: Iterator[Utterance],
+    window_size: int,
+    max_batch_seconds: float,
+    max_batch_size: int,
+    rng: random.Random,
+) -> Iterator[list[Utterance]]:
+    """Length bucketing for a stream: each window of utterances sorted by length and packed, its
+    batches shuffled. As in `DurationBatchSampler`, lengths are jittered by +-5 % for the sort, so
+    bucket edges (which utterances share a batch) vary from epoch to epoch."""
+    while window := list(itertools.islice(utterances, window_size)):
+        keys = [u.seconds * (1 + 0.1 * (rng.random() - 0.5)) for u in window]
+        ordered = [window[i] for i in sorted(range(len(window)), key=keys.__getitem__)]
+        batches = list(pack_greedy(ordered, _seconds_of, max_batch_seconds, max_batch_size))
+        rng.shuffle(batches)
+        yield from batches
 
 
 def is_empty_batch(batch: dict[str, Any]) -> bool:

@@ -9,10 +9,40 @@ length bucketing each batch holds utterances of similar length, so little comput
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TypeVar
 
 import torch
 from torch.utils.data import Sampler
+
+T = TypeVar("T")
+
+
+def pack_greedy(
+    items: Iterable[T],
+    seconds: Callable[[T], float],
+    max_batch_seconds: float,
+    max_batch_size: int,
+) -> Iterator[list[T]]:
+    """Cuts `items`, in their order, into batches of at most `max_batch_size` whose padded duration
+    (longest x count) stays within `max_batch_seconds`; one longer than the budget goes alone.
+
+    The one packing rule of ds2hub: `DurationBatchSampler` packs index lists with it, streamed
+    corpora pack utterances as they arrive.
+    """
+    batch: list[T] = []
+    longest = 0.0
+    for item in items:
+        d = seconds(item)
+        if batch and (
+            max(longest, d) * (len(batch) + 1) > max_batch_seconds or len(batch) >= max_batch_size
+        ):
+            yield batch
+            batch, longest = [], 0.0
+        batch.append(item)
+        longest = max(longest, d)
+    if batch:
+        yield batch
 
 
 class DurationBatchSampler(Sampler[list[int]]):
@@ -73,21 +103,10 @@ class DurationBatchSampler(Sampler[list[int]]):
         self._skip = count
 
     def _pack(self, order: list[int]) -> list[list[int]]:
-        batches, batch, longest = [], [], 0.0
-        seconds = self.durations.tolist()  # Python floats: indexing a tensor per item is slow
-        for i in order:
-            d = seconds[i]
-            if batch and (
-                max(longest, d) * (len(batch) + 1) > self.max_batch_seconds
-                or len(batch) >= self.max_batch_size
-            ):
-                batches.append(batch)
-                batch, longest = [], 0.0
-            batch.append(i)
-            longest = max(longest, d)
-        if batch:
-            batches.append(batch)
-        return batches
+        durations = self.durations.tolist()  # Python floats: indexing a tensor per item is slow
+        return list(
+            pack_greedy(order, durations.__getitem__, self.max_batch_seconds, self.max_batch_size)
+        )
 
     def batches(self, epoch: int | None = None) -> list[list[int]]:
         """All batches of an epoch, across ranks, in visiting order."""
