@@ -115,7 +115,13 @@ class WandbExtras(L.Callback):
             data.append([trainer.current_epoch, audio, ref, hyp, float(word_error_rate(hyp, ref))])
         logger.log_table(
             "val/predictions",
-            columns=["epoch", "audio", "reference", "prediction", "wer"],
+            columns=[
+                "epoch",
+                "audio",
+                "reference",
+                "prediction",
+                getattr(pl_module, "word_metric", "wer"),
+            ],
             data=data,
         )
 

@@ -34,6 +34,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 
 from ds2hub.checkpoint import AtomicCheckpointIO
 from ds2hub.data import SpeechDataModule
+from ds2hub.errors import ConfigError
 from ds2hub.push import ExportError
 from ds2hub.task import DeepSpeech2Task
 from ds2hub.tokenizers.registry import TokenizerFileError
@@ -267,6 +268,7 @@ EXTRA_COMMANDS = {"transcribe": transcribe_main, "push": push_main}
 # bug and keeps its traceback.
 USER_ERRORS = (
     UsageError,
+    ConfigError,  # a refused setting: no test data, sortagrad on a stream, a budget too small ...
     ExportError,
     TokenizerFileError,
     FileNotFoundError,  # also `datasets`' DatasetNotFoundError

@@ -57,7 +57,8 @@ def word_metric(tokenizer: Tokenizer) -> str:
 
 
 def reference_normalizer(tokenizer: Tokenizer) -> tuple[Callable[[str], str], str]:
-    """How references are normalised for scoring, and a description of it for the card.
+    """How transcripts (references and hypotheses alike) are normalised for scoring, and a
+    description of it for the card.
 
     `Tokenizer.reference` keeps every word (digits too), so words the model cannot write count
     as errors; older tokenizers only have `normalize`, which deletes them.
@@ -65,8 +66,8 @@ def reference_normalizer(tokenizer: Tokenizer) -> tuple[Callable[[str], str], st
     reference = getattr(tokenizer, "reference", None)
     if callable(reference):
         return reference, (
-            "case, accents and punctuation folded; every word and digit kept, so words the model "
-            "cannot write count as errors"
+            "case, width and punctuation folded in references and hypotheses alike; every letter, "
+            "accent and digit kept, so words the model cannot write count as errors"
         )
     return tokenizer.normalize, "the tokenizer's `normalize`"
 
@@ -145,7 +146,7 @@ def evaluate(
         if is_empty_batch(batch):  # nothing in it decoded
             continue
         logits, lengths = recognizer(batch["features"], batch["feature_lengths"])
-        hyps = decode(logits, lengths)
+        hyps = [normalize(h) for h in decode(logits, lengths)]
         refs = [normalize(t) for t in batch["texts"]]
         words.update(hyps, refs)
         cer.update(hyps, refs)

@@ -16,6 +16,7 @@ from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from ds2hub.data.dataset import is_empty_batch
 from ds2hub.decoding import BeamSearchConfig, TextDecoder, text_decoder
+from ds2hub.errors import ConfigError
 from ds2hub.features import FeatureConfig
 from ds2hub.hub import CHECKPOINT_KEY
 from ds2hub.model import DeepSpeech2, DeepSpeech2Config
@@ -84,7 +85,7 @@ def ctc_loss(
         if reduction == "token":
             per_utterance = per_utterance / target_lengths.clamp(min=1).to(per_utterance)
         elif reduction != "utterance":
-            raise ValueError(f"ctc reduction must be 'utterance' or 'token', not {reduction!r}")
+            raise ConfigError(f"ctc reduction must be 'utterance' or 'token', not {reduction!r}")
         return per_utterance.mean()
 
 
@@ -125,7 +126,9 @@ class DeepSpeech2Task(L.LightningModule):
     ) -> None:
         super().__init__()
         if ctc_reduction not in ("utterance", "token"):
-            raise ValueError(f"ctc_reduction must be 'utterance' or 'token', not {ctc_reduction!r}")
+            raise ConfigError(
+                f"ctc_reduction must be 'utterance' or 'token', not {ctc_reduction!r}"
+            )
         self.ctc_reduction = ctc_reduction
         self.tokenizer = (
             tokenizer if isinstance(tokenizer, Tokenizer) else tokenizer_from_config(tokenizer)
@@ -133,7 +136,7 @@ class DeepSpeech2Task(L.LightningModule):
         arch = arch if isinstance(arch, DeepSpeech2Config) else DeepSpeech2Config.from_dict(arch)
         features = features if isinstance(features, FeatureConfig) else FeatureConfig(**features)
         if arch.n_features != features.n_bins:
-            raise ValueError(
+            raise ConfigError(
                 f"arch.n_features={arch.n_features} but the features have {features.n_bins} bins"
             )
         # The tokenizer and features are linked from the DataModule, so LightningCLI must not read
@@ -163,6 +166,7 @@ class DeepSpeech2Task(L.LightningModule):
             }
         )
         self._examples: list[tuple[str, str]] = []
+        self._last_inputs: tuple[torch.Tensor, torch.Tensor] | None = None  # see _zero_loss
         self._last_batch_end: float | None = None
         self._train_seconds = 0.0
         self.command: str | None = None  # the `ds2hub ...` command line, set by the CLI
@@ -192,7 +196,7 @@ class DeepSpeech2Task(L.LightningModule):
         self._train_seconds = float(checkpoint.get(CHECKPOINT_KEY, {}).get("train_seconds") or 0.0)
         saved = checkpoint.get(CHECKPOINT_KEY, {}).get("tokenizer")
         if saved is not None and tokenizer_from_config(saved).vocab != self.tokenizer.vocab:
-            raise ValueError(
+            raise ConfigError(
                 "the checkpoint was trained with a different tokenizer vocabulary than the recipe's"
             )
 
@@ -254,8 +258,16 @@ class DeepSpeech2Task(L.LightningModule):
 
     def _zero_loss(self) -> torch.Tensor:
         """A loss of 0 that reaches every parameter: under DDP each rank must take part in the
-        gradient all-reduce of every step, or the ranks that did wait forever."""
-        return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
+        gradient all-reduce of every step, or the ranks that did wait forever.
+
+        When a previous batch exists, its first utterance also goes through the network, so that
+        the collectives of the forward pass (SyncBatchNorm under `sync_batchnorm: true`) match the
+        other ranks'. The gradient is zero; the optimiser still steps (momentum, weight decay)."""
+        zero = sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
+        if self._last_inputs is not None:
+            logits, _ = self(*self._last_inputs)
+            zero = zero + logits.float().sum() * 0.0
+        return zero
 
     def _empty(self, batch: dict[str, Any], stage: str) -> bool:
         """Counts utterances that failed to decode at load time; True if none is left, in which
@@ -273,8 +285,9 @@ class DeepSpeech2Task(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         if self._empty(batch, "train"):
             # Nothing decoded. Returning None would skip this rank's backward while the others
-            # wait for its gradients; a zero loss keeps every rank in step and changes nothing.
+            # wait for its gradients; a zero loss keeps every rank in step.
             return self._zero_loss()
+        self._last_inputs = (batch["features"][:1].detach(), batch["feature_lengths"][:1])
         loss, _, _ = self._loss(batch, "train")
         bs = batch["features"].size(0)
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
@@ -300,6 +313,8 @@ class DeepSpeech2Task(L.LightningModule):
             return None
         loss, logits, out_lengths = self._loss(batch, stage)
         hyps = self.decode(logits, out_lengths)
+        # One normaliser for both sides, so only real differences count (see Tokenizer.reference).
+        hyps = [self.tokenizer.reference(h) for h in hyps]
         refs = [self.tokenizer.reference(t) for t in batch["texts"]]
         names = (self.word_metric, "cer")
         for name in names:

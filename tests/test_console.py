@@ -139,3 +139,26 @@ def test_unknown_options_keep_jsonargparse_usage_and_status_2(bad, tiny_digits, 
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "max_stepz" in err and "error" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "refused, expected",
+    [
+        (["test", "--data.test_split", "null"], "no test data"),
+        (["fit", "--data.streaming", "true", "--trainer.max_steps", "1"], "sortagrad"),
+        (
+            ["fit", "--data.max_batch_seconds", "0.5", "--trainer.max_steps", "1"],
+            "max_batch_seconds",
+        ),
+    ],
+    ids=["no test data", "sortagrad on a stream", "budget below the longest utterance"],
+)
+def test_refused_settings_give_one_line(refused, expected, tiny_digits, tmp_path, capsys):
+    """Settings ds2hub refuses (ConfigError) are user mistakes: status 2, one line, no traceback."""
+    command, *options = refused
+    args = [command, "--config", str(CONF / "digits_tiny.yaml"), "--data.path", str(tiny_digits)]
+    args += ["--trainer.default_root_dir", str(tmp_path), *options]
+    assert main(args) == 2
+    err = capsys.readouterr().err  # `datasets` may print its progress bars before
+    errors = [line for line in err.splitlines() if line.startswith("ds2hub: error: ")]
+    assert len(errors) == 1 and expected in errors[0] and "Traceback" not in err, err

@@ -17,7 +17,7 @@ import pytest
 from standins import digit_rows, encoded, make_audiofolder
 
 from ds2hub.audio import SAMPLE_RATE
-from ds2hub.cli import main
+from ds2hub.cli import run_cli
 from ds2hub.data import SpeechDataModule
 from ds2hub.tokenizers import CharTokenizer, MandarinTokenizer
 
@@ -139,7 +139,7 @@ def test_fit_shuffles_every_epoch_sees_each_utterance_once_and_resumes(
     monkeypatch.chdir(tmp_path)
     common = ["--data.path", str(tiny_digits), *STREAM, "--data.num_workers", "2"]
     common += ["--trainer.num_sanity_val_steps", "0", "--trainer.default_root_dir", str(tmp_path)]
-    cli = main(
+    cli = run_cli(
         [
             "fit", "--config", str(CONF / "digits_tiny.yaml"), "--config", str(CONF / "wandb.yaml"),
             *common, "--trainer.max_epochs", "3", "--trainer.check_val_every_n_epoch", "3",
@@ -163,7 +163,7 @@ def test_fit_shuffles_every_epoch_sees_each_utterance_once_and_resumes(
     assert all(Counter(seen) == everything for seen in epochs)  # each utterance once per epoch
     assert len({tuple(seen) for seen in epochs}) == 3  # in a new order every epoch
 
-    resumed = main(
+    resumed = run_cli(
         [
             "fit", "--config", str(CONF / "digits_tiny.yaml"), *common,
             "--trainer.max_epochs", "2", "--ckpt_path", str(next((tmp_path / "mid").glob("*step=6*"))),

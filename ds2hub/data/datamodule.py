@@ -27,6 +27,7 @@ from ds2hub.data.dataset import (
 )
 from ds2hub.data.loader import EpochLoader, EpochOrder
 from ds2hub.data.sampler import DurationBatchSampler
+from ds2hub.errors import ConfigError
 from ds2hub.features import FeatureConfig, LogSpectrogram
 from ds2hub.tokenizers import Tokenizer
 
@@ -240,9 +241,9 @@ class SpeechDataModule(L.LightningDataModule):
         self.datasets: dict[str, SpeechDataset | StreamingSpeechDataset] = {}
         self.dropped: dict[str, Counter[str]] = {}
         if holdout_column and not (holdout_values or holdout_fraction):
-            raise ValueError("holdout_column needs holdout_values or a holdout_fraction > 0")
+            raise ConfigError("holdout_column needs holdout_values or a holdout_fraction > 0")
         if (test_holdout_values or test_holdout_fraction) and not holdout_column:
-            raise ValueError("test_holdout_values/test_holdout_fraction need a holdout_column")
+            raise ConfigError("test_holdout_values/test_holdout_fraction need a holdout_column")
         if streaming:
             self._check_streaming()
         if tokenizer.needs_fit:
@@ -254,28 +255,28 @@ class SpeechDataModule(L.LightningDataModule):
     def _check_streaming(self) -> None:
         """Refuses, before any data is read, what a stream cannot do."""
         if self.sortagrad:
-            raise ValueError(
+            raise ConfigError(
                 "data.streaming: SortaGrad visits the first epoch shortest utterance first, which "
                 "needs every duration before the first batch; a stream has them only as it is "
                 "read. Set data.sortagrad: false (length bucketing still applies per window)"
             )
         if self.holdout_fraction or self.test_holdout_fraction:
-            raise ValueError(
+            raise ConfigError(
                 "data.streaming: holdout_fraction/test_holdout_fraction draw from every distinct "
                 f"{self.holdout_column!r} value, a full pass over the stream before training; "
                 "list the held-out groups with data.holdout_values (and "
                 "data.test_holdout_values), or set data.streaming: false"
             )
         if self.max_batch_seconds is not None and self.max_batch_seconds < self.max_duration:
-            raise ValueError(
+            raise ConfigError(
                 f"data.streaming: max_batch_seconds={self.max_batch_seconds} is shorter than "
                 f"max_duration={self.max_duration}, so a long streamed utterance fits no batch; "
                 "raise max_batch_seconds or lower max_duration"
             )
         if self.shuffle_buffer < 0:
-            raise ValueError(f"data.shuffle_buffer must be >= 0, not {self.shuffle_buffer}")
+            raise ConfigError(f"data.shuffle_buffer must be >= 0, not {self.shuffle_buffer}")
         if self.stream_batches_per_epoch is not None and self.stream_batches_per_epoch < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"data.stream_batches_per_epoch must be >= 1, not {self.stream_batches_per_epoch}"
             )
 
@@ -312,7 +313,7 @@ class SpeechDataModule(L.LightningDataModule):
         else:
             test = set()
         if val & test:
-            raise ValueError(f"groups held out for both validation and test: {sorted(val & test)}")
+            raise ConfigError(f"groups held out for both validation and test: {sorted(val & test)}")
         return val, test
 
     def _listed_heldout(self) -> tuple[set[str], set[str]]:
@@ -320,7 +321,7 @@ class SpeechDataModule(L.LightningDataModule):
         val = {str(v) for v in self.holdout_values or []}
         test = {str(v) for v in self.test_holdout_values or []}
         if val & test:
-            raise ValueError(f"groups held out for both validation and test: {sorted(val & test)}")
+            raise ConfigError(f"groups held out for both validation and test: {sorted(val & test)}")
         return val, test
 
     def _train_stream(self) -> tuple[datasets.IterableDataset, int | None]:
@@ -404,7 +405,7 @@ class SpeechDataModule(L.LightningDataModule):
     def _own_rows(self, stage: str) -> datasets.Dataset:
         """A stage's rows: its own split, or whole groups held out of (or kept in) the train split."""
         if not self.has_stage(stage):
-            raise ValueError(
+            raise ConfigError(
                 f"this recipe has no {stage} data (data.test_split is null and no "
                 "data.test_holdout_values/test_holdout_fraction): validation data is never "
                 "reported as test; run `ds2hub validate`, or configure a test split"
@@ -441,7 +442,7 @@ class SpeechDataModule(L.LightningDataModule):
             stage, len(rows), self.holdout_column, sorted(groups),
         )  # fmt: skip
         if not rows:
-            raise ValueError(
+            raise ConfigError(
                 f"no rows of {self.holdout_column} {sorted(groups)} in {self.describe('train')}"
             )
         return datasets.Dataset.from_list(rows, features=stream.features)
@@ -497,7 +498,7 @@ class SpeechDataModule(L.LightningDataModule):
             log.warning("%s: dropped %d utterance(s): %s", stage, count, reason)
         self.dropped[stage] = dropped
         if not keep:
-            raise ValueError(
+            raise ConfigError(
                 f"{stage} data of {self.path} has no usable utterances ({dict(dropped)})"
             )
         return ds.select(keep), durations
@@ -557,13 +558,13 @@ class SpeechDataModule(L.LightningDataModule):
         if self.stream_batches_per_epoch is not None or world == 1:
             return self.stream_batches_per_epoch
         if self.max_batch_seconds is not None:
-            raise ValueError(
+            raise ConfigError(
                 "data.streaming under DDP: every rank must take the same number of steps, and "
                 "with max_batch_seconds the number of batches in a stream is unknown; set "
                 "data.stream_batches_per_epoch"
             )
         if size is None:
-            raise ValueError(
+            raise ConfigError(
                 "data.streaming under DDP: every rank must take the same number of steps, but "
                 f"the size of {self.describe('train')} is unknown (no num_examples in the "
                 "dataset's metadata); set data.stream_batches_per_epoch"
@@ -576,6 +577,8 @@ class SpeechDataModule(L.LightningDataModule):
         return per_epoch
 
     def setup(self, stage: str) -> None:
+        if stage == "fit" and self.max_batch_seconds and not self.streaming:
+            self._reload_every_epoch()
         wanted = {
             "fit": ("train", "val"),
             "validate": ("val",),
@@ -585,13 +588,22 @@ class SpeechDataModule(L.LightningDataModule):
         for name in wanted:
             self._dataset(name)
 
+    def _reload_every_epoch(self) -> None:
+        """A padded-seconds budget packs a different number of batches each epoch, but Lightning
+        counts a loader's batches when it loads it: with the count of epoch 0 it would cut later
+        epochs short or never reach their validation. Reloading each epoch recounts."""
+        trainer = self.trainer
+        if trainer is not None and trainer.reload_dataloaders_every_n_epochs != 1:
+            log.info("duration batches: reloading the training loader every epoch")
+            trainer.reload_dataloaders_every_n_epochs = 1
+
     # --- batching -------------------------------------------------------------------------------
     def _rank_world(self) -> tuple[int, int]:
         trainer = self.trainer
         if trainer is None or trainer.world_size == 1:
             return 0, 1
         if trainer._accelerator_connector.use_distributed_sampler:
-            raise ValueError(
+            raise ConfigError(
                 "SpeechDataModule shards its batches across DDP ranks itself: set trainer.use_distributed_sampler: false"
             )
         return trainer.global_rank, trainer.world_size

@@ -8,6 +8,11 @@ Two things a plain DataLoader cannot do for Deep Speech 2's data order:
   on an iterable dataset, so those calls never reach `DurationBatchSampler` or a streamed corpus.
   The loader asks for the epoch itself when an epoch's iteration starts (`epoch_fn`, the Trainer's
   `current_epoch`) and hands it on.
+- **Report each epoch's length.** A padded-seconds budget packs a different number of batches
+  every epoch, and Lightning reads a loader's length when it (re)loads it; `len()` answers for the
+  epoch about to run, and `SpeechDataModule` has Lightning reload the training loader every epoch
+  (`trainer.reload_dataloaders_every_n_epochs = 1`) so that no batch is cut off and no validation
+  is skipped.
 - **Resume mid-epoch.** Lightning saves the `state_dict()` of every train loader that has one in the
   checkpoint (`loops.fit_loop.state_dict.combined_loader`) and gives it back through
   `load_state_dict()` before iterating again. The state is the epoch and the number of batches this
@@ -65,6 +70,13 @@ class EpochLoader(DataLoader):
         self.delivered = 0  # batches handed out in `self.epoch`
         self._exhausted = False  # the epoch ran to its end (nothing is fetched ahead any more)
         self._resume: tuple[int, int] | None = None
+
+    def __len__(self) -> int:
+        # Lightning asks for the length before the epoch starts; with duration budgets each epoch
+        # packs a different number of batches, so answer for the epoch about to run.
+        if self.epoch_fn is not None:
+            self.order.set_epoch(self.epoch_fn())
+        return super().__len__()
 
     def __iter__(self) -> Iterator[Any]:
         # Set the epoch before the base class builds its iterator: worker processes start

@@ -15,6 +15,8 @@ from typing import TypeVar
 import torch
 from torch.utils.data import Sampler
 
+from ds2hub.errors import ConfigError
+
 T = TypeVar("T")
 
 
@@ -79,12 +81,12 @@ class DurationBatchSampler(Sampler[list[int]]):
         pad: bool = True,
     ) -> None:
         if max_batch_seconds < max(durations, default=0):
-            raise ValueError(
+            raise ConfigError(
                 f"max_batch_seconds={max_batch_seconds} is shorter than the longest utterance "
                 f"({max(durations):.1f} s); raise it or lower max_duration"
             )
         if not 0 <= rank < num_replicas:
-            raise ValueError(f"rank {rank} is outside 0..{num_replicas - 1}")
+            raise ConfigError(f"rank {rank} is outside 0..{num_replicas - 1}")
         self.durations = torch.as_tensor(durations, dtype=torch.float64)
         self.max_batch_seconds, self.max_batch_size = max_batch_seconds, max_batch_size
         self.bucketing, self.sortagrad, self.shuffle = bucketing, sortagrad, shuffle
@@ -136,6 +138,12 @@ class DurationBatchSampler(Sampler[list[int]]):
         if self.shuffle and not sorted_epoch:
             batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
         if not self.pad:
+            # Evaluation: no repeats, but every rank needs at least one batch (Lightning refuses
+            # an empty loader): split the largest batches until there are enough.
+            while len(batches) < self.num_replicas and any(len(b) > 1 for b in batches):
+                largest = max(range(len(batches)), key=lambda i: len(batches[i]))
+                big = batches.pop(largest)
+                batches[largest:largest] = [big[: len(big) // 2], big[len(big) // 2 :]]
             return batches
         # Equal batch counts on every rank (DDP would hang otherwise): repeat a few batches.
         total = math.ceil(len(batches) / self.num_replicas) * self.num_replicas

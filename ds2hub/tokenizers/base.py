@@ -137,9 +137,9 @@ class Tokenizer(ABC):
         return self.word_joiner != ""
 
     def reference(self, text: str) -> str:
-        """A reference transcript normalised for scoring (`normalize_reference`): unlike
-        `normalize`, it never deletes what the vocabulary cannot write, so those words count as
-        errors."""
+        """A transcript normalised for scoring (`normalize_reference`), applied to references and
+        hypotheses alike: unlike `normalize`, it never deletes what the vocabulary cannot write,
+        so those words count as errors."""
         return normalize_reference(text, self.word_delimited)
 
     def _unknown_id(self, token: str) -> int:

@@ -25,30 +25,25 @@ def normalize_english(text: str) -> str:
 
 
 def normalize_reference(text: str, word_delimited: bool = True) -> str:
-    """A reference transcript as it is scored: every word counts, whatever the model can write.
+    """A transcript as it is scored (references and hypotheses alike): every word counts, whatever
+    the model can write.
 
-    Folds case and accents (as the English normaliser does, so `café` matches `cafe`), turns dashes,
-    underscores and slashes into spaces and drops punctuation, but keeps every letter of any script
-    and every digit: `call 911` stays `call 911`, so a model that cannot write digits is charged for
-    them instead of the word silently leaving the reference. For languages written without word
-    boundaries (`word_delimited=False`) spaces (e.g. AISHELL's segmentation) are removed too.
+    Folds case and width (NFKC, `casefold`), turns dashes and other punctuation or symbols into
+    spaces and keeps every letter, combining mark and digit of any script: `call 911` stays
+    `call 911`, so a model that cannot write digits is charged for them instead of the word
+    leaving the reference, and accents stay (`пошёл`, `नमस्ते`): an English character model that
+    writes `cafe` for `café` is charged for it. Apostrophes inside words stay. For languages written
+    without word boundaries (`word_delimited=False`) spaces (e.g. AISHELL's segmentation) go too.
 
     >>> normalize_reference("Call 911 — now, Café!")
-    'call 911 now cafe'
+    'call 911 now café'
     >>> normalize_reference("甚至 出现 交易。", word_delimited=False)
     '甚至出现交易'
     """
-    text = "".join(" " if unicodedata.category(ch) == "Pd" else ch for ch in text)
-    folded = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", text).lower())
-    kept = []
-    for ch in folded:
-        if unicodedata.combining(ch):
-            continue
-        kept.append(ch if ch.isalnum() or ch == "'" else " ")
+    text = unicodedata.normalize("NFKC", text).casefold()
+    kept = [ch if unicodedata.category(ch)[0] in "LMN" or ch == "'" else " " for ch in text]
     words = [w.strip("'") for w in "".join(kept).split()]
-    # NFKD splits some characters (e.g. Hangul) into parts: put them back together.
-    joined = (" " if word_delimited else "").join(w for w in words if w)
-    return unicodedata.normalize("NFC", joined)
+    return (" " if word_delimited else "").join(w for w in words if w)
 
 
 def _is_cjk(ch: str) -> bool:
