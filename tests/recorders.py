@@ -27,9 +27,16 @@ class OrderRecorder(L.Callback):
             "ids": [int(i) for i in batch.get("indices", [])],
             "texts": list(batch.get("texts", [])),
             "pid": os.getpid(),
+            "workers": _worker_pids(trainer.train_dataloader),
         }
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
+
+
+def _worker_pids(loader: Any) -> list[int]:
+    """Process ids of a DataLoader's running workers ([] without workers)."""
+    iterator = getattr(loader, "_iterator", None)
+    return sorted(w.pid for w in getattr(iterator, "_workers", []))
 
 
 def read_order(path: str | Path) -> list[dict[str, Any]]:

@@ -240,6 +240,7 @@ class SpeechDataModule(L.LightningDataModule):
         self.frontend = LogSpectrogram(features)
         self.datasets: dict[str, SpeechDataset | StreamingSpeechDataset] = {}
         self.dropped: dict[str, Counter[str]] = {}
+        self._train_loader: DataLoader | None = None
         if holdout_column and not (holdout_values or holdout_fraction):
             raise ConfigError("holdout_column needs holdout_values or a holdout_fraction > 0")
         if (test_holdout_values or test_holdout_fraction) and not holdout_column:
@@ -577,8 +578,10 @@ class SpeechDataModule(L.LightningDataModule):
         return per_epoch
 
     def setup(self, stage: str) -> None:
-        if stage == "fit" and self.max_batch_seconds and not self.streaming:
-            self._reload_every_epoch()
+        if stage == "fit":
+            self._train_loader = None  # a new fit gets a new loader (and new workers)
+            if self.max_batch_seconds and not self.streaming:
+                self._reload_every_epoch()
         wanted = {
             "fit": ("train", "val"),
             "validate": ("val",),
@@ -591,7 +594,9 @@ class SpeechDataModule(L.LightningDataModule):
     def _reload_every_epoch(self) -> None:
         """A padded-seconds budget packs a different number of batches each epoch, but Lightning
         counts a loader's batches when it loads it: with the count of epoch 0 it would cut later
-        epochs short or never reach their validation. Reloading each epoch recounts."""
+        epochs short or never reach their validation. Reloading each epoch recounts; the reload
+        gets the same `EpochLoader` back (`train_dataloader`), so it costs a `len()`, not a restart
+        of the worker processes."""
         trainer = self.trainer
         if trainer is not None and trainer.reload_dataloaders_every_n_epochs != 1:
             log.info("duration batches: reloading the training loader every epoch")
@@ -656,7 +661,12 @@ class SpeechDataModule(L.LightningDataModule):
         return DataLoader(dataset, batch_sampler=sampler, **common)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
+        # One loader per fit: Lightning reloads it every epoch under a duration budget (to recount
+        # its batches), and a new DataLoader would start its worker processes again each epoch
+        # (~10 s on 2 cores); the same object keeps its persistent workers.
+        if self._train_loader is None:
+            self._train_loader = self._loader("train")
+        return self._train_loader
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")

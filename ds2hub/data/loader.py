@@ -12,7 +12,7 @@ Two things a plain DataLoader cannot do for Deep Speech 2's data order:
   every epoch, and Lightning reads a loader's length when it (re)loads it; `len()` answers for the
   epoch about to run, and `SpeechDataModule` has Lightning reload the training loader every epoch
   (`trainer.reload_dataloaders_every_n_epochs = 1`) so that no batch is cut off and no validation
-  is skipped.
+  is skipped. The reload hands back the same loader, whose persistent workers keep running.
 - **Resume mid-epoch.** Lightning saves the `state_dict()` of every train loader that has one in the
   checkpoint (`loops.fit_loop.state_dict.combined_loader`) and gives it back through
   `load_state_dict()` before iterating again. The state is the epoch and the number of batches this
