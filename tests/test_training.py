@@ -336,3 +336,30 @@ def test_recipe_optimiser_and_schedule_lower_the_loss(recipe, tiny_digits, tmp_p
         f"clipped {clipped}/{len(norms)} steps at {clip}"
     )
     assert last < 0.8 * first, f"{recipe.name}: loss {first:.1f} -> {last:.1f}"
+
+
+def test_validation_scores_references_the_tokenizer_cannot_write(tiny_digits, tmp_path):
+    """An utterance whose transcript has no character of the vocabulary (e.g. "911" for a-z) is
+    still validated: its words count as errors instead of vanishing from the figure."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_digits, data)
+    meta = data / "validation" / "metadata.csv"
+    rows = list(csv.DictReader(meta.open()))
+    rows[0]["text"] = "911"
+    with meta.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    cli = run_cli(
+        [
+            "validate", "--config", str(CONF), "--data.path", str(data),
+            "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false",
+        ]
+    )  # fmt: skip
+    assert len(cli.datamodule.datasets["val"]) == len(rows)
+    assert not cli.datamodule.dropped["val"]
+    metrics = cli.trainer.callback_metrics
+    assert float(metrics["val/utterances"]) == len(rows)
+    assert torch.isfinite(metrics["val/loss"]) and float(metrics["val/wer"]) > 0

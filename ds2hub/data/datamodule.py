@@ -459,8 +459,11 @@ class SpeechDataModule(L.LightningDataModule):
         """Why a transcript cannot train (or, with training=False, be scored), or None."""
         if not text or not text.strip():
             return "empty transcript"
-        # Evaluation keeps such utterances: their unknown characters count as errors, as they should.
-        if training and self.tokenizer.uncovered(text):
+        if not training:
+            # Evaluation keeps what the vocabulary cannot write ("911" for a-z): those words count
+            # as errors, as they should. Only a transcript with nothing to score is dropped.
+            return None if self.tokenizer.reference(text) else "empty transcript"
+        if self.tokenizer.uncovered(text):
             return "characters outside the tokenizer"
         if not self.tokenizer.encode(text):
             return "empty transcript"
