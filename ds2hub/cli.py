@@ -134,7 +134,13 @@ class DS2CLI(LightningCLI):
         plugins = trainer.get("plugins")
         plugins = [] if plugins is None else plugins if isinstance(plugins, list) else [plugins]
         strategy, accelerator = trainer.get("strategy", "auto"), trainer.get("accelerator", "auto")
-        own_io = not isinstance(strategy, str) or strategy.startswith(("fsdp", "deepspeed", "xla"))
+        if isinstance(strategy, str):
+            own_io = strategy.startswith(("fsdp", "deepspeed", "xla"))
+        else:  # a Strategy object: sharded ones write their own checkpoints, others take ours
+            name = type(strategy).__name__
+            own_io = getattr(strategy, "_checkpoint_io", None) is not None or name.startswith(
+                ("FSDP", "DeepSpeed", "XLA", "SingleDeviceXLA", "ModelParallel")
+            )
         own_io = own_io or (isinstance(accelerator, str) and accelerator in ("tpu", "xla"))
         if not own_io and not any(isinstance(p, CheckpointIO) for p in plugins):
             kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]

@@ -132,3 +132,14 @@ def test_digits_recipe_fast_dev_run(tmp_path, monkeypatch):
         ]
     )  # fmt: skip
     assert cli.trainer.state.finished
+
+
+def test_a_strategy_given_as_an_object_keeps_kill_safe_checkpoints(tiny_digits, tmp_path):
+    cli = run(
+        "fit", "--trainer.max_steps", "1",
+        "--trainer.strategy", "lightning.pytorch.strategies.SingleDeviceStrategy",
+        "--trainer.strategy.device", "cpu",
+        data=tiny_digits, root=tmp_path,
+    )  # fmt: skip
+    assert type(cli.trainer.strategy).__name__ == "SingleDeviceStrategy"
+    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
