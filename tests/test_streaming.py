@@ -241,6 +241,34 @@ def test_extra_corpora_are_streamed_with_the_training_split(fsdd, tiny_digits):
     assert sources == {"audio": 12, "train": 16}  # fsdd/audio/utt*.flac, digits/train/*.opus
 
 
+def test_an_extra_corpus_slice_is_streamed_as_the_same_rows(fsdd, tiny_digits):
+    """`train[:5]` (a recipe's slice of an extra corpus) streams the rows map-style reads."""
+    dm = stream_module(
+        fsdd, text_column="transcription", holdout_column="speaker_id", holdout_values=["spk0"],
+        extra_train=[{"path": str(tiny_digits), "split": "train[2:7]"}],
+    )  # fmt: skip
+    dm.setup("fit")
+    streamed = Counter(
+        Path(u.row["audio"]["path"]).name for b in planned(dm) for u in b
+        if Path(u.row["audio"]["path"]).parent.name == "train"
+    )  # fmt: skip
+    mapped = SpeechDataModule(CharTokenizer(), str(tiny_digits), train_split="train[2:7]")
+    mapped.setup("fit")
+    rows = mapped.datasets["train"]
+    assert sorted(streamed) == sorted(Path(a["path"]).name for a in rows.data["audio"])
+    assert all(n == 1 for n in streamed.values())
+
+
+@pytest.mark.parametrize("split", ["train[:10%]", "train[-5:]", "train[3]"])
+def test_a_stream_slice_it_cannot_take_is_refused_at_start_up(fsdd, tiny_digits, split):
+    dm = stream_module(
+        fsdd, text_column="transcription", holdout_column="speaker_id", holdout_values=["spk0"],
+        extra_train=[{"path": str(tiny_digits), "split": split}],
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="absolute rows"):
+        dm.setup("fit")
+
+
 def test_duration_batches_keep_the_padded_budget(fsdd):
     dm = stream_module(fsdd, text_column="transcription", max_batch_seconds=6.0, max_duration=3.0)
     dm.setup("fit")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,17 @@ def load_split(
             # Keep the row count, as a hub dataset's card gives it (DDP streams need it).
             ds.info.splits = datasets.SplitDict()
             ds.info.splits.add(datasets.SplitInfo(name=split, num_examples=rows))
+    elif streaming and (rows := stream_slice(split)) is not None:
+        # `datasets` reads slices (`train[:800]`) of map-style splits only; a stream takes them
+        # with skip/take (the same rows, as the slice names absolute row numbers).
+        base, start, stop = rows
+        ds = load_split(path, base, name, audio_column, data_dir, revision, layout, True)
+        known = stream_size(ds, base)
+        ds = ds.skip(start).take(stop - start)
+        ds.info.splits = datasets.SplitDict()
+        size = stop - start if known is None else max(0, min(stop, known) - start)
+        ds.info.splits.add(datasets.SplitInfo(name=split, num_examples=size))
+        return ds
     else:
         ds = datasets.load_dataset(
             path, name, split=split, data_dir=data_dir, revision=revision, streaming=streaming
@@ -70,6 +82,31 @@ def load_split(
     if audio_column not in columns:
         raise KeyError(f"{path}[{split}] has no audio column {audio_column!r}; columns: {columns}")
     return ds.cast_column(audio_column, datasets.Audio(decode=False))
+
+
+_SLICE = re.compile(r"^([\w.-]+)\[(.*)\]$")
+
+
+def stream_slice(split: str) -> tuple[str, int, int] | None:
+    """`(split, start, stop)` of a sliced split name (`train[:800]`, `train[100:900]`), None for a
+    plain name. Streams have no length to take a percentage of: `train[:10%]` is refused."""
+    match = _SLICE.match(split.strip())
+    if match is None:
+        return None
+    base, spec = match.groups()
+    lo, sep, hi = spec.partition(":")
+    try:
+        if "%" in spec or not sep or lo.strip().startswith("-") or hi.strip().startswith("-"):
+            raise ValueError
+        start, stop = int(lo or 0), int(hi) if hi.strip() else None
+    except ValueError:
+        start = stop = None
+    if start is None or stop is None or stop < start:
+        raise ConfigError(
+            f"split {split!r}: a streamed corpus takes slices of absolute rows with an end, "
+            f"like '{base}[:800]' or '{base}[100:900]' (no percentages or negative indices)"
+        )
+    return base, start, stop
 
 
 def stream_size(stream: datasets.IterableDataset, split: str) -> int | None:
