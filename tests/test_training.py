@@ -363,3 +363,13 @@ def test_validation_scores_references_the_tokenizer_cannot_write(tiny_digits, tm
     metrics = cli.trainer.callback_metrics
     assert float(metrics["val/utterances"]) == len(rows)
     assert torch.isfinite(metrics["val/loss"]) and float(metrics["val/wer"]) > 0
+
+
+def test_a_named_predict_split_wins_over_the_test_holdout(tiny_digits):
+    held = {"holdout_column": "voice", "holdout_fraction": 0.25, "test_holdout_fraction": 0.25}
+    named = SpeechDataModule(CharTokenizer(), str(tiny_digits), predict_split="validation", **held)
+    named.setup("predict")
+    assert len(named.datasets["predict"]) == 4  # the validation split's 4 rows
+    assert named.describe("predict").startswith("validation of")
+    default = SpeechDataModule(CharTokenizer(), str(tiny_digits), **held)
+    assert default.describe("predict").startswith("held-out voice groups")

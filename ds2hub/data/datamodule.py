@@ -256,6 +256,7 @@ class SpeechDataModule(L.LightningDataModule):
             "test": test_split,
             "predict": predict_split or test_split,
         }
+        self._predict_split_given = predict_split is not None
         self.audio_column, self.text_column = audio_column, text_column
         self.holdout_column, self.holdout_values = holdout_column, holdout_values
         self.holdout_fraction, self.holdout_seed = holdout_fraction, holdout_seed
@@ -335,9 +336,18 @@ class SpeechDataModule(L.LightningDataModule):
     def _test_held_out(self) -> bool:
         return bool(self.test_holdout_values or self.test_holdout_fraction)
 
-    def _heldout(self, ds: datasets.Dataset) -> tuple[set[str], set[str]]:
-        """The validation groups and the test groups (disjoint) of the train split."""
-        values = [str(v) for v in ds[self.holdout_column]]
+    def _held_stage(self, stage: str) -> bool:
+        """Whether a stage's rows are groups held out of the train split (validation, and test or
+        predict with a test holdout, unless a predict split is named)."""
+        if not self.holdout_column:
+            return False
+        if stage == "predict" and self._predict_split_given:
+            return False
+        return stage == "val" or (stage in ("test", "predict") and self._test_held_out)
+
+    def _heldout(self, values: list[str]) -> tuple[set[str], set[str]]:
+        """The validation groups and the test groups (disjoint), given the train split's
+        holdout column."""
         if self.holdout_values:
             val = {str(v) for v in self.holdout_values}
         else:
@@ -400,24 +410,21 @@ class SpeechDataModule(L.LightningDataModule):
         if stage == "test":
             return self.splits["test"] is not None or self._test_held_out
         if stage == "predict":
-            return self.splits["predict"] is not None or self._test_held_out
+            return self.splits["predict"] is not None or self._held_stage("predict")
         return True
 
     def describe(self, stage: str) -> str:
         """Where a stage's utterances come from, in words (for logs and model cards)."""
         corpus = self.path + (f" ({self.name})" if self.name else "")
-        if self.holdout_column and stage in ("val", "test", "predict"):
-            val_or_test = "val" if stage == "val" else "test"
-            if val_or_test == "val" or self._test_held_out:
-                listed = self.holdout_values if val_or_test == "val" else self.test_holdout_values
-                share = (
-                    self.holdout_fraction if val_or_test == "val" else self.test_holdout_fraction
-                )
-                which = ", ".join(map(str, listed)) if listed else f"a random {share:.0%}"
-                return (
-                    f"held-out {self.holdout_column} groups ({which}) of "
-                    f"{self.splits['train']} of {corpus}"
-                )
+        if self._held_stage(stage):
+            val = stage == "val"
+            listed = self.holdout_values if val else self.test_holdout_values
+            share = self.holdout_fraction if val else self.test_holdout_fraction
+            which = ", ".join(map(str, listed)) if listed else f"a random {share:.0%}"
+            return (
+                f"held-out {self.holdout_column} groups ({which}) of "
+                f"{self.splits['train']} of {corpus}"
+            )
         split = self.splits.get(stage)
         if split is None:
             return f"no {stage} data"
@@ -448,14 +455,14 @@ class SpeechDataModule(L.LightningDataModule):
                 "data.test_holdout_values/test_holdout_fraction): validation data is never "
                 "reported as test; run `ds2hub validate`, or configure a test split"
             )
-        held_stage = stage == "val" or (stage in ("test", "predict") and self._test_held_out)
-        if self.holdout_column and held_stage and self.streaming:
+        held_stage = self._held_stage(stage)
+        if held_stage and self.streaming:
             return self._streamed_heldout(stage)
         if self.holdout_column and (stage == "train" or held_stage):
             ds = self._load(self.splits["train"])
-            val, test = self._heldout(ds)
+            column = [str(v) for v in ds[self.holdout_column]]  # read once: it decodes no audio
+            val, test = self._heldout(column)
             groups = {"train": None, "val": val}.get(stage, test)
-            column = [str(v) for v in ds[self.holdout_column]]
             if groups is None:  # training: everything not held out
                 keep = [i for i, v in enumerate(column) if v not in val and v not in test]
             else:
