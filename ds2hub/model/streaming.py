@@ -107,7 +107,7 @@ def initial_state(model: DeepSpeech2) -> NetworkState:
     param = next(model.parameters())
     conv, nexts = [], []
     channels, freq = 1, model.config.n_features
-    for (kt, st, width, first), layer in zip(conv_layout(model), model.conv.convs):
+    for (_, _, width, first), layer in zip(conv_layout(model), model.conv.convs):
         conv.append(param.new_zeros(channels, freq, width))
         nexts.append(first)
         channels = layer.out_channels
@@ -165,7 +165,7 @@ def _conv_step(
                 limit = s.lengths[i] if s.lengths else _UNKNOWN
                 valid = (idx >= 0) & (idx < limit)  # zeros where the whole pass pads
                 outs.append(out * valid.to(out.dtype))
-        for s, buf, n, out in zip(states, buffers, counts, outs):
+        for s, buf, n in zip(states, buffers, counts):
             s.conv[i] = buf[..., n * st :]
             s.conv_next[i] += n
         x_list = outs
@@ -234,8 +234,11 @@ def _rowconv_step(
     if max(counts) == 0:
         return seqs
     buffers = [torch.cat([s.rowconv, x]) for s, x in zip(states, seqs)]  # (tau + n_b, H)
-    batch = _pad_time([b.T for b in buffers])  # (B, H, L)
-    y = F.conv1d(batch, model.rowconv.weight, groups=batch.size(1)).transpose(1, 2)  # (B, L-tau, H)
+    batch = _pad_time([b.T for b in buffers]).transpose(1, 2)  # (B, L, H)
+    # r_t = sum_j W[:, j] * h_{t+j}: windows of tau + 1 frames (cheaper than a grouped conv1d
+    # on the few frames of a chunk).
+    windows = batch.unfold(1, tau + 1, 1)  # (B, L - tau, H, tau + 1)
+    y = (windows * model.rowconv.weight[:, 0]).sum(dim=-1)  # (B, L - tau, H)
     outs = []
     for b, (s, n) in enumerate(zip(states, counts)):
         first = s.rnn_frames - tau  # index of this step's first output
@@ -291,11 +294,12 @@ def stream_step(
             chunks[b] = torch.cat([chunks[b], zeros], dim=-1)
     top = _conv_step(model, states, chunks)
     seqs = []
-    for s, x, first in zip(states, top, [s.conv_next[-1] - x.size(0) for s, x in zip(states, top)]):
-        idx_lo = max(0, -first)
+    for s, x in zip(states, top):
+        first = s.conv_next[-1] - x.size(0)  # index of this step's first top-layer output
+        lo = max(0, -first)
         limit = s.lengths[-1] if s.lengths else _UNKNOWN
-        idx_hi = max(idx_lo, min(x.size(0), limit - first))
-        seqs.append(x[idx_lo:idx_hi])  # only frames of the utterance enter the recurrence
+        hi = max(lo, min(x.size(0), limit - first))
+        seqs.append(x[lo:hi])  # only frames of the utterance enter the recurrence
     seqs = _rnn_step(model, states, seqs)
     for b, last in enumerate(final):
         if last and tau:  # the whole pass reads zeros past the end
