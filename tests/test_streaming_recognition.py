@@ -1,13 +1,17 @@
 """Streaming recognition: chunked logits and transcripts equal the whole-utterance pass."""
 
+import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from ds2hub.features import frame_statistics
-from ds2hub.hub import SpeechRecognizer
+from ds2hub.audio import load_audio
+from ds2hub.cli import run_cli
+from ds2hub.features import FeatureConfig, frame_statistics
+from ds2hub.hub import SpeechRecognizer, from_pretrained
 from ds2hub.model.streaming import StreamingError
 from ds2hub.streaming import finish_batch, step_batch
 from ds2hub.tokenizers import CharTokenizer
@@ -198,3 +202,87 @@ def test_a_model_in_training_mode_refuses_to_stream():
     rec = make_recognizer().train()
     with pytest.raises(StreamingError, match="eval"):
         rec.stream()
+
+
+# --- a briefly trained model: the real training path with the causal front end ------------------
+CONF = Path(__file__).parent / "conf" / "digits_tiny.yaml"
+STREAMING_OPTIONS = [
+    "--model.arch.bidirectional", "false",
+    "--model.arch.lookahead", "3",
+    "--data.features.normalization", "global",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained_checkpoint(tiny_digits, tmp_path_factory):
+    root = tmp_path_factory.mktemp("fit")
+    cli = run_cli(
+        [
+            "fit", "--config", str(CONF), "--data.path", str(tiny_digits),
+            "--trainer.max_epochs", "2", "--trainer.default_root_dir", str(root),
+            "--trainer.logger.init_args.save_dir", str(root), *STREAMING_OPTIONS,
+        ]
+    )  # fmt: skip
+    return cli, Path(cli.trainer.checkpoint_callback.last_model_path)
+
+
+def test_training_estimates_feature_statistics_and_normalises_the_data_with_them(
+    trained_checkpoint, tiny_digits
+):
+    cli, ckpt = trained_checkpoint
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    assert int(state["frontend.count"]) > 1000  # frames of the 16 training utterances
+    # The DataModule computed the training features with the same statistics.
+    dm_front = cli.datamodule.frontend
+    torch.testing.assert_close(dm_front.mean, state["frontend.mean"])
+    torch.testing.assert_close(dm_front.std, state["frontend.std"])
+    features = torch.cat([cli.datamodule.datasets["train"][i]["features"] for i in range(16)], 1)
+    assert features.mean(dim=1).abs().max() < 1e-3  # estimated on exactly these utterances
+    assert features.std(dim=1).mean() == pytest.approx(1.0, abs=0.05)
+
+
+def test_a_trained_checkpoint_streams_as_it_transcribes_whole(trained_checkpoint, tiny_digits):
+    _, ckpt = trained_checkpoint
+    rec = from_pretrained(ckpt)
+    assert rec.features.normalization == "global" and rec.frontend.has_statistics
+    audio = load_audio(next((tiny_digits / "test").glob("*.opus")))
+    ref = whole_logits(rec, audio)
+    for chunk_ms in (10, 160, 2000):
+        size = RATE * chunk_ms // 1000
+        got, final = stream_logits(rec, audio, [size] * (audio.numel() // size))
+        torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
+        assert final == rec.transcribe(audio.numpy(), sample_rate=RATE)
+
+
+def test_feature_statistics_travel_through_hub_folders(trained_checkpoint, tmp_path):
+    _, ckpt = trained_checkpoint
+    rec = from_pretrained(ckpt)
+    rec.save_pretrained(tmp_path / "model")
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["features"]["normalization"] == "global"
+    again = from_pretrained(tmp_path / "model")  # strict load
+    torch.testing.assert_close(again.frontend.mean, rec.frontend.mean)
+    torch.testing.assert_close(again.frontend.std, rec.frontend.std)
+    audio = _audio(0.8)
+    torch.testing.assert_close(whole_logits(again, audio), whole_logits(rec, audio))
+
+
+def test_validating_a_checkpoint_uses_its_statistics(trained_checkpoint, tiny_digits, tmp_path):
+    fit_cli, ckpt = trained_checkpoint
+    cli = run_cli(
+        [
+            "validate", "--config", str(CONF), "--data.path", str(tiny_digits),
+            "--trainer.default_root_dir", str(tmp_path),
+            "--trainer.logger.init_args.save_dir", str(tmp_path), "--ckpt_path", str(ckpt),
+            *STREAMING_OPTIONS,
+        ]
+    )  # fmt: skip
+    torch.testing.assert_close(cli.datamodule.frontend.mean, fit_cli.datamodule.frontend.mean)
+    assert int(cli.datamodule.frontend.count) == int(fit_cli.datamodule.frontend.count)
+
+
+def test_old_front_end_configs_load_as_utterance_normalisation():
+    config = FeatureConfig(**{"sample_rate": 16000, "normalize": True})  # no `normalization`
+    assert config.normalization == "utterance" and not config.causal
+    with pytest.raises(ValueError, match="normalization"):
+        FeatureConfig(normalization="running")
