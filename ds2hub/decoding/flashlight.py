@@ -151,7 +151,8 @@ class FlashlightDecoder:
 
     def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
         """(B, T, V) log-probabilities and (B,) valid frames -> B transcripts."""
-        emissions = log_probs.detach().float().cpu()
+        # log_softmax: idempotent on log-probabilities, and makes raw logits safe too
+        emissions = torch.log_softmax(log_probs.detach().float(), dim=-1).cpu()
         if self.vocab.extra_sil:  # (B, T, V + 1): the boundary column, never emitted
             never = emissions.new_full((*emissions.shape[:2], 1), NEVER)
             emissions = torch.cat([emissions, never], dim=-1)

@@ -100,6 +100,8 @@ def inspect_lm(
     with path.open("rb") as f:
         binary = f.read(len(KENLM_BINARY_MAGIC)) == KENLM_BINARY_MAGIC
     if binary:
+        if unigrams is None and (path.parent / "unigrams.txt").is_file():
+            unigrams = path.parent / "unigrams.txt"  # pyctcdecode's layout keeps it beside
         if unigrams is None or not Path(unigrams).is_file():
             raise ConfigError(
                 f"language model {path} is a KenLM binary: its word list (unigrams.txt) is needed "

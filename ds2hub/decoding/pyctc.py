@@ -73,7 +73,7 @@ class PyCTCDecoder:
     def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
         """(B, T, V) log-probabilities and (B,) valid frames -> B transcripts."""
         c = self.config
-        frames = log_probs.detach().float().cpu().numpy()
+        frames = torch.log_softmax(log_probs.detach().float(), dim=-1).cpu().numpy()
         texts = []
         for b, n in enumerate(lengths.cpu().tolist()):
             text = self._decoder.decode(
