@@ -184,7 +184,7 @@ def kenlm_scorer(
     `LanguageModel.score` does (log10 -> natural log, α, β, the unknown-word offset and the
     sentence-end score), so both backends read the same files.
     """
-    from flashlight.lib.text.decoder import KenLM
+    from flashlight.lib.text.decoder.kenlm import KenLM
     from flashlight.lib.text.dictionary import Dictionary
     from pyctcdecode.constants import AVG_TOKEN_LEN, LOG_BASE_CHANGE_FACTOR
     from pygtrie import CharTrie
