@@ -290,7 +290,14 @@ def push_main(argv: list[str]) -> None:
     print(push(folder, args.repo_id, token=args.token, private=args.private or None))
 
 
-EXTRA_COMMANDS = {"transcribe": transcribe_main, "push": push_main}
+def lm_main(argv: list[str]) -> None:
+    """`ds2hub lm ...` (imported on use: decoding needs none of the training stack)."""
+    from ds2hub.decoding.lm_cli import lm_main as run
+
+    run(argv)
+
+
+EXTRA_COMMANDS = {"transcribe": transcribe_main, "push": push_main, "lm": lm_main}
 # Errors that mean "change the command, the files it names, or the network"; anything else is a
 # bug and keeps its traceback.
 USER_ERRORS = (
