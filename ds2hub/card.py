@@ -33,6 +33,15 @@ def template_path() -> Path:
 
 
 @dataclass
+class DecodingResult:
+    """Figures measured with one decoding."""
+
+    decoding: str  # how, in words (`ds2hub.decoding.describe_decoding` of the setting that ran)
+    metrics: dict[str, float]
+    short: str = "greedy"  # for metric names in the hub's model-index (`greedy`, `LM`)
+
+
+@dataclass
 class CardInfo:
     """What the card says beyond the model itself."""
 
@@ -52,8 +61,20 @@ class CardInfo:
     train_description: str = ""
     extra_tags: list[str] = field(default_factory=list)
     eval_stage: str = "test"  # `test`, or `val`: validation data, which also chose the checkpoint
-    decoding: str = "greedy CTC decoding, no language model"
+    decoding: str = "greedy CTC decoding (best path), no language model"  # of `metrics`
     normalization: str = "the tokenizer's `normalize`"  # of the references, for scoring
+    decoding_short: str = "greedy"  # `metrics`' decoding in model-index names
+    # Figures with other decodings (e.g. greedy beside the default LM search), same data.
+    more_results: list[DecodingResult] = field(default_factory=list)
+    # What `transcribe` does by default (None: greedy), in words.
+    default_decoding: str | None = None
+
+    @property
+    def results(self) -> list[DecodingResult]:
+        """Every decoding's figures, the default (`metrics`) first."""
+        if not self.metrics:
+            return []
+        return [DecodingResult(self.decoding, self.metrics, self.decoding_short), *self.more_results]
 
 
 def _duration(seconds: float | None) -> str:
@@ -84,6 +105,7 @@ def render_card(recognizer: SpeechRecognizer, info: CardInfo) -> ModelCard:
     split = info.dataset_split
     if info.eval_stage == "val":
         split = f"{split} (validation data, which also chose the checkpoint)"
+    several = len(info.results) > 1
     eval_results = [
         EvalResult(
             task_type="automatic-speech-recognition",
@@ -93,10 +115,12 @@ def render_card(recognizer: SpeechRecognizer, info: CardInfo) -> ModelCard:
             dataset_config=info.dataset_config,
             dataset_split=split,
             metric_type=name,
-            metric_name=f"{stage} {name.upper()}",
+            # Each figure names its decoding when there are several (`Test CER (greedy)`).
+            metric_name=f"{stage} {name.upper()}" + (f" ({result.short})" if several else ""),
             metric_value=round(value * 100, 2),  # the hub shows WER in percent
         )
-        for name, value in info.metrics.items()
+        for result in info.results
+        for name, value in result.metrics.items()
     ]
     model_name = info.repo_id.split("/")[-1]
     data = ModelCardData(
@@ -148,6 +172,14 @@ def render_card(recognizer: SpeechRecognizer, info: CardInfo) -> ModelCard:
         eval_stage=info.eval_stage,
         eval_utterances=info.eval_utterances,
         decoding=info.decoding,
+        results=[
+            {
+                "decoding": r.decoding,
+                "values": [f"{100 * r.metrics[k]:.2f} %" for k in info.metrics],
+            }
+            for r in info.results
+        ],
+        default_decoding=info.default_decoding,
         normalization=info.normalization,
         recipe=info.recipe.strip() or "(not recorded)",
         recipe_name=info.recipe_name or "(unknown)",

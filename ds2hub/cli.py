@@ -167,27 +167,47 @@ def transcribe_main(argv: list[str]) -> None:
     parser.add_argument("--chunk-seconds", type=float, default=20.0, help="split longer recordings")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if any)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per file")
+    # Decoding: the model's stored default (its LM, if the folder carries one) unless told.
     parser.add_argument(
-        "--beam-size", type=int, default=0, help="lexicon + LM beam search (0: greedy)"
+        "--greedy", action="store_true", help="best-path decoding, even if the model has an LM"
     )
-    parser.add_argument("--lm-weight", type=float, default=1.0, help="weight of the word LM")
+    parser.add_argument("--beam-size", type=int, default=0, help="beam search with this beam")
+    parser.add_argument("--backend", choices=["flashlight", "pyctcdecode"], default=None)
+    parser.add_argument("--lm", default=None, help="n-gram LM file (ARPA or KenLM binary)")
+    parser.add_argument("--lm-weight", type=float, default=None, help="alpha: weight of the LM")
+    parser.add_argument("--word-score", type=float, default=None, help="beta: per-word bonus")
     args = parser.parse_args(argv)
     for path in args.files:  # before the model loads: a typo should not cost its loading time
         require_file(path, "audio file")
     if looks_local(args.model) and not Path(args.model).expanduser().exists():
         raise UsageError(f"model {args.model!r} (--model) does not exist")
-    from ds2hub.decoding import BeamSearchConfig
+    if args.lm:
+        require_file(args.lm, "language model (--lm)")
+    from ds2hub.decoding import GREEDY, DecoderConfig
     from ds2hub.hub import from_pretrained
 
     device = args.device or ("cuda" if _cuda() else "cpu")
     model = from_pretrained(args.model, revision=args.revision).to(device)
-    beam = (
-        BeamSearchConfig(beam_size=args.beam_size, lm_weight=args.lm_weight)
-        if args.beam_size
+    changes = {
+        k: v
+        for k, v in (
+            ("beam_size", args.beam_size or None),
+            ("backend", args.backend),
+            ("lm", args.lm),
+            ("lm_weight", args.lm_weight),
+            ("word_score", args.word_score),
+        )
+        if v is not None
+    }
+    decoding = (
+        GREEDY
+        if args.greedy
+        else (model.decoding or DecoderConfig()).replace(**changes)
+        if changes
         else None
     )
     texts = model.transcribe(
-        args.files, batch_size=args.batch_size, chunk_seconds=args.chunk_seconds, beam_search=beam
+        args.files, batch_size=args.batch_size, chunk_seconds=args.chunk_seconds, decoding=decoding
     )
     for path, text in zip(args.files, texts):
         print(
@@ -225,6 +245,12 @@ def push_main(argv: list[str]) -> None:
         "--dry-run", action="store_true", help="write the folder only, upload nothing"
     )
     parser.add_argument("--no-eval", action="store_true", help="skip the evaluation")
+    parser.add_argument(
+        "--decoding",
+        default=None,
+        help="folder with the decoding setup to ship (decoding.json, language_model/: what "
+        "`ds2hub lm tune` writes; default: the run's decoding/ folder, else the recipe's)",
+    )
     parser.add_argument("--language", default=None)
     parser.add_argument("--license", default="apache-2.0")
     parser.add_argument(
@@ -254,6 +280,7 @@ def push_main(argv: list[str]) -> None:
         run_eval=not args.no_eval,
         overwrite=args.overwrite,
         redact=args.redact,
+        decoding=args.decoding,
     )
     print(f"wrote {folder}")
     # What the files will tell the world about this machine, shown before anything is uploaded.
@@ -276,7 +303,19 @@ def recipes_main(argv: list[str]) -> None:
     list_recipes(argv)
 
 
-EXTRA_COMMANDS = {"transcribe": transcribe_main, "push": push_main, "recipes": recipes_main}
+def lm_main(argv: list[str]) -> None:
+    """`ds2hub lm ...` (imported on use: decoding needs none of the training stack)."""
+    from ds2hub.decoding.lm_cli import lm_main as run
+
+    run(argv)
+
+
+EXTRA_COMMANDS = {
+    "transcribe": transcribe_main,
+    "push": push_main,
+    "recipes": recipes_main,
+    "lm": lm_main,
+}
 # Errors that mean "change the command, the files it names, or the network"; anything else is a
 # bug and keeps its traceback.
 USER_ERRORS = (

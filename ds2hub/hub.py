@@ -1,6 +1,7 @@
-"""Hugging Face Hub folders: `config.json`, `model.safetensors`, tokenizer files and a model card.
+"""Hugging Face Hub folders: `config.json`, `model.safetensors`, tokenizer files, the decoding setup
+(LM, lexicon) and a model card.
 
-`SpeechRecognizer` (features + network + tokenizer; greedy or beam-search decoding) uses huggingface_hub's
+`SpeechRecognizer` (features + network + tokenizer + default decoding) uses huggingface_hub's
 `PyTorchModelHubMixin`, so the folder follows the hub's conventions: weights as safetensors (never
 pickles), a root `config.json` (which the hub counts downloads by), and `from_pretrained` /
 `save_pretrained` / `push_to_hub` with revisions, caching and `HF_HUB_OFFLINE=1`.
@@ -18,10 +19,13 @@ from huggingface_hub import PyTorchModelHubMixin, snapshot_download
 from torch import nn
 
 from ds2hub.audio import AudioSource
-from ds2hub.decoding import BeamSearchConfig, TextDecoder, text_decoder
+from ds2hub.decoding import GREEDY, DecoderConfig, Decoding, TextDecoder, text_decoder
+from ds2hub.decoding.bundle import HUB_PATTERNS, load_decoding, save_decoding
 from ds2hub.features import FeatureConfig, LogSpectrogram
 from ds2hub.model import DeepSpeech2, DeepSpeech2Config
 from ds2hub.tokenizers import Tokenizer, load_tokenizer, tokenizer_from_config
+from ds2hub.tokenizers.base import CONFIG_NAME as TOKENIZER_FILE
+from ds2hub.tokenizers.base import LEGACY_CONFIG_NAME as LEGACY_TOKENIZER_FILE
 from ds2hub.tokenizers.pinyin import LEXICON_NAME
 
 if TYPE_CHECKING:
@@ -31,9 +35,11 @@ CHECKPOINT_KEY = "ds2hub"  # where Lightning checkpoints keep the tokenizer, fea
 HUB_FILES = [
     "config.json",
     "model.safetensors",
-    "tokenizer.json",
+    TOKENIZER_FILE,
+    LEGACY_TOKENIZER_FILE,  # folders written before the rename
     "tokenizer.model",
     LEXICON_NAME,  # a PinyinTokenizer's own word list
+    *HUB_PATTERNS,  # the decoding setup (ds2hub.decoding.bundle)
     "README.md",
     "recipe.yaml",
 ]
@@ -52,7 +58,11 @@ class SpeechRecognizer(
     Args:
         arch: the network (`DeepSpeech2Config.to_dict()`), stored in `config.json`.
         features: the front end (`FeatureConfig.to_dict()`), stored in `config.json`.
-        tokenizer: the output vocabulary, stored as `tokenizer.json` (+ `tokenizer.model`).
+        tokenizer: the output vocabulary, stored as `ds2hub_tokenizer.json` (+ `tokenizer.model`).
+
+    `decoding` (a `DecoderConfig` or None) is the default decoding: the beam search and LM that
+    `transcribe` uses unless told otherwise. It is saved with the folder (`decoding.json`,
+    `alphabet.json`, `language_model/`) and set by `from_pretrained` when the folder has one.
     """
 
     def __init__(
@@ -61,14 +71,15 @@ class SpeechRecognizer(
         super().__init__()
         if tokenizer is None:
             raise ValueError(
-                "SpeechRecognizer needs a tokenizer (from_pretrained loads it from tokenizer.json)"
+                "SpeechRecognizer needs a tokenizer (from_pretrained loads it from its folder)"
             )
         self.arch = DeepSpeech2Config.from_dict(arch)
         self.features = FeatureConfig(**(features or {}))
         self.tokenizer = tokenizer
         self.frontend = LogSpectrogram(self.features)
         self.model = DeepSpeech2(self.arch, tokenizer.vocab_size)
-        self._decoders: dict[BeamSearchConfig | None, TextDecoder] = {}  # see text_decoder
+        self.decoding: DecoderConfig | None = None  # the default decoding (see text_decoder)
+        self._decoders: dict[DecoderConfig | str, TextDecoder] = {}
         self.eval()
         # config.json: the constructor arguments plus facts users and the hub look for.
         self._hub_mixin_config = {
@@ -87,12 +98,22 @@ class SpeechRecognizer(
         """(B, F, T) features, (B,) lengths -> (B, T', V) logits, (B,) output lengths."""
         return self.model(features, lengths)
 
-    def text_decoder(self, beam_search: BeamSearchConfig | None = None) -> TextDecoder:
-        """Logits -> texts, greedy or with `beam_search`; kept per setting, since a beam search
-        loads its whole lexicon and LM when built."""
-        if beam_search not in self._decoders:
-            self._decoders[beam_search] = text_decoder(self.tokenizer, beam_search)
-        return self._decoders[beam_search]
+    def text_decoder(self, decoding: Decoding = None) -> TextDecoder:
+        """The decoder `(log_probs (B, T, V), lengths (B,)) -> list[str]` for `decoding`.
+
+        Args:
+            decoding: None for the model's default (its stored LM beam search if the folder
+                carries one, else greedy); `"greedy"` (`ds2hub.decoding.GREEDY`) for best path
+                whatever the default; or a `DecoderConfig`.
+        Decoders are kept per setting: a beam search loads its whole lexicon and LM when built.
+
+        Raises:
+            ConfigError: a missing, corrupt or mismatched LM or lexicon.
+        """
+        key = decoding if decoding is not None else (self.decoding or GREEDY)
+        if key not in self._decoders:
+            self._decoders[key] = text_decoder(self.tokenizer, key)
+        return self._decoders[key]
 
     def transcribe(
         self,
@@ -101,7 +122,7 @@ class SpeechRecognizer(
         sample_rate: int | None = None,
         chunk_seconds: float = 20.0,
         progress: bool | None = None,
-        beam_search: BeamSearchConfig | None = None,
+        decoding: Decoding = None,
     ) -> str | list[str]:
         """Transcribes one source (path, bytes, array) or a list of them.
 
@@ -111,8 +132,8 @@ class SpeechRecognizer(
             sample_rate: the rate of raw arrays; files carry their own.
             chunk_seconds: longer recordings are split at quiet points and the texts stitched.
             progress: show progress bars (default: for more than 10 inputs).
-            beam_search: decode with the tokenizer's lexicon and word LM (e.g.
-                `BeamSearchConfig(beam_size=50)`) instead of greedily.
+            decoding: None: the model's default (its LM if the folder carries one, else greedy);
+                `"greedy"`; or a `DecoderConfig` (backend, beam size, LM, α, β).
         Returns:
             the transcript, or a list of transcripts for a list input.
         """
@@ -123,7 +144,7 @@ class SpeechRecognizer(
         )
         sources = [audio] if single else list(audio)
         show = progress if progress is not None else len(sources) > 10
-        texts = transcribe(self, sources, batch_size, sample_rate, chunk_seconds, show, beam_search)
+        texts = transcribe(self, sources, batch_size, sample_rate, chunk_seconds, show, decoding)
         return texts[0] if single else texts
 
     def stream(self) -> StreamSession:
@@ -138,6 +159,8 @@ class SpeechRecognizer(
     def _save_pretrained(self, save_directory: Path) -> None:
         super()._save_pretrained(save_directory)  # model.safetensors
         self.tokenizer.save(save_directory)
+        if self.decoding is not None:
+            save_decoding(save_directory, self.decoding, self.tokenizer)
 
     @classmethod
     def _from_pretrained(
@@ -168,9 +191,11 @@ class SpeechRecognizer(
         model = cls(
             **{k: v for k, v in model_kwargs.items() if k in ("arch", "features", "tokenizer")}
         )
-        return cls._load_as_safetensor(
+        model = cls._load_as_safetensor(
             model, os.path.join(folder, "model.safetensors"), map_location, strict
         )
+        model.decoding = load_decoding(folder)
+        return model
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location: str = "cpu") -> SpeechRecognizer:

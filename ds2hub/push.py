@@ -18,6 +18,7 @@ import getpass
 import json
 import logging
 import re
+import shutil
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -29,10 +30,11 @@ import yaml
 from huggingface_hub import HfApi
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
-from ds2hub.card import DEFAULT_LANGUAGE, CardInfo, render_card
+from ds2hub.card import DEFAULT_LANGUAGE, CardInfo, DecodingResult, render_card
 from ds2hub.data import SpeechDataModule
 from ds2hub.data.dataset import is_empty_batch
-from ds2hub.decoding import BeamSearchConfig
+from ds2hub.decoding import GREEDY, DecoderConfig, Decoding, describe_decoding
+from ds2hub.decoding.bundle import DECODING_FILE, FOLDER_ENTRIES, LM_DIR, load_decoding
 from ds2hub.features import FeatureConfig
 from ds2hub.hub import CHECKPOINT_KEY, HUB_FILES, SpeechRecognizer
 from ds2hub.tokenizers import Tokenizer
@@ -93,16 +95,12 @@ def describe_stage(datamodule: SpeechDataModule, stage: str) -> str:
     return f"{datamodule.splits[stage]} of {datamodule.path}"
 
 
-def describe_decoding(beam_search: BeamSearchConfig | None) -> str:
-    """The decoding the figures were measured with, for the card."""
-    if beam_search is None:
-        return "greedy CTC decoding, no language model"
-    lexicon = PurePath(beam_search.lexicon).name if beam_search.lexicon else "the tokenizer's own"
-    lm = "a KenLM model" if beam_search.lm else "a unigram word LM"
-    return (
-        f"lexicon beam search (beam {beam_search.beam_size}, lexicon {lexicon}, {lm} at weight "
-        f"{beam_search.lm_weight})"
-    )
+def find_decoding(checkpoint: Path) -> DecoderConfig | None:
+    """A decoding setup `ds2hub lm tune` stored beside the run (`<run>/decoding/decoding.json`)."""
+    for folder in (checkpoint.parent, checkpoint.parent.parent):
+        if (folder / "decoding" / DECODING_FILE).is_file():
+            return load_decoding(folder / "decoding")
+    return None
 
 
 def find_run_config(checkpoint: Path) -> Path | None:
@@ -130,9 +128,10 @@ def evaluate(
     recognizer: SpeechRecognizer,
     datamodule: SpeechDataModule,
     stage: str = "test",
-    beam_search: BeamSearchConfig | None = None,
+    decoding: Decoding = GREEDY,
 ) -> dict[str, Any]:
-    """Error rates on one stage (`test` or `val`) of the DataModule, greedy or with `beam_search`.
+    """Error rates on one stage (`test` or `val`) of the DataModule, decoded with `decoding`
+    (see `SpeechRecognizer.text_decoder`; None is the model's default).
 
     Returns:
         `{"wer" or "ser": ..., "cer": ..., "utterances": n}` (see `word_metric`).
@@ -141,7 +140,7 @@ def evaluate(
     loader = datamodule.test_dataloader() if stage == "test" else datamodule.val_dataloader()
     words, cer, n = WordErrorRate(), CharErrorRate(), 0
     normalize, _ = reference_normalizer(recognizer.tokenizer)
-    decode = recognizer.text_decoder(beam_search)
+    decode = recognizer.text_decoder(decoding)
     for batch in loader:
         if is_empty_batch(batch):  # nothing in it decoded
             continue
@@ -274,7 +273,7 @@ def check_output_dir(output_dir: Path, overwrite: bool) -> None:
             f"output folder {output_dir} holds an earlier ds2hub export; pass --overwrite "
             "(overwrite=True) to replace it, or choose a new folder"
         )
-    foreign = sorted(entries - {EXPORT_MARKER, *HUB_FILES})
+    foreign = sorted(entries - {EXPORT_MARKER, *HUB_FILES, *FOLDER_ENTRIES})
     if foreign:
         raise ExportError(
             f"output folder {output_dir} holds files ds2hub did not write ({', '.join(foreign)}); "
@@ -286,8 +285,11 @@ def _prepare_output_dir(output_dir: Path, overwrite: bool, about: dict[str, Any]
     """Creates (or, after `check_output_dir`, empties) the folder and marks it as ds2hub's."""
     check_output_dir(output_dir, overwrite)  # again: the folder may have changed meanwhile
     output_dir.mkdir(parents=True, exist_ok=True)
-    for name in HUB_FILES:  # only the files an export writes (check_output_dir: nothing else)
-        (output_dir / name).unlink(missing_ok=True)
+    for name in {*HUB_FILES, *FOLDER_ENTRIES}:  # only what an export writes (check_output_dir)
+        if name == LM_DIR and (output_dir / name).is_dir():
+            shutil.rmtree(output_dir / name)
+        elif "*" not in name:
+            (output_dir / name).unlink(missing_ok=True)
     (output_dir / EXPORT_MARKER).write_text(json.dumps(about, indent=2) + "\n")
 
 
@@ -303,6 +305,7 @@ def export(
     run_eval: bool = True,
     overwrite: bool = False,
     redact: bool = False,
+    decoding: DecoderConfig | str | Path | None = None,
 ) -> Path:
     """Writes the hub folder for `checkpoint` into `output_dir` and returns it.
 
@@ -321,6 +324,11 @@ def export(
             write is never touched.
         redact: replace local paths, the user and host name in recipe.yaml and the card (see
             `local_details`, which lists them).
+        decoding: the model's default decoding, shipped in the folder (LM, lexicon): a
+            `DecoderConfig` or a folder holding `decoding.json` (what `ds2hub lm tune` writes).
+            Default: the setup `lm tune` stored beside the run, else the recipe's
+            `model.beam_search`, else none (greedy). The card reports greedy figures and, with a
+            decoding, its figures too, each labelled with how it was decoded.
 
     Raises:
         ExportError: the folder may not be written, no language is known, or there is no recipe
@@ -337,9 +345,18 @@ def export(
     language = language or DEFAULT_LANGUAGE.get(recognizer.tokenizer.kind)
     if language is None:
         raise ExportError(f"pass --language for a {recognizer.tokenizer.kind!r} model")
-    beam = (recipe.get("model") or {}).get("beam_search")  # score as the recipe decodes
-    beam_search = BeamSearchConfig(**beam) if beam else None
+    if isinstance(decoding, (str, Path)):
+        decoding = load_decoding(decoding)
+        if decoding is None:
+            raise ExportError(f"{DECODING_FILE} not found in the decoding folder")
+    if decoding is None:
+        decoding = find_decoding(checkpoint)
+    if decoding is None:
+        beam = (recipe.get("model") or {}).get("beam_search")  # score as the recipe decodes
+        decoding = DecoderConfig.from_dict(beam) if beam else None
+    recognizer.decoding = decoding
     metrics: dict[str, float] = {}
+    more: list[DecodingResult] = []
     utterances, stage, split = 0, "test", str(data_cfg.get("test_split") or "test")
     if run_eval:
         if not data_cfg:
@@ -347,16 +364,23 @@ def export(
         datamodule = datamodule_from_config(recipe, recognizer)
         stage = evaluation_stage(datamodule)
         split = describe_stage(datamodule, stage)
-        result = evaluate(recognizer, datamodule, stage, beam_search)
-        utterances = result.pop("utterances")
-        metrics = result
-        log.info(
-            "%s data (%s, %d utterances): %s",
-            STAGE_NAMES[stage],
-            split,
-            utterances,
-            ", ".join(f"{k.upper()} {100 * v:.2f} %" for k, v in metrics.items()),
-        )
+        # The default decoding first (what the card's usage snippet does), then greedy beside it.
+        for setting in [decoding, GREEDY] if decoding is not None else [GREEDY]:
+            result = evaluate(recognizer, datamodule, stage, setting)
+            utterances = result.pop("utterances")
+            label = describe_decoding(setting, recognizer.tokenizer)
+            if metrics:
+                more.append(DecodingResult(label, result, "greedy"))
+            else:
+                metrics = result
+            log.info(
+                "%s data (%s, %d utterances), %s: %s",
+                STAGE_NAMES[stage],
+                split,
+                utterances,
+                label,
+                ", ".join(f"{k.upper()} {100 * v:.2f} %" for k, v in result.items()),
+            )
     path = str(data_cfg.get("path", "unknown"))
     dataset_id = dataset_id or (Path(path).name if Path(path).exists() else path)
     if run_eval:  # the card names the dataset once; its folder need not be published
@@ -383,7 +407,12 @@ def export(
         hardware=extra.get("hardware"),
         train_description=hide(f"the {data_cfg.get('train_split', 'train')} split of {path}"),
         eval_stage=stage,
-        decoding=describe_decoding(beam_search),
+        decoding=describe_decoding(decoding, recognizer.tokenizer),
+        decoding_short="greedy" if decoding is None else "LM",
+        more_results=more,
+        default_decoding=(
+            None if decoding is None else describe_decoding(decoding, recognizer.tokenizer)
+        ),
         normalization=normalization,
     )
     _prepare_output_dir(output_dir, overwrite, {"repo_id": repo_id, "checkpoint": checkpoint.name})

@@ -100,8 +100,8 @@ class DeepSpeech2Task(L.LightningModule):
         optimizer: optimizer factory; the paper used SGD with Nesterov momentum, AdamW also works.
         scheduler: optional learning-rate schedule factory, stepped every optimizer step.
         log_examples: how many validation transcripts to print at the end of each validation.
-        beam_search: decode validation, test and predict with `LexiconBeamSearch` (the
-            tokenizer's lexicon and a word LM) instead of greedy best path.
+        beam_search: decode validation, test and predict with this beam search and LM
+            (`ds2hub.decoding.DecoderConfig`: backend, beam size, LM, α, β); None: greedy.
         ctc_reduction: `utterance` (the paper's per-utterance cost averaged over the batch) or
             `token` (also divided by transcript length); see `ctc_loss`. Optimiser settings
             (learning rate, `trainer.gradient_clip_val`) depend on it.

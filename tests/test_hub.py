@@ -70,7 +70,7 @@ def test_save_and_from_pretrained_give_identical_logits(tokenizer, tmp_path):
     model = _recognizer(tokenizer)
     model.save_pretrained(tmp_path)
     files = {p.name for p in tmp_path.iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "README.md"} <= files
+    assert {"config.json", "model.safetensors", "ds2hub_tokenizer.json", "README.md"} <= files
     assert not any(name.endswith((".bin", ".pt", ".ckpt", ".pkl")) for name in files)  # no pickles
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["sample_rate"] == 16000 and config["tokenizer"]["kind"] == tokenizer.kind
@@ -251,7 +251,7 @@ def test_push_uploads_the_folder_through_the_hub_api(trained_ckpt, tmp_path):
     assert {
         "config.json",
         "model.safetensors",
-        "tokenizer.json",
+        "ds2hub_tokenizer.json",
         "README.md",
         "recipe.yaml",
     } <= set(hub.committed)
@@ -328,33 +328,45 @@ def test_a_hub_folder_cannot_make_ds2hub_read_files_outside_it(tmp_path):
     folder = tmp_path / "model"
     _recognizer(PinyinTokenizer(lexicon=str(words))).save_pretrained(folder)
     # Its own word list travels inside the folder and is found there.
-    saved = json.loads((folder / "tokenizer.json").read_text())
+    saved = json.loads((folder / "ds2hub_tokenizer.json").read_text())
     assert saved["init_args"]["lexicon"] == "lexicon.txt"
     loaded = ds2hub.from_pretrained(folder)
     assert Path(loaded.tokenizer.lexicon_path).parent == folder
-    assert loaded.tokenizer.lexicon.to_hanzi(["ni3", "hao3"]) == "你好"
+    from ds2hub.decoding.hanzi import hanzi_lexicon
+
+    lexicon = hanzi_lexicon(loaded.tokenizer.lexicon_path, loaded.tokenizer.lexicon_min_count)
+    assert lexicon.to_hanzi(["ni3", "hao3"]) == "你好"
 
     for outside in (str(secret), "../secret.txt", "~/secret.txt"):
         saved["init_args"]["lexicon"] = outside
-        (folder / "tokenizer.json").write_text(json.dumps(saved))
+        (folder / "ds2hub_tokenizer.json").write_text(json.dumps(saved))
         with pytest.raises(TokenizerFileError, match="outside the model folder"):
             ds2hub.from_pretrained(folder)
 
     spm_folder = tmp_path / "spm"
     tokenizer = SentencePieceTokenizer(vocab_size=30).fit(["one two three four five"] * 20)
     _recognizer(tokenizer).save_pretrained(spm_folder)
-    config = json.loads((spm_folder / "tokenizer.json").read_text())
+    config = json.loads((spm_folder / "ds2hub_tokenizer.json").read_text())
     config["init_args"] = {"model_file": str(spm_folder.parent / "spm" / ".." / "secret.txt")}
-    (spm_folder / "tokenizer.json").write_text(json.dumps(config))
+    (spm_folder / "ds2hub_tokenizer.json").write_text(json.dumps(config))
     with pytest.raises(TokenizerFileError, match="outside the model folder"):
         ds2hub.from_pretrained(spm_folder)
 
 
+def test_folders_written_before_the_tokenizer_file_rename_still_load(tmp_path):
+    model = _recognizer(CharTokenizer())
+    model.save_pretrained(tmp_path)
+    # never Hugging Face's fast-tokenizer file name, which hub tooling would try to parse
+    assert not (tmp_path / "tokenizer.json").exists()
+    (tmp_path / "ds2hub_tokenizer.json").rename(tmp_path / "tokenizer.json")
+    assert ds2hub.from_pretrained(tmp_path).tokenizer.vocab == model.tokenizer.vocab
+
+
 def test_jieba_dictionary_is_named_not_copied(tmp_path):
-    from ds2hub.tokenizers.pinyin import jieba_dictionary
+    from ds2hub.decoding.hanzi import jieba_dictionary
 
     PinyinTokenizer(lexicon=str(jieba_dictionary())).save(tmp_path)
-    assert json.loads((tmp_path / "tokenizer.json").read_text())["init_args"]["lexicon"] is None
+    assert json.loads((tmp_path / "ds2hub_tokenizer.json").read_text())["init_args"]["lexicon"] is None
     assert not (tmp_path / "lexicon.txt").exists()
 
 

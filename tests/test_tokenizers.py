@@ -7,7 +7,6 @@ from ds2hub.tokenizers import (
     BLANK,
     BigramTokenizer,
     CharTokenizer,
-    HanziLexicon,
     MandarinTokenizer,
     PinyinTokenizer,
     SentencePieceTokenizer,
@@ -110,53 +109,12 @@ def test_save_load_round_trip(tok, tmp_path):
     assert again.get_config() == tok.get_config()
 
 
-@pytest.fixture
-def small_lexicon(tmp_path):
-    """A word-frequency file in jieba's format, with homophones of different frequencies."""
-    path = tmp_path / "words.txt"
-    lines = [
-        "是 900 v",
-        "事 300 n",
-        "市 200 n",
-        "十 250 m",
-        "市场 80 n",
-        "学生 60 n",
-        "学 40 v",
-        "生 50 v",
-        "中国 70 ns",
-        "了 400 ul",
-        "AT&T 3 nz",
-    ]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
 def test_pinyin_targets_are_toned_syllables():
     tok = PinyinTokenizer(output="pinyin")
     assert tok.vocab_size == 33  # blank, space, a-z (ü written v), tones 1-5
     ids = tok.encode("学生们，喜欢绿色！")  # punctuation is normalised away
     assert tok.decode(ids) == "xue2 sheng1 men5 xi3 huan1 lv4 se4"
     assert tok.uncovered("学生") == set()
-
-
-def test_pinyin_decodes_to_the_most_probable_words(small_lexicon):
-    tok = PinyinTokenizer(lexicon=str(small_lexicon), lexicon_min_count=1)
-
-    def hanzi(pinyin: str) -> str:  # what the model would emit, spelled letter by letter
-        return tok.decode([tok.vocab.index(ch) for ch in pinyin])
-
-    assert hanzi("shi4") == "是"  # the most frequent of 是/事/市
-    assert hanzi("shi2") == "十"  # the tone decides
-    assert hanzi("shi4 chang3") == "市场"  # a known word beats two likelier characters
-    assert hanzi("xue2sheng1") == "学生"  # a tone digit also ends a syllable
-    assert hanzi("zhong guo") == "中国"  # missing tones fall back to the toneless reading
-    assert hanzi("liao3") == "了"  # every reading of a single character is indexed
-    assert hanzi("qqq xue2") == "⁇学"  # nothing explains qqq
-
-
-def test_lexicon_needs_han_words():
-    with pytest.raises(ValueError, match="no Han words"):
-        HanziLexicon([("AT&T", 3)])
 
 
 def test_unknown_kind_is_a_clear_error():

@@ -1,24 +1,107 @@
-"""One entry point from logits to text, whichever search a recipe or caller asks for."""
+"""One entry point from log-probabilities to text, whichever search a recipe or caller asks for.
+
+The contract every caller (transcribe, the server, validation, `push`) relies on:
+
+    decode = text_decoder(tokenizer, decoding)   # DecoderConfig, GREEDY or None (= greedy)
+    texts = decode(log_probs, lengths)           # (B, T, V) log-probs, (B,) lengths -> B strings
+
+`SpeechRecognizer.text_decoder(decoding=None)` adds the model's stored default (its LM if the
+folder carries one).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import PurePath
 
 import torch
 
-from ds2hub.decoding.beam import BeamSearchConfig, LexiconBeamSearch
+from ds2hub.decoding.config import GREEDY, DecoderConfig
 from ds2hub.decoding.greedy import greedy_decode
+from ds2hub.errors import ConfigError
 from ds2hub.tokenizers.base import Tokenizer
 
 TextDecoder = Callable[[torch.Tensor, torch.Tensor], list[str]]
+Decoding = DecoderConfig | str | None  # a beam search, GREEDY, or None (greedy here)
 
 
-def text_decoder(tokenizer: Tokenizer, beam_search: BeamSearchConfig | None = None) -> TextDecoder:
-    """(B, T, V) logits, (B,) lengths -> B texts: greedy best path, or lexicon beam search."""
-    if beam_search is not None:
-        return LexiconBeamSearch(tokenizer, config=beam_search)
+def _hanzi_converter(tokenizer: Tokenizer) -> Callable[[str], str] | None:
+    """For a pinyin model that writes characters: pinyin text -> characters (word unigram DP)."""
+    if tokenizer.kind != "pinyin" or getattr(tokenizer, "output", "pinyin") != "hanzi":
+        return None
+    from ds2hub.decoding.hanzi import hanzi_lexicon, split_syllables
+
+    lexicon = hanzi_lexicon(tokenizer.lexicon_path, tokenizer.lexicon_min_count)
+    return lambda text: lexicon.to_hanzi(split_syllables(text))
+
+
+def greedy_text_decoder(tokenizer: Tokenizer) -> TextDecoder:
+    """Best path, blanks and repeats removed; a pinyin model's syllables then become characters
+    through its word list (a unigram search, `HanziLexicon`)."""
+    to_hanzi = _hanzi_converter(tokenizer)
 
     def greedy(logits: torch.Tensor, lengths: torch.Tensor) -> list[str]:
-        return [tokenizer.decode(ids) for ids in greedy_decode(logits, lengths, tokenizer.blank_id)]
+        texts = [tokenizer.decode(ids) for ids in greedy_decode(logits, lengths, tokenizer.blank_id)]
+        return [to_hanzi(t) for t in texts] if to_hanzi else texts
 
     return greedy
+
+
+def text_decoder(tokenizer: Tokenizer, decoding: Decoding = None) -> TextDecoder:
+    """A decoder `(log_probs (B, T, V), lengths (B,)) -> list[str]`.
+
+    Args:
+        tokenizer: the model's output vocabulary.
+        decoding: a `DecoderConfig` (beam search with its backend and LM), `GREEDY` or None
+            (both greedy).
+    Raises:
+        ConfigError: an unknown setting, or an LM/lexicon the backend cannot use (checked here,
+            when the decoder is built, never midway through a search).
+    """
+    if decoding is None or decoding == GREEDY:
+        return greedy_text_decoder(tokenizer)
+    if isinstance(decoding, dict):
+        decoding = DecoderConfig.from_dict(decoding)
+    if not isinstance(decoding, DecoderConfig):
+        raise ConfigError(f"decoding must be a DecoderConfig, {GREEDY!r} or None, not {decoding!r}")
+    if decoding.backend == "pyctcdecode":
+        from ds2hub.decoding.pyctc import PyCTCDecoder
+
+        return PyCTCDecoder(tokenizer, decoding)
+    from ds2hub.decoding.flashlight import FlashlightDecoder
+
+    return FlashlightDecoder(tokenizer, decoding)
+
+
+def describe_decoding(decoding: Decoding, tokenizer: Tokenizer) -> str:
+    """How figures were decoded, in words, for model cards and logs; derived from the setting
+    that ran, so a card never names a decoding it did not use."""
+    if decoding is None or decoding == GREEDY:
+        if _hanzi_converter(tokenizer) is not None:
+            return (
+                "greedy CTC decoding (best path); syllables turned into characters by a word "
+                "unigram search over the model's word list, no n-gram language model"
+            )
+        return "greedy CTC decoding (best path), no language model"
+    d = decoding if isinstance(decoding, DecoderConfig) else DecoderConfig.from_dict(decoding)
+    from ds2hub.decoding.vocabulary import decoding_vocabulary
+
+    unit = decoding_vocabulary(tokenizer).unit
+    if d.lm:
+        order = f"{d.lm_order}-gram " if d.lm_order else "n-gram "
+        lm = f"{order}{'character' if unit == 'char' else 'word'} LM `{PurePath(d.lm).name}`"
+    elif d.backend == "flashlight" and unit == "word":
+        lm = "a unigram word LM from the word list's counts"
+    else:
+        lm = "no language model"
+    if d.backend == "flashlight":
+        search = "flashlight lexicon-free beam search" if unit == "char" else (
+            "flashlight lexicon beam search"
+            + (f" (lexicon `{PurePath(d.lexicon).name}`)" if d.lexicon else "")
+        )
+    else:
+        search = "pyctcdecode beam search"
+    extra = f", {len(d.hotwords)} hotwords" if d.hotwords else ""
+    return (
+        f"{search}, beam {d.beam_size}, {lm}, α = {d.lm_weight:g}, β = {d.word_score:g}{extra}"
+    )

@@ -6,7 +6,7 @@ from ds2hub.tokenizers.bigrams import BigramTokenizer, split_bigrams
 from ds2hub.tokenizers.chars import CharTokenizer
 from ds2hub.tokenizers.mandarin import MandarinTokenizer
 from ds2hub.tokenizers.normalizers import normalize_english, normalize_mandarin
-from ds2hub.tokenizers.pinyin import HanziLexicon, PinyinTokenizer
+from ds2hub.tokenizers.pinyin import PinyinTokenizer
 from ds2hub.tokenizers.registry import (
     ENTRY_POINT_GROUP,
     available_tokenizers,
@@ -28,7 +28,6 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "BigramTokenizer",
     "CharTokenizer",
-    "HanziLexicon",
     "MandarinTokenizer",
     "PinyinTokenizer",
     "SentencePieceTokenizer",

@@ -9,47 +9,22 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from ds2hub.tokenizers.normalizers import normalize_reference
 
 BLANK = "<blank>"
-CONFIG_NAME = "tokenizer.json"
-
-
-@dataclass(frozen=True)
-class LexiconEntry:
-    """A word a lexicon decoder may output: its text, its spelling in this tokenizer's tokens, and
-    its log10 prior (as ARPA files write probabilities)."""
-
-    text: str
-    spelling: tuple[str, ...]
-    log10_prob: float
-    reading: str = ""  # tells apart entries with the same text (a character's readings)
-
-
-def read_word_counts(path: str | Path) -> dict[str, float]:
-    """A word list for lexicons and LMs: `word [count [tag]]` lines (jieba's dictionary format, or
-    bare words counting 1). Repeated words add up; non-positive counts are dropped."""
-    counts: dict[str, float] = {}
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        fields = line.split()
-        if not fields:
-            continue
-        try:
-            count = float(fields[1]) if len(fields) > 1 else 1.0
-        except ValueError:
-            count = 1.0
-        counts[fields[0]] = counts.get(fields[0], 0.0) + count
-    return {word: count for word, count in counts.items() if count > 0}
+# Not `tokenizer.json`: that is the file name of Hugging Face's fast-tokenizer format, which hub
+# tooling would try (and fail) to parse. Folders written before the rename are still read.
+CONFIG_NAME = "ds2hub_tokenizer.json"
+LEGACY_CONFIG_NAME = "tokenizer.json"
 
 
 class Tokenizer(ABC):
     """Maps text to CTC target ids and back.
 
-    Subclasses set `kind` (the name recorded in `tokenizer.json` and used for the entry-point
+    Subclasses set `kind` (the name recorded in the tokenizer file and used for the entry-point
     registry), fill `self.vocab` with `vocab[0] == BLANK`, and implement `normalize`, `_split`
     (normalized text -> token strings) and `_join` (token strings -> text).
     """
@@ -149,11 +124,6 @@ class Tokenizer(ABC):
         """Turns ids (already CTC-collapsed) into text; blanks are dropped."""
         return self._join([self.vocab[i] for i in ids if i != self.blank_id])
 
-    def lexicon_entries(self) -> list[LexiconEntry]:
-        """The words beam search may output, spelled in this vocabulary. Tokenizers that know a
-        lexicon (PinyinTokenizer) override it; for the others, pass the entries yourself."""
-        raise NotImplementedError(f"{type(self).__name__} has no built-in word lexicon")
-
     def to_config(self) -> dict[str, Any]:
         """Everything needed to rebuild the tokenizer, as JSON (stored in checkpoints and hubs).
 
@@ -172,7 +142,7 @@ class Tokenizer(ABC):
         return cls(**config.get("init_args", {}))
 
     def save(self, directory: str | Path) -> Path:
-        """Writes `tokenizer.json` into `directory` and returns its path."""
+        """Writes the tokenizer file (`CONFIG_NAME`) into `directory` and returns its path."""
         path = Path(directory) / CONFIG_NAME
         path.parent.mkdir(parents=True, exist_ok=True)
         # `kind`, not a class path: loading resolves it through the entry-point registry only.

@@ -19,7 +19,7 @@ class MandarinTokenizer(Tokenizer):
     training never saw, map to the explicit `<unk>` token (id 1), which decodes to `⁇`.
 
     Args:
-        characters: the learned vocabulary (None until `fit` runs; stored in `tokenizer.json`).
+        characters: the learned vocabulary (None until `fit` runs; stored in the tokenizer file).
         min_count: minimum training frequency for a character to get its own token.
     """
 

@@ -5,11 +5,11 @@ A third-party package registers a tokenizer in its own `pyproject.toml`:
     [project.entry-points."ds2hub.tokenizers"]
     spanish = "ds2hub_spanish:SpanishTokenizer"
 
-after which `load_tokenizer` and `from_pretrained` rebuild it from a saved `tokenizer.json` whose
+after which `load_tokenizer` and `from_pretrained` rebuild it from a saved tokenizer file (`ds2hub_tokenizer.json`) whose
 `kind` is `spanish`.
 
 A tokenizer whose constructor reads files (a lexicon, a SentencePiece model) lists those arguments
-in `file_args`. A `tokenizer.json` comes from a folder that may have been downloaded: `load_tokenizer`
+in `file_args`. A tokenizer file comes from a folder that may have been downloaded: `load_tokenizer`
 lets such arguments name only files inside that folder, so a published model cannot make ds2hub
 read anything else on the user's machine.
 """
@@ -20,7 +20,7 @@ import json
 from pathlib import Path, PurePath
 from typing import Any
 
-from ds2hub.tokenizers.base import CONFIG_NAME, Tokenizer
+from ds2hub.tokenizers.base import CONFIG_NAME, LEGACY_CONFIG_NAME, Tokenizer
 
 ENTRY_POINT_GROUP = "ds2hub.tokenizers"
 
@@ -39,7 +39,7 @@ def available_tokenizers() -> dict[str, type[Tokenizer]]:
 
 
 def tokenizer_from_config(config: dict[str, Any]) -> Tokenizer:
-    """Rebuilds a tokenizer from `{"kind": ..., "init_args": ...}` (a `tokenizer.json`) or from
+    """Rebuilds a tokenizer from `{"kind": ..., "init_args": ...}` (a tokenizer file) or from
     `Tokenizer.to_config()` output (`class_path` form, as checkpoints store it).
 
     Only registered tokenizer classes are ever built: a saved file cannot name arbitrary code.
@@ -82,8 +82,18 @@ def _inside(directory: Path, name: str, value: object) -> str:
     return str(path)
 
 
+def config_file(directory: str | Path) -> Path:
+    """The tokenizer file of a model folder: `ds2hub_tokenizer.json`, or `tokenizer.json` in
+    folders written before the rename."""
+    directory = Path(directory)
+    legacy = directory / LEGACY_CONFIG_NAME
+    if not (directory / CONFIG_NAME).is_file() and legacy.is_file():
+        return legacy
+    return directory / CONFIG_NAME
+
+
 def load_tokenizer(directory: str | Path) -> Tokenizer:
-    """Loads the tokenizer saved in `directory/tokenizer.json`.
+    """Loads the tokenizer saved in `directory` (see `config_file`).
 
     File arguments (the class's `file_args`) are read relative to `directory` and must stay inside
     it (see the module doc); None keeps the class's default (e.g. jieba's packaged dictionary).
@@ -92,7 +102,7 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
         TokenizerFileError: a file argument is absolute, climbs out with `..`, or is missing.
     """
     directory = Path(directory)
-    config = json.loads((directory / CONFIG_NAME).read_text())
+    config = json.loads(config_file(directory).read_text())
     cls = available_tokenizers().get(config.get("kind", ""))
     init_args = dict(config.get("init_args") or {})
     for name in getattr(cls, "file_args", ()):

@@ -122,7 +122,7 @@ class SentencePieceTokenizer(Tokenizer):
         return config
 
     def save(self, directory: str | Path) -> Path:
-        """Writes `tokenizer.json` and, for tools that expect one, the plain `tokenizer.model`."""
+        """Writes the tokenizer file and, for tools that expect one, the plain `tokenizer.model`."""
         path = super().save(directory)
         if self._sp is not None:
             (Path(directory) / MODEL_NAME).write_bytes(self._proto)

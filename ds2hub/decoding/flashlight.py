@@ -1,0 +1,167 @@
+"""The flashlight backend: torchaudio's `ctc_decoder` (flashlight-text's beam search with KenLM).
+
+Two modes, chosen by the LM's unit (see `ds2hub.decoding.vocabulary`):
+
+- lexicon (word LMs): hypotheses may only spell words of a lexicon, and each finished word adds
+  α log P(word | history) + β. The lexicon is the LM's own words (those the model's tokens can
+  spell), a given word list, or for pinyin models every reading of every word of the tokenizer's
+  word list, so the LM chooses between homophones (事/市/室 all spell `shi4`).
+- lexicon-free (character LMs, Mandarin characters): every token is scored by the LM as it is
+  emitted (β does not apply: flashlight's lexicon-free search has no per-word score).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ds2hub.decoding.config import DecoderConfig
+from ds2hub.decoding.hanzi import pinyin_lexicon, word_counts
+from ds2hub.decoding.lexicon import (
+    LexiconEntry,
+    read_word_counts,
+    unigram_priors,
+    write_lexicon,
+    write_unigram_arpa,
+)
+from ds2hub.decoding.lm import LMInfo, check_coverage, coverage, inspect_lm
+from ds2hub.decoding.vocabulary import SIL, DecodingVocabulary, decoding_vocabulary, spell
+from ds2hub.errors import ConfigError
+from ds2hub.tokenizers.base import BLANK, Tokenizer
+
+log = logging.getLogger(__name__)
+NEVER = -1e9  # log-probability of the added boundary column: flashlight needs the token to exist
+
+
+def lexicon_entries(
+    tokenizer: Tokenizer, vocab: DecodingVocabulary, config: DecoderConfig, lm: LMInfo | None
+) -> list[LexiconEntry]:
+    """The words a lexicon search may write, spelled in flashlight's token names.
+
+    Raises:
+        ConfigError: no word can be spelled, or there is neither a lexicon nor an LM to take
+            words from.
+    """
+    if tokenizer.kind == "pinyin":
+        if getattr(tokenizer, "output", "hanzi") != "hanzi":
+            raise ConfigError("a pinyin model with output='pinyin' has no word lexicon to search")
+        path = config.lexicon or getattr(tokenizer, "lexicon_path", None)
+        counts = word_counts(path, 1 if config.lexicon else tokenizer.lexicon_min_count)
+        return [
+            LexiconEntry(w.word, tuple(SIL if t == " " else t for t in w.spelling), w.log10_prob)
+            for w in pinyin_lexicon(counts)
+        ]
+    if config.lexicon:
+        counts = read_word_counts(config.lexicon)
+    elif lm is not None:
+        counts = dict.fromkeys(lm.vocabulary, 1.0)
+    else:
+        raise ConfigError(
+            f"lexicon beam search for a {tokenizer.kind!r} model needs an LM (lm=) or a word list "
+            "(lexicon=)"
+        )
+    priors = unigram_priors(counts)
+    entries = []
+    for word in sorted(counts):
+        spelling = spell(tokenizer, vocab, word)
+        if spelling is not None:
+            entries.append(LexiconEntry(word, spelling, priors[word]))
+    if not entries:
+        raise ConfigError(
+            f"no word of the {'lexicon' if config.lexicon else 'LM'} can be spelled with the "
+            f"model's {tokenizer.kind} tokens"
+        )
+    share = len(entries) / len(counts)
+    level = logging.WARNING if share < 0.5 else logging.INFO
+    log.log(level, "%d of %d words (%.1f %%) spelled with the model's tokens",
+            len(entries), len(counts), 100 * share)
+    return entries
+
+
+class FlashlightDecoder:
+    """(B, T, V) log-probs, (B,) lengths -> B texts, with flashlight's beam search.
+
+    Args:
+        tokenizer: the model's output vocabulary.
+        config: the settings (`backend` is not read here).
+    Raises:
+        ConfigError: a missing, corrupt or mismatched LM or lexicon (see `ds2hub.decoding.lm`).
+    """
+
+    def __init__(self, tokenizer: Tokenizer, config: DecoderConfig) -> None:
+        from torchaudio.models.decoder import ctc_decoder  # needs flashlight-text
+
+        if config.hotwords:
+            raise ConfigError("the flashlight backend has no hotwords; use backend pyctcdecode")
+        self.tokenizer, self.config = tokenizer, config
+        self.vocab = decoding_vocabulary(tokenizer)
+        info = inspect_lm(config.lm, config.lm_order) if config.lm else None
+        self.lm_info = info
+        self.coverage: float | None = None
+        with tempfile.TemporaryDirectory(prefix="ds2hub-decoder-") as tmp:
+            lexicon_file = lm_dict = None
+            lm_file = str(info.path) if info else None
+            if self.vocab.unit == "char":
+                if info is None:
+                    raise ConfigError(
+                        "a character model decodes with a character LM: pass lm= (build one "
+                        "with `ds2hub lm build --unit char`)"
+                    )
+                chars = [t for t in tokenizer.vocab[1:] if t not in ("<unk>",)]
+                self.coverage = check_coverage(
+                    coverage(chars, info.vocabulary), "model's characters", info.path
+                )
+                # The lexicon-free search asks the LM about token ids: its dictionary must list
+                # the tokens in id order (torchaudio's default builds it from an unordered map).
+                lm_dict = str(Path(tmp) / "lm_tokens.txt")
+                Path(lm_dict).write_text(
+                    "".join(f"{t}\n" for t in self.vocab.flashlight_tokens), encoding="utf-8"
+                )
+            else:
+                entries = lexicon_entries(tokenizer, self.vocab, config, info)
+                words = {e.text for e in entries}
+                if info is not None:
+                    self.coverage = check_coverage(
+                        coverage(words, info.vocabulary), "lexicon words", info.path
+                    )
+                lexicon_file = str(Path(tmp) / "lexicon.txt")
+                write_lexicon(entries, Path(lexicon_file))
+                if lm_file is None:  # a unigram LM from the word list's counts
+                    lm_file = str(Path(tmp) / "unigram.arpa")
+                    priors: dict[str, float] = {}
+                    for e in entries:
+                        priors[e.text] = max(priors.get(e.text, -99.0), e.log10_prob)
+                    write_unigram_arpa(priors, Path(lm_file))
+            self._decoder = ctc_decoder(
+                lexicon=lexicon_file,
+                tokens=list(self.vocab.flashlight_tokens),
+                lm=lm_file,
+                lm_dict=lm_dict,
+                beam_size=config.beam_size,
+                beam_threshold=config.beam_threshold,
+                lm_weight=config.lm_weight,
+                word_score=config.word_score,
+                blank_token=BLANK,
+                sil_token=SIL,
+                unk_word="<unk>",
+            )
+
+    def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
+        """(B, T, V) log-probabilities and (B,) valid frames -> B transcripts."""
+        # log_softmax: idempotent on log-probabilities, and makes raw logits safe too
+        emissions = torch.log_softmax(log_probs.detach().float(), dim=-1).cpu()
+        if self.vocab.extra_sil:  # (B, T, V + 1): the boundary column, never emitted
+            never = emissions.new_full((*emissions.shape[:2], 1), NEVER)
+            emissions = torch.cat([emissions, never], dim=-1)
+        hyps = self._decoder(emissions.contiguous(), lengths.cpu().to(torch.int32))
+        return [self._text(h[0]) if h else "" for h in hyps]
+
+    def _text(self, hyp) -> str:
+        if self.vocab.unit == "char":
+            n = self.tokenizer.vocab_size
+            ids = [int(i) for i in hyp.tokens if 0 < int(i) < n]
+            return self.tokenizer.decode(ids)
+        return self.vocab.joiner.join(hyp.words)

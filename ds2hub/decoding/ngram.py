@@ -1,0 +1,553 @@
+"""N-gram language models: interpolated modified Kneser-Ney estimation, ARPA files in and out.
+
+`build_ngram(lines, order, units)` counts the n-grams of a text and estimates the model KenLM's
+`lmplz` estimates (Chen & Goodman 1998, "An empirical study of smoothing techniques", section 3;
+Heafield et al. 2013, "Scalable modified Kneser-Ney language model estimation"):
+
+- Each sentence is padded as `<s> w1 ... wk </s>`; `<s>` is never predicted (p = 0, -99 in ARPA).
+- Counts: the highest order uses raw counts; a lower-order n-gram uses its *continuation* count,
+  the number of distinct words seen to its left, except n-grams starting with `<s>` (nothing
+  can stand to their left), which keep raw counts.
+- Three discounts per order from that order's count-of-counts t_k (n-grams with count k):
+  Y = t1 / (t1 + 2 t2), D_k = k - (k + 1) Y t_{k+1} / t_k for k = 1, 2 and D_3+ = D_3. Where
+  they cannot be computed (some t_k = 0 on tiny texts) or fall outside (0, k), the order uses
+  lmplz's `--discount_fallback` values 0.5, 1, 1.5 (logged, and kept in `NGramModel.discounts`).
+- p(w | h) = (c(hw) - D(c(hw))) / sum_v c(hv) + gamma(h) p(w | h'), with h' the history minus its
+  first word and gamma(h) = (D1 N1(h) + D2 N2(h) + D3+ N3+(h)) / sum_v c(hv), N_k(h) the number of
+  words following h with count k (3 or more for N3+). Unigrams interpolate with the uniform
+  distribution over the vocabulary without `<s>`, so `<unk>` (never counted) gets gamma() / (|V|-1).
+- In backoff form the ARPA file stores the interpolated p(w | h) of every n-gram in the text and
+  the backoff weight gamma(h) on each history h, so p(w | h) = gamma(h) p(w | h') for unseen hw
+  and every history's probabilities sum to 1.
+
+Why estimate here: `lmplz` is a C++ program that no Python package installs (the `kenlm` package on
+PyPI is a source-only query module without the estimator, see `benchmarks/lm_build.py`'s notes), and
+the corpora ds2hub builds LMs from (tens of thousands of sentences) take seconds in pure Python.
+For corpora of millions or billions of words run KenLM's `lmplz -o N < text > lm.arpa` (and
+`build_binary` for a compact file) and pass that file instead: it is the same kind of model, and
+`read_arpa` checks any ARPA file before a decoder uses it. ds2hub writes ARPA only: no installable
+package here writes KenLM's binary format.
+
+Text becomes tokens through `TextUnits`: whitespace-separated words (optionally segmented by jieba
+for Chinese) or single characters (Mandarin character LMs; spaces dropped, or kept as a `|` token).
+Give it the tokenizer's `normalize` so the LM's vocabulary is what the decoder emits.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ds2hub.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+BOS, EOS, UNK = "<s>", "</s>", "<unk>"
+SPECIAL = (BOS, EOS, UNK)
+LOG10_ZERO = -99.0  # how ARPA files write log10(0), e.g. p(<s>)
+LOG10_MISSING_UNK = -100.0  # KenLM's p(<unk>) for an ARPA file without `<unk>`
+FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)  # lmplz --discount_fallback
+UNITS = ("word", "char")
+SPACE_TOKEN = "|"  # a kept space in character LMs: flashlight's word-boundary token
+Gram = tuple[str, ...]
+
+
+class ArpaError(ConfigError):
+    """An ARPA file that is not a valid backoff n-gram model (the message names file and line)."""
+
+
+# --- text -> tokens ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TextUnits:
+    """How a line of text becomes LM tokens (use the same for building and for scoring).
+
+    Args:
+        unit: `word` (whitespace-separated tokens) or `char` (every character a token).
+        normalize: applied to each line first, e.g. the model tokenizer's `normalize`, so the LM
+            vocabulary is what the decoder emits. None: the text as it is.
+        segment: words only: `"jieba"` (Chinese word segmentation, imported only when used) or a
+            callable `str -> list[str]`. None: split on whitespace.
+        keep_spaces: characters only: a run of whitespace becomes the token `space_token`
+            (default: dropped, as Mandarin character LMs ignore segmentation spaces).
+        space_token: the token for a kept space.
+    """
+
+    unit: str = "word"
+    normalize: Callable[[str], str] | None = None
+    segment: str | Callable[[str], list[str]] | None = None
+    keep_spaces: bool = False
+    space_token: str = SPACE_TOKEN
+    _segmenter: Callable[[str], list[str]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        if self.unit not in UNITS:
+            raise ConfigError(f"LM unit must be one of {UNITS}, not {self.unit!r}")
+        if self.segment is not None and self.unit != "word":
+            raise ConfigError("segmentation (segment=...) applies to unit 'word' only")
+        if self.keep_spaces and self.unit != "char":
+            raise ConfigError("keep_spaces applies to unit 'char' only")
+        if self.keep_spaces and (
+            not self.space_token or any(ch.isspace() for ch in self.space_token)
+        ):
+            raise ConfigError(f"space_token must be a non-empty token, not {self.space_token!r}")
+        segmenter = self.segment
+        if segmenter == "jieba":
+            segmenter = _jieba_segmenter()
+        elif isinstance(segmenter, str):
+            raise ConfigError(f"unknown segmenter {segmenter!r}; known: 'jieba' or a callable")
+        object.__setattr__(self, "_segmenter", segmenter)
+
+    def split(self, line: str) -> list[str]:
+        """One line of text -> its tokens (no `<s>`/`</s>`)."""
+        if self.normalize is not None:
+            line = self.normalize(line)
+        if self.unit == "char":
+            if not self.keep_spaces:
+                return [ch for ch in line if not ch.isspace()]
+            return [self.space_token if w is None else w for w in _chars_with_spaces(line)]
+        if self._segmenter is not None:
+            return [w for w in self._segmenter(line) if w.strip()]
+        return line.split()
+
+
+def _chars_with_spaces(line: str) -> list[str | None]:
+    """Characters, with each inner run of whitespace as one None (ends stripped)."""
+    out: list[str | None] = []
+    for word in line.split():
+        if out:
+            out.append(None)
+        out.extend(word)
+    return out
+
+
+def _jieba_segmenter() -> Callable[[str], list[str]]:
+    import jieba  # lazily: loading its dictionary takes a second
+
+    jieba.setLogLevel(logging.WARNING)
+    return lambda text: [w.strip() for w in jieba.lcut(text)]
+
+
+# --- held-out text shared by the LM experiments ----------------------------------------------------
+def heldout_split(lines: Iterable[str], n: int = 200, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Splits sentences into LM/training text and `n` held-out sentences.
+
+    The held-out sentences are a seeded random sample of the non-empty lines, kept in file
+    order. Training lines identical to a held-out sentence are dropped too (text corpora repeat
+    sentences), so nothing held out is in the training text. This is the split every English LM
+    experiment uses (`benchmarks/lm_build.py`: `ljspeech_sentences.txt`, n=200, seed=0), so the
+    acoustic model's test sentences and the LM's perplexity sentences are the same.
+
+    Returns:
+        (training lines, held-out lines), both stripped.
+    """
+    text = [line.strip() for line in lines]
+    text = [line for line in text if line]
+    if not 0 < n < len(text):
+        raise ConfigError(f"cannot hold out {n} of {len(text)} non-empty lines")
+    picked = set(random.Random(seed).sample(range(len(text)), n))
+    heldout = [line for i, line in enumerate(text) if i in picked]
+    held = set(heldout)
+    return [line for line in text if line not in held], heldout
+
+
+def lines_without(lines: Iterable[str], words: Iterable[str], min_length: int = 2) -> list[str]:
+    """The lines that contain none of `words` (e.g. LM text without the held-out test words).
+
+    A word of `min_length` characters or more is matched anywhere in a line (`市场` also drops
+    `市场经济`); a shorter word (a single Chinese character) only drops lines that are exactly that
+    word, because a common character occurs in most of any text and the LM must still know it.
+    Surrounding whitespace is ignored.
+    """
+    words = {w.strip() for w in words if w.strip()}
+    whole = {w for w in words if len(w) < min_length}
+    inner = words - whole
+    lengths = sorted({len(w) for w in inner})
+    kept = []
+    for line in lines:
+        text = line.strip()
+        if text in whole or text in inner:
+            continue
+        if any(text[i : i + k] in inner for k in lengths for i in range(len(text) - k + 1)):
+            continue
+        kept.append(line)
+    return kept
+
+
+# --- the model -------------------------------------------------------------------------------------
+@dataclass
+class Perplexity:
+    """Perplexity of a text, counted as KenLM's `query` counts: every token and each `</s>`."""
+
+    sentences: int
+    tokens: int  # words or characters, without `</s>`
+    oov: int  # tokens outside the vocabulary (scored as `<unk>`)
+    log10_prob: float  # total, `<unk>` scores included
+    log10_prob_known: float  # total without the OOV tokens' scores
+
+    @property
+    def perplexity(self) -> float:
+        """10^(-log10 p / (tokens + sentences)), OOV tokens scored as `<unk>`."""
+        return 10 ** (-self.log10_prob / max(1, self.tokens + self.sentences))
+
+    @property
+    def perplexity_known(self) -> float:
+        """The same without OOV tokens (KenLM's "Perplexity excluding OOVs")."""
+        return 10 ** (-self.log10_prob_known / max(1, self.tokens + self.sentences - self.oov))
+
+
+class NGramModel:
+    """A backoff n-gram model, as an ARPA file holds it.
+
+    Args:
+        grams: one dict per order (index 0: unigrams) mapping each n-gram to
+            (log10 p(w | h), log10 backoff weight or None when the n-gram is never a history).
+        discounts: per order, the (D1, D2, D3+) it was estimated with (empty when read from ARPA).
+    """
+
+    def __init__(
+        self,
+        grams: list[dict[Gram, tuple[float, float | None]]],
+        discounts: Sequence[tuple[float, float, float]] = (),
+    ) -> None:
+        if not grams or not grams[0]:
+            raise ValueError("an n-gram model needs unigrams")
+        self.grams = grams
+        self.discounts = list(discounts)
+
+    @property
+    def order(self) -> int:
+        return len(self.grams)
+
+    @property
+    def counts(self) -> list[int]:
+        """Number of n-grams per order (what the ARPA header lists)."""
+        return [len(g) for g in self.grams]
+
+    @property
+    def vocabulary(self) -> list[str]:
+        """The words the model predicts or conditions on, without `<s>`, `</s>` and `<unk>`
+        (what pyctcdecode's `unigrams.txt` lists), in file order."""
+        return [g[0] for g in self.grams[0] if g[0] not in SPECIAL]
+
+    def logprob(self, word: str, history: Sequence[str] = ()) -> float:
+        """log10 p(word | history) through the backoff weights; unknown words are `<unk>`.
+
+        Args:
+            word: the predicted token (`</s>` for the end of a sentence).
+            history: the preceding tokens (`<s>` first for the start of a sentence); only the
+                last `order - 1` count.
+        """
+        unigrams = self.grams[0]
+        if (word,) not in unigrams:
+            word = UNK
+            if (UNK,) not in unigrams:
+                return LOG10_MISSING_UNK
+        keep = self.order - 1
+        context = tuple(w if (w,) in unigrams else UNK for w in history)[-keep:] if keep else ()
+        penalty = 0.0
+        while True:
+            entry = self.grams[len(context)].get((*context, word))
+            if entry is not None:
+                return penalty + entry[0]
+            if not context:  # cannot happen: every known word is a unigram
+                raise KeyError(word)
+            if context in self.grams[len(context) - 1]:
+                penalty += self.grams[len(context) - 1][context][1] or 0.0
+            context = context[1:]
+
+    def score(self, tokens: Sequence[str], bos: bool = True, eos: bool = True) -> float:
+        """log10 p of a token sequence (`<s>` as its first history and `</s>` at its end)."""
+        history: list[str] = [BOS] if bos else []
+        total = 0.0
+        for token in [*tokens, EOS] if eos else tokens:
+            total += self.logprob(token, history)
+            history.append(token)
+        return total
+
+    def perplexity(self, sentences: Iterable[Sequence[str]]) -> Perplexity:
+        """Perplexity of tokenized sentences (see `TextUnits.split`)."""
+        unigrams = self.grams[0]
+        result = Perplexity(0, 0, 0, 0.0, 0.0)
+        for tokens in sentences:
+            history = [BOS]
+            result.sentences += 1
+            for token in [*tokens, EOS]:
+                p = self.logprob(token, history)
+                result.log10_prob += p
+                if token != EOS:
+                    result.tokens += 1
+                if (token,) in unigrams and token != UNK:
+                    result.log10_prob_known += p
+                else:
+                    result.oov += 1
+                history.append(token)
+        return result
+
+    def history_mass(self, history: Sequence[str]) -> float:
+        """sum over the vocabulary (and `</s>`, `<unk>`) of p(w | history); 1 for a proper model."""
+        return sum(10 ** self.logprob(g[0], history) for g in self.grams[0] if g[0] != BOS)
+
+    def write_arpa(self, path: str | Path) -> None:
+        """Writes the model as an ARPA file (atomically: a reader never sees half a file)."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write("\\data\\\n")
+            for n, grams in enumerate(self.grams, 1):
+                f.write(f"ngram {n}={len(grams)}\n")
+            for n, grams in enumerate(self.grams, 1):
+                f.write(f"\n\\{n}-grams:\n")
+                f.writelines(
+                    f"{p:.7g}\t{' '.join(g)}\n"
+                    if b is None
+                    else f"{p:.7g}\t{' '.join(g)}\t{b:.7g}\n"
+                    for g, (p, b) in grams.items()
+                )
+            f.write("\n\\end\\\n")
+        os.replace(tmp, path)
+
+    def __repr__(self) -> str:
+        return f"NGramModel(order={self.order}, counts={self.counts})"
+
+
+# --- estimation ----------------------------------------------------------------------------------
+def count_ngrams(sentences: Iterable[Sequence[str]], order: int) -> list[Counter[Gram]]:
+    """Raw counts of every n-gram up to `order` in `<s> tokens </s>` padded sentences."""
+    counts: list[Counter[Gram]] = [Counter() for _ in range(order)]
+    for tokens in sentences:
+        padded = (BOS, *tokens, EOS)
+        for n in range(1, order + 1):
+            counts[n - 1].update(padded[i : i + n] for i in range(len(padded) - n + 1))
+    return counts
+
+
+def kneser_ney_counts(raw: list[Counter[Gram]]) -> list[dict[Gram, int]]:
+    """Modified Kneser-Ney counts: raw for the highest order and for n-grams starting with `<s>`,
+    otherwise the number of distinct words seen before the n-gram."""
+    order = len(raw)
+    adjusted: list[dict[Gram, int]] = [dict(raw[-1])]
+    for n in range(order - 1, 0, -1):  # n: the order being adjusted
+        left = Counter(g[1:] for g in raw[n])  # (n+1)-grams by their n-word suffix
+        adjusted.insert(0, {g: (c if g[0] == BOS else left[g]) for g, c in raw[n - 1].items()})
+    return adjusted
+
+
+def discounts_from(counts: Iterable[int], order: int) -> tuple[float, float, float]:
+    """(D1, D2, D3+) from the count-of-counts, or lmplz's fallback where they do not exist."""
+    t = Counter(c for c in counts if c <= 4)
+    if all(t[k] for k in range(1, 5)):
+        y = t[1] / (t[1] + 2 * t[2])
+        d = tuple(k - (k + 1) * y * t[k + 1] / t[k] for k in (1, 2, 3))
+        if all(0 < d[k - 1] < k for k in (1, 2, 3)):
+            return d  # type: ignore[return-value]
+    log.warning(
+        "%d-grams: count-of-counts %s give no usable Kneser-Ney discounts (a small text); using %s",
+        order,
+        [t[k] for k in range(1, 5)],
+        FALLBACK_DISCOUNTS,
+    )
+    return FALLBACK_DISCOUNTS
+
+
+def estimate_kneser_ney(
+    raw: list[Counter[Gram]],
+    discounts: Sequence[tuple[float, float, float]] | None = None,
+) -> NGramModel:
+    """Interpolated modified Kneser-Ney from raw counts (see the module doc for the formulas).
+
+    Args:
+        raw: `count_ngrams` output.
+        discounts: (D1, D2, D3+) per order instead of those estimated from the counts.
+    """
+    order = len(raw)
+    adjusted = kneser_ney_counts(raw)
+    adjusted[0].pop((BOS,), None)  # never predicted: no count, no probability mass
+    adjusted[0].setdefault((EOS,), 0)
+    adjusted[0].setdefault((UNK,), 0)
+    if discounts is None:
+        discounts = [discounts_from(a.values(), n) for n, a in enumerate(adjusted, 1)]
+    if len(discounts) != order:
+        raise ValueError(f"need {order} discount triples, got {len(discounts)}")
+
+    grams: list[dict[Gram, tuple[float, float | None]]] = []
+    lower: dict[Gram, float] = {}  # p(w | h') of the order below, as probabilities
+    for n in range(1, order + 1):
+        d1, d2, d3 = discounts[n - 1]
+        by_history: dict[Gram, list[tuple[Gram, int]]] = defaultdict(list)
+        for g, c in adjusted[n - 1].items():
+            by_history[g[:-1]].append((g, c))
+        probs: dict[Gram, float] = {}
+        gammas: dict[Gram, float] = {}
+        for history, extensions in by_history.items():
+            total = sum(c for _, c in extensions)
+            n1 = sum(1 for _, c in extensions if c == 1)
+            n2 = sum(1 for _, c in extensions if c == 2)
+            n3 = sum(1 for _, c in extensions if c >= 3)
+            gamma = (d1 * n1 + d2 * n2 + d3 * n3) / total
+            gammas[history] = gamma
+            for g, c in extensions:
+                discounted = max(0.0, c - (d1 if c == 1 else d2 if c == 2 else d3 if c else 0.0))
+                below = 1.0 / len(adjusted[0]) if n == 1 else lower[g[1:]]
+                probs[g] = discounted / total + gamma * below
+        # backoff weights of this order's histories sit on the order below
+        if n > 1:
+            previous = grams[n - 2]
+            for history, gamma in gammas.items():
+                p, _ = previous[history]
+                previous[history] = (p, math.log10(gamma))
+        table: dict[Gram, tuple[float, float | None]] = {}
+        if n == 1:
+            table[(BOS,)] = (LOG10_ZERO, None)
+        table.update((g, (math.log10(p), None)) for g, p in probs.items())
+        grams.append(table)
+        lower = probs
+    return NGramModel(grams, discounts)
+
+
+def build_ngram(
+    lines: Iterable[str],
+    order: int,
+    units: TextUnits | str = "word",
+    discounts: Sequence[tuple[float, float, float]] | None = None,
+) -> NGramModel:
+    """Estimates an interpolated modified Kneser-Ney n-gram model from text, one sentence a line.
+
+    Args:
+        lines: the text; blank lines (after normalisation) are skipped.
+        order: n of the n-grams (1 or more; KenLM-based decoders need 2 or more).
+        units: `TextUnits` or just its unit name (`word` or `char`).
+        discounts: fixed (D1, D2, D3+) per order instead of those estimated from the counts.
+
+    Raises:
+        ConfigError: order below 1, a text without tokens, `<s>`/`</s>` written in the text, or a
+            text too short for the order.
+    """
+    if not isinstance(order, int) or order < 1:
+        raise ConfigError(f"LM order must be an integer of at least 1, not {order!r}")
+    units = units if isinstance(units, TextUnits) else TextUnits(unit=units)
+    sentences = []
+    for number, line in enumerate(lines, 1):
+        tokens = units.split(line)
+        if BOS in tokens or EOS in tokens:
+            raise ConfigError(
+                f"line {number} contains {BOS} or {EOS}: the LM adds sentence markers itself; "
+                "remove them from the text"
+            )
+        if tokens:
+            sentences.append(tokens)
+    if not sentences:
+        raise ConfigError("the LM text has no tokens (empty, or nothing left after normalisation)")
+    raw = count_ngrams(sentences, order)
+    missing = [n for n in range(1, order + 1) if not raw[n - 1]]
+    if missing:
+        longest = max(map(len, sentences)) + 2
+        raise ConfigError(
+            f"no {missing[0]}-grams in the text: its longest sentence has {longest} tokens with "
+            f"<s> and </s>; use an order of at most {longest}"
+        )
+    return estimate_kneser_ney(raw, discounts)
+
+
+# --- reading ARPA --------------------------------------------------------------------------------
+def read_arpa(path: str | Path) -> NGramModel:
+    """Reads and checks an ARPA file (ds2hub's or KenLM's `lmplz`).
+
+    Checked: the `\\data\\` header and one section per declared order with as many n-grams as
+    declared, numbers that parse, log10 probabilities at most 0, no duplicate n-grams, every
+    n-gram's history present one order below, `<s>` and `</s>` in the unigrams, and the final
+    `\\end\\` (a truncated file fails).
+
+    Raises:
+        ArpaError: what is wrong, with the file and line number.
+        FileNotFoundError: no such file.
+    """
+    path = Path(path)
+    where = str(path)
+    with open(path, encoding="utf-8") as f:
+        try:
+            lines = f.read().splitlines()
+        except UnicodeDecodeError as error:
+            raise ArpaError(f"{where} is not UTF-8 text (a binary KenLM file?): {error}") from None
+    i = 0
+    while i < len(lines) and lines[i].strip() != "\\data\\":
+        i += 1
+    if i == len(lines):
+        raise ArpaError(f"{where}: no \\data\\ header; not an ARPA file")
+    i += 1
+    declared: list[int] = []
+    while i < len(lines) and lines[i].strip().startswith("ngram "):
+        text = lines[i].strip()[len("ngram ") :]
+        try:
+            n, count = (int(x) for x in text.split("="))
+        except ValueError:
+            raise ArpaError(f"{where}:{i + 1}: bad header line {lines[i]!r}") from None
+        if n != len(declared) + 1 or count < 0:
+            raise ArpaError(f"{where}:{i + 1}: header lists order {n} out of sequence")
+        declared.append(count)
+        i += 1
+    if not declared:
+        raise ArpaError(f"{where}: the \\data\\ header declares no n-gram counts")
+    grams: list[dict[Gram, tuple[float, float | None]]] = []
+    for n, count in enumerate(declared, 1):
+        while i < len(lines) and not lines[i].strip():
+            i += 1
+        if i == len(lines) or lines[i].strip() != f"\\{n}-grams:":
+            found = repr(lines[i]) if i < len(lines) else "the end of the file"
+            raise ArpaError(f"{where}:{i + 1}: expected the \\{n}-grams: section, found {found}")
+        i += 1
+        table: dict[Gram, tuple[float, float | None]] = {}
+        while i < len(lines) and lines[i].strip() and not lines[i].startswith("\\"):
+            table_entry(table, lines[i], n, f"{where}:{i + 1}")
+            i += 1
+        if len(table) != count:
+            raise ArpaError(
+                f"{where}: the header declares {count} {n}-grams, the section has {len(table)}"
+            )
+        if n > 1:
+            below = grams[-1]
+            for g in table:
+                if g[:-1] not in below:
+                    raise ArpaError(
+                        f"{where}: {n}-gram {' '.join(g)!r} has no {n - 1}-gram "
+                        f"{' '.join(g[:-1])!r} for its history"
+                    )
+        grams.append(table)
+    while i < len(lines) and not lines[i].strip():
+        i += 1
+    if i == len(lines) or lines[i].strip() != "\\end\\":
+        raise ArpaError(f"{where}: no \\end\\ after the {len(declared)}-grams (a truncated file?)")
+    for token in (BOS, EOS):
+        if (token,) not in grams[0]:
+            raise ArpaError(f"{where}: the unigrams lack {token}")
+    return NGramModel(grams)
+
+
+def table_entry(
+    table: dict[Gram, tuple[float, float | None]], line: str, n: int, where: str
+) -> None:
+    """Parses one `log10p w1 .. wn [backoff]` line of an ARPA section into `table`."""
+    parts = line.split()
+    if len(parts) not in (n + 1, n + 2):
+        raise ArpaError(
+            f"{where}: expected a log10 probability, {n} words and optionally a backoff weight, "
+            f"found {line!r}"
+        )
+    try:
+        p = float(parts[0])
+        b = float(parts[n + 1]) if len(parts) == n + 2 else None
+    except ValueError:
+        raise ArpaError(f"{where}: not a number in {line!r}") from None
+    if not math.isfinite(p) or p > 1e-6 or (b is not None and not math.isfinite(b)):
+        raise ArpaError(f"{where}: log10 probability {parts[0]} is not a finite number <= 0")
+    g = tuple(parts[1 : n + 1])
+    if g in table:
+        raise ArpaError(f"{where}: duplicate {n}-gram {' '.join(g)!r}")
+    table[g] = (p, b)

@@ -1,0 +1,88 @@
+"""The pyctcdecode backend: the CTC beam search of the Hugging Face ecosystem.
+
+pyctcdecode searches without a lexicon: it builds words from the tokens (a space, or a BPE piece
+starting with `▁`, ends one), scores each finished word with the LM and partial words against
+the LM's vocabulary, and supports hotwords. A Mandarin character model is given labels `▁字`,
+so that every character is a word of its character LM. Pinyin models have no pyctcdecode
+decoding: their words exist only through a pinyin lexicon, which pyctcdecode does not have.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ds2hub.decoding.config import DecoderConfig
+from ds2hub.decoding.lm import check_coverage, coverage, inspect_lm, kenlm_scorer
+from ds2hub.decoding.vocabulary import decoding_vocabulary, spell
+from ds2hub.errors import ConfigError
+from ds2hub.tokenizers.base import Tokenizer
+
+
+class PyCTCDecoder:
+    """(B, T, V) log-probs, (B,) lengths -> B texts, with pyctcdecode's beam search.
+
+    Args:
+        tokenizer: the model's output vocabulary.
+        config: the settings (`backend` is not read here; `lexicon` must be None).
+    Raises:
+        ConfigError: pyctcdecode missing, a tokenizer it cannot decode, a lexicon, or a missing,
+            corrupt or mismatched LM.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, config: DecoderConfig) -> None:
+        try:
+            from pyctcdecode.alphabet import Alphabet, _verify_alphabet
+            from pyctcdecode.decoder import BeamSearchDecoderCTC
+        except ImportError as e:
+            raise ConfigError("the pyctcdecode backend needs pyctcdecode: pip install 'ds2hub[lm]'") from e
+        self.tokenizer, self.config = tokenizer, config
+        self.vocab = decoding_vocabulary(tokenizer)
+        if self.vocab.pyctcdecode_labels is None:
+            raise ConfigError(
+                f"pyctcdecode cannot decode {tokenizer.kind!r} models (their words exist only "
+                "through a lexicon, which pyctcdecode lacks): use backend flashlight"
+            )
+        if config.lexicon:
+            raise ConfigError("pyctcdecode searches without a lexicon: use backend flashlight")
+        labels = list(self.vocab.pyctcdecode_labels)
+        is_bpe = any(label.startswith("▁") for label in labels)
+        _verify_alphabet(labels, is_bpe)
+        self.alphabet = Alphabet(labels, is_bpe)
+        self.lm_info = info = inspect_lm(config.lm, config.lm_order) if config.lm else None
+        self.coverage: float | None = None
+        language_model = None
+        if info is not None:
+            if self.vocab.unit == "char":
+                chars = [t for t in tokenizer.vocab[1:] if t != "<unk>"]
+                share = coverage(chars, info.vocabulary)
+                what = "model's characters"
+            else:  # which LM words the model's tokens can write
+                words = sorted(info.vocabulary)
+                spellable = {w for w in words if spell(tokenizer, self.vocab, w) is not None}
+                share = coverage(words, spellable)
+                what = "LM words as the model's tokens spell them"
+            self.coverage = check_coverage(share, what, info.path)
+            order = info.order or config.lm_order
+            if order is None:
+                raise ConfigError(f"give lm_order for the KenLM binary {info.path}")
+            language_model = kenlm_scorer(
+                info.path, info.vocabulary, order, config.lm_weight, config.word_score
+            )
+        self._decoder = BeamSearchDecoderCTC(self.alphabet, language_model)
+
+    def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
+        """(B, T, V) log-probabilities and (B,) valid frames -> B transcripts."""
+        c = self.config
+        frames = torch.log_softmax(log_probs.detach().float(), dim=-1).cpu().numpy()
+        texts = []
+        for b, n in enumerate(lengths.cpu().tolist()):
+            text = self._decoder.decode(
+                frames[b, :n],
+                beam_width=c.beam_size,
+                beam_prune_logp=c.beam_prune_logp,
+                token_min_logp=c.token_min_logp,
+                hotwords=list(c.hotwords) or None,
+                hotword_weight=c.hotword_weight,
+            )
+            texts.append(text.replace(" ", "") if self.vocab.joiner == "" else text)
+        return texts

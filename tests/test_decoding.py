@@ -1,0 +1,230 @@
+"""LM decoding for every tokenizer and both backends, on emissions written by hand: the LM must
+change what greedy decoding gets wrong, and bad LM files must fail when the decoder is built."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from ds2hub.decoding import GREEDY, DecoderConfig, describe_decoding, text_decoder
+from ds2hub.decoding.flashlight import FlashlightDecoder
+from ds2hub.decoding.lm import inspect_lm, kenlm_scorer
+from ds2hub.decoding.pyctc import PyCTCDecoder
+from ds2hub.errors import ConfigError
+from ds2hub.tokenizers import (
+    BigramTokenizer,
+    CharTokenizer,
+    MandarinTokenizer,
+    PinyinTokenizer,
+    SentencePieceTokenizer,
+)
+from tests.lm_files import write_arpa
+
+BACKENDS = ["flashlight", "pyctcdecode"]
+ENGLISH = {"one": -1.0, "two": -1.0, "three": -1.0, "tree": -1.5, "cot": -2.0, "cat": -1.0}
+
+
+def emissions(vocab: list[str], frames: list[dict[str, float]]) -> torch.Tensor:
+    """(1, T, V) log-probabilities from per-frame token probabilities (the rest share 1e-4)."""
+    probs = torch.full((len(frames), len(vocab)), 1e-4)
+    for t, frame in enumerate(frames):
+        for tok, p in frame.items():
+            probs[t, vocab.index(tok)] = p
+    return (probs / probs.sum(-1, keepdim=True)).log()[None]
+
+
+def spelled(tokens: list[str], blank: str = "<blank>") -> list[dict[str, float]]:
+    """One confident frame per token, a blank after each."""
+    frames: list[dict[str, float]] = []
+    for tok in tokens:
+        frames += [{tok: 0.9}, {blank: 0.9}]
+    return frames
+
+
+def run(decoder, logits: torch.Tensor) -> str:
+    return decoder(logits, torch.tensor([logits.shape[1]]))[0]
+
+
+@pytest.fixture
+def english_lm(tmp_path):
+    return write_arpa(tmp_path / "en.arpa", ENGLISH, {("two", "three"): -0.1})
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_chars_word_lm_fixes_a_letter_greedy_gets_wrong(backend, english_lm):
+    tok = CharTokenizer()
+    frames = spelled(list("two three"))
+    frames[2 * "two th".index("h") + 2] = {"e": 0.5, "r": 0.4}  # the r of three heard as e
+    logits = emissions(tok.vocab, frames)
+    assert run(text_decoder(tok), logits) == "two theee"
+    config = DecoderConfig(backend=backend, lm=str(english_lm), beam_size=16)
+    assert run(text_decoder(tok, config), logits) == "two three"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bigrams_boundary_token_and_word_lm(backend, english_lm):
+    tok = BigramTokenizer()
+    frames = spelled(["tw", "o", "_", "th", "re", "e"])
+    frames[8] = {"ee": 0.5, "re": 0.4}
+    logits = emissions(tok.vocab, frames)
+    assert run(text_decoder(tok), logits) == "two theee"
+    config = DecoderConfig(backend=backend, lm=str(english_lm), beam_size=16)
+    assert run(text_decoder(tok, config), logits) == "two three"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sentencepiece_word_lm(backend, english_lm):
+    tok = SentencePieceTokenizer(vocab_size=30, model_type="bpe").fit(
+        ["two three one tree cat cot"] * 30
+    )
+    pieces = [tok.vocab[i] for i in tok.encode("two three")]
+    frames = spelled(pieces)
+    # the last piece heard as another piece that does not start a word
+    wrong = next(p for p in tok.vocab[1:] if not p.startswith("▁") and p not in pieces
+                 and not p.startswith("<"))
+    frames[-2] = {wrong: 0.5, pieces[-1]: 0.4}
+    logits = emissions(tok.vocab, frames)
+    assert run(text_decoder(tok), logits) != "two three"
+    config = DecoderConfig(backend=backend, lm=str(english_lm), beam_size=16)
+    assert run(text_decoder(tok, config), logits) == "two three"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mandarin_characters_with_a_character_lm(backend, tmp_path):
+    tok = MandarinTokenizer(characters=list("是事市学生中国"))
+    lm = write_arpa(tmp_path / "zh.arpa", {"是": -0.5, "事": -1.5, "市": -2.0, "学": -1.0,
+                                            "生": -1.0, "中": -1.0, "国": -1.0},
+                    {("中", "国"): -0.05})
+    frames = spelled(["中", "国"]) + [{"是": 0.3, "事": 0.35, "市": 0.35}, {"<blank>": 0.9}]
+    logits = emissions(tok.vocab, frames)
+    assert run(text_decoder(tok), logits) == "中国事"  # acoustics alone: 事 by a hair
+    config = DecoderConfig(backend=backend, lm=str(lm), beam_size=16)
+    assert run(text_decoder(tok, config), logits) == "中国是"
+
+
+@pytest.fixture
+def pinyin(tmp_path):
+    words = tmp_path / "words.txt"
+    words.write_text("是 900\n事 300\n市 200\n十 250\n市场 80\n学生 60\n中国 70\n",
+                     encoding="utf-8")
+    return PinyinTokenizer(lexicon=str(words), lexicon_min_count=1)
+
+
+def test_pinyin_homophones_are_chosen_by_a_word_lm_over_characters(pinyin, tmp_path):
+    logits = emissions(pinyin.vocab, spelled(list("shi4")))
+    assert run(text_decoder(pinyin), logits) == "是"  # the word list's likeliest shi4
+    assert run(text_decoder(pinyin, DecoderConfig(beam_size=16)), logits) == "是"
+    # A standard word LM over characters (no `word/reading` labels) that prefers 事:
+    lm = write_arpa(tmp_path / "hz.arpa", {"是": -2.0, "事": -0.3, "市": -2.0, "市场": -1.0})
+    assert run(text_decoder(pinyin, DecoderConfig(beam_size=16, lm=str(lm))), logits) == "事"
+    both = emissions(pinyin.vocab, spelled(list("shi4 chang3")))
+    assert run(text_decoder(pinyin, DecoderConfig(beam_size=16, lm=str(lm))), both) == "市场"
+
+
+def test_pinyin_has_no_pyctcdecode_decoding(pinyin):
+    with pytest.raises(ConfigError, match="use backend flashlight"):
+        text_decoder(pinyin, DecoderConfig(backend="pyctcdecode"))
+
+
+def test_hotwords_boost_a_word_in_pyctcdecode():
+    tok = CharTokenizer()
+    logits = emissions(tok.vocab, spelled(["c"]) + [{"a": 0.5, "o": 0.4}, {"<blank>": 0.9}]
+                       + spelled(["t"]))
+    assert run(text_decoder(tok, DecoderConfig(backend="pyctcdecode")), logits) == "cat"
+    boosted = DecoderConfig(backend="pyctcdecode", hotwords=("cot",))
+    assert run(text_decoder(tok, boosted), logits) == "cot"
+    with pytest.raises(ConfigError, match="no hotwords"):
+        text_decoder(tok, DecoderConfig(backend="flashlight", hotwords=("cot",)))
+
+
+def test_pyctcdecode_scores_like_its_own_language_model(english_lm):
+    """The KenLM scorer behind pyctcdecode: log10 -> ln, α, β, the unknown-word offset."""
+    lm = kenlm_scorer(english_lm, ENGLISH, order=2, alpha=0.5, beta=1.5)
+    ln10 = 2.302585092994046
+    score, state = lm.score(lm.get_start_state(), "two")
+    assert score == pytest.approx(0.5 * -1.0 * ln10 + 1.5, abs=1e-5)  # backs off from <s>
+    score, _ = lm.score(state, "three")
+    assert score == pytest.approx(0.5 * -0.1 * ln10 + 1.5, abs=1e-5)  # the bigram
+    score, _ = lm.score(state, "three", is_last_word=True)  # + log10 p(</s> | three) = -1
+    assert score == pytest.approx(0.5 * (-0.1 - 1.0) * ln10 + 1.5, abs=1e-5)
+    score, _ = lm.score(lm.get_start_state(), "zebra")  # <unk> (-6) plus the offset (-10)
+    assert score == pytest.approx(0.5 * (-6.0 - 10.0) * ln10 + 1.5, abs=1e-5)
+
+
+# --- bad input: clear errors when the decoder is built ---------------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_missing_lm_is_an_error_at_build_time(backend, tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        text_decoder(CharTokenizer(), DecoderConfig(backend=backend, lm=str(tmp_path / "no.arpa")))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_corrupt_lm_files_are_errors(backend, english_lm, tmp_path):
+    garbage = tmp_path / "garbage.arpa"
+    garbage.write_bytes(b"\x00\x01 not a language model")
+    truncated = tmp_path / "truncated.arpa"
+    truncated.write_text(english_lm.read_text()[: len(english_lm.read_text()) // 2])
+    lying = tmp_path / "lying.arpa"
+    lying.write_text(english_lm.read_text().replace("ngram 1=9", "ngram 1=12"))
+    for path, message in ((garbage, "not an ARPA file"), (truncated, "truncated"),
+                          (lying, "declares 12 unigrams")):
+        with pytest.raises(ConfigError, match=message):
+            text_decoder(CharTokenizer(), DecoderConfig(backend=backend, lm=str(path)))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_lm_of_the_wrong_order_is_an_error(backend, english_lm):
+    config = DecoderConfig(backend=backend, lm=str(english_lm), lm_order=3)
+    with pytest.raises(ConfigError, match="2-gram model; this decoder expects order 3"):
+        text_decoder(CharTokenizer(), config)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_lm_of_another_vocabulary_is_an_error_not_an_unk_only_search(backend, tmp_path):
+    chinese = write_arpa(tmp_path / "zh.arpa", {"是": -0.5, "事": -1.0})
+    with pytest.raises(ConfigError, match="(knows none|no word of the LM)"):
+        text_decoder(CharTokenizer(), DecoderConfig(backend=backend, lm=str(chinese)))
+    english = write_arpa(tmp_path / "en.arpa", {"one": -1.0})
+    with pytest.raises(ConfigError, match="knows none of the model's characters"):
+        text_decoder(MandarinTokenizer(characters=list("是事")),
+                     DecoderConfig(backend=backend, lm=str(english)))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_low_coverage_is_reported_with_its_figure(backend, tmp_path, caplog):
+    lm = write_arpa(tmp_path / "mixed.arpa", {"one": -1.0, "是": -1.0, "事": -1.0, "市": -1.0})
+    tok = CharTokenizer()
+    with caplog.at_level(logging.WARNING):
+        decoder = text_decoder(tok, DecoderConfig(backend=backend, lm=str(lm)))
+    assert "25.0 %" in caplog.text
+    assert decoder.coverage == pytest.approx(0.25) or isinstance(decoder, FlashlightDecoder)
+
+
+def test_inspect_lm_reads_order_and_vocabulary(english_lm):
+    info = inspect_lm(english_lm)
+    assert info.order == 2 and info.vocabulary == frozenset(ENGLISH)
+
+
+def test_a_character_model_needs_an_lm_file_for_flashlight():
+    with pytest.raises(ConfigError, match="character LM"):
+        text_decoder(MandarinTokenizer(characters=list("是事")), DecoderConfig())
+
+
+def test_unknown_settings_are_config_errors():
+    with pytest.raises(ConfigError, match="backend"):
+        DecoderConfig(backend="kaldi")
+    with pytest.raises(ConfigError, match="unknown decoding settings"):
+        DecoderConfig.from_dict({"beam": 3})
+
+
+def test_descriptions_name_what_ran(english_lm, pinyin):
+    tok = CharTokenizer()
+    assert describe_decoding(None, tok) == describe_decoding(GREEDY, tok)
+    assert "no language model" in describe_decoding(GREEDY, tok)
+    text = describe_decoding(DecoderConfig(backend="pyctcdecode", lm=str(english_lm),
+                                           lm_order=2, beam_size=64), tok)
+    assert text.startswith("pyctcdecode beam search, beam 64, 2-gram word LM `en.arpa`")
+    assert "unigram search" in describe_decoding(GREEDY, pinyin)
+    assert isinstance(text_decoder(tok, DecoderConfig(backend="pyctcdecode")), PyCTCDecoder)
