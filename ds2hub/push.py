@@ -385,6 +385,7 @@ def export(
         eval_stage=stage,
         decoding=describe_decoding(beam_search),
         normalization=normalization,
+        finetuned_from=hide(extra.get("finetuned_from") or ""),
     )
     _prepare_output_dir(output_dir, overwrite, {"repo_id": repo_id, "checkpoint": checkpoint.name})
     render_card(recognizer, info).save(
