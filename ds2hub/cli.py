@@ -1,7 +1,8 @@
 """The `ds2hub` command.
 
-`fit`, `validate`, `test` and `predict` are LightningCLI over recipes; `transcribe` and `push` are
-thin wrappers over the public API (`from_pretrained`, `ds2hub.push`).
+`fit`, `validate`, `test` and `predict` are LightningCLI over recipes (`--config` takes a file or
+the name of an installed recipe); `transcribe` and `push` are thin wrappers over the public API
+(`from_pretrained`, `ds2hub.push`); `recipes` lists the installed recipes (`ds2hub.catalog`).
 
 Two entry points:
 
@@ -263,7 +264,13 @@ def push_main(argv: list[str]) -> None:
     print(push(folder, args.repo_id, token=args.token, private=args.private or None))
 
 
-EXTRA_COMMANDS = {"transcribe": transcribe_main, "push": push_main}
+def recipes_main(argv: list[str]) -> None:
+    from ds2hub.catalog import main as list_recipes
+
+    list_recipes(argv)
+
+
+EXTRA_COMMANDS = {"transcribe": transcribe_main, "push": push_main, "recipes": recipes_main}
 # Errors that mean "change the command, the files it names, or the network"; anything else is a
 # bug and keeps its traceback.
 USER_ERRORS = (
@@ -291,15 +298,22 @@ def run_cli(args: list[str] | None = None) -> DS2CLI | None:
         args: the command line without the program name (None: `sys.argv[1:]`).
     """
     argv = sys.argv[1:] if args is None else list(args)
-    check_config_files(argv)
+    resolved = argv
+    if not (argv and argv[0] in EXTRA_COMMANDS):
+        from ds2hub.catalog import resolve_recipe_names
+
+        resolved = resolve_recipe_names(argv)  # `--config digits`: an installed recipe by name
+        if args is None:
+            sys.argv[1:] = resolved  # LightningCLI reads sys.argv itself (see below)
+    check_config_files(resolved)
     if argv and argv[0] in EXTRA_COMMANDS:
         EXTRA_COMMANDS[argv[0]](argv[1:])
         return None
     return DS2CLI(
         DeepSpeech2Task,
         SpeechDataModule,
-        argv=argv,
-        args=None if args is None else argv,  # None: LightningCLI reads sys.argv (no warning)
+        argv=argv,  # as typed (recipe names, not their paths) for model cards
+        args=None if args is None else resolved,  # None: LightningCLI reads sys.argv (no warning)
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
     )

@@ -1,4 +1,10 @@
-"""Weights & Biases logging that never stops a training run."""
+"""Weights & Biases logging that never stops a training run, and runs without W&B installed.
+
+Recipes list a `CSVLogger` (always there: `metrics.csv` is the run's record) and
+`ds2hub.loggers.wandb_if_installed`, which is a `DS2WandbLogger` when `wandb` (the `wandb` extra)
+is installed and otherwise logs one line and records nothing, so `pip install ds2hub` runs every
+recipe.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,10 @@ import logging
 import os
 from typing import Any
 
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.loggers.logger import DummyLogger
+
+from ds2hub.extras import require
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +52,7 @@ class DS2WandbLogger(WandbLogger):
         ):
             log.info("no W&B API key found: logging offline (upload later with `wandb sync`)")
             kwargs["offline"] = True
-        import wandb
-
+        wandb = require("wandb", "wandb")
         kwargs.setdefault("settings", wandb.Settings(init_timeout=init_timeout))
         super().__init__(*args, **kwargs)
 
@@ -59,3 +67,51 @@ class DS2WandbLogger(WandbLogger):
             self._offline = True
             self._experiment = None
             return super().experiment
+
+
+def wandb_installed() -> bool:
+    """Whether the `wandb` package can be imported (the `wandb` extra)."""
+    import importlib.util
+
+    return importlib.util.find_spec("wandb") is not None
+
+
+def wandb_if_installed(
+    save_dir: str = ".",
+    project: str = "ds2hub",
+    name: str | None = None,
+    group: str | None = None,
+    tags: list[str] | None = None,
+    offline: bool = False,
+    log_model: bool | str = False,
+    init_timeout: float = 60.0,
+) -> Logger:
+    """A `DS2WandbLogger` when `wandb` is installed; otherwise Lightning's `DummyLogger` (records
+    nothing) and one logged line, so a recipe with W&B logging runs on a plain `pip install ds2hub`.
+
+    Args:
+        save_dir: where W&B writes the run (offline runs land in `save_dir/wandb`).
+        project: the W&B project.
+        name: the run's name (None: W&B picks one).
+        group: the run group (recipe and language, e.g. `digits-en`).
+        tags: tags to filter runs by.
+        offline: never contact the W&B service.
+        log_model: upload checkpoints as W&B artifacts (`all`, True or False).
+        init_timeout: seconds to wait for the W&B service before going offline.
+    """
+    if not wandb_installed():
+        log.warning(
+            "wandb is not installed: this run logs to CSV only "
+            "(pip install 'ds2hub[wandb]' for Weights & Biases)"
+        )
+        return DummyLogger()
+    return DS2WandbLogger(
+        save_dir=save_dir,
+        project=project,
+        name=name,
+        group=group,
+        tags=tags,
+        offline=offline,
+        log_model=log_model,
+        init_timeout=init_timeout,
+    )

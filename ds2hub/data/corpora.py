@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable
-from importlib.metadata import entry_points
 from pathlib import Path
 
 import datasets
@@ -72,10 +71,10 @@ BUILTIN_LAYOUTS: dict[str, Loader] = {"aishell": load_aishell, "commonvoice": lo
 
 def available_layouts() -> dict[str, Loader]:
     """Release-folder layouts by name: the built-in ones and those of plugins."""
-    found = dict(BUILTIN_LAYOUTS)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        found.setdefault(ep.name, ep.load())
-    return found
+    from ds2hub.plugins import load_group
+
+    # A plugin that fails to import or reuses a name is logged by name; the others still load.
+    return load_group(ENTRY_POINT_GROUP, BUILTIN_LAYOUTS)[0]
 
 
 def detect_layout(path: str) -> str | None:

@@ -21,12 +21,16 @@ from functools import cache
 from pathlib import Path
 from typing import ClassVar
 
-from pypinyin import Style, lazy_pinyin, pinyin
-from pypinyin.pinyin_dict import pinyin_dict
-
+from ds2hub.extras import LazyAttr
 from ds2hub.tokenizers.base import BLANK, LexiconEntry, Tokenizer, read_word_counts
 from ds2hub.tokenizers.mandarin import UNK_TEXT
 from ds2hub.tokenizers.normalizers import normalize_mandarin
+
+# pypinyin comes with the `mandarin` extra: imported on first use, so `import ds2hub` needs it not.
+Style = LazyAttr("pypinyin", "Style", extra="mandarin")
+lazy_pinyin = LazyAttr("pypinyin", "lazy_pinyin", extra="mandarin")
+pinyin = LazyAttr("pypinyin", "pinyin", extra="mandarin")
+pinyin_dict = LazyAttr("pypinyin.pinyin_dict", "pinyin_dict", extra="mandarin")
 
 LETTERS = [" ", *"abcdefghijklmnopqrstuvwxyz", *"12345"]  # pypinyin writes ü as v, tone 5 neutral
 _SYLLABLE = re.compile(r"[a-z]+[1-5]?")

@@ -17,7 +17,6 @@ read anything else on the user's machine.
 from __future__ import annotations
 
 import json
-from importlib.metadata import entry_points
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -32,13 +31,11 @@ class TokenizerFileError(ValueError):
 
 def available_tokenizers() -> dict[str, type[Tokenizer]]:
     """All registered tokenizer classes by kind (the built-in ones and those of plugins)."""
+    from ds2hub.plugins import load_group
     from ds2hub.tokenizers import BUILTIN
 
-    found: dict[str, type[Tokenizer]] = {cls.kind: cls for cls in BUILTIN}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name not in found:
-            found[ep.name] = ep.load()
-    return found
+    # A plugin that fails to import or reuses a kind is logged by name; the others still load.
+    return load_group(ENTRY_POINT_GROUP, {cls.kind: cls for cls in BUILTIN})[0]
 
 
 def tokenizer_from_config(config: dict[str, Any]) -> Tokenizer:

@@ -1,0 +1,266 @@
+"""The recipe catalog: ds2hub's recipes and those of installed plugins, by name.
+
+A package offers recipes by registering itself in the `ds2hub.recipes` entry-point group; its
+recipes are the `*.yaml` files of its `recipes/` resource folder (`importlib.resources`), named
+by file stem, and a recipe's one-line description is its first `# ` comment line. ds2hub's own
+recipes are found the same way: the wheel carries the repository's `recipes/` folder as
+`ds2hub/recipes/`; in a source checkout they are read from `recipes/` beside the package.
+
+A recipe is named by its stem (`digits`) or, when two packages use the same stem, by
+`package:stem` (`ds2hub:digits`). A plugin that fails to import, a name used twice and a recipe
+that does not parse are reported (`Catalog.problems`) while the others are listed.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import re
+from dataclasses import dataclass, field
+from importlib.abc import Traversable
+from importlib.metadata import entry_points
+from pathlib import Path
+from types import ModuleType
+
+import yaml
+
+from ds2hub.errors import ConfigError
+from ds2hub.plugins import RECIPES, PluginProblem, source_of
+
+RECIPE_FOLDER = "recipes"
+BUILTIN_PACKAGE = "ds2hub"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One recipe file of one package."""
+
+    name: str  # the file stem: `digits`
+    package: str  # the package that ships it: `ds2hub`, `ds2hub_german`
+    path: Path  # the YAML file
+    description: str  # its first `# ` comment line
+
+    @property
+    def qualified(self) -> str:
+        """`package:name`, unique even when two packages ship the same name."""
+        return f"{self.package}:{self.name}"
+
+    @property
+    def root(self) -> Path:
+        """The folder that holds the package's `recipes/` folder: a named recipe's relative
+        `data.path` is read from here (`recipes/digits` -> the shipped digits corpus)."""
+        return self.path.parent.parent
+
+
+@dataclass
+class Catalog:
+    """Every recipe found, and what could not be used."""
+
+    recipes: list[Recipe] = field(default_factory=list)
+    problems: list[PluginProblem] = field(default_factory=list)
+
+    def clashes(self) -> dict[str, list[Recipe]]:
+        """Names shipped by more than one package."""
+        by_name: dict[str, list[Recipe]] = {}
+        for recipe in self.recipes:
+            by_name.setdefault(recipe.name, []).append(recipe)
+        return {name: found for name, found in by_name.items() if len(found) > 1}
+
+    def find(self, name: str) -> Recipe | None:
+        """The recipe called `name` or `package:name`; None if there is none.
+
+        Raises:
+            ConfigError: a bare name that two packages ship (the message names both).
+        """
+        package, _, stem = name.rpartition(":")
+        found = [r for r in self.recipes if r.name == stem and package in ("", r.package)]
+        if len(found) > 1:
+            options = " or ".join(r.qualified for r in found)
+            raise ConfigError(f"recipe name {stem!r} is ambiguous: use {options}")
+        return found[0] if found else None
+
+
+def describe(text: str) -> str:
+    """The first `# ` comment line of a recipe (its one-line description), or ''."""
+    for line in text.splitlines():
+        if line.startswith("# "):
+            return line[2:].strip()
+    return ""
+
+
+def recipe_folder(package: ModuleType) -> Traversable | None:
+    """The `recipes/` resource folder of a package, if it has one.
+
+    ds2hub in a source checkout keeps its recipes in the repository's `recipes/` folder (the
+    README, tests and CI use those paths); the wheel force-includes that folder as
+    `ds2hub/recipes/`.
+    """
+    folder = importlib.resources.files(package) / RECIPE_FOLDER
+    if folder.is_dir():
+        return folder
+    if package.__name__ == BUILTIN_PACKAGE and package.__file__:
+        checkout = Path(package.__file__).resolve().parents[1] / RECIPE_FOLDER
+        if checkout.is_dir():
+            return checkout
+    return None
+
+
+def read_recipes(package: ModuleType, catalog: Catalog, source: str) -> None:
+    """Adds the recipes of `package` to `catalog`; one that does not parse becomes a problem."""
+    folder = recipe_folder(package)
+    if folder is None:
+        catalog.problems.append(
+            PluginProblem(RECIPES, package.__name__, source, f"has no {RECIPE_FOLDER}/ folder")
+        )
+        return
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".yaml") or not entry.is_file():
+            continue
+        # Resource folders of installed packages are plain directories (wheels are unpacked);
+        # a zipped package could not be run by LightningCLI anyway.
+        path = Path(str(entry))
+        name = path.stem
+        try:
+            text = path.read_text(encoding="utf-8")
+            config = yaml.safe_load(text)
+            if not isinstance(config, dict):
+                raise ValueError("the file is not a YAML mapping of settings")
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError) as error:
+            message = " ".join(f"does not parse ({error})".split())
+            catalog.problems.append(
+                PluginProblem(RECIPES, f"{package.__name__}:{name}", source, message)
+            )
+            continue
+        catalog.recipes.append(Recipe(name, package.__name__, path, describe(text)))
+
+
+def find_recipes() -> Catalog:
+    """ds2hub's recipes, then those of every package in the `ds2hub.recipes` group."""
+    import ds2hub
+
+    catalog = Catalog()
+    read_recipes(ds2hub, catalog, "ds2hub")
+    seen = {BUILTIN_PACKAGE}
+    for ep in entry_points(group=RECIPES):
+        source = source_of(ep)
+        try:
+            package = ep.load()
+        except Exception as error:  # noqa: BLE001 - a broken plugin must not hide the others
+            message = " ".join(f"cannot be loaded ({type(error).__name__}: {error})".split())
+            catalog.problems.append(PluginProblem(RECIPES, ep.name, source, message))
+            continue
+        if not isinstance(package, ModuleType):
+            catalog.problems.append(
+                PluginProblem(RECIPES, ep.name, source, f"{ep.value} is not a package")
+            )
+            continue
+        if package.__name__ in seen:
+            continue
+        seen.add(package.__name__)
+        read_recipes(package, catalog, source)
+    for name, found in catalog.clashes().items():
+        shipped = " and ".join(r.qualified for r in found)
+        catalog.problems.append(
+            PluginProblem(
+                RECIPES, name, found[-1].package, f"name used twice ({shipped}): use package:name"
+            )
+        )
+    return catalog
+
+
+def resolve_recipe(name: str) -> Recipe | None:
+    """The installed recipe called `name` (`digits`, `ds2hub:digits`), or None."""
+    return find_recipes().find(name)
+
+
+_NAME = re.compile(r"^[\w.-]+(:[\w.-]+)?$")
+_CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def data_path_override(recipe: Recipe) -> str | None:
+    """The absolute data path of a named recipe whose relative `data.path` lies in its package
+    (`recipes/digits` -> `<site-packages>/ds2hub/recipes/digits`), else None (hub ids, corpora
+    the user downloads, absolute paths)."""
+    config = yaml.safe_load(recipe.path.read_text(encoding="utf-8")) or {}
+    data = config.get("data") if isinstance(config, dict) else None
+    path = data.get("path") if isinstance(data, dict) else None
+    if not isinstance(path, str) or Path(path).is_absolute() or path.startswith("~"):
+        return None
+    local = recipe.root / path
+    return str(local) if local.exists() else None
+
+
+def resolve_recipe_names(argv: list[str]) -> list[str]:
+    """`argv` with every `--config NAME` that is not a file replaced by the recipe's path.
+
+    A file of that name wins over a recipe. A named recipe whose relative `data.path` is shipped in
+    its package gets `--data.path <absolute path>` right after it, so it runs from any folder;
+    options given after it still override it.
+
+    Raises:
+        ConfigError: NAME is neither a file nor a recipe, or two packages ship it.
+    """
+    out: list[str] = []
+    catalog: Catalog | None = None
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        value, joined = None, False
+        if arg in ("-c", "--config") and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("--config="):
+            value, joined = arg.split("=", 1)[1], True
+        if (
+            value is None
+            or Path(value).expanduser().is_file()
+            or not _NAME.match(value)
+            or value.endswith(_CONFIG_SUFFIXES)
+        ):
+            out.append(arg)
+            i += 1
+            continue
+        catalog = catalog or find_recipes()
+        recipe = catalog.find(value)
+        if recipe is None:
+            raise ConfigError(
+                f"no config file or recipe named {value!r} (`ds2hub recipes` lists the recipes)"
+            )
+        out += [f"--config={recipe.path}"] if joined else [arg, str(recipe.path)]
+        data_path = data_path_override(recipe)
+        if data_path is not None:
+            out += ["--data.path", data_path]
+        i += 1 if joined else 2
+    return out
+
+
+def main(argv: list[str]) -> None:
+    """`ds2hub recipes`: lists every recipe with its package and description; what could not be
+    read is reported on stderr by name."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="ds2hub recipes",
+        description="List the recipes of ds2hub and of installed plugins "
+        "(run one with `ds2hub fit --config NAME`).",
+    )
+    parser.add_argument("--paths", action="store_true", help="show each recipe's file")
+    parser.add_argument(
+        "--strict", action="store_true", help="exit with status 2 if any plugin has a problem"
+    )
+    args = parser.parse_args(argv)
+    catalog = find_recipes()
+    clashing = set(catalog.clashes())
+    rows = [
+        (r.qualified if r.name in clashing else r.name, r.package, r.description)
+        + ((str(r.path),) if args.paths else ())
+        for r in catalog.recipes
+    ]
+    header = ("name", "package", "description") + (("file",) if args.paths else ())
+    widths = [max(len(row[c]) for row in [header, *rows]) for c in range(len(header) - 1)]
+    for row in [header, *rows]:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths)] + [row[-1]]
+        print("  ".join(cells).rstrip())
+    for problem in catalog.problems:
+        print(f"ds2hub: warning: {problem}", file=sys.stderr)
+    if args.strict and catalog.problems:
+        raise ConfigError(f"{len(catalog.problems)} plugin problem(s), listed above")

@@ -1,0 +1,71 @@
+"""Optional dependencies ("extras"): imported on first use, with a message naming the extra.
+
+`pip install ds2hub` installs what every English recipe needs. Mandarin text processing
+(`ds2hub[mandarin]`: jieba, pypinyin), Weights & Biases (`ds2hub[wandb]`) and the others are
+extras: `import ds2hub` never imports them, and using a feature without its extra raises
+`MissingExtra`, which the `ds2hub` command prints as one line naming the `pip install`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any
+
+from ds2hub.errors import ConfigError
+
+
+class MissingExtra(ConfigError, ImportError):
+    """A feature needs a package of an extra that is not installed."""
+
+    def __init__(self, module: str, extra: str) -> None:
+        super().__init__(
+            f"{module} is not installed; it comes with the `{extra}` extra: "
+            f"pip install 'ds2hub[{extra}]'"
+        )
+        self.module, self.extra = module, extra
+
+
+def require(module: str, extra: str) -> ModuleType:
+    """Imports `module`, or raises `MissingExtra` naming the extra that provides it."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        top = module.split(".")[0]
+        if error.name is not None and error.name.split(".")[0] != top:
+            raise  # the extra is there but one of its own dependencies is broken: show that
+        raise MissingExtra(top, extra) from error
+
+
+class LazyAttr:
+    """Stands for `module.attr` and imports `module` on first use (call, attribute, `in`, `[]`).
+
+    Written here because a module-level `from pypinyin import Style` would import the extra with
+    `import ds2hub`; the standard library's `importlib.util.LazyLoader` defers the execution of a
+    module but not of `from ... import name`, and cannot name the extra when it is missing.
+    """
+
+    def __init__(self, module: str, attr: str, extra: str) -> None:
+        self._where = (module, attr, extra)
+
+    def _target(self) -> Any:
+        module, attr, extra = self._where
+        return getattr(require(module, extra), attr)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # copy/pickle/inspect probes must not import the extra
+            raise AttributeError(name)
+        return getattr(self._target(), name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._target()(*args, **kwargs)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._target()
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._target()[key]
+
+    def __repr__(self) -> str:
+        module, attr, extra = self._where
+        return f"<{module}.{attr}, imported on first use (extra `{extra}`)>"

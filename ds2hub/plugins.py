@@ -1,0 +1,129 @@
+"""Plugin entry-point groups: how other packages add to ds2hub without touching it.
+
+A plugin package registers objects in its own `pyproject.toml` (see CONTRIBUTING.md):
+
+    [project.entry-points."ds2hub.recipes"]      # a package whose `recipes/*.yaml` are recipes
+    german = "ds2hub_german"
+    [project.entry-points."ds2hub.tokenizers"]   # kind -> Tokenizer subclass
+    german = "ds2hub_german:GermanTokenizer"
+    [project.entry-points."ds2hub.normalizers"]  # name -> callable str -> str
+    german = "ds2hub_german:normalize_german"
+    [project.entry-points."ds2hub.corpora"]      # layout -> (root: Path, split: str) -> Dataset
+    german_tts = "ds2hub_german:load_tts_folder"
+
+Loading is per entry point: one plugin that fails to import, or a name registered twice, is
+reported by name (`PluginProblem`) while the others load.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+from ds2hub.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+RECIPES = "ds2hub.recipes"
+TOKENIZERS = "ds2hub.tokenizers"
+NORMALIZERS = "ds2hub.normalizers"
+CORPORA = "ds2hub.corpora"
+GROUPS = (RECIPES, TOKENIZERS, NORMALIZERS, CORPORA)
+
+
+@dataclass(frozen=True)
+class PluginProblem:
+    """Something one plugin registers that ds2hub could not use (the others still load)."""
+
+    group: str
+    name: str
+    source: str  # the distribution that registers it (or the entry point's value)
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.group} {self.name!r} from {self.source}: {self.message}"
+
+
+def source_of(ep: EntryPoint) -> str:
+    """The distribution that registered `ep` (`ds2hub-german`), or its value when unknown."""
+    dist = getattr(ep, "dist", None)
+    name = dist.metadata["Name"] if dist is not None and dist.metadata else None
+    return name or ep.value
+
+
+def load_group(
+    group: str, builtin: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], list[PluginProblem]]:
+    """Loads every entry point of `group`, keeping going past failures.
+
+    Args:
+        group: an entry-point group (`ds2hub.tokenizers` ...).
+        builtin: objects ds2hub itself provides; an entry point of the same name that points to
+            the same object is ds2hub's own registration, not a clash.
+
+    Returns:
+        (objects by name, problems): an entry point that fails to load, or a name that a second
+        distribution registers again, is a problem; the first registration of a name is kept.
+    """
+    found: dict[str, Any] = dict(builtin or {})
+    origin: dict[str, str] = {name: "ds2hub" for name in found}
+    problems: list[PluginProblem] = []
+    for ep in entry_points(group=group):
+        source = source_of(ep)
+        try:
+            obj = ep.load()
+        except Exception as error:  # noqa: BLE001 - a broken plugin must not hide the others
+            message = " ".join(f"{type(error).__name__}: {error}".split())
+            problems.append(PluginProblem(group, ep.name, source, f"cannot be loaded ({message})"))
+            continue
+        if ep.name in found:
+            if found[ep.name] is not obj:
+                problems.append(
+                    PluginProblem(
+                        group,
+                        ep.name,
+                        source,
+                        f"already registered by {origin[ep.name]}; this one is ignored",
+                    )
+                )
+            continue
+        found[ep.name], origin[ep.name] = obj, source
+    for problem in problems:
+        log.warning("plugin problem: %s", problem)
+    return found, problems
+
+
+def builtin_normalizers() -> dict[str, Callable[[str], str]]:
+    from ds2hub.tokenizers.normalizers import (
+        normalize_english,
+        normalize_mandarin,
+        normalize_reference,
+    )
+
+    return {
+        "english": normalize_english,
+        "mandarin": normalize_mandarin,
+        "reference": normalize_reference,
+    }
+
+
+def available_normalizers() -> dict[str, Callable[[str], str]]:
+    """Text normalisers by name: ds2hub's (`english`, `mandarin`, `reference`) and plugins'."""
+    return load_group(NORMALIZERS, builtin_normalizers())[0]
+
+
+def get_normalizer(name: str) -> Callable[[str], str]:
+    """The normaliser registered as `name`.
+
+    Raises:
+        ConfigError: no normaliser has that name (the message lists the installed ones).
+    """
+    found, problems = load_group(NORMALIZERS, builtin_normalizers())
+    if name in found:
+        return found[name]
+    broken = [str(p) for p in problems if p.name == name]
+    detail = f" ({'; '.join(broken)})" if broken else ""
+    raise ConfigError(f"no text normaliser named {name!r}{detail}; installed: {sorted(found)}")
