@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,6 +64,7 @@ class CardInfo:
     eval_stage: str = "test"  # `test`, or `val`: validation data, which also chose the checkpoint
     decoding: str = "greedy CTC decoding (best path), no language model"  # of `metrics`
     normalization: str = "the tokenizer's `normalize`"  # of the references, for scoring
+<<<<<<< HEAD
     decoding_short: str = "greedy"  # `metrics`' decoding in model-index names
     # Figures with other decodings (e.g. greedy beside the default LM search), same data.
     more_results: list[DecodingResult] = field(default_factory=list)
@@ -75,6 +77,9 @@ class CardInfo:
         if not self.metrics:
             return []
         return [DecodingResult(self.decoding, self.metrics, self.decoding_short), *self.more_results]
+=======
+    finetuned_from: str = ""  # the model `model.finetune.source` named (hub id, folder, .ckpt)
+>>>>>>> i11b
 
 
 def _duration(seconds: float | None) -> str:
@@ -90,6 +95,12 @@ def size_tag(num_parameters: int) -> str:
     """A coarse model-size tag for comparing runs (`size-1M`, `size-100M`)."""
     m = num_parameters / 1e6
     return f"size-{m:.0f}M" if m >= 1 else f"size-{num_parameters / 1e3:.0f}K"
+
+
+def is_hub_id(name: str) -> bool:
+    """Whether `name` (optionally `@revision`) is a hub id `user/name` rather than a local path."""
+    name = name.split("@")[0]
+    return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", name)) and not Path(name).exists()
 
 
 def render_card(recognizer: SpeechRecognizer, info: CardInfo) -> ModelCard:
@@ -143,6 +154,8 @@ def render_card(recognizer: SpeechRecognizer, info: CardInfo) -> ModelCard:
         metrics=list(info.metrics),
         model_name=model_name,
         eval_results=eval_results,
+        # The hub links fine-tunes to their base model; only a hub id can be linked.
+        base_model=info.finetuned_from.split("@")[0] if is_hub_id(info.finetuned_from) else None,
     )
     return ModelCard.from_template(
         data,
@@ -188,4 +201,5 @@ def render_card(recognizer: SpeechRecognizer, info: CardInfo) -> ModelCard:
         hardware=info.hardware or "unknown hardware",
         train_description=info.train_description or info.dataset_id,
         chunk_seconds=20,
+        finetuned_from=info.finetuned_from,
     )

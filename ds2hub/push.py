@@ -414,6 +414,7 @@ def export(
             None if decoding is None else describe_decoding(decoding, recognizer.tokenizer)
         ),
         normalization=normalization,
+        finetuned_from=hide(extra.get("finetuned_from") or ""),
     )
     _prepare_output_dir(output_dir, overwrite, {"repo_id": repo_id, "checkpoint": checkpoint.name})
     render_card(recognizer, info).save(

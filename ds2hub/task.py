@@ -18,6 +18,7 @@ from ds2hub.data.dataset import is_empty_batch
 from ds2hub.decoding import BeamSearchConfig, TextDecoder, text_decoder
 from ds2hub.errors import ConfigError
 from ds2hub.features import FeatureConfig, LogSpectrogram, frame_statistics
+from ds2hub.finetune import FineTuneConfig, check_freeze_names, drop_frozen_gradients, start_from
 from ds2hub.hub import CHECKPOINT_KEY
 from ds2hub.model import DeepSpeech2, DeepSpeech2Config
 from ds2hub.tokenizers import Tokenizer, tokenizer_from_config
@@ -105,6 +106,9 @@ class DeepSpeech2Task(L.LightningModule):
         ctc_reduction: `utterance` (the paper's per-utterance cost averaged over the batch) or
             `token` (also divided by transcript length); see `ctc_loss`. Optimiser settings
             (learning rate, `trainer.gradient_clip_val`) depend on it.
+        finetune: start `fit` from a published model (`from_pretrained` id, folder or .ckpt):
+            its conv and recurrent layers are copied, the output layer is made for this
+            tokenizer, and layers may be frozen for the first steps; see `ds2hub.finetune`.
 
     Logged: `train/loss`, `train/grad_norm` (the total 2-norm before clipping, so a recipe's
     `gradient_clip_val` can be checked against it), `train/audio_sec_per_sec`; `val/` and `test/`
@@ -123,6 +127,7 @@ class DeepSpeech2Task(L.LightningModule):
         log_examples: int = 3,
         beam_search: BeamSearchConfig | None = None,
         ctc_reduction: CTCReduction = "utterance",
+        finetune: FineTuneConfig | None = None,
     ) -> None:
         super().__init__()
         if ctc_reduction not in ("utterance", "token"):
@@ -156,6 +161,14 @@ class DeepSpeech2Task(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.log_examples = log_examples
+        # Fine-tuning (ds2hub/finetune.py): weights are copied in `setup("fit")`, so that
+        # validate/test/predict and resumed runs never need the source model.
+        if isinstance(finetune, dict):
+            finetune = FineTuneConfig(**finetune)
+        if finetune is not None:
+            check_freeze_names(self.model, finetune.freeze)
+            self.hparams["finetune"] = finetune.to_dict()
+        self.finetune = finetune
         # Word-level error: WER, or SER where text has no word boundaries (see class docstring).
         self.word_metric = "wer" if self.tokenizer.word_delimited else "ser"
         self.metrics = torch.nn.ModuleDict(
@@ -184,7 +197,14 @@ class DeepSpeech2Task(L.LightningModule):
             + (time.perf_counter() - self._fit_started if self._fit_started else 0.0),
             "hardware": describe_hardware(self.trainer) if self._trainer is not None else None,
             "command": self.command,
+            "finetuned_from": self.finetune.description if self.finetune else None,
         }
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.finetune is not None:
+            # Before Lightning restores a `--ckpt_path` (which then overwrites these weights), so
+            # a resumed run continues from its checkpoint.
+            start_from(self.finetune, self.model, self.arch, self.features, self.tokenizer.vocab)
 
     def on_fit_start(self) -> None:
         self._fit_started = time.perf_counter()
@@ -365,6 +385,12 @@ class DeepSpeech2Task(L.LightningModule):
         self._last_batch_end = None
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.finetune is not None and self.global_step < self.finetune.freeze_steps:
+            drop_frozen_gradients(self.model, self.finetune.freeze)  # frozen: no update this step
+            if self.global_step + 1 == self.finetune.freeze_steps:
+                log.info(
+                    "fine-tuning: %s unfrozen after this step", ", ".join(self.finetune.freeze)
+                )
         # Lightning calls this after unscaling (16-mixed) and before clipping: the norm the clip sees.
         norm = grad_norm(self, norm_type=2).get("grad_2.0_norm_total")
         if norm is not None:

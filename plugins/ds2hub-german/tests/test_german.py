@@ -1,0 +1,172 @@
+"""The ds2hub-german plugin as an installed package: its entry points, normaliser, tokenizer,
+corpus script and recipes (run through the real `ds2hub fit` on a corpus the script makes).
+
+Run from the repository root after `pip install plugins/ds2hub-german`:
+    pytest plugins/ds2hub-german/tests
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from importlib.resources import files
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import yaml
+from ds2hub_german import GermanTokenizer, normalize_german, spell_numbers
+from ds2hub_german.make_corpus import DIGITS, PHRASES
+
+import ds2hub
+from ds2hub.cli import main
+from ds2hub.tokenizers import available_tokenizers, load_tokenizer
+
+RECIPES = files("ds2hub_german") / "recipes"
+needs_espeak = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None or shutil.which("ffmpeg") is None,
+    reason="needs espeak-ng and ffmpeg",
+)
+
+
+@pytest.fixture(autouse=True)
+def _offline(tmp_path_factory, monkeypatch):
+    cache = tmp_path_factory.getbasetemp() / "hf_cache"
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(cache / "datasets"))
+    monkeypatch.setenv("HF_HOME", str(cache / "home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.mark.parametrize(
+    ("raw", "normalised"),
+    [
+        (
+            "Grüß Gott! Es ist 5 vor 12 – auf der Straße.",
+            "grüß gott es ist fünf vor zwölf auf der straße",
+        ),
+        ("ÄPFEL, Öl und Übermut", "äpfel öl und übermut"),
+        ("Mu\u0308ller", "müller"),  # u + combining diaeresis is composed into ü
+        ("Gleis 21", "gleis einundzwanzig"),
+        ("C'est «très» bien", "c'est tr s bien"),  # letters outside German are not written
+    ],
+)
+def test_normalize_german(raw, normalised):
+    assert normalize_german(raw) == normalised
+
+
+def test_spell_numbers_keeps_the_rest():
+    assert spell_numbers("Wagen 3, Platz 47") == "Wagen drei, Platz siebenundvierzig"
+
+
+def test_tokenizer_round_trip_and_registration(tmp_path):
+    tokenizer = GermanTokenizer()
+    assert tokenizer.vocab_size == 33
+    ids = tokenizer.encode("Fünf Straßen, 2 Öfen")
+    assert tokenizer.decode(ids) == "fünf straßen zwei öfen"
+    assert tokenizer.reference("3 Äpfel") == tokenizer.reference("drei äpfel") == "drei äpfel"
+    # The English characters keep their ids, so fine-tuning keeps their output rows.
+    assert tokenizer.vocab[:29] == ds2hub.CharTokenizer().vocab
+    assert available_tokenizers()["german"] is GermanTokenizer
+    tokenizer.save(tmp_path)
+    assert load_tokenizer(tmp_path).vocab == tokenizer.vocab
+
+
+def test_entry_points_name_this_package():
+    def group(name: str) -> dict:
+        return {
+            ep.name: ep for ep in entry_points(group=name) if ep.value.startswith("ds2hub_german")
+        }
+
+    assert group("ds2hub.recipes")["german"].load().__name__ == "ds2hub_german"
+    assert group("ds2hub.tokenizers")["german"].load() is GermanTokenizer
+    assert group("ds2hub.normalizers")["german"].load() is normalize_german
+
+
+def test_recipes_parse_and_describe_themselves():
+    recipes = sorted(p for p in RECIPES.iterdir() if p.name.endswith(".yaml"))
+    assert [p.name for p in recipes] == ["german_digits.yaml", "german_digits_finetune.yaml"]
+    for recipe in recipes:
+        text = recipe.read_text(encoding="utf-8")
+        assert text.startswith("# ") and len(text.splitlines()[0]) > 20
+        config = yaml.safe_load(text)
+        assert config["data"]["tokenizer"]["class_path"] == "ds2hub_german.GermanTokenizer"
+    scratch, finetune = (yaml.safe_load(p.read_text(encoding="utf-8")) for p in recipes)
+    # The comparison in the README: the same recipe apart from the start and the run folder.
+    assert finetune["model"].pop("finetune")["source"]
+    assert finetune["model"] == scratch["model"] and finetune["data"] == scratch["data"]
+
+
+def test_corpus_transcripts_are_written_in_the_tokenizer_alphabet():
+    tokenizer = GermanTokenizer()
+    for text in [*DIGITS, *PHRASES]:
+        assert tokenizer.normalize(text) == text and not tokenizer.uncovered(text)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    if shutil.which("espeak-ng") is None or shutil.which("ffmpeg") is None:
+        pytest.skip("needs espeak-ng and ffmpeg")
+    out = tmp_path_factory.mktemp("german") / "german-digits"
+    subprocess.run(
+        [sys.executable, "-m", "ds2hub_german.make_corpus", "--out", str(out)]
+        + ["--train", "8", "--validation", "2", "--test", "2"],
+        check=True,
+    )
+    return out
+
+
+@needs_espeak
+def test_make_corpus_writes_an_audiofolder_with_unheard_voices(corpus):
+    voices = {}
+    for split, n in (("train", 8), ("validation", 2), ("test", 2)):
+        with open(corpus / split / "metadata.csv", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        assert len(rows) == n
+        info = sf.info(str(corpus / split / rows[0]["file_name"]))
+        assert info.samplerate == 16000 and info.duration > 0.2
+        voices[split] = {row["voice"] for row in rows}
+    assert not voices["train"] & (voices["validation"] | voices["test"])
+    # It never writes into a folder that holds something.
+    again = subprocess.run(
+        [sys.executable, "-m", "ds2hub_german.make_corpus", "--out", str(corpus), "--train", "1"],
+        capture_output=True,
+        text=True,
+    )
+    assert again.returncode == 2 and "not empty" in again.stderr
+
+
+def _fast_dev_run(recipe: str, corpus: Path, root: Path, *options: str) -> int:
+    return main(
+        [
+            "fit", "--config", str(RECIPES / recipe), "--data.path", str(corpus),
+            "--trainer.fast_dev_run", "true", "--trainer.default_root_dir", str(root),
+            "--trainer.logger", "false", "--data.num_workers", "0", *options,
+        ]
+    )  # fmt: skip
+
+
+@needs_espeak
+def test_scratch_recipe_runs(corpus, tmp_path):
+    assert _fast_dev_run("german_digits.yaml", corpus, tmp_path) == 0
+
+
+@needs_espeak
+def test_finetune_recipe_starts_from_an_english_model(corpus, tmp_path, capsys):
+    config = yaml.safe_load((RECIPES / "german_digits_finetune.yaml").read_text(encoding="utf-8"))
+    english = ds2hub.SpeechRecognizer(
+        arch=config["model"]["arch"], tokenizer=ds2hub.CharTokenizer()
+    )
+    english.save_pretrained(tmp_path / "english")
+    options = ("--model.finetune.source", str(tmp_path / "english"))
+    assert _fast_dev_run("german_digits_finetune.yaml", corpus, tmp_path / "run", *options) == 0
+    # An English model with another network is refused, naming the setting.
+    other = {**config["model"]["arch"], "rnn_hidden": 64}
+    ds2hub.SpeechRecognizer(arch=other, tokenizer=ds2hub.CharTokenizer()).save_pretrained(
+        tmp_path / "small"
+    )
+    options = ("--model.finetune.source", str(tmp_path / "small"))
+    assert _fast_dev_run("german_digits_finetune.yaml", corpus, tmp_path / "bad", *options) == 2
+    assert "rnn_hidden" in capsys.readouterr().err
