@@ -64,12 +64,12 @@ class CardInfo:
     eval_stage: str = "test"  # `test`, or `val`: validation data, which also chose the checkpoint
     decoding: str = "greedy CTC decoding (best path), no language model"  # of `metrics`
     normalization: str = "the tokenizer's `normalize`"  # of the references, for scoring
-<<<<<<< HEAD
     decoding_short: str = "greedy"  # `metrics`' decoding in model-index names
     # Figures with other decodings (e.g. greedy beside the default LM search), same data.
     more_results: list[DecodingResult] = field(default_factory=list)
     # What `transcribe` does by default (None: greedy), in words.
     default_decoding: str | None = None
+    finetuned_from: str = ""  # the model `model.finetune.source` named (hub id, folder, .ckpt)
 
     @property
     def results(self) -> list[DecodingResult]:
@@ -77,9 +77,6 @@ class CardInfo:
         if not self.metrics:
             return []
         return [DecodingResult(self.decoding, self.metrics, self.decoding_short), *self.more_results]
-=======
-    finetuned_from: str = ""  # the model `model.finetune.source` named (hub id, folder, .ckpt)
->>>>>>> i11b
 
 
 def _duration(seconds: float | None) -> str:
