@@ -24,9 +24,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from ds2hub.extras import LazyAttr
-
 from ds2hub.decoding.lexicon import read_word_counts
+from ds2hub.extras import LazyAttr
 from ds2hub.tokenizers.mandarin import UNK_TEXT
 from ds2hub.tokenizers.pinyin import to_pinyin
 
