@@ -129,3 +129,46 @@ def test_a_fresh_environment_runs_recipes_by_name_without_any_extra(venv, tmp_pa
         "ds2hub: error: pypinyin is not installed; it comes with the `mandarin` extra: "
         "pip install 'ds2hub[mandarin]'"
     )
+
+
+def test_import_ds2hub_imports_no_extra():
+    code = (
+        "import sys, ds2hub, ds2hub.cli, ds2hub.tokenizers.pinyin; "
+        f"print(sorted(m for m in {EXTRAS_ONLY!r} if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr[-2000:]
+
+
+def test_a_missing_extra_is_named_when_the_feature_is_used(monkeypatch, tmp_path):
+    from ds2hub.extras import MissingExtra, require
+    from ds2hub.tokenizers import PinyinTokenizer
+
+    monkeypatch.setitem(sys.modules, "pypinyin", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "pypinyin.pinyin_dict", None)
+    tokenizer = PinyinTokenizer(output="pinyin")  # building it needs nothing yet
+    with pytest.raises(MissingExtra, match=r"pip install 'ds2hub\[mandarin\]'"):
+        tokenizer.encode("学生")
+    # A broken dependency *of* an installed extra is shown as it is, not as a missing extra.
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    with pytest.raises(MissingExtra, match=r"ds2hub\[wandb\]"):
+        require("wandb", "wandb")
+    (tmp_path / "half_installed.py").write_text("import a_dependency_nobody_installed\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ModuleNotFoundError, match="a_dependency_nobody_installed") as error:
+        require("half_installed", "mandarin")
+    assert not isinstance(error.value, MissingExtra)
+
+
+def test_recipes_log_to_wandb_only_when_it_is_installed(monkeypatch, tmp_path, caplog):
+    from lightning.pytorch.loggers.logger import DummyLogger
+
+    from ds2hub import loggers
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert isinstance(loggers.wandb_if_installed(save_dir=str(tmp_path)), loggers.DS2WandbLogger)
+    monkeypatch.setattr(loggers, "wandb_installed", lambda: False)
+    assert isinstance(loggers.wandb_if_installed(save_dir=str(tmp_path)), DummyLogger)
+    assert "wandb is not installed: this run logs to CSV only" in caplog.text
