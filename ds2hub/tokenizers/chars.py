@@ -20,7 +20,8 @@ class CharTokenizer(Tokenizer):
             characters outside it).
         normalizer: the name of a text normaliser (`ds2hub.normalizers` entry-point group, e.g.
             one a language plugin registers) applied before characters outside the alphabet are
-            dropped; None: the English normaliser for the English alphabet, else lowercasing.
+            dropped (it decides case too); None: the English normaliser for the English
+            alphabet, else lowercasing.
     """
 
     kind = "chars"
@@ -38,11 +39,12 @@ class CharTokenizer(Tokenizer):
         self._allowed = set(self.alphabet)
 
     def normalize(self, text: str) -> str:
-        if self._normalize is not None:
-            text = self._normalize(text)
+        if self._normalize is not None:  # the language's own rules, case included
+            text = " ".join(self._normalize(text).split())
         elif self.alphabet == ENGLISH_ALPHABET:
             return normalize_english(text)
-        text = " ".join(text.lower().split())
+        else:
+            text = " ".join(text.lower().split())
         return "".join(ch for ch in text if ch in self._allowed)
 
     def uncovered(self, text: str) -> set[str]:
