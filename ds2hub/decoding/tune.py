@@ -39,6 +39,7 @@ class CachedLogits:
 
     batches: list[tuple[torch.Tensor, torch.Tensor]]  # (B, T, V) log-probs, (B,) lengths
     references: list[str]  # normalised for scoring
+    audio_seconds: float = 0.0  # of speech behind the logits (feature frames x hop)
 
 
 @torch.inference_mode()
@@ -51,18 +52,19 @@ def cache_logits(recognizer, datamodule, stage: str = "val", max_utterances: int
     datamodule.setup({"test": "test", "val": "validate"}[stage])
     loader = datamodule.test_dataloader() if stage == "test" else datamodule.val_dataloader()
     normalize, _ = reference_normalizer(recognizer.tokenizer)
-    batches, refs = [], []
+    batches, refs, frames = [], [], 0
     for batch in loader:
         if is_empty_batch(batch):
             continue
         logits, lengths = recognizer(batch["features"], batch["feature_lengths"])
         batches.append((torch.log_softmax(logits.float(), dim=-1), lengths))
         refs += [normalize(t) for t in batch["texts"]]
+        frames += int(batch["feature_lengths"].sum())
         if max_utterances and len(refs) >= max_utterances:
             break
     if not refs:
         raise ConfigError(f"no {stage} utterances to tune on")
-    return CachedLogits(batches, refs)
+    return CachedLogits(batches, refs, frames * recognizer.features.hop_ms / 1000)
 
 
 def error_rate(decode: Callable, cached: CachedLogits, normalize: Callable[[str], str],
