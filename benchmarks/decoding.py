@@ -54,14 +54,17 @@ def main() -> None:
     metric = args.metric or ("wer" if word_metric(tok) == "wer" else "cer")
     normalize, _ = reference_normalizer(tok)
     cached = {
-        stage: cache_logits(recognizer, datamodule_from_config(recipe, recognizer), stage,
-                            args.max_utterances)
+        stage: cache_logits(
+            recognizer, datamodule_from_config(recipe, recognizer), stage, args.max_utterances
+        )
         for stage in ("val", "test")
     }
     test = cached["test"]
     print(f"model {args.model} ({tok.kind}); LM {args.lm}; lexicon {args.lexicon}")
-    print(f"test: {len(test.references)} utterances, {test.audio_seconds:.0f} s of audio; "
-          f"validation: {len(cached['val'].references)} utterances")
+    print(
+        f"test: {len(test.references)} utterances, {test.audio_seconds:.0f} s of audio; "
+        f"validation: {len(cached['val'].references)} utterances"
+    )
 
     def timed(decode, data):
         start = time.process_time()
@@ -70,30 +73,47 @@ def main() -> None:
 
     greedy_val, _ = timed(text_decoder(tok), cached["val"])
     greedy, seconds = timed(text_decoder(tok), test)
-    print(f"greedy: val {metric.upper()} {100 * greedy_val:.2f} %, test {metric.upper()} "
-          f"{100 * greedy:.2f} %, RTF/core {seconds / test.audio_seconds:.4f}")
+    print(
+        f"greedy: val {metric.upper()} {100 * greedy_val:.2f} %, test {metric.upper()} "
+        f"{100 * greedy:.2f} %, RTF/core {seconds / test.audio_seconds:.4f}"
+    )
     rows = [("greedy", "-", "-", "-", greedy, seconds / test.audio_seconds)]
     for backend in args.backends.split(","):
-        base = DecoderConfig(backend=backend, lm=args.lm, lexicon=args.lexicon,
-                             beam_size=args.tune_beam)
+        base = DecoderConfig(
+            backend=backend, lm=args.lm, lexicon=args.lexicon, beam_size=args.tune_beam
+        )
         try:
             text_decoder(tok, base)
         except ConfigError as e:
             print(f"{backend}: not measured: {e}")
             continue
-        surface = grid_search(tok, base, cached["val"], normalize, metric, floats(args.alphas),
-                              floats(args.betas), log=lambda line: None)
+        surface = grid_search(
+            tok,
+            base,
+            cached["val"],
+            normalize,
+            metric,
+            floats(args.alphas),
+            floats(args.betas),
+            log=lambda line: None,
+        )
         alpha, beta, best = min(surface, key=lambda s: s[2])
-        print(f"{backend}: alpha {alpha:g}, beta {beta:g} chosen on validation "
-              f"({metric.upper()} {100 * best:.2f} %)")
+        print(
+            f"{backend}: alpha {alpha:g}, beta {beta:g} chosen on validation "
+            f"({metric.upper()} {100 * best:.2f} %)"
+        )
         for beam in map(int, args.beams.split(",")):
-            decode = text_decoder(tok, base.replace(beam_size=beam, lm_weight=alpha,
-                                                    word_score=beta))
+            decode = text_decoder(
+                tok, base.replace(beam_size=beam, lm_weight=alpha, word_score=beta)
+            )
             rate, seconds = timed(decode, test)
             rtf = seconds / test.audio_seconds
             rows.append((backend, beam, alpha, beta, rate, rtf))
-            print(f"{backend} beam {beam}: test {metric.upper()} {100 * rate:.2f} %, "
-                  f"RTF/core {rtf:.4f}", flush=True)
+            print(
+                f"{backend} beam {beam}: test {metric.upper()} {100 * rate:.2f} %, "
+                f"RTF/core {rtf:.4f}",
+                flush=True,
+            )
     print(f"\n| decoding | beam | alpha | beta | test {metric.upper()} | RTF per core |")
     print("|---|---|---|---|---|---|")
     for name, beam, alpha, beta, rate, rtf in rows:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -475,8 +477,6 @@ def test_words_the_model_cannot_write_count_as_errors(monkeypatch):
 # --- the decoding setup travels with the model -------------------------------------------------
 def _digit_lm(tiny_digits: Path, out: Path) -> Path:
     """A word bigram LM over the training transcripts, built with `ds2hub lm build`."""
-    import csv
-
     with open(tiny_digits / "train" / "metadata.csv") as f:
         text = "\n".join(row["text"] for row in csv.DictReader(f)) + "\n"
     (out.parent / "train.txt").write_text(text)
@@ -497,6 +497,12 @@ def test_a_published_folder_carries_its_lm_and_reproduces_its_card(
         "--alphas", "0.5,1", "--betas", "0,1", "--beam-size", "8", "--out", str(tuned),
     ])  # fmt: skip
     assert status == 0 and (tuned / "tune.csv").read_text().count("\n") == 5  # header + 2 x 2
+    rows = list(csv.DictReader(io.StringIO((tuned / "tune.csv").read_text())))
+    best = min(rows, key=lambda r: float(r["wer"]))
+    stored = load_decoding(tuned)  # the best grid point is what is stored
+    assert (stored.lm_weight, stored.word_score) == (float(best["alpha"]), float(best["beta"]))
+    assert main(["lm", "tune", str(trained_ckpt), "--lm", str(tmp_path / "no.arpa"),
+                 "--out", str(tmp_path / "t2")]) == 2
     folder = export(trained_ckpt, tmp_path / "out", "someone/ds2-lm", decoding=tuned)
     # The hub's CTC layout: pyctcdecode's alphabet and language_model/ folder, plus ds2hub's file.
     assert json.loads((folder / "alphabet.json").read_text())["labels"][0] == ""
@@ -532,9 +538,7 @@ def test_transcribe_decodes_with_the_folders_lm_unless_told_greedy(
     model.decoding = DecoderConfig(lm=str(lm), beam_size=8)  # flashlight lexicon search
     model.save_pretrained(tmp_path / "model")
     audio = sorted((tiny_digits / "test").glob("*.opus"))[:2]
-    words = set((tiny_digits.parent / "train.txt").read_text().split()) if False else set(
-        (tmp_path / "train.txt").read_text().split()
-    )
+    words = set((tmp_path / "train.txt").read_text().split())  # the LM's text
     for args in ([], ["--greedy"]):
         capsys.readouterr()
         assert main(["transcribe", "--model", str(tmp_path / "model"), *map(str, audio),

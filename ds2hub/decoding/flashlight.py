@@ -74,8 +74,13 @@ def lexicon_entries(
         )
     share = len(entries) / len(counts)
     level = logging.WARNING if share < 0.5 else logging.INFO
-    log.log(level, "%d of %d words (%.1f %%) spelled with the model's tokens",
-            len(entries), len(counts), 100 * share)
+    log.log(
+        level,
+        "%d of %d words (%.1f %%) spelled with the model's tokens",
+        len(entries),
+        len(counts),
+        100 * share,
+    )
     return entries
 
 
@@ -94,8 +99,9 @@ def _pinyin_entries(path: str | None, min_count: int) -> tuple[LexiconEntry, ...
     return tuple(entries)
 
 
-def keep_per_spelling(entries: list[LexiconEntry], limit: int = TRIE_MAX_LABELS
-                      ) -> list[LexiconEntry]:
+def keep_per_spelling(
+    entries: list[LexiconEntry], limit: int = TRIE_MAX_LABELS
+) -> list[LexiconEntry]:
     """At most `limit` words per spelling, the likeliest by their word-list prior.
 
     flashlight's lexicon trie stores at most 6 words per spelling (`kTrieMaxLabel`) and drops
@@ -113,7 +119,10 @@ def keep_per_spelling(entries: list[LexiconEntry], limit: int = TRIE_MAX_LABELS
     if dropped:
         log.info(
             "flashlight keeps %d words per spelling: %d of %d lexicon entries left out "
-            "(the least frequent homophones)", limit, dropped, len(entries)
+            "(the least frequent homophones)",
+            limit,
+            dropped,
+            len(entries),
         )
     return kept
 

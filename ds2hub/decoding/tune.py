@@ -43,8 +43,9 @@ class CachedLogits:
 
 
 @torch.inference_mode()
-def cache_logits(recognizer, datamodule, stage: str = "val", max_utterances: int | None = None
-                 ) -> CachedLogits:
+def cache_logits(
+    recognizer, datamodule, stage: str = "val", max_utterances: int | None = None
+) -> CachedLogits:
     """Runs the model once over a stage of `datamodule` (see `ds2hub.push.evaluate`)."""
     from ds2hub.data.dataset import is_empty_batch
     from ds2hub.push import reference_normalizer
@@ -67,8 +68,9 @@ def cache_logits(recognizer, datamodule, stage: str = "val", max_utterances: int
     return CachedLogits(batches, refs, frames * recognizer.features.hop_ms / 1000)
 
 
-def error_rate(decode: Callable, cached: CachedLogits, normalize: Callable[[str], str],
-               metric: str) -> float:
+def error_rate(
+    decode: Callable, cached: CachedLogits, normalize: Callable[[str], str], metric: str
+) -> float:
     """WER (`wer`) or CER of `decode` over the cached outputs."""
     from torchmetrics.functional.text import char_error_rate, word_error_rate
 
@@ -80,8 +82,13 @@ def error_rate(decode: Callable, cached: CachedLogits, normalize: Callable[[str]
 
 
 def grid_search(
-    tokenizer, base: DecoderConfig, cached: CachedLogits, normalize: Callable[[str], str],
-    metric: str, alphas: Sequence[float], betas: Sequence[float],
+    tokenizer,
+    base: DecoderConfig,
+    cached: CachedLogits,
+    normalize: Callable[[str], str],
+    metric: str,
+    alphas: Sequence[float],
+    betas: Sequence[float],
     log: Callable[[str], None] = print,
 ) -> list[tuple[float, float, float]]:
     """(α, β, error rate) for every grid point, in grid order."""
@@ -141,18 +148,32 @@ def tune_main(argv: list[str]) -> None:
     parser.add_argument("--beam-size", type=int, default=32)
     parser.add_argument("--alphas", default=",".join(map(str, DEFAULT_ALPHAS)))
     parser.add_argument("--betas", default=",".join(map(str, DEFAULT_BETAS)))
-    parser.add_argument("--config", default=None, help="the run's recipe (default: its config.yaml)")
-    parser.add_argument("--stage", choices=("val", "test"), default="val",
-                        help="data to tune on (val; test only to reproduce a published figure)")
+    parser.add_argument(
+        "--config", default=None, help="the run's recipe (default: its config.yaml)"
+    )
+    parser.add_argument(
+        "--stage",
+        choices=("val", "test"),
+        default="val",
+        help="data to tune on (val; test only to reproduce a published figure)",
+    )
     parser.add_argument("--max-utterances", type=int, default=None)
-    parser.add_argument("--out", default=None,
-                        help="folder for the setup (default: decoding/ beside the checkpoint)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="folder for the setup (default: decoding/ beside the checkpoint)",
+    )
     args = parser.parse_args(argv)
 
     import yaml
 
     from ds2hub.hub import from_pretrained
-    from ds2hub.push import datamodule_from_config, find_run_config, reference_normalizer, word_metric
+    from ds2hub.push import (
+        datamodule_from_config,
+        find_run_config,
+        reference_normalizer,
+        word_metric,
+    )
 
     model = Path(args.model).expanduser()
     if not model.exists():
@@ -167,8 +188,9 @@ def tune_main(argv: list[str]) -> None:
     if out is None:
         raise ConfigError("pass --out: a model folder's card would no longer match its decoding")
     _check_out(out)
-    base = DecoderConfig(backend=args.backend, beam_size=args.beam_size, lm=str(args.lm),
-                         lexicon=args.lexicon)
+    base = DecoderConfig(
+        backend=args.backend, beam_size=args.beam_size, lm=str(args.lm), lexicon=args.lexicon
+    )
     recognizer = from_pretrained(model)
     text_decoder(recognizer.tokenizer, base)  # a bad LM or lexicon fails before the model runs
     datamodule = datamodule_from_config(yaml.safe_load(config.read_text()), recognizer)
@@ -178,12 +200,21 @@ def tune_main(argv: list[str]) -> None:
     print(f"tuning on {len(cached.references)} {args.stage} utterances ({metric.upper()})")
     greedy = error_rate(text_decoder(recognizer.tokenizer), cached, normalize, metric)
     print(f"greedy: {metric.upper()} {100 * greedy:.2f} %")
-    surface = grid_search(recognizer.tokenizer, base, cached, normalize, metric,
-                          _floats(args.alphas), _floats(args.betas))
+    surface = grid_search(
+        recognizer.tokenizer,
+        base,
+        cached,
+        normalize,
+        metric,
+        _floats(args.alphas),
+        _floats(args.betas),
+    )
     print(format_surface(surface, metric))
     alpha, beta, best = min(surface, key=lambda s: s[2])
-    print(f"best: alpha {alpha:g}, beta {beta:g}: {metric.upper()} {100 * best:.2f} % "
-          f"(greedy {100 * greedy:.2f} %)")
+    print(
+        f"best: alpha {alpha:g}, beta {beta:g}: {metric.upper()} {100 * best:.2f} % "
+        f"(greedy {100 * greedy:.2f} %)"
+    )
     out.mkdir(parents=True, exist_ok=True)
     save_decoding(out, base.replace(lm_weight=alpha, word_score=beta), recognizer.tokenizer)
     buffer = io.StringIO()
