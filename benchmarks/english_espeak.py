@@ -66,7 +66,7 @@ def main() -> None:
             speed, pitch = rng.randint(140, 190), rng.randint(30, 70)
             jobs.append((f"{split}_{i:04d}.opus", text, voice, speed, pitch))
 
-        def run(job):
+        def run(job, folder=folder):
             name, text, voice, speed, pitch = job
             return md.synthesize(text, voice, speed, pitch, 1, folder / name)
 
