@@ -241,3 +241,35 @@ def test_descriptions_name_what_ran(english_lm, pinyin):
     assert text.startswith("pyctcdecode beam search, beam 64, 2-gram word LM `en.arpa`")
     assert "unigram search" in describe_decoding(GREEDY, pinyin)
     assert isinstance(text_decoder(tok, DecoderConfig(backend="pyctcdecode")), PyCTCDecoder)
+
+
+def test_saved_setups_use_pyctcdecodes_layout_for_each_tokenizer(tmp_path, pinyin):
+    import json
+
+    from ds2hub.decoding.bundle import load_decoding, save_decoding
+
+    zh = write_arpa(tmp_path / "zh.arpa", {"是": -0.5, "事": -1.0})
+    mandarin = MandarinTokenizer(characters=list("是事"))
+    config = DecoderConfig(backend="pyctcdecode", lm=str(zh), lm_weight=0.7, word_score=0.2)
+    (tmp_path / "m").mkdir()
+    save_decoding(tmp_path / "m", config, mandarin)
+    alphabet = json.loads((tmp_path / "m" / "alphabet.json").read_text())
+    assert alphabet == {"labels": ["", "<unk>", "▁是", "▁事"], "is_bpe": True}
+    assert (tmp_path / "m" / "language_model" / "unigrams.txt").read_text() == "事\n是\n"
+    loaded = load_decoding(tmp_path / "m")
+    assert loaded == config.replace(lm=str(tmp_path / "m" / "language_model" / "zh.arpa"),
+                                    lm_order=2)
+    (tmp_path / "p").mkdir()
+    save_decoding(tmp_path / "p", DecoderConfig(beam_size=8), pinyin)
+    assert not (tmp_path / "p" / "alphabet.json").exists()  # pyctcdecode cannot decode pinyin
+    assert load_decoding(tmp_path / "p") == DecoderConfig(beam_size=8)
+
+
+def test_a_kenlm_binary_needs_its_word_list(tmp_path):
+    binary = tmp_path / "lm.bin"
+    binary.write_bytes(b"mmap lm http://kheafield.com/code format version 5\x00" + bytes(64))
+    with pytest.raises(ConfigError, match="unigrams.txt"):
+        inspect_lm(binary)
+    (tmp_path / "unigrams.txt").write_text("one\ntwo\n")
+    info = inspect_lm(binary)
+    assert info.binary and info.vocabulary == {"one", "two"} and info.order is None
