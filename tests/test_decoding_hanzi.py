@@ -13,8 +13,19 @@ from ds2hub.tokenizers import PinyinTokenizer
 def small_lexicon(tmp_path):
     """A word-frequency file in jieba's format, with homophones of different frequencies."""
     path = tmp_path / "words.txt"
-    lines = ["是 900 v", "事 300 n", "市 200 n", "十 250 m", "市场 80 n", "学生 60 n", "学 40 v",
-             "生 50 v", "中国 70 ns", "了 400 ul", "AT&T 3 nz"]
+    lines = [
+        "是 900 v",
+        "事 300 n",
+        "市 200 n",
+        "十 250 m",
+        "市场 80 n",
+        "学生 60 n",
+        "学 40 v",
+        "生 50 v",
+        "中国 70 ns",
+        "了 400 ul",
+        "AT&T 3 nz",
+    ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 

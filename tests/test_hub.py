@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -470,3 +472,102 @@ def test_words_the_model_cannot_write_count_as_errors(monkeypatch):
     monkeypatch.setattr(model, "text_decoder", lambda beam=None: lambda x, n: ["call now"])
     result = evaluate(model, _OneBatch(["Call 911, now!"]))
     assert result["wer"] == pytest.approx(1 / 3)  # `911` is a word the model missed
+
+
+# --- the decoding setup travels with the model -------------------------------------------------
+def _digit_lm(tiny_digits: Path, out: Path) -> Path:
+    """A word bigram LM over the training transcripts, built with `ds2hub lm build`."""
+    with open(tiny_digits / "train" / "metadata.csv") as f:
+        text = "\n".join(row["text"] for row in csv.DictReader(f)) + "\n"
+    (out.parent / "train.txt").write_text(text)
+    assert main(["lm", "build", str(out.parent / "train.txt"), "--order", "2", "--out", str(out)]) == 0
+    return out / "lm.arpa"
+
+
+def test_a_published_folder_carries_its_lm_and_reproduces_its_card(
+    trained_ckpt, tiny_digits, tmp_path
+):
+    from ds2hub.decoding.bundle import load_decoding
+    from ds2hub.push import datamodule_from_config
+
+    lm = _digit_lm(tiny_digits, tmp_path / "lm")
+    tuned = tmp_path / "decoding"
+    status = main([
+        "lm", "tune", str(trained_ckpt), "--lm", str(lm), "--backend", "pyctcdecode",
+        "--alphas", "0.5,1", "--betas", "0,1", "--beam-size", "8", "--out", str(tuned),
+    ])  # fmt: skip
+    assert status == 0 and (tuned / "tune.csv").read_text().count("\n") == 5  # header + 2 x 2
+    rows = list(csv.DictReader(io.StringIO((tuned / "tune.csv").read_text())))
+    best = min(rows, key=lambda r: float(r["wer"]))
+    stored = load_decoding(tuned)  # the best grid point is what is stored
+    assert (stored.lm_weight, stored.word_score) == (float(best["alpha"]), float(best["beta"]))
+    assert main(["lm", "tune", str(trained_ckpt), "--lm", str(tmp_path / "no.arpa"),
+                 "--out", str(tmp_path / "t2")]) == 2
+    folder = export(trained_ckpt, tmp_path / "out", "someone/ds2-lm", decoding=tuned)
+    # The hub's CTC layout: pyctcdecode's alphabet and language_model/ folder, plus ds2hub's file.
+    assert json.loads((folder / "alphabet.json").read_text())["labels"][0] == ""
+    assert {p.name for p in (folder / "language_model").iterdir()} == {
+        "attrs.json", "unigrams.txt", "lm.arpa"
+    }
+    loaded = ds2hub.from_pretrained(folder)
+    assert loaded.decoding == load_decoding(folder)
+    assert Path(loaded.decoding.lm).parent == folder / "language_model"
+    assert loaded.decoding.backend == "pyctcdecode" and loaded.decoding.lm_order == 2
+
+    # The card's figures, each labelled with its decoding, are what the folder reproduces.
+    card = ModelCard.load(folder / "README.md")
+    figures = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    assert set(figures) == {"Test WER (LM)", "Test CER (LM)", "Test WER (greedy)",
+                            "Test CER (greedy)"}
+    assert "pyctcdecode beam search, beam 8, 2-gram word LM `lm.arpa`" in card.text
+    assert "greedy CTC decoding (best path), no language model" in card.text
+    recipe = yaml.safe_load((folder / "recipe.yaml").read_text())
+    for decoding, label in ((None, "LM"), ("greedy", "greedy")):  # None: the folder's default
+        result = evaluate(loaded, datamodule_from_config(recipe, loaded), "test", decoding)
+        assert round(result["wer"] * 100, 2) == figures[f"Test WER ({label})"]
+        assert round(result["cer"] * 100, 2) == figures[f"Test CER ({label})"]
+
+
+def test_transcribe_decodes_with_the_folders_lm_unless_told_greedy(
+    trained_ckpt, tiny_digits, tmp_path, capsys
+):
+    from ds2hub.decoding import DecoderConfig
+
+    lm = _digit_lm(tiny_digits, tmp_path / "lm")
+    model = ds2hub.from_pretrained(trained_ckpt)
+    model.decoding = DecoderConfig(lm=str(lm), beam_size=8)  # flashlight lexicon search
+    model.save_pretrained(tmp_path / "model")
+    audio = sorted((tiny_digits / "test").glob("*.opus"))[:2]
+    words = set((tmp_path / "train.txt").read_text().split())  # the LM's text
+    for args in ([], ["--greedy"]):
+        capsys.readouterr()
+        assert main(["transcribe", "--model", str(tmp_path / "model"), *map(str, audio),
+                     "--json", *args]) == 0
+        texts = [json.loads(line)["text"] for line in capsys.readouterr().out.splitlines()]
+        if not args:  # a lexicon search writes only words of its LM
+            assert all(set(t.split()) <= words for t in texts)
+    loaded = ds2hub.from_pretrained(tmp_path / "model")
+    assert loaded.text_decoder() is not loaded.text_decoder("greedy")
+    assert main(["transcribe", "--model", str(tmp_path / "model"), str(audio[0]),
+                 "--lm", str(tmp_path / "missing.arpa")]) == 2
+
+
+def test_a_folder_cannot_name_decoding_files_outside_it(tmp_path):
+    from ds2hub.decoding import DecoderConfig
+    from ds2hub.errors import ConfigError
+    from tests.lm_files import write_arpa
+
+    lm = write_arpa(tmp_path / "en.arpa", {"one": -1.0, "two": -1.0})
+    model = _recognizer(CharTokenizer())
+    model.decoding = DecoderConfig(lm=str(lm), backend="pyctcdecode")
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    attrs = json.loads((folder / "language_model" / "attrs.json").read_text())
+    attrs["alpha"] = 0.25  # tools that retune pyctcdecode's attrs.json are heard
+    (folder / "language_model" / "attrs.json").write_text(json.dumps(attrs))
+    assert ds2hub.from_pretrained(folder).decoding.lm_weight == 0.25
+    stored = json.loads((folder / "decoding.json").read_text())
+    for outside in (str(lm), "../en.arpa"):
+        (folder / "decoding.json").write_text(json.dumps({**stored, "lm": outside}))
+        with pytest.raises(ConfigError, match="outside the model folder"):
+            ds2hub.from_pretrained(folder)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -33,6 +34,7 @@ from ds2hub.errors import ConfigError
 from ds2hub.tokenizers.base import BLANK, Tokenizer
 
 log = logging.getLogger(__name__)
+TRIE_MAX_LABELS = 6  # flashlight's kTrieMaxLabel: words stored per spelling
 NEVER = -1e9  # log-probability of the added boundary column: flashlight needs the token to exist
 
 
@@ -49,11 +51,7 @@ def lexicon_entries(
         if getattr(tokenizer, "output", "hanzi") != "hanzi":
             raise ConfigError("a pinyin model with output='pinyin' has no word lexicon to search")
         path = config.lexicon or getattr(tokenizer, "lexicon_path", None)
-        counts = word_counts(path, 1 if config.lexicon else tokenizer.lexicon_min_count)
-        return [
-            LexiconEntry(w.word, tuple(SIL if t == " " else t for t in w.spelling), w.log10_prob)
-            for w in pinyin_lexicon(counts)
-        ]
+        return list(_pinyin_entries(path, 1 if config.lexicon else tokenizer.lexicon_min_count))
     if config.lexicon:
         counts = read_word_counts(config.lexicon)
     elif lm is not None:
@@ -76,9 +74,57 @@ def lexicon_entries(
         )
     share = len(entries) / len(counts)
     level = logging.WARNING if share < 0.5 else logging.INFO
-    log.log(level, "%d of %d words (%.1f %%) spelled with the model's tokens",
-            len(entries), len(counts), 100 * share)
+    log.log(
+        level,
+        "%d of %d words (%.1f %%) spelled with the model's tokens",
+        len(entries),
+        len(counts),
+        100 * share,
+    )
     return entries
+
+
+@cache
+def _pinyin_entries(path: str | None, min_count: int) -> tuple[LexiconEntry, ...]:
+    # Cached per process: reading every word of jieba's dictionary takes seconds, and tuning
+    # builds one decoder per (alpha, beta).
+    from ds2hub.tokenizers.pinyin import LETTERS
+
+    letters = set(LETTERS) - {" "}
+    entries = []
+    for w in pinyin_lexicon(word_counts(path, min_count)):
+        spelling = tuple(SIL if t == " " else t for t in w.spelling)
+        if set(spelling) <= letters | {SIL}:  # a reading pypinyin writes outside a-z, 1-5
+            entries.append(LexiconEntry(w.word, spelling, w.log10_prob))
+    return tuple(entries)
+
+
+def keep_per_spelling(
+    entries: list[LexiconEntry], limit: int = TRIE_MAX_LABELS
+) -> list[LexiconEntry]:
+    """At most `limit` words per spelling, the likeliest by their word-list prior.
+
+    flashlight's lexicon trie stores at most 6 words per spelling (`kTrieMaxLabel`) and drops
+    the rest in file order; Mandarin readings such as `shi4` have dozens of homophones. Choosing
+    which 6 stay (and saying how many went) beats an arbitrary cut.
+    """
+    by_spelling: dict[tuple[str, ...], list[LexiconEntry]] = {}
+    for e in entries:
+        by_spelling.setdefault(e.spelling, []).append(e)
+    kept, dropped = [], 0
+    for group in by_spelling.values():
+        group.sort(key=lambda e: -e.log10_prob)
+        kept += group[:limit]
+        dropped += max(0, len(group) - limit)
+    if dropped:
+        log.info(
+            "flashlight keeps %d words per spelling: %d of %d lexicon entries left out "
+            "(the least frequent homophones)",
+            limit,
+            dropped,
+            len(entries),
+        )
+    return kept
 
 
 class FlashlightDecoder:
@@ -121,7 +167,7 @@ class FlashlightDecoder:
                     "".join(f"{t}\n" for t in self.vocab.flashlight_tokens), encoding="utf-8"
                 )
             else:
-                entries = lexicon_entries(tokenizer, self.vocab, config, info)
+                entries = keep_per_spelling(lexicon_entries(tokenizer, self.vocab, config, info))
                 words = {e.text for e in entries}
                 if info is not None:
                     self.coverage = check_coverage(

@@ -1,4 +1,4 @@
-"""`ds2hub lm ...`: language-model commands (`ds2hub lm build`).
+"""`ds2hub lm ...`: language-model commands (`ds2hub lm build`, `ds2hub lm tune`).
 
     ds2hub lm build TEXT... --order 3 --unit word --out DIR [--normalize english] [--heldout FILE]
 
@@ -206,6 +206,15 @@ def _summary(
 
 # One entry per subcommand: `ds2hub lm NAME ARGS...` calls SUBCOMMANDS[NAME](ARGS).
 SUBCOMMANDS: dict[str, Callable[[list[str]], None]] = {"build": build_main}
+
+
+def _tune(argv: list[str]) -> None:
+    from ds2hub.decoding.tune import tune_main  # imported on use: it loads the training stack
+
+    tune_main(argv)
+
+
+SUBCOMMANDS["tune"] = _tune
 
 
 def lm_main(argv: list[str]) -> None:

@@ -34,7 +34,9 @@ class PyCTCDecoder:
             from pyctcdecode.alphabet import Alphabet, _verify_alphabet
             from pyctcdecode.decoder import BeamSearchDecoderCTC
         except ImportError as e:
-            raise ConfigError("the pyctcdecode backend needs pyctcdecode: pip install 'ds2hub[lm]'") from e
+            raise ConfigError(
+                "the pyctcdecode backend needs pyctcdecode: pip install 'ds2hub[lm]'"
+            ) from e
         self.tokenizer, self.config = tokenizer, config
         self.vocab = decoding_vocabulary(tokenizer)
         if self.vocab.pyctcdecode_labels is None:

@@ -54,9 +54,7 @@ def decoding_vocabulary(tokenizer: Tokenizer) -> DecodingVocabulary:
         boundary = " " if kind == "chars" else "_"
         if boundary not in vocab:
             raise ConfigError(f"{tokenizer!r} has no word-boundary token {boundary!r}")
-        fl = tuple(
-            BLANK if t == BLANK else SIL if t == boundary else t for t in vocab
-        )
+        fl = tuple(BLANK if t == BLANK else SIL if t == boundary else t for t in vocab)
         pc = tuple("" if t == BLANK else " " if t == boundary else t for t in vocab)
         return DecodingVocabulary("word", fl, pc, " ")
     if kind == "sentencepiece":
@@ -66,9 +64,7 @@ def decoding_vocabulary(tokenizer: Tokenizer) -> DecodingVocabulary:
     if kind == "mandarin":
         fl = (*vocab, SIL)
         # Each character is a word of its own for pyctcdecode: a BPE-style label starting with ▁.
-        pc = tuple(
-            "" if t == BLANK else t if t in _SPECIAL else BPE_BOUNDARY + t for t in vocab
-        )
+        pc = tuple("" if t == BLANK else t if t in _SPECIAL else BPE_BOUNDARY + t for t in vocab)
         return DecodingVocabulary("char", fl, pc, "", extra_sil=True)
     if kind == "pinyin":
         fl = tuple(BLANK if t == BLANK else SIL if t == " " else t for t in vocab)

@@ -1,0 +1,225 @@
+"""`ds2hub lm tune`: choose α (LM weight) and β (word score) on validation data.
+
+    ds2hub lm tune MODEL --lm LM [--backend B] [--beam-size N] [--alphas ...] [--betas ...]
+        [--config RECIPE] [--out DIR] [--max-utterances N]
+
+The acoustic model runs once over the validation data; every (α, β) of the grid then decodes the
+same log-probabilities, so the grid costs only decoding time. The surface is printed and written
+to `DIR/tune.csv`; the best setting is stored as a decoding setup (`ds2hub.decoding.bundle`) in
+DIR, by default `decoding/` beside the checkpoint's run, where `ds2hub push` finds it and ships
+it with the model. A grid, not Bayesian search: two parameters and a few dozen points are cheap
+once the logits are cached, and a grid shows the whole surface.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ds2hub.decoding.bundle import FOLDER_ENTRIES, save_decoding
+from ds2hub.decoding.config import DecoderConfig
+from ds2hub.decoding.decoder import text_decoder
+from ds2hub.errors import ConfigError
+
+SURFACE_FILE = "tune.csv"
+DEFAULT_ALPHAS = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0)
+DEFAULT_BETAS = (-1.0, 0.0, 1.0, 2.0, 3.0)
+
+
+@dataclass
+class CachedLogits:
+    """A validation set's model outputs, kept so every setting decodes the same frames."""
+
+    batches: list[tuple[torch.Tensor, torch.Tensor]]  # (B, T, V) log-probs, (B,) lengths
+    references: list[str]  # normalised for scoring
+    audio_seconds: float = 0.0  # of speech behind the logits (feature frames x hop)
+
+
+@torch.inference_mode()
+def cache_logits(
+    recognizer, datamodule, stage: str = "val", max_utterances: int | None = None
+) -> CachedLogits:
+    """Runs the model once over a stage of `datamodule` (see `ds2hub.push.evaluate`)."""
+    from ds2hub.data.dataset import is_empty_batch
+    from ds2hub.push import reference_normalizer
+
+    datamodule.setup({"test": "test", "val": "validate"}[stage])
+    loader = datamodule.test_dataloader() if stage == "test" else datamodule.val_dataloader()
+    normalize, _ = reference_normalizer(recognizer.tokenizer)
+    batches, refs, frames = [], [], 0
+    for batch in loader:
+        if is_empty_batch(batch):
+            continue
+        logits, lengths = recognizer(batch["features"], batch["feature_lengths"])
+        batches.append((torch.log_softmax(logits.float(), dim=-1), lengths))
+        refs += [normalize(t) for t in batch["texts"]]
+        frames += int(batch["feature_lengths"].sum())
+        if max_utterances and len(refs) >= max_utterances:
+            break
+    if not refs:
+        raise ConfigError(f"no {stage} utterances to tune on")
+    return CachedLogits(batches, refs, frames * recognizer.features.hop_ms / 1000)
+
+
+def error_rate(
+    decode: Callable, cached: CachedLogits, normalize: Callable[[str], str], metric: str
+) -> float:
+    """WER (`wer`) or CER of `decode` over the cached outputs."""
+    from torchmetrics.functional.text import char_error_rate, word_error_rate
+
+    hyps = [normalize(h) for logits, lengths in cached.batches for h in decode(logits, lengths)]
+    hyps = hyps[: len(cached.references)]
+    refs = cached.references[: len(hyps)]
+    rate = word_error_rate if metric == "wer" else char_error_rate
+    return float(rate(hyps, refs))
+
+
+def grid_search(
+    tokenizer,
+    base: DecoderConfig,
+    cached: CachedLogits,
+    normalize: Callable[[str], str],
+    metric: str,
+    alphas: Sequence[float],
+    betas: Sequence[float],
+    log: Callable[[str], None] = print,
+) -> list[tuple[float, float, float]]:
+    """(α, β, error rate) for every grid point, in grid order."""
+    surface = []
+    for alpha, beta in itertools.product(alphas, betas):
+        decode = text_decoder(tokenizer, base.replace(lm_weight=alpha, word_score=beta))
+        rate = error_rate(decode, cached, normalize, metric)
+        surface.append((alpha, beta, rate))
+        log(f"alpha {alpha:5.2f}  beta {beta:5.2f}  {metric.upper()} {100 * rate:6.2f} %")
+    return surface
+
+
+def format_surface(surface: list[tuple[float, float, float]], metric: str) -> str:
+    """The surface as a table: rows α, columns β, error rates in percent."""
+    alphas = sorted({a for a, _, _ in surface})
+    betas = sorted({b for _, b, _ in surface})
+    table = {(a, b): r for a, b, r in surface}
+    lines = [f"{metric.upper()} %  " + "".join(f"b={b:<7g}" for b in betas)]
+    for a in alphas:
+        lines.append(f"a={a:<6g} " + "".join(f"{100 * table[(a, b)]:<9.2f}" for b in betas))
+    return "\n".join(lines)
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"expected comma-separated numbers, not {text!r}") from None
+
+
+def _check_out(out: Path) -> None:
+    """`out` may be new, empty, or hold only what an earlier tune wrote."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder")
+    if out.is_dir():
+        foreign = sorted({p.name for p in out.iterdir()} - {*FOLDER_ENTRIES, SURFACE_FILE})
+        if foreign:
+            raise ConfigError(
+                f"--out {out} holds files ds2hub lm tune did not write ({', '.join(foreign)}); "
+                "nothing was changed: choose a new or empty folder"
+            )
+        if (out / "README.md").exists():
+            raise ConfigError(f"--out {out} is a published model folder")
+
+
+def tune_main(argv: list[str]) -> None:
+    """`ds2hub lm tune`: see the module doc."""
+    parser = argparse.ArgumentParser(
+        prog="ds2hub lm tune",
+        description="Grid-search the LM weight (alpha) and word score (beta) on validation data "
+        "and store the best decoding setup with the model.",
+    )
+    parser.add_argument("model", help=".ckpt from ds2hub fit (or a local model folder)")
+    parser.add_argument("--lm", required=True, help="ARPA or KenLM binary (ds2hub lm build)")
+    parser.add_argument("--lexicon", default=None, help="word list for the flashlight search")
+    parser.add_argument("--backend", choices=("flashlight", "pyctcdecode"), default="flashlight")
+    parser.add_argument("--beam-size", type=int, default=32)
+    parser.add_argument("--alphas", default=",".join(map(str, DEFAULT_ALPHAS)))
+    parser.add_argument("--betas", default=",".join(map(str, DEFAULT_BETAS)))
+    parser.add_argument(
+        "--config", default=None, help="the run's recipe (default: its config.yaml)"
+    )
+    parser.add_argument(
+        "--stage",
+        choices=("val", "test"),
+        default="val",
+        help="data to tune on (val; test only to reproduce a published figure)",
+    )
+    parser.add_argument("--max-utterances", type=int, default=None)
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="folder for the setup (default: decoding/ beside the checkpoint)",
+    )
+    args = parser.parse_args(argv)
+
+    import yaml
+
+    from ds2hub.hub import from_pretrained
+    from ds2hub.push import (
+        datamodule_from_config,
+        find_run_config,
+        reference_normalizer,
+        word_metric,
+    )
+
+    model = Path(args.model).expanduser()
+    if not model.exists():
+        raise ConfigError(f"model {args.model!r} does not exist")
+    if args.lm and not Path(args.lm).expanduser().is_file():
+        raise ConfigError(f"language model {args.lm!r} (--lm) does not exist")
+    is_ckpt = model.suffix == ".ckpt"
+    config = Path(args.config) if args.config else (find_run_config(model) if is_ckpt else None)
+    if config is None or not config.is_file():
+        raise ConfigError("no recipe to read the validation data from: pass --config")
+    out = Path(args.out) if args.out else (model.parent.parent / "decoding" if is_ckpt else None)
+    if out is None:
+        raise ConfigError("pass --out: a model folder's card would no longer match its decoding")
+    _check_out(out)
+    base = DecoderConfig(
+        backend=args.backend, beam_size=args.beam_size, lm=str(args.lm), lexicon=args.lexicon
+    )
+    recognizer = from_pretrained(model)
+    text_decoder(recognizer.tokenizer, base)  # a bad LM or lexicon fails before the model runs
+    datamodule = datamodule_from_config(yaml.safe_load(config.read_text()), recognizer)
+    cached = cache_logits(recognizer, datamodule, args.stage, args.max_utterances)
+    normalize, _ = reference_normalizer(recognizer.tokenizer)
+    metric = "wer" if word_metric(recognizer.tokenizer) == "wer" else "cer"
+    print(f"tuning on {len(cached.references)} {args.stage} utterances ({metric.upper()})")
+    greedy = error_rate(text_decoder(recognizer.tokenizer), cached, normalize, metric)
+    print(f"greedy: {metric.upper()} {100 * greedy:.2f} %")
+    surface = grid_search(
+        recognizer.tokenizer,
+        base,
+        cached,
+        normalize,
+        metric,
+        _floats(args.alphas),
+        _floats(args.betas),
+    )
+    print(format_surface(surface, metric))
+    alpha, beta, best = min(surface, key=lambda s: s[2])
+    print(
+        f"best: alpha {alpha:g}, beta {beta:g}: {metric.upper()} {100 * best:.2f} % "
+        f"(greedy {100 * greedy:.2f} %)"
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    save_decoding(out, base.replace(lm_weight=alpha, word_score=beta), recognizer.tokenizer)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["alpha", "beta", metric])
+    writer.writerows(surface)
+    (out / SURFACE_FILE).write_text(buffer.getvalue())
+    print(f"wrote {out} (ds2hub push ships it with the model)")
