@@ -264,6 +264,8 @@ def push_main(argv: list[str]) -> None:
 
 
 EXTRA_COMMANDS = {"transcribe": transcribe_main, "push": push_main}
+# ONNX export (issue 10), imported only when asked for.
+EXTRA_COMMANDS["export"] = lambda argv: __import__("ds2hub.export", fromlist=["main"]).main(argv)
 # Errors that mean "change the command, the files it names, or the network"; anything else is a
 # bug and keeps its traceback.
 USER_ERRORS = (
