@@ -147,18 +147,17 @@ def main() -> None:
             )
     budget = f"{args.minutes:g} min" if args.minutes is not None else f"{args.steps} steps"
     print(f"\nTest split of recipes/digits (200 utterances), {budget} of training each")
-    print("| model | decoding | parameters | steps | train time | test WER | test CER | RTF |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | decoding | parameters | steps | train time | test WER | test CER |")
+    print("|---|---|---|---|---|---|---|")
     for name, how, params, facts, result in rows:
         print(
             f"| {name} | {how} | {params / 1e6:.2f}M | {facts['steps']} "
-            f"| {facts['train_s'] / 60:.1f} min | {result['wer']:.1%} | {result['cer']:.1%} "
-            f"| {result['rtf']:.3f} |"
+            f"| {facts['train_s'] / 60:.1f} min | {result['wer']:.1%} | {result['cer']:.1%} |"
         )
     (base / "results.json").write_text(
         json.dumps([dict(model=n, decoding=h, params=p, **f, **r) for n, h, p, f, r in rows])
     )
-    print(f"(runs in {base}; RTF: decoding seconds per audio second, greedy, this machine)")
+    print(f"(runs and results.json in {base}; greedy decoding)")
 
 
 if __name__ == "__main__":
