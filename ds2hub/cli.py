@@ -310,11 +310,19 @@ def lm_main(argv: list[str]) -> None:
     run(argv)
 
 
+def export_main(argv: list[str]) -> None:
+    """`ds2hub export ...` (ONNX; imported only when asked for)."""
+    from ds2hub.export import main as run
+
+    run(argv)
+
+
 EXTRA_COMMANDS = {
     "transcribe": transcribe_main,
     "push": push_main,
     "recipes": recipes_main,
     "lm": lm_main,
+    "export": export_main,
 }
 # Errors that mean "change the command, the files it names, or the network"; anything else is a
 # bug and keeps its traceback.
