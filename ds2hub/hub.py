@@ -106,7 +106,8 @@ class SpeechRecognizer(
             audio: file path(s), encoded bytes, or (T,)/(C, T) arrays (then give `sample_rate`).
             batch_size: chunks decoded together.
             sample_rate: the rate of raw arrays; files carry their own.
-            chunk_seconds: longer recordings are split at quiet points and the texts stitched.
+            chunk_seconds: longer recordings are recognised in overlapping windows this long,
+                whose logits are joined at the middle of each overlap.
             progress: show progress bars (default: for more than 10 inputs).
             beam_search: decode with the tokenizer's lexicon and word LM (e.g.
                 `BeamSearchConfig(beam_size=50)`) instead of greedily.
