@@ -1,9 +1,11 @@
 """The paper's front end: log power spectrogram of 20 ms windows every 10 ms (161 bins at 16 kHz),
-normalised per utterance."""
+normalised per utterance (bidirectional models) or with fixed statistics of the training data
+(`normalization: global`, the causal front end forward-only models need to stream)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -13,6 +15,7 @@ from torchaudio.transforms import Spectrogram
 from ds2hub.audio import SAMPLE_RATE
 
 _DB_TO_LOG = math.log(10) / 10  # natural-log units per decibel of power
+NORMALIZATIONS = ("utterance", "global")
 
 
 @dataclass(frozen=True)
@@ -22,8 +25,33 @@ class FeatureConfig:
     sample_rate: int = SAMPLE_RATE
     window_ms: float = 20.0  # analysis window (paper: 20 ms)
     hop_ms: float = 10.0  # stride between frames (paper: 10 ms)
-    normalize: bool = True  # per utterance: zero mean per frequency bin, unit variance overall
-    dynamic_range_db: float = 60.0  # log power is floored this far below the utterance's peak
+    normalize: bool = True  # False: no normalisation at all (whatever `normalization` says)
+    dynamic_range_db: float = 60.0  # utterance: log power floored this far below the peak
+    # "utterance": each utterance normalised with its own statistics and floored against its own
+    # peak, so frame t depends on the whole utterance (fine for bidirectional models).
+    # "global": causal — an absolute floor and fixed per-bin statistics estimated on training
+    # data and stored with the model (`LogSpectrogram.mean`/`std`); frame t depends on the audio
+    # up to t + 10 ms only, so chunked (streaming) recognition reproduces it exactly.
+    # Checkpoints and hub folders from before this field load as "utterance".
+    normalization: str = "utterance"
+    floor_db: float = -80.0  # global: log power floored at this level (dB re 1; below 16-bit noise)
+
+    def __post_init__(self) -> None:
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(
+                f"features.normalization must be one of {NORMALIZATIONS}, "
+                f"not {self.normalization!r}"
+            )
+
+    @property
+    def causal(self) -> bool:
+        """Whether a frame's features depend on past audio only (streaming is then exact)."""
+        return not self.normalize or self.normalization == "global"
+
+    @property
+    def global_stats(self) -> bool:
+        """Whether the front end normalises with stored statistics."""
+        return self.normalize and self.normalization == "global"
 
     @property
     def n_fft(self) -> int:
@@ -55,10 +83,39 @@ def normalize_utterance(spec: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     return centred / (centred.std() + eps) if centred.numel() > 1 else centred
 
 
+def frame_statistics(spectra: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Per-bin mean and standard deviation over every frame of `spectra`.
+
+    Args:
+        spectra: (F, T) log spectrograms (unnormalised).
+    Returns:
+        mean (F,), std (F,) and the number of frames. A bin's std is floored at a tenth of the
+        average std, so a band that was (nearly) silent in training is not blown up when audio
+        has energy there.
+    """
+    total = sq = None
+    count = 0
+    for spec in spectra:
+        spec = spec.to(torch.float64)
+        s, q = spec.sum(dim=1), spec.pow(2).sum(dim=1)
+        total, sq = (s, q) if total is None else (total + s, sq + q)
+        count += spec.size(1)
+    if not count:
+        raise ValueError("no frames to estimate feature statistics from")
+    mean = total / count
+    std = (sq / count - mean.pow(2)).clamp_min(0).sqrt()
+    std = std.clamp_min(0.1 * float(std.mean()) + 1e-8)
+    return mean.float(), std.float(), count
+
+
 class LogSpectrogram(nn.Module):
     """Waveform (T,) at 16 kHz -> log power spectrogram (F, frames) with F = 161 by default.
 
     Frames are `1 + T // hop` (centred windows), so the frame count depends on the utterance alone.
+    With `normalization: global` the module holds `mean`, `std` (F,) and `count` buffers (the
+    statistics and how many training frames they came from; count 0 = not estimated yet, then the
+    features pass unnormalised). They are part of the state dict, so checkpoints and hub folders
+    carry them.
     """
 
     def __init__(self, config: FeatureConfig | None = None) -> None:
@@ -74,17 +131,74 @@ class LogSpectrogram(nn.Module):
         self.spectrogram.register_buffer(
             "window", self.spectrogram.window.clone(), persistent=False
         )
+        if self.config.global_stats:
+            n = self.config.n_bins
+            self.register_buffer("mean", torch.zeros(n))
+            self.register_buffer("std", torch.ones(n))
+            self.register_buffer("count", torch.zeros((), dtype=torch.long))
 
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        """(T,) -> (F, frames); the features do not change with the recording's gain."""
+    @property
+    def has_statistics(self) -> bool:
+        """Whether global statistics were estimated (always True for other front ends)."""
+        return not self.config.global_stats or int(self.count) > 0
+
+    def set_statistics(self, mean: torch.Tensor, std: torch.Tensor, count: int) -> None:
+        """Stores per-bin statistics (see `frame_statistics`) for `normalization: global`."""
+        if not self.config.global_stats:
+            raise ValueError("only a front end with normalization: global stores statistics")
+        self.mean.copy_(mean)
+        self.std.copy_(std)
+        self.count.fill_(int(count))
+
+    def log_power(self, power: torch.Tensor) -> torch.Tensor:
+        """Power spectrum (..., F, T) -> floored natural log, before normalisation."""
         # A true log: log(1 + |X|^2) is nearly linear at the quiet levels of real recordings.
+        spec = torch.log(power.clamp_min(1e-30))
+        if self.config.global_stats:
+            # Causal: an absolute floor (digital silence stays finite, nothing looks ahead).
+            return spec.clamp_min(self.config.floor_db * _DB_TO_LOG)
         # Floored relative to the loudest bin, not absolutely, so the gain does not matter and
         # digital silence stays finite. Whisper keeps 80 dB of log-mel; 60 dB of linear bins
         # also puts the resampling residue above 4 kHz of 8 kHz recordings at the floor.
-        spec = torch.log(self.spectrogram(waveform).clamp_min(1e-30))
         floor = spec.amax(dim=(-2, -1), keepdim=True) - self.config.dynamic_range_db * _DB_TO_LOG
-        spec = torch.maximum(spec, floor)
-        return normalize_utterance(spec) if self.config.normalize else spec
+        return torch.maximum(spec, floor)
+
+    def normalize(self, spec: torch.Tensor) -> torch.Tensor:
+        """Floored log spectrum (F, T) -> the model's input features."""
+        if not self.config.normalize:
+            return spec
+        if self.config.global_stats:
+            if not self.has_statistics:
+                return spec
+            return (spec - self.mean[:, None]) / self.std[:, None]
+        return normalize_utterance(spec)
+
+    def unnormalized(self, waveform: torch.Tensor) -> torch.Tensor:
+        """(T,) -> floored log power (F, frames), the input of `frame_statistics`."""
+        return self.log_power(self.spectrogram(waveform))
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        """(T,) -> (F, frames); utterance normalisation: features do not change with the gain."""
+        return self.normalize(self.unnormalized(waveform))
+
+    def frames(self, padded: torch.Tensor) -> torch.Tensor:
+        """Features of the windows of an already padded signal (no centring): (L,) -> (F, n)
+        with n = 1 + (L - n_fft) // hop. What a stream computes chunk by chunk; needs a causal
+        front end (see `FeatureConfig.causal`)."""
+        if not self.config.causal:
+            raise ValueError(
+                "this front end normalises every utterance with its own statistics, which look "
+                "ahead; frame-by-frame features need normalization: global"
+            )
+        spec = torch.stft(
+            padded,
+            self.config.n_fft,
+            self.config.hop_length,
+            window=self.spectrogram.window,
+            center=False,
+            return_complex=True,
+        )
+        return self.normalize(self.log_power(spec.abs().pow(2)))
 
     def num_frames(self, num_samples: int) -> int:
         return 1 + num_samples // self.config.hop_length

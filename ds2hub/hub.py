@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin, snapshot_download
@@ -23,6 +23,9 @@ from ds2hub.features import FeatureConfig, LogSpectrogram
 from ds2hub.model import DeepSpeech2, DeepSpeech2Config
 from ds2hub.tokenizers import Tokenizer, load_tokenizer, tokenizer_from_config
 from ds2hub.tokenizers.pinyin import LEXICON_NAME
+
+if TYPE_CHECKING:
+    from ds2hub.streaming import StreamSession
 
 CHECKPOINT_KEY = "ds2hub"  # where Lightning checkpoints keep the tokenizer, features and run facts
 HUB_FILES = [
@@ -124,6 +127,14 @@ class SpeechRecognizer(
         texts = transcribe(self, sources, batch_size, sample_rate, chunk_seconds, show, beam_search)
         return texts[0] if single else texts
 
+    def stream(self) -> StreamSession:
+        """A streaming session: feed audio chunks with `accept`, end with `finish`
+        (see `ds2hub.streaming`). Forward-only models with a causal front end only; others raise
+        `StreamingError` saying why."""
+        from ds2hub.streaming import StreamSession
+
+        return StreamSession(self)
+
     # --- hub folder -----------------------------------------------------------------------------
     def _save_pretrained(self, save_directory: Path) -> None:
         super()._save_pretrained(save_directory)  # model.safetensors
@@ -178,9 +189,11 @@ class SpeechRecognizer(
             features=extra["features"],
             tokenizer=tokenizer_from_config(extra["tokenizer"]),
         )
-        weights = {k: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+        # The network, and the front end's statistics (`features.normalization: global`).
+        trained = ("model.", "frontend.")
+        weights = {k: v for k, v in ckpt["state_dict"].items() if k.startswith(trained)}
         state = recognizer.state_dict()
-        missing = [k for k in state if k.startswith("model.") and k not in weights]
+        missing = [k for k in state if k.startswith(trained) and k not in weights]
         if missing:
             raise ValueError(f"{path} lacks weights for {missing[:3]}...")
         state.update(weights)

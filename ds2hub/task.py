@@ -17,7 +17,7 @@ from torchmetrics.text import CharErrorRate, WordErrorRate
 from ds2hub.data.dataset import is_empty_batch
 from ds2hub.decoding import BeamSearchConfig, TextDecoder, text_decoder
 from ds2hub.errors import ConfigError
-from ds2hub.features import FeatureConfig
+from ds2hub.features import FeatureConfig, LogSpectrogram, frame_statistics
 from ds2hub.hub import CHECKPOINT_KEY
 from ds2hub.model import DeepSpeech2, DeepSpeech2Config
 from ds2hub.tokenizers import Tokenizer, tokenizer_from_config
@@ -171,6 +171,8 @@ class DeepSpeech2Task(L.LightningModule):
         self._train_seconds = 0.0
         self.command: str | None = None  # the `ds2hub ...` command line, set by the CLI
         self._fit_started: float | None = None
+        # Causal front end: holds the training data's feature statistics (see the section below).
+        self.frontend = LogSpectrogram(features) if features.global_stats else None
 
     # --- checkpoints ----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -186,6 +188,7 @@ class DeepSpeech2Task(L.LightningModule):
 
     def on_fit_start(self) -> None:
         self._fit_started = time.perf_counter()
+        self._fit_frontend_statistics()
 
     def on_fit_end(self) -> None:
         if self._fit_started:
@@ -193,6 +196,7 @@ class DeepSpeech2Task(L.LightningModule):
             self._fit_started = None
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._share_frontend_statistics(checkpoint.get("state_dict", {}))
         self._train_seconds = float(checkpoint.get(CHECKPOINT_KEY, {}).get("train_seconds") or 0.0)
         saved = checkpoint.get(CHECKPOINT_KEY, {}).get("tokenizer")
         if saved is not None and tokenizer_from_config(saved).vocab != self.tokenizer.vocab:
@@ -211,6 +215,64 @@ class DeepSpeech2Task(L.LightningModule):
         kwargs.setdefault("tokenizer", extra.get("tokenizer"))
         kwargs.setdefault("features", extra.get("features", FeatureConfig().to_dict()))
         return super().load_from_checkpoint(checkpoint_path, map_location=map_location, **kwargs)
+
+    # --- causal front end (features.normalization: global) -------------------------------------
+    # Forward-only models stream, so their features cannot use statistics of the whole utterance.
+    # They are normalised with per-bin statistics of the training data instead, estimated once
+    # when training starts from a sample of training utterances. `self.frontend` keeps them, so
+    # they are in the checkpoint's state dict (and `SpeechRecognizer.frontend` in hub folders);
+    # the DataModule's front end, which computes the features, gets a copy.
+    FRONTEND_SAMPLE = 256  # training utterances the statistics are estimated from
+
+    def _fit_frontend_statistics(self) -> None:
+        if self.frontend is None:
+            return
+        if not self.frontend.has_statistics:  # a resumed run keeps the checkpoint's
+            mean, std, frames = frame_statistics(self._sample_spectra())
+            self.frontend.set_statistics(mean, std, frames)
+            log.info("feature statistics estimated on %d training frames", frames)
+        self._share_frontend_statistics(self.frontend.state_dict(prefix="frontend."))
+
+    def _sample_spectra(self):
+        """Floored log spectra of up to FRONTEND_SAMPLE training utterances, spread evenly over
+        the split (the first ones of a stream), without augmentation."""
+        from itertools import islice
+
+        from ds2hub.audio import AudioDecodeError, load_audio
+        from ds2hub.data.dataset import audio_source
+
+        datamodule = getattr(self.trainer, "datamodule", None)
+        dataset = getattr(datamodule, "datasets", {}).get("train")
+        if dataset is None:
+            raise ConfigError(
+                "features.normalization: global estimates its statistics from the "
+                "SpeechDataModule's training split; train with a SpeechDataModule"
+            )
+        if hasattr(dataset, "__len__"):
+            step = max(1, len(dataset) // self.FRONTEND_SAMPLE)
+            rows = (dataset.data[i] for i in range(0, len(dataset), step))
+        else:
+            rows = iter(dataset.data)
+        frontend = LogSpectrogram(self.features)
+        for row in islice(rows, self.FRONTEND_SAMPLE):
+            try:
+                waveform = load_audio(audio_source(row[dataset.audio_column]))
+            except AudioDecodeError:
+                continue  # counted when the training loader meets it
+            if waveform.numel() > self.features.n_fft:
+                yield frontend.unnormalized(waveform)
+
+    def _share_frontend_statistics(self, state: dict[str, Any]) -> None:
+        """Copies `frontend.*` statistics of a state dict to the DataModule's front end."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        target = getattr(datamodule, "frontend", None)
+        if self.frontend is None or target is None or not target.config.global_stats:
+            return
+        if "frontend.mean" not in state:
+            return  # a checkpoint from before the causal front end: load_state_dict says so
+        target.set_statistics(
+            state["frontend.mean"].cpu(), state["frontend.std"].cpu(), int(state["frontend.count"])
+        )
 
     # --- forward and decoding -------------------------------------------------------------------
     def forward(

@@ -1,0 +1,234 @@
+"""Streaming recognition: audio in chunks of any size, partial transcripts as it arrives.
+
+    session = recognizer.stream()
+    for chunk in chunks:               # 1-D float arrays at the model's sample rate
+        print(session.accept(chunk))   # the partial transcript so far
+    print(session.finish())            # the final transcript
+
+A session keeps everything that crosses a chunk boundary: the samples of an unfinished STFT
+window, the network's `NetworkState` (convolution context, recurrent state, row-convolution
+lookahead). Its logits equal the whole-utterance forward pass of the same audio, so the final
+transcript does too. `step_batch` advances many sessions in one batched forward pass (Batch
+Dispatch, Deep Speech 2 section 7.1); `session.accept(x)` is `step_batch(rec, [session], [x])[0]`.
+
+Only forward-only models with a causal front end (`features.normalization: global`) stream:
+`SpeechRecognizer.stream` refuses the others with a clear message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from ds2hub.model.streaming import (
+    NetworkState,
+    StreamingError,
+    check_streamable,
+    initial_state,
+    stream_step,
+)
+
+if TYPE_CHECKING:
+    from ds2hub.hub import SpeechRecognizer
+
+
+def check_stream_ready(recognizer: SpeechRecognizer) -> None:
+    """Raises `StreamingError` unless `recognizer` can stream exactly."""
+    check_streamable(recognizer.model)
+    features = recognizer.features
+    if not features.causal:
+        raise StreamingError(
+            "this model's front end normalises each utterance with statistics of the whole "
+            "utterance (features.normalization: utterance), so a frame's features depend on audio "
+            "that has not arrived yet; streaming needs a model trained with "
+            "features.normalization: global"
+        )
+    if not recognizer.frontend.has_statistics:
+        raise StreamingError(
+            "this model's front end has no feature statistics (features.normalization: global "
+            "estimates them when training starts); it was never trained"
+        )
+
+
+class _SampleFramer:
+    """Cuts a sample stream into the STFT windows of the whole-utterance front end.
+
+    The whole pass centres its windows and reflects the signal at both ends (torchaudio's
+    `Spectrogram(center=True)`): the left reflection needs the first `n_fft // 2 + 1` samples, the
+    right one the last, so the first frame waits for them and `finish` builds the right end.
+    """
+
+    def __init__(self, n_fft: int, hop: int) -> None:
+        self.n_fft, self.hop, self.pad = n_fft, hop, n_fft // 2
+        self.head = torch.zeros(0)  # samples before the left reflection can be built
+        self.buffer: torch.Tensor | None = None  # padded signal from the next window's start
+        self.tail = torch.zeros(0)  # the last pad + 1 samples, for the right reflection
+        self.received = 0
+
+    def push(self, samples: torch.Tensor, final: bool = False) -> torch.Tensor | None:
+        """Adds samples; returns the padded signal (L,) whose windows are now complete (their
+        count is 1 + (L - n_fft) // hop), or None if none is."""
+        self.received += samples.numel()
+        self.tail = torch.cat([self.tail, samples])[-(self.pad + 1) :]
+        if self.buffer is None:
+            self.head = torch.cat([self.head, samples])
+            if self.head.numel() <= self.pad:
+                return None  # too short to reflect (the whole pass refuses such audio too)
+            left = self.head[1 : self.pad + 1].flip(0)
+            self.buffer, self.head = torch.cat([left, self.head]), torch.zeros(0)
+        else:
+            self.buffer = torch.cat([self.buffer, samples])
+        if final:
+            right = self.tail[:-1].flip(0)  # reflection without repeating the last sample
+            self.buffer = torch.cat([self.buffer, right])
+        if self.buffer.numel() < self.n_fft:
+            return None
+        n = 1 + (self.buffer.numel() - self.n_fft) // self.hop
+        ready = self.buffer[: (n - 1) * self.hop + self.n_fft]
+        self.buffer = self.buffer[n * self.hop :]
+        return ready
+
+
+def _as_samples(chunk: Any) -> torch.Tensor:
+    """A 1-D float chunk (numpy array, tensor or sequence) as a float32 CPU tensor."""
+    tensor = torch.as_tensor(np.asarray(chunk) if not isinstance(chunk, torch.Tensor) else chunk)
+    if tensor.dim() != 1:
+        raise ValueError(
+            f"stream chunks must be 1-D sample arrays, got shape {tuple(tensor.shape)}"
+        )
+    if not tensor.is_floating_point():
+        raise ValueError(f"stream chunks must hold float samples, got {tensor.dtype}")
+    tensor = tensor.detach().to("cpu", torch.float32)
+    if not torch.isfinite(tensor).all():
+        raise ValueError("stream chunk holds NaN or infinite samples")
+    return tensor
+
+
+class StreamSession:
+    """One audio stream being transcribed (see the module docstring). Not thread-safe: a server
+    feeds a session from one task at a time."""
+
+    def __init__(self, recognizer: SpeechRecognizer) -> None:
+        check_stream_ready(recognizer)
+        self.recognizer = recognizer
+        config = recognizer.features
+        self._framer = _SampleFramer(config.n_fft, config.hop_length)
+        self.state: NetworkState = initial_state(recognizer.model)
+        self._logits: list[torch.Tensor] = []  # (n, V) per step, on the CPU
+        self._ids: list[int] = []  # greedy best path so far, repeats and blanks collapsed
+        self._last = -1  # best token of the last frame (a repeat across chunks is merged)
+        self._text = ""
+        self._final: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The current transcript: partial (greedy) while open, final after `finish`."""
+        return self._final if self._final is not None else self._text
+
+    @property
+    def finished(self) -> bool:
+        return self._final is not None
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """(T', V) logits of every output frame emitted so far."""
+        if not self._logits:
+            return torch.zeros(0, self.recognizer.tokenizer.vocab_size)
+        return torch.cat(self._logits)
+
+    @property
+    def samples_received(self) -> int:
+        return self._framer.received
+
+    def accept(self, samples: Any) -> str:
+        """Feeds a 1-D float chunk (any size, even empty) at the model's sample rate; returns the
+        partial transcript so far."""
+        return step_batch(self.recognizer, [self], [samples])[0]
+
+    def finish(self) -> str:
+        """Flushes the lookahead and the last frames; returns the final transcript. The session
+        then refuses more audio."""
+        return finish_batch(self.recognizer, [self])[0]
+
+    # --- used by step_batch ---------------------------------------------------------------------
+    def _frames(self, samples: torch.Tensor, final: bool) -> torch.Tensor:
+        padded = self._framer.push(samples, final)
+        bins = self.recognizer.features.n_bins
+        if padded is None:
+            return torch.zeros(bins, 0)
+        with torch.no_grad():
+            frontend = self.recognizer.frontend
+            return frontend.frames(padded.to(frontend.spectrogram.window.device))
+
+    def _add_logits(self, logits: torch.Tensor) -> None:
+        if logits.size(0) == 0:
+            return
+        logits = logits.detach().float().cpu()
+        self._logits.append(logits)
+        best = logits.argmax(dim=-1).tolist()
+        blank = self.recognizer.tokenizer.blank_id
+        for token in best:
+            if token != self._last and token != blank:
+                self._ids.append(token)
+            self._last = token
+        self._text = self.recognizer.tokenizer.decode(self._ids)
+
+
+def _advance(
+    recognizer: SpeechRecognizer,
+    sessions: Sequence[StreamSession],
+    chunks: Sequence[Any],
+    final: bool,
+) -> None:
+    if len(sessions) != len(chunks):
+        raise ValueError(f"{len(sessions)} sessions but {len(chunks)} chunks")
+    if len({id(s) for s in sessions}) != len(sessions):
+        raise ValueError("a session appears twice in one batch")
+    for s in sessions:
+        if s.recognizer is not recognizer:
+            raise ValueError("a session belongs to another recognizer")
+        if s.finished:
+            raise StreamingError("this stream has finished; start a new one with .stream()")
+    samples = [_as_samples(c) for c in chunks]
+    device = next(recognizer.model.parameters()).device
+    frames = [s._frames(x, final).to(device) for s, x in zip(sessions, samples)]
+    states = [s.state for s in sessions]
+    logits = stream_step(recognizer.model, states, frames, [final] * len(sessions))
+    for s, out in zip(sessions, logits):
+        s._add_logits(out)
+
+
+def step_batch(
+    recognizer: SpeechRecognizer, sessions: Sequence[StreamSession], chunks: Sequence[Any]
+) -> list[str]:
+    """Feeds one new chunk to each of several sessions in ONE batched forward pass (chunks of
+    different lengths) and returns each session's partial transcript."""
+    if not sessions:
+        return []
+    _advance(recognizer, sessions, chunks, final=False)
+    return [s.text for s in sessions]
+
+
+def finish_batch(recognizer: SpeechRecognizer, sessions: Sequence[StreamSession]) -> list[str]:
+    """Finishes several sessions in one batched pass; returns their final transcripts, decoded
+    with the recognizer's default decoder (`recognizer.text_decoder()`) over all their logits."""
+    if not sessions:
+        return []
+    empty = [torch.zeros(0)] * len(sessions)
+    _advance(recognizer, sessions, empty, final=True)
+    decode = recognizer.text_decoder()
+    texts = []
+    for s in sessions:
+        logits = s.logits
+        if logits.size(0) == 0:
+            s._final = ""
+        else:
+            s._final = decode(logits[None], torch.tensor([logits.size(0)]))[0]
+        texts.append(s._final)
+    return texts
+
+
+__all__ = ["StreamSession", "StreamingError", "check_stream_ready", "finish_batch", "step_batch"]
