@@ -308,7 +308,12 @@ def push_main(argv: list[str]) -> None:
     print(push(folder, args.repo_id, token=args.token, private=args.private or None))
 
 
-EXTRA_COMMANDS = {"transcribe": transcribe_main, "push": push_main}
+EXTRA_COMMANDS = {
+    "transcribe": transcribe_main,
+    "push": push_main,
+    # imported when used: the server's libraries are an optional extra
+    "serve": lambda argv: __import__("ds2hub.serving.main", fromlist=["main"]).main(argv),
+}
 # Errors that mean "change the command, the files it names, or the network"; anything else is a
 # bug and keeps its traceback.
 USER_ERRORS = (
