@@ -216,7 +216,7 @@ def transcribe_main(argv: list[str]) -> None:
         batch_size=args.batch_size,
         chunk_seconds=args.chunk_seconds,
         overlap_seconds=args.overlap_seconds,
-        beam_search=beam,
+        decoding=beam,
         timestamps=as_json,
         num_workers=args.num_workers,
         skip_errors=True,

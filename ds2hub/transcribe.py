@@ -21,7 +21,7 @@ import logging
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
@@ -32,7 +32,6 @@ from ds2hub.decoding.alignment import WordTiming, word_timestamps
 from ds2hub.errors import ConfigError
 
 if TYPE_CHECKING:
-    from ds2hub.decoding import BeamSearchConfig
     from ds2hub.hub import SpeechRecognizer
 
 logger = logging.getLogger(__name__)
@@ -204,7 +203,7 @@ def iter_transcripts(
     sample_rate: int | None = None,
     chunk_seconds: float = 20.0,
     overlap_seconds: float | None = None,
-    beam_search: BeamSearchConfig | None = None,
+    decoding: Any = None,
     timestamps: bool = False,
     num_workers: int = 0,
     skip_errors: bool = False,
@@ -219,7 +218,8 @@ def iter_transcripts(
         sample_rate: the rate of raw arrays; files carry their own.
         chunk_seconds: window length for long recordings (at least `MIN_CHUNK_SECONDS`).
         overlap_seconds: overlap of neighbouring windows (default: 2 s, at most a quarter window).
-        beam_search: decode with a lexicon/LM beam search instead of the model's default decoding.
+        decoding: passed to `recognizer.text_decoder` (None: the model's default decoding; or a
+            beam-search setting).
         timestamps: add word timings from the CTC alignment.
         num_workers: processes that decode audio ahead of the model (0: in this process).
         skip_errors: give a `Transcript` with `error` for unreadable sources instead of raising.
@@ -231,11 +231,7 @@ def iter_transcripts(
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     plan = plan_windows(recognizer, chunk_seconds, overlap_seconds)
-    decode = (
-        recognizer.text_decoder(beam_search)
-        if beam_search is not None
-        else recognizer.text_decoder()
-    )
+    decode = recognizer.text_decoder(decoding)
     device = next(recognizer.parameters()).device
     min_samples = recognizer.features.n_fft
     loader = DataLoader(
@@ -264,7 +260,7 @@ def iter_transcripts(
             return
         logits = torch.cat(parts)  # (T, V)
         length = torch.tensor([logits.size(0)])
-        (text,) = decode(logits[None], length)
+        (text,) = decode(logits.log_softmax(-1)[None], length)  # decoders take log-probs
         words = None
         if timestamps:
             words = word_timestamps(logits, text, recognizer.tokenizer, plan.frame_seconds)
@@ -325,7 +321,7 @@ def transcribe(
     sample_rate: int | None = None,
     chunk_seconds: float = 20.0,
     progress: bool = False,
-    beam_search: BeamSearchConfig | None = None,
+    decoding: Any = None,
 ) -> list[str]:
     """Transcribes each source (path, bytes, or array with `sample_rate`); returns one text each.
 
@@ -339,7 +335,7 @@ def transcribe(
             batch_size=batch_size,
             sample_rate=sample_rate,
             chunk_seconds=chunk_seconds,
-            beam_search=beam_search,
+            decoding=decoding,
             progress=progress,
         )
     ]
