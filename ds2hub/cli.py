@@ -314,6 +314,8 @@ EXTRA_COMMANDS = {
     # imported when used: the server's libraries are an optional extra
     "serve": lambda argv: __import__("ds2hub.serving.main", fromlist=["main"]).main(argv),
 }
+# ONNX export (issue 10), imported only when asked for.
+EXTRA_COMMANDS["export"] = lambda argv: __import__("ds2hub.export", fromlist=["main"]).main(argv)
 # Errors that mean "change the command, the files it names, or the network"; anything else is a
 # bug and keeps its traceback.
 USER_ERRORS = (

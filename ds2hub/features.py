@@ -46,7 +46,7 @@ class FeatureConfig:
     @property
     def causal(self) -> bool:
         """Whether a frame's features depend on past audio only (streaming is then exact)."""
-        return not self.normalize or self.normalization == "global"
+        return self.normalization == "global"  # (the utterance floor looks ahead too)
 
     @property
     def global_stats(self) -> bool:
@@ -154,7 +154,7 @@ class LogSpectrogram(nn.Module):
         """Power spectrum (..., F, T) -> floored natural log, before normalisation."""
         # A true log: log(1 + |X|^2) is nearly linear at the quiet levels of real recordings.
         spec = torch.log(power.clamp_min(1e-30))
-        if self.config.global_stats:
+        if self.config.causal:
             # Causal: an absolute floor (digital silence stays finite, nothing looks ahead).
             return spec.clamp_min(self.config.floor_db * _DB_TO_LOG)
         # Floored relative to the loudest bin, not absolutely, so the gain does not matter and

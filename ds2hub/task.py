@@ -173,6 +173,11 @@ class DeepSpeech2Task(L.LightningModule):
         self._fit_started: float | None = None
         # Causal front end: holds the training data's feature statistics (see the section below).
         self.frontend = LogSpectrogram(features) if features.global_stats else None
+        if not arch.bidirectional and not features.causal:
+            log.warning(
+                "a forward-only model with features.normalization: utterance cannot stream (its "
+                "features depend on the whole utterance); set data.features.normalization: global"
+            )
 
     # --- checkpoints ----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -81,3 +81,61 @@ def test_a_silent_band_stays_quiet():
     )
     spec = LogSpectrogram()(narrow)
     assert spec[100:].std() < 0.1 * spec[:70].std()
+
+
+# --- the causal front end (features.normalization: global) --------------------------------------
+def _global_frontend(audio: torch.Tensor) -> LogSpectrogram:
+    from ds2hub.features import frame_statistics
+
+    frontend = LogSpectrogram(FeatureConfig(normalization="global"))
+    frontend.set_statistics(*frame_statistics([frontend.unnormalized(audio)]))
+    return frontend
+
+
+def test_global_statistics_normalise_each_bin_of_the_training_audio():
+    audio = torch.randn(32000) * 0.1
+    frontend = _global_frontend(audio)
+    spec = frontend(audio)
+    assert torch.allclose(spec.mean(dim=1), torch.zeros(161), atol=1e-4)
+    assert torch.allclose(spec.std(dim=1, unbiased=False), torch.ones(161), atol=1e-3)
+    assert int(frontend.count) == 201
+    assert set(frontend.state_dict()) == {"mean", "std", "count"}
+
+
+def test_global_features_of_a_frame_do_not_depend_on_later_audio():
+    audio = torch.randn(32000) * 0.1
+    frontend = _global_frontend(audio)
+    whole = frontend(audio)
+    louder_end = audio.clone()
+    louder_end[20000:] *= 30  # the utterance front end would rescale every frame
+    changed = frontend(louder_end)
+    # Frames whose window ends before sample 20000 (window 320, hop 160, centred) are unchanged.
+    last_untouched = (20000 - 160) // 160
+    torch.testing.assert_close(changed[:, :last_untouched], whole[:, :last_untouched])
+    utterance = LogSpectrogram(FeatureConfig())
+    assert not torch.allclose(utterance(louder_end)[:, :10], utterance(audio)[:, :10])
+
+
+def test_global_floor_is_absolute():
+    frontend = LogSpectrogram(FeatureConfig(normalization="global", normalize=False))
+    silence = frontend(torch.zeros(3200))
+    floor = -80.0 * math.log(10) / 10
+    assert torch.allclose(silence, torch.full_like(silence, floor))
+    quiet = frontend(torch.randn(3200) * 1e-3)
+    assert quiet.min() >= floor - 1e-5 and quiet.max() < 0
+
+
+def test_frames_of_a_padded_signal_equal_the_centred_spectrogram():
+    audio = torch.randn(16000) * 0.1
+    frontend = _global_frontend(audio)
+    padded = torch.nn.functional.pad(audio[None, None], (160, 160), mode="reflect")[0, 0]
+    torch.testing.assert_close(frontend.frames(padded), frontend(audio))
+    with pytest.raises(ValueError, match="normalization: global"):
+        LogSpectrogram(FeatureConfig()).frames(padded)
+
+
+def test_statistics_only_for_a_global_front_end():
+    with pytest.raises(ValueError, match="global"):
+        LogSpectrogram(FeatureConfig()).set_statistics(torch.zeros(161), torch.ones(161), 1)
+    assert LogSpectrogram(FeatureConfig()).has_statistics
+    assert not LogSpectrogram(FeatureConfig(normalization="global")).has_statistics

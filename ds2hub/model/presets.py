@@ -32,7 +32,8 @@ PRESETS: dict[str, DeepSpeech2Config] = {
     "paper": PAPER,
     # Paper, English bigrams: the same network with a total time stride of 4.
     "paper-bigram": replace(PAPER, conv_stride_time=(2, 2, 1)),
-    # Paper, deployment: forward-only GRUs with a row convolution looking 20 frames ahead.
+    # Paper, deployment: forward-only GRUs with a row convolution looking 20 frames ahead. It
+    # streams (`recognizer.stream()`) when trained with data.features.normalization: global.
     "paper-streaming": replace(
         PAPER, rnn_hidden=1536, fc_hidden=1536, bidirectional=False, lookahead=20
     ),
