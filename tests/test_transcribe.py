@@ -211,21 +211,6 @@ def test_a_model_on_the_gpu_transcribes():
     assert rec.to("cuda").transcribe(wave, sample_rate=RATE) == on_cpu
 
 
-def test_the_model_runs_where_its_parameters_are(monkeypatch):
-    """Features are computed on the model's device: the waveform follows the front end's window."""
-    rec = _recognizer()
-    seen = []
-    frontend_forward = rec.frontend.forward
-
-    def spy(waveform):
-        seen.append(waveform.device == rec.frontend.spectrogram.window.device)
-        return frontend_forward(waveform)
-
-    monkeypatch.setattr(rec.frontend, "forward", spy)
-    rec.transcribe(_speech()[:RATE], sample_rate=RATE)
-    assert seen == [True]
-
-
 # --- the console command -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory) -> Path:
