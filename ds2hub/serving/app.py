@@ -351,7 +351,7 @@ async def stream(ws: WebSocket) -> None:
         with contextlib.suppress(Exception):
             await ws.send_json({"type": "error", "error": str(error)})
             await ws.close(error.code, error.reason)
-    except WebSocketDisconnect:
+    except (WebSocketDisconnect, OSError):  # the client left (uvicorn's ClientDisconnected)
         engine.metrics.rejected.labels("disconnected").inc()
     except Exception as error:  # noqa: BLE001 - one stream's failure must not reach the others
         logger.exception("stream failed")
