@@ -106,7 +106,8 @@ class SpeechRecognizer(
         """Transcribes one source (path, bytes, array) or a list of them.
 
         Args:
-            audio: file path(s), encoded bytes, or (T,)/(C, T) arrays (then give `sample_rate`).
+            audio: file path(s), encoded bytes, or (T,), (C, T) or (T, C) float or int16 arrays
+                (then give `sample_rate`); the model's device is used.
             batch_size: chunks decoded together.
             sample_rate: the rate of raw arrays; files carry their own.
             chunk_seconds: longer recordings are recognised in overlapping windows this long,
