@@ -4,6 +4,7 @@ abuse of every kind, and the console command."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import json
 import os
@@ -289,7 +290,9 @@ def test_a_stream_gives_partials_and_the_offline_transcript(recognizer, encoding
         with client.websocket_connect(f"/stream?sample_rate=16000&encoding={encoding}") as ws:
             messages = _stream(ws, wave, encoding=encoding)
         metrics = client.get("/metrics").text
-        assert client.get("/health").json()["live_streams"] == 0
+        gc.collect()
+        health = client.get("/health").json()
+        assert health["live_streams"] == 0 and health["sessions_in_memory"] == 0
     partials, final = messages[:-1], messages[-1]
     assert final["type"] == "final", final
     assert final["text"] == _offline(recognizer, wave, encoding)
@@ -465,8 +468,10 @@ def test_garbage_and_disconnects_do_not_change_other_streams(recognizer, live_se
     deadline = time.time() + 10
     while app.state.engine.live_streams and time.time() < deadline:
         time.sleep(0.05)
+    gc.collect()
     health = httpx.get(f"http://{address}/health").json()
     assert health["live_streams"] == 0 and health["queued"] == 0
+    assert health["sessions_in_memory"] == 0  # every stream's state is freed
     # and the server still serves
     answer = httpx.post(f"http://{address}/transcribe", content=_wav(torch.from_numpy(waves[0])))
     assert answer.json()["text"] == recognizer.transcribe(_wav(torch.from_numpy(waves[0])))

@@ -25,6 +25,7 @@ import contextlib
 import json
 import logging
 import time
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -75,6 +76,8 @@ class Engine:
         self.metrics = ServerMetrics(config.max_batch_size)
         self.stream_error = _stream_error(recognizer)
         self.live_streams = 0
+        # Streaming sessions still in memory: a stream's state must go when its connection does.
+        self.sessions: weakref.WeakSet = weakref.WeakSet()
         self.dispatcher = BatchDispatcher(
             {"file": self._files, "step": self._steps, "finish": self._finishes},
             max_batch_size=config.max_batch_size,
@@ -131,6 +134,7 @@ class Engine:
             "streaming": self.stream_error is None,
             "streaming_error": self.stream_error,
             "live_streams": self.live_streams,
+            "sessions_in_memory": len(self.sessions),
             "max_streams": self.config.max_streams,
             "queued": self.dispatcher.pending(),
             "max_batch_size": self.config.max_batch_size,
@@ -374,6 +378,7 @@ async def _serve_stream(ws: WebSocket, engine: Engine, rate: int, dtype: np.dtyp
 
         state.resampler = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32")
     session = engine.recognizer.stream()
+    engine.sessions.add(session)
     receive: asyncio.Future | None = asyncio.ensure_future(ws.receive())
     step: asyncio.Future | None = None
     in_step: list[_Chunk] = []

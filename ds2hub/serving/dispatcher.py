@@ -162,6 +162,7 @@ class BatchDispatcher:
                 except Exception:  # noqa: BLE001 - metrics must never stop the model thread
                     logger.exception("batch observer failed")
             self._run(kind, batch)
+            del batch  # the payloads (a stream's state) must not outlive their batch
 
     def _run(self, kind: str, batch: list[_Item]) -> None:
         function = self.functions[kind]
