@@ -115,23 +115,27 @@ def _offline(recognizer, wave: np.ndarray, encoding: str = "pcm_s16le") -> str:
 def _blocking_dispatcher(max_batch_size: int, **kwargs):
     """A dispatcher whose function records batches and holds the worker on the payload "hold"."""
     release, batches = threading.Event(), []
+    entered = threading.Event()
 
     def run(payloads: list) -> list:
         if "hold" in payloads:
+            entered.set()
             release.wait(10)
         if "bad" in payloads:
             raise ValueError("bad item")
         batches.append(list(payloads))
         return [f"done {p}" for p in payloads]
 
-    return BatchDispatcher({"x": run, "y": run}, max_batch_size, **kwargs), release, batches
+    dispatcher = BatchDispatcher({"x": run, "y": run}, max_batch_size, **kwargs)
+    dispatcher.entered = entered  # set once the worker is inside the held batch
+    return dispatcher, release, batches
 
 
 def test_dispatch_gathers_pending_items_up_to_the_batch_size():
     dispatcher, release, batches = _blocking_dispatcher(4, max_wait=0.0)
     with dispatcher:
         first = dispatcher.submit("x", "hold")
-        time.sleep(0.05)  # the worker is now inside the held batch
+        assert dispatcher.entered.wait(10)  # the worker is inside the held batch
         futures = [dispatcher.submit("x", i) for i in range(6)]
         other = dispatcher.submit("y", "other kind")
         release.set()
@@ -145,7 +149,7 @@ def test_batching_off_runs_one_item_at_a_time():
     dispatcher, release, batches = _blocking_dispatcher(1, max_wait=0.0)
     with dispatcher:
         dispatcher.submit("x", "hold")
-        time.sleep(0.05)
+        assert dispatcher.entered.wait(10)
         futures = [dispatcher.submit("x", i) for i in range(3)]
         release.set()
         [f.result(5) for f in futures]
@@ -168,7 +172,7 @@ def test_a_failing_item_fails_alone_and_cancelled_items_are_dropped():
     dispatcher, release, batches = _blocking_dispatcher(8, max_wait=0.0)
     with dispatcher:
         dispatcher.submit("x", "hold")
-        time.sleep(0.05)
+        assert dispatcher.entered.wait(10)
         good, bad, gone = (dispatcher.submit("x", p) for p in ("good", "bad", "gone"))
         gone.cancel()  # its client disconnected
         release.set()
@@ -182,7 +186,7 @@ def test_a_full_queue_refuses_more_items():
     dispatcher, release, _ = _blocking_dispatcher(8, max_wait=0.0, limits={"x": 2})
     with dispatcher:
         dispatcher.submit("x", "hold")
-        time.sleep(0.05)
+        assert dispatcher.entered.wait(10)
         dispatcher.submit("x", 1), dispatcher.submit("x", 2)
         with pytest.raises(QueueFull):
             dispatcher.submit("x", 3)
@@ -405,7 +409,7 @@ def live_server(recognizer):
     thread.start()
     deadline = time.time() + 30
     while not (server.started and server.servers) and time.time() < deadline:
-        time.sleep(0.05)
+        assert dispatcher.entered.wait(10)
     port = server.servers[0].sockets[0].getsockname()[1]
     yield app, f"127.0.0.1:{port}"
     server.should_exit = True
@@ -467,7 +471,7 @@ def test_garbage_and_disconnects_do_not_change_other_streams(recognizer, live_se
     assert all(r[0]["type"] == "error" for r in results[3:6])
     deadline = time.time() + 10
     while app.state.engine.live_streams and time.time() < deadline:
-        time.sleep(0.05)
+        assert dispatcher.entered.wait(10)
     gc.collect()
     health = httpx.get(f"http://{address}/health").json()
     assert health["live_streams"] == 0 and health["queued"] == 0
