@@ -213,11 +213,32 @@ def _check_exportable(model: DeepSpeech2) -> None:
         )
 
 
+def _check_output(out: Path, overwrite: bool) -> None:
+    """Writes only into an empty or new folder, or over an earlier export with `overwrite`."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ConfigError(f"export folder {str(out)!r} is a file")
+    if not any(out.iterdir()):
+        return
+    if not (out / "ds2hub_export.json").is_file():
+        raise ConfigError(
+            f"export folder {str(out)!r} is not empty and holds no earlier export; "
+            "choose a new or empty folder"
+        )
+    if not overwrite:
+        raise ConfigError(f"{str(out)!r} holds an earlier export; pass --overwrite to replace it")
+
+
 def export_onnx(
-    recognizer: SpeechRecognizer, out_dir: str | Path, chunk_frames: int | None = 16
+    recognizer: SpeechRecognizer,
+    out_dir: str | Path,
+    chunk_frames: int | None = 16,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Writes `model.onnx`, for forward-only models `stream_step.onnx` (chunks of `chunk_frames`
-    feature frames; None: no step), and `ds2hub_export.json` into `out_dir`.
+    feature frames; None: no step), and `ds2hub_export.json` into `out_dir` (new or empty, or an
+    earlier export with `overwrite`).
 
     Returns:
         the files written.
@@ -226,6 +247,7 @@ def export_onnx(
     model = recognizer.model.eval()
     _check_exportable(model)
     out = Path(out_dir)
+    _check_output(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     n_features = model.config.n_features
@@ -317,7 +339,11 @@ def main(argv: list[str]) -> None:
         default=160.0,
         help="streaming step size in ms (a multiple of the model's output frame; 0: no step)",
     )
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier export")
     args = parser.parse_args(argv)
+    local = args.model.startswith((".", "/", "~")) or args.model.count("/") > 1
+    if local and not Path(args.model).expanduser().exists():
+        raise ConfigError(f"model {args.model!r} does not exist")
     from ds2hub.hub import from_pretrained
 
     recognizer = from_pretrained(args.model)
@@ -328,7 +354,7 @@ def main(argv: list[str]) -> None:
         if frames != int(frames) or frames < 1:
             raise ConfigError(f"--chunk-ms must be a multiple of the {hop_ms:g} ms hop")
         chunk = int(frames)
-    for path in export_onnx(recognizer, args.out_dir, chunk):
+    for path in export_onnx(recognizer, args.out_dir, chunk, args.overwrite):
         print(f"wrote {path}")
 
 

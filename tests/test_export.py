@@ -169,3 +169,27 @@ def test_export_command_rejects_a_bad_chunk_in_one_line(tmp_path):
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("ds2hub: error: --chunk-ms")
+
+
+def test_export_never_writes_into_a_folder_it_did_not_create(tmp_path):
+    rec = make_recognizer()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "model.onnx").write_text("not ds2hub's")
+    with pytest.raises(ConfigError, match="not empty"):
+        export_onnx(rec, tmp_path / "mine")
+    assert (tmp_path / "mine" / "model.onnx").read_text() == "not ds2hub's"
+    export_onnx(rec, tmp_path / "out", chunk_frames=None)
+    with pytest.raises(ConfigError, match="--overwrite"):
+        export_onnx(rec, tmp_path / "out", chunk_frames=None)
+    export_onnx(rec, tmp_path / "out", chunk_frames=None, overwrite=True)
+
+
+def test_export_command_names_a_missing_model_in_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "ds2hub", "export", str(tmp_path / "nope"), str(tmp_path / "o")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"ds2hub: error: model {str(tmp_path / 'nope')!r} does not exist"
+    )
