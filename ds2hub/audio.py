@@ -41,17 +41,51 @@ def _decode(source: str | Path | bytes) -> tuple[np.ndarray, int]:
             ) from None
 
 
+def as_float_samples(samples: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Raw samples as float32 in [-1, 1]: integer PCM is scaled by its full scale (int16 by 32768),
+    floats are kept.
+
+    Raises:
+        AudioDecodeError: for dtypes that are not audio samples (bool, complex, objects).
+    """
+    if isinstance(samples, np.ndarray):
+        if samples.dtype == np.uint8:  # 8-bit WAV: unsigned, silence at 128
+            return torch.from_numpy((samples.astype(np.float32) - 128.0) / 128.0)
+        if samples.dtype.kind not in "iuf":
+            raise AudioDecodeError(f"samples of dtype {samples.dtype} are not audio")
+        if samples.dtype.kind in "iu":
+            scale = float(np.iinfo(samples.dtype).max) + 1.0
+            return torch.from_numpy(samples.astype(np.float32) / scale)
+        return torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
+    tensor = torch.as_tensor(samples)
+    if tensor.dtype == torch.uint8:
+        return (tensor.to(torch.float32) - 128.0) / 128.0
+    if tensor.dtype in (torch.int8, torch.int16, torch.int32, torch.int64):
+        return tensor.to(torch.float32) / (float(torch.iinfo(tensor.dtype).max) + 1.0)
+    if not tensor.is_floating_point():
+        raise AudioDecodeError(f"samples of dtype {tensor.dtype} are not audio")
+    return tensor.to(torch.float32)
+
+
 def to_mono_16k(waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
-    """Downmixes (C, T) or (T,) audio to mono and resamples it to 16 kHz.
+    """Downmixes (T,), (C, T) or (T, C) audio to mono and resamples it to 16 kHz.
+
+    Two-dimensional input is read with channels along its smaller dimension (recordings have
+    far more samples than channels), so `soundfile.read`'s (T, C) and torchaudio's (C, T) both
+    work; the channels are averaged.
 
     Args:
-        waveform: (T,) or (C, T) float tensor.
+        waveform: (T,), (C, T) or (T, C) float tensor.
         sample_rate: its rate in Hz.
     Returns:
         (T',) float32 tensor at 16 kHz.
     """
     if waveform.dim() == 2:
-        waveform = waveform.mean(dim=0)
+        waveform = waveform.mean(dim=0 if waveform.size(0) <= waveform.size(1) else 1)
+    elif waveform.dim() != 1:
+        raise AudioDecodeError(
+            f"audio must be (T,), (C, T) or (T, C); got shape {tuple(waveform.shape)}"
+        )
     waveform = waveform.to(torch.float32)
     if sample_rate != SAMPLE_RATE:
         waveform = AF.resample(waveform, sample_rate, SAMPLE_RATE)
@@ -62,20 +96,29 @@ def load_audio(source: AudioSource, sample_rate: int | None = None) -> torch.Ten
     """Decodes a path, encoded bytes, or an array into mono 16 kHz float32 samples.
 
     Args:
-        source: a file path, the encoded bytes of a file, or raw samples shaped (T,) or (C, T).
+        source: a file path, the encoded bytes of a file, or raw samples shaped (T,), (C, T) or
+            (T, C) (channels along the smaller dimension), float or integer PCM (int16 is scaled
+            by 1/32768).
         sample_rate: the rate of raw samples (required for arrays, ignored otherwise).
     Returns:
-        (T,) float32 tensor at 16 kHz.
+        (T,) float32 tensor at 16 kHz, on the CPU.
     Raises:
         AudioDecodeError: if the input cannot be decoded or holds no samples.
     """
     if isinstance(source, (np.ndarray, torch.Tensor)):
         if sample_rate is None:
             raise ValueError("load_audio: pass sample_rate with raw sample arrays")
-        waveform = torch.as_tensor(source)
+        if int(sample_rate) != sample_rate or sample_rate <= 0:
+            raise ValueError(
+                f"load_audio: sample_rate must be a positive integer, got {sample_rate}"
+            )
+        waveform = as_float_samples(
+            source.detach().cpu() if isinstance(source, torch.Tensor) else source
+        )
+        sample_rate = int(sample_rate)
     else:
         data, sample_rate = _decode(source)
-        waveform = torch.from_numpy(data.T.copy())  # (C, T)
+        waveform = torch.from_numpy(data.mean(axis=1))  # (T, C) -> (T,): the layout is known
     if waveform.numel() == 0:
         raise AudioDecodeError("audio holds no samples")
     return to_mono_16k(waveform, sample_rate)

@@ -163,10 +163,30 @@ def transcribe_main(argv: list[str]) -> None:
         "--model", required=True, help="hub id, local folder, or .ckpt from ds2hub fit"
     )
     parser.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--chunk-seconds", type=float, default=20.0, help="split longer recordings")
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if any)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object per file")
+    parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
+    parser.add_argument(
+        "--chunk-seconds",
+        type=float,
+        default=20.0,
+        help="recognise longer recordings in overlapping windows this long (at least 1)",
+    )
+    parser.add_argument(
+        "--overlap-seconds",
+        type=float,
+        default=None,
+        help="overlap of those windows (default: 2, at most a quarter window)",
+    )
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, mps ...")
+    parser.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="text: `file<TAB>transcript`; json: one object per file with word timestamps",
+    )
+    parser.add_argument("--json", action="store_true", help="same as --format json")
+    parser.add_argument(
+        "--num-workers", type=int, default=0, help="processes decoding audio ahead of the model"
+    )
     # Decoding: the model's stored default (its LM, if the folder carries one) unless told.
     parser.add_argument(
         "--greedy", action="store_true", help="best-path decoding, even if the model has an LM"
@@ -181,13 +201,24 @@ def transcribe_main(argv: list[str]) -> None:
         require_file(path, "audio file")
     if looks_local(args.model) and not Path(args.model).expanduser().exists():
         raise UsageError(f"model {args.model!r} (--model) does not exist")
+    if args.batch_size < 1 or args.num_workers < 0:
+        raise UsageError("--batch-size must be at least 1 and --num-workers at least 0")
     if args.lm:
         require_file(args.lm, "language model (--lm)")
     from ds2hub.decoding import GREEDY, DecoderConfig
     from ds2hub.hub import from_pretrained
+    from ds2hub.transcribe import iter_transcripts, plan_windows
 
-    device = args.device or ("cuda" if _cuda() else "cpu")
+    as_json = args.json or args.format == "json"
+    import torch
+
+    try:
+        device = torch.device(args.device)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as error:  # unknown or absent device
+        raise UsageError(f"device {args.device!r} (--device) is not usable: {error}") from None
     model = from_pretrained(args.model, revision=args.revision).to(device)
+    plan_windows(model, args.chunk_seconds, args.overlap_seconds)  # bad values: before any audio
     changes = {
         k: v
         for k, v in (
@@ -206,15 +237,29 @@ def transcribe_main(argv: list[str]) -> None:
         if changes
         else None
     )
-    texts = model.transcribe(
-        args.files, batch_size=args.batch_size, chunk_seconds=args.chunk_seconds, decoding=decoding
+    results = iter_transcripts(
+        model,
+        args.files,
+        batch_size=args.batch_size,
+        chunk_seconds=args.chunk_seconds,
+        overlap_seconds=args.overlap_seconds,
+        decoding=decoding,
+        timestamps=as_json,
+        num_workers=args.num_workers,
+        skip_errors=True,
+        progress=len(args.files) > 10 and sys.stderr.isatty(),
     )
-    for path, text in zip(args.files, texts):
-        print(
-            json.dumps({"file": path, "text": text}, ensure_ascii=False)
-            if args.json
-            else f"{path}\t{text}"
-        )
+    failed = 0
+    for path, result in zip(args.files, results):
+        if result.error is not None:
+            failed += 1
+            print(f"ds2hub: skipped {path}: {result.error}", file=sys.stderr)
+        if as_json:
+            print(json.dumps({"file": path, **result.to_dict()}, ensure_ascii=False), flush=True)
+        elif result.error is None:
+            print(f"{path}\t{result.text}", flush=True)
+    if failed:
+        raise UsageError(f"{failed} of {len(args.files)} files could not be read (see above)")
 
 
 def push_main(argv: list[str]) -> None:
@@ -317,12 +362,20 @@ def export_main(argv: list[str]) -> None:
     run(argv)
 
 
+def serve_main(argv: list[str]) -> None:
+    """`ds2hub serve ...` (imported when used: the server's libraries are an optional extra)."""
+    from ds2hub.serving.main import main as run
+
+    run(argv)
+
+
 EXTRA_COMMANDS = {
     "transcribe": transcribe_main,
     "push": push_main,
     "recipes": recipes_main,
     "lm": lm_main,
     "export": export_main,
+    "serve": serve_main,
 }
 # Errors that mean "change the command, the files it names, or the network"; anything else is a
 # bug and keeps its traceback.
@@ -335,12 +388,6 @@ USER_ERRORS = (
     FileExistsError,
     ConnectionError,  # a hub id while offline or unreachable
 )
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def run_cli(args: list[str] | None = None) -> DS2CLI | None:

@@ -127,10 +127,12 @@ class SpeechRecognizer(
         """Transcribes one source (path, bytes, array) or a list of them.
 
         Args:
-            audio: file path(s), encoded bytes, or (T,)/(C, T) arrays (then give `sample_rate`).
+            audio: file path(s), encoded bytes, or (T,), (C, T) or (T, C) float or int16 arrays
+                (then give `sample_rate`); the model's device is used.
             batch_size: chunks decoded together.
             sample_rate: the rate of raw arrays; files carry their own.
-            chunk_seconds: longer recordings are split at quiet points and the texts stitched.
+            chunk_seconds: longer recordings are recognised in overlapping windows this long,
+                whose logits are joined at the middle of each overlap.
             progress: show progress bars (default: for more than 10 inputs).
             decoding: None: the model's default (its LM if the folder carries one, else greedy);
                 `"greedy"`; or a `DecoderConfig` (backend, beam size, LM, α, β).

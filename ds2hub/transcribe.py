@@ -1,45 +1,319 @@
-"""Transcription of files and arrays of any length: decode, split long audio, batch, stitch."""
+"""Transcription of files and arrays of any length and number.
+
+audio sources -> (DataLoader: decode, downmix, resample, cut into overlapping windows)
+-> features on the model's device -> batched forward passes -> logits stitched per recording
+-> decoder -> text (and word timestamps from the CTC alignment).
+
+Memory stays bounded for any number of inputs: sources are decoded lazily by a `DataLoader`
+(optionally in worker processes), at most `pool` windows wait to be batched, and only the
+recordings in progress keep their logits.
+
+Long recordings are cut into windows of `chunk_seconds` that overlap by `overlap_seconds`; each
+window is recognised on its own (a bidirectional model sees a whole window, so memory stays bounded
+and utterances stay near the lengths the model was trained on) and the logits of neighbouring
+windows are joined at the middle of their overlap, so every kept frame has at least half the overlap
+of context on both sides and no word at a cut is lost.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ds2hub.audio import SAMPLE_RATE, AudioSource, load_audio
-from ds2hub.data.dataset import collate_features
-from ds2hub.decoding import BeamSearchConfig
+from ds2hub.decoding.alignment import WordTiming, word_timestamps
+from ds2hub.errors import ConfigError
 
 if TYPE_CHECKING:
     from ds2hub.hub import SpeechRecognizer
 
+logger = logging.getLogger(__name__)
 
-def split_long_audio(
-    waveform: torch.Tensor, chunk_seconds: float = 20.0, search_seconds: float = 3.0
-) -> list[torch.Tensor]:
-    """Splits 16 kHz audio into pieces of at most `chunk_seconds`, cutting each at the quietest
-    20 ms within the last `search_seconds` of the window, so cuts fall between words.
+MIN_CHUNK_SECONDS = 1.0  # below this, windows hold too little context to recognise words
+DEFAULT_OVERLAP_SECONDS = 2.0  # capped at a quarter of the window
 
-    A bidirectional model sees a whole utterance at once; chunking bounds memory and keeps
-    utterances near the lengths it was trained on.
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """How a long recording is cut: all lengths are whole output frames of the model, so a
+    window's logit frame j is the recording's frame `start_frame + j` exactly."""
+
+    frame_samples: int  # input samples per output frame (feature hop x the model's time stride)
+    window_frames: int
+    overlap_frames: int
+
+    @property
+    def hop_frames(self) -> int:
+        return self.window_frames - self.overlap_frames
+
+    @property
+    def window_samples(self) -> int:
+        return self.window_frames * self.frame_samples
+
+    @property
+    def hop_samples(self) -> int:
+        return self.hop_frames * self.frame_samples
+
+    @property
+    def frame_seconds(self) -> float:
+        return self.frame_samples / SAMPLE_RATE
+
+    def num_windows(self, num_samples: int) -> int:
+        if num_samples <= self.window_samples:
+            return 1
+        return 1 + math.ceil((num_samples - self.window_samples) / self.hop_samples)
+
+    def windows(self, waveform: torch.Tensor) -> list[torch.Tensor]:
+        """(T,) -> views of the overlapping windows, in order."""
+        n = self.num_windows(waveform.numel())
+        return [
+            waveform[k * self.hop_samples : k * self.hop_samples + self.window_samples]
+            for k in range(n)
+        ]
+
+    def keep(self, index: int, count: int, frames: int) -> slice:
+        """Which of window `index`'s `frames` logit frames the stitched recording keeps: from the
+        midpoint of its overlap with the previous window to the midpoint with the next."""
+        half = self.overlap_frames // 2
+        start = 0 if index == 0 else half
+        end = frames if index == count - 1 else self.hop_frames + half
+        return slice(start, end)
+
+
+def plan_windows(
+    recognizer: SpeechRecognizer, chunk_seconds: float, overlap_seconds: float | None = None
+) -> WindowPlan:
+    """Checks `chunk_seconds` / `overlap_seconds` and turns them into whole model frames.
+
+    Raises:
+        ConfigError: for a window below `MIN_CHUNK_SECONDS`, or an overlap that is negative or
+            half the window or more.
     """
-    max_len = int(chunk_seconds * SAMPLE_RATE)
-    frame = SAMPLE_RATE // 50  # 20 ms
-    pieces, start, total = [], 0, waveform.numel()
-    while total - start > max_len:
-        lo = start + max_len - int(search_seconds * SAMPLE_RATE)
-        window = waveform[lo : start + max_len]
-        n = window.numel() // frame
-        energy = window[: n * frame].view(n, frame).pow(2).mean(dim=1)  # (n,)
-        cut = lo + int(energy.argmin()) * frame + frame // 2
-        pieces.append(waveform[start:cut])
-        start = cut
-    pieces.append(waveform[start:])
-    return pieces
+    if not math.isfinite(chunk_seconds) or chunk_seconds < MIN_CHUNK_SECONDS:
+        raise ConfigError(
+            f"chunk_seconds must be at least {MIN_CHUNK_SECONDS:g} s (got {chunk_seconds!r}): "
+            "shorter windows hold too little context to recognise words"
+        )
+    if overlap_seconds is None:
+        overlap_seconds = min(DEFAULT_OVERLAP_SECONDS, chunk_seconds / 4)
+    if not math.isfinite(overlap_seconds) or not 0 <= overlap_seconds < chunk_seconds / 2:
+        raise ConfigError(
+            f"overlap_seconds must be >= 0 and below half of chunk_seconds ({chunk_seconds:g} s); "
+            f"got {overlap_seconds!r}"
+        )
+    frame_samples = recognizer.features.hop_length * recognizer.arch.time_stride
+    per_second = SAMPLE_RATE / frame_samples
+    window = max(1, round(chunk_seconds * per_second))
+    overlap = round(overlap_seconds * per_second)
+    return WindowPlan(frame_samples, window, min(overlap, window - 1))
+
+
+@dataclass
+class Transcript:
+    """What one source was recognised as."""
+
+    text: str
+    duration: float  # seconds of audio
+    words: list[WordTiming] | None = None  # with `timestamps=True` (None: could not be aligned)
+    error: str | None = None  # the source could not be read (then `text` is empty)
+
+    def to_dict(self) -> dict:
+        out: dict = {"text": self.text, "duration": round(self.duration, 3)}
+        if self.words is not None:
+            out["words"] = [w.to_dict() for w in self.words]
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+@dataclass
+class _Window:
+    source: int
+    index: int
+    count: int
+    samples: torch.Tensor  # (T,) 16 kHz, CPU
+
+
+@dataclass
+class _Failure:
+    source: int
+    error: str
+
+
+class AudioWindows(IterableDataset):
+    """Sources -> their overlapping windows, decoded lazily (one source at a time per worker).
+
+    Workers take every `num_workers`-th source, so each source is read once.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[AudioSource],
+        plan: WindowPlan,
+        sample_rate: int | None,
+        skip_errors: bool,
+    ) -> None:
+        self.sources, self.plan, self.sample_rate, self.skip_errors = (
+            sources,
+            plan,
+            sample_rate,
+            skip_errors,
+        )
+
+    def __iter__(self) -> Iterator[_Window | _Failure]:
+        info = get_worker_info()
+        start, step = (0, 1) if info is None else (info.id, info.num_workers)
+        for i in range(start, len(self.sources), step):
+            try:
+                waveform = load_audio(self.sources[i], self.sample_rate)
+            except (ValueError, OSError) as error:  # AudioDecodeError is a ValueError
+                if not self.skip_errors:
+                    raise
+                yield _Failure(i, " ".join(str(error).split()))
+                continue
+            windows = self.plan.windows(waveform)
+            for k, piece in enumerate(windows):
+                # A copy: a view would keep (and send between processes) the whole recording.
+                yield _Window(i, k, len(windows), piece.clone())
+
+
+@dataclass
+class _Recording:
+    count: int
+    samples: int = 0
+    logits: dict[int, torch.Tensor] = field(default_factory=dict)  # window -> kept (T_k, V)
+
+
+def _identity(item):
+    return item
 
 
 @torch.inference_mode()
+def iter_transcripts(
+    recognizer: SpeechRecognizer,
+    sources: Sequence[AudioSource],
+    batch_size: int = 8,
+    sample_rate: int | None = None,
+    chunk_seconds: float = 20.0,
+    overlap_seconds: float | None = None,
+    decoding: Any = None,
+    timestamps: bool = False,
+    num_workers: int = 0,
+    skip_errors: bool = False,
+    progress: bool = False,
+) -> Iterator[Transcript]:
+    """Transcribes `sources` lazily, yielding one `Transcript` per source in input order.
+
+    Args:
+        recognizer: the model; it runs on the device its parameters are on.
+        sources: file paths, encoded bytes, or raw arrays (then give `sample_rate`).
+        batch_size: windows per forward pass.
+        sample_rate: the rate of raw arrays; files carry their own.
+        chunk_seconds: window length for long recordings (at least `MIN_CHUNK_SECONDS`).
+        overlap_seconds: overlap of neighbouring windows (default: 2 s, at most a quarter window).
+        decoding: passed to `recognizer.text_decoder` (None: the model's default decoding; or a
+            beam-search setting).
+        timestamps: add word timings from the CTC alignment.
+        num_workers: processes that decode audio ahead of the model (0: in this process).
+        skip_errors: give a `Transcript` with `error` for unreadable sources instead of raising.
+        progress: show a progress bar.
+    Raises:
+        ConfigError: for an unusable `chunk_seconds`, `overlap_seconds` or `batch_size`.
+        AudioDecodeError: for an unreadable source (unless `skip_errors`).
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+    plan = plan_windows(recognizer, chunk_seconds, overlap_seconds)
+    decode = recognizer.text_decoder(decoding)
+    device = next(recognizer.parameters()).device
+    min_samples = recognizer.features.n_fft
+    loader = DataLoader(
+        AudioWindows(sources, plan, sample_rate, skip_errors),
+        batch_size=None,
+        num_workers=num_workers,
+        collate_fn=_identity,
+    )
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(sources), desc="transcribing", unit="file")
+    pool_size = 4 * batch_size  # windows gathered before sorting them by length into batches
+    pool: list[_Window] = []
+    open_: dict[int, _Recording] = {}
+    done: dict[int, Transcript] = {}
+    next_out = 0
+
+    def finish(i: int) -> None:
+        rec = open_.pop(i)
+        duration = rec.samples / SAMPLE_RATE
+        parts = [rec.logits[k] for k in range(rec.count) if k in rec.logits]
+        if not parts:  # shorter than one analysis window
+            done[i] = Transcript("", duration, [] if timestamps else None)
+            return
+        logits = torch.cat(parts)  # (T, V)
+        length = torch.tensor([logits.size(0)])
+        (text,) = decode(logits.log_softmax(-1)[None], length)  # decoders take log-probs
+        words = None
+        if timestamps:
+            words = word_timestamps(logits, text, recognizer.tokenizer, plan.frame_seconds)
+            # The last frame's window reaches past the end of the audio.
+            words = words and [replace(w, end=min(w.end, round(duration, 3))) for w in words]
+        done[i] = Transcript(text, duration, words)
+
+    def run_pool() -> None:
+        pool.sort(key=lambda w: -w.samples.numel())  # similar lengths together: little padding
+        for b in range(0, len(pool), batch_size):
+            batch = pool[b : b + batch_size]
+            features = [recognizer.frontend(w.samples.to(device)) for w in batch]  # (F, T_k)
+            lengths = torch.tensor([f.size(1) for f in features], device=device)
+            padded = pad_sequence([f.T for f in features], batch_first=True).transpose(1, 2)
+            logits, out_lengths = recognizer.model(padded, lengths)  # (B, T', V)
+            for w, row, n in zip(batch, logits.float().cpu(), out_lengths.tolist()):
+                open_[w.source].logits[w.index] = row[plan.keep(w.index, w.count, n)]
+        for i in sorted({w.source for w in pool}):
+            if len(open_[i].logits) == open_[i].count:
+                finish(i)
+        pool.clear()
+
+    def ready() -> Iterator[Transcript]:
+        nonlocal next_out
+        while next_out in done:
+            if bar is not None:
+                bar.update(1)
+            yield done.pop(next_out)
+            next_out += 1
+
+    for item in loader:
+        if isinstance(item, _Failure):
+            logger.warning("skipped source %d: %s", item.source, item.error)
+            done[item.source] = Transcript("", 0.0, None, item.error)
+        else:
+            rec = open_.setdefault(item.source, _Recording(item.count))
+            if item.index == item.count - 1:
+                rec.samples = item.index * plan.hop_samples + item.samples.numel()
+            if item.samples.numel() >= min_samples:
+                pool.append(item)
+            else:  # shorter than one analysis window: no frames
+                rec.logits[item.index] = torch.empty(0, recognizer.tokenizer.vocab_size)
+                if len(rec.logits) == rec.count:
+                    finish(item.source)
+            if len(pool) >= pool_size:
+                run_pool()
+        yield from ready()
+    run_pool()
+    yield from ready()
+    if bar is not None:
+        bar.close()
+
+
 def transcribe(
     recognizer: SpeechRecognizer,
     sources: Sequence[AudioSource],
@@ -47,41 +321,21 @@ def transcribe(
     sample_rate: int | None = None,
     chunk_seconds: float = 20.0,
     progress: bool = False,
-    beam_search: BeamSearchConfig | None = None,
+    decoding: Any = None,
 ) -> list[str]:
     """Transcribes each source (path, bytes, or array with `sample_rate`); returns one text each.
 
-    Greedy decoding unless `beam_search` is given (then the tokenizer's lexicon and word LM).
+    See `iter_transcripts` for the pipeline and the arguments.
     """
-    tokenizer = recognizer.tokenizer
-    decode = recognizer.text_decoder(beam_search)
-    device = next(recognizer.parameters()).device
-    chunks: list[tuple[int, torch.Tensor]] = []  # (source index, features (F, T))
-    iterator = sources
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(sources, desc="decoding audio", unit="file")
-    for i, source in enumerate(iterator):
-        for piece in split_long_audio(load_audio(source, sample_rate), chunk_seconds):
-            if piece.numel() >= recognizer.frontend.config.n_fft:
-                chunks.append((i, recognizer.frontend(piece)))
-    # Longest first, so batches hold similar lengths and little padding.
-    order = sorted(range(len(chunks)), key=lambda k: -chunks[k][1].size(1))
-    texts: list[list[str]] = [[] for _ in range(len(chunks))]
-    batches = range(0, len(order), batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        batches = tqdm(batches, desc="transcribing", unit="batch")
-    for b in batches:
-        idx = order[b : b + batch_size]
-        features, lengths = collate_features([chunks[k][1] for k in idx])
-        logits, out_lengths = recognizer.model(features.to(device), lengths.to(device))
-        for k, text in zip(idx, decode(logits, out_lengths)):
-            texts[k] = text
-    stitched: list[list[str]] = [[] for _ in sources]
-    for (i, _), text in zip(chunks, texts):
-        if text:
-            stitched[i].append(text)
-    return [tokenizer.word_joiner.join(parts) for parts in stitched]
+    return [
+        t.text
+        for t in iter_transcripts(
+            recognizer,
+            sources,
+            batch_size=batch_size,
+            sample_rate=sample_rate,
+            chunk_seconds=chunk_seconds,
+            decoding=decoding,
+            progress=progress,
+        )
+    ]

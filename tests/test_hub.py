@@ -150,20 +150,6 @@ def test_transcribe_any_rate_stereo_and_long_recordings(trained_ckpt, tmp_path, 
     assert [line["file"] for line in lines] == [str(f) for f in files]
 
 
-def test_long_audio_is_split_at_quiet_points():
-    from ds2hub.transcribe import split_long_audio
-
-    rate = 16000
-    loud = torch.randn(rate * 19)
-    wave = torch.cat(
-        [loud, torch.zeros(rate // 2), torch.randn(rate * 25)]
-    )  # 44.5 s, pause at 19 s
-    pieces = split_long_audio(wave, chunk_seconds=20, search_seconds=3)
-    assert sum(p.numel() for p in pieces) == wave.numel()
-    assert all(p.numel() <= 20 * rate for p in pieces)
-    assert 19 * rate <= pieces[0].numel() <= 19.5 * rate  # cut inside the pause
-
-
 def test_model_card_metadata_validates(trained_ckpt, tmp_path):
     folder = export(
         trained_ckpt, tmp_path / "out", "someone/ds2-digits-tiny", dataset_id="ds2hub/digits"

@@ -1,0 +1,477 @@
+"""The ASGI app of `ds2hub serve` (Starlette): streaming over a WebSocket, whole files over POST,
+`/metrics` and `/health`, all in front of one Batch Dispatch scheduler.
+
+Endpoints:
+
+- `WS /stream?sample_rate=16000&encoding=pcm_s16le` (or `pcm_f32le`): binary messages carry
+  little-endian mono PCM at the declared rate; the server answers each batch of new audio with
+  `{"type": "partial", "text": ..., "audio_seconds": ...}`. The text message `{"type": "end"}`
+  asks for `{"type": "final", ...}`, after which the server closes (1000). Errors arrive as
+  `{"type": "error", "error": ...}` followed by a close with a WebSocket code (1003 unsupported
+  data, 1007 invalid samples, 1008 idle, 1009 too big, 1011 server error, 1013 at capacity when
+  the denial response is not supported; otherwise capacity is HTTP 503 with Retry-After).
+- `POST /transcribe[?timestamps=true]`: the body is an audio file (any format `load_audio` reads);
+  answers `{"text", "duration"[, "words"]}`, or 413 (too large), 415 (not audio), 503 (busy).
+- `GET /metrics`: Prometheus text. `GET /health`: JSON status.
+
+The model runs only on the dispatcher's worker thread; the event loop awaits futures and never
+blocks on it (decoding uploads runs in the thread pool).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import weakref
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from ds2hub.audio import SAMPLE_RATE, audio_duration, load_audio
+from ds2hub.serving.config import ServeConfig
+from ds2hub.serving.dispatcher import BatchDispatcher, QueueFull
+from ds2hub.serving.metrics import ServerMetrics
+
+if TYPE_CHECKING:
+    from ds2hub.hub import SpeechRecognizer
+
+logger = logging.getLogger(__name__)
+
+ENCODINGS = {"pcm_s16le": np.dtype("<i2"), "pcm_f32le": np.dtype("<f4")}
+MAX_FLOAT_SAMPLE = 1000.0  # float PCM has full scale 1.0; far beyond it is not audio
+
+# WebSocket close codes (RFC 6455 section 7.4.1)
+NORMAL, UNSUPPORTED, INVALID, POLICY, TOO_BIG, SERVER_ERROR, TRY_AGAIN = (
+    1000, 1003, 1007, 1008, 1009, 1011, 1013,
+)  # fmt: skip
+
+
+class StreamError(Exception):
+    """A client mistake on a stream: sent to it, then the connection is closed with `code`."""
+
+    def __init__(self, message: str, code: int, reason: str) -> None:
+        super().__init__(message)
+        self.code, self.reason = code, reason
+
+
+class Engine:
+    """The model side of the server: the recogniser behind a `BatchDispatcher` whose batched
+    functions are whole files, streaming steps and stream ends."""
+
+    def __init__(self, recognizer: SpeechRecognizer, config: ServeConfig) -> None:
+        self.recognizer = recognizer.eval()
+        self.config = config
+        self.metrics = ServerMetrics(config.max_batch_size)
+        self.stream_error = _stream_error(recognizer)
+        self.live_streams = 0
+        # Streaming sessions still in memory: a stream's state must go when its connection does.
+        self.sessions: weakref.WeakSet = weakref.WeakSet()
+        self.dispatcher = BatchDispatcher(
+            {"file": self._files, "step": self._steps, "finish": self._finishes},
+            max_batch_size=config.max_batch_size,
+            max_wait=config.max_wait_ms / 1000,
+            limits={"file": config.max_pending_files},
+            observer=self.metrics.observe_batch,
+        )
+
+    # --- batched functions (worker thread only) ----------------------------------------------
+    def _files(self, payloads: list[tuple[torch.Tensor, bool]]) -> list[Any]:
+        from ds2hub.transcribe import iter_transcripts
+
+        waves = [wave for wave, _ in payloads]
+        timestamps = any(t for _, t in payloads)
+        results = list(
+            iter_transcripts(
+                self.recognizer,
+                waves,
+                batch_size=max(1, len(waves)),
+                sample_rate=SAMPLE_RATE,
+                timestamps=timestamps,
+            )
+        )
+        return [
+            r.to_dict() if t else {**r.to_dict(), "words": None}
+            for r, (_, t) in zip(results, payloads)
+        ]
+
+    def _steps(self, payloads: list[tuple[Any, np.ndarray]]) -> list[str]:
+        from ds2hub.streaming import step_batch
+
+        with torch.inference_mode():
+            return step_batch(self.recognizer, [s for s, _ in payloads], [c for _, c in payloads])
+
+    def _finishes(self, sessions: list[Any]) -> list[str]:
+        from ds2hub.streaming import finish_batch
+
+        with torch.inference_mode():
+            return finish_batch(self.recognizer, sessions)
+
+    # --- event-loop side ----------------------------------------------------------------------
+    async def run(self, kind: str, payload: Any) -> Any:
+        future = self.dispatcher.submit(kind, payload)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            future.cancel()  # the client left: drop the item if it has not started
+            raise
+
+    def health(self) -> dict:
+        arch = self.recognizer.arch
+        return {
+            "status": "ok",
+            "streaming": self.stream_error is None,
+            "streaming_error": self.stream_error,
+            "live_streams": self.live_streams,
+            "sessions_in_memory": len(self.sessions),
+            "max_streams": self.config.max_streams,
+            "queued": self.dispatcher.pending(),
+            "max_batch_size": self.config.max_batch_size,
+            "max_wait_ms": self.config.max_wait_ms,
+            "model": {
+                "bidirectional": arch.bidirectional,
+                "parameters": self.recognizer.num_parameters,
+                "tokenizer": self.recognizer.tokenizer.kind,
+                "device": str(next(self.recognizer.parameters()).device),
+            },
+        }
+
+
+def _stream_error(recognizer: SpeechRecognizer) -> str | None:
+    """Why this model cannot stream, or None if it can."""
+    try:
+        from ds2hub.streaming import check_stream_ready
+    except ImportError:  # pragma: no cover - a ds2hub without streaming
+        return "this ds2hub has no streaming recognition"
+    try:
+        check_stream_ready(recognizer)
+    except Exception as error:  # noqa: BLE001 - StreamingError and friends: report the reason
+        return " ".join(str(error).split())
+    return None
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+# --- HTTP endpoints ---------------------------------------------------------------------------
+async def health(request: Request) -> JSONResponse:
+    return JSONResponse(request.app.state.engine.health())
+
+
+async def metrics(request: Request) -> Response:
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    return Response(request.app.state.engine.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The body, or None once it exceeds `limit` bytes (read no further)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+async def transcribe_file(request: Request) -> JSONResponse:
+    engine: Engine = request.app.state.engine
+    config = engine.config
+    start = time.perf_counter()
+    if request.headers.get("content-type", "").startswith("multipart/"):
+        engine.metrics.rejected.labels("not_audio").inc()
+        return _error(415, "send the audio file itself as the body (curl --data-binary @a.wav)")
+    body = await _read_body(request, config.max_upload_bytes)
+    if body is None:
+        engine.metrics.rejected.labels("too_large").inc()
+        return _error(413, f"uploads are limited to {config.max_upload_bytes} bytes")
+    if not body:
+        engine.metrics.rejected.labels("not_audio").inc()
+        return _error(400, "the request body is empty; send an audio file")
+    try:
+        seconds = await run_in_threadpool(audio_duration, body)
+        if seconds > config.max_file_seconds:
+            engine.metrics.rejected.labels("too_long").inc()
+            return _error(
+                413, f"{seconds:.0f} s of audio; the limit is {config.max_file_seconds:g} s"
+            )
+        wave = await run_in_threadpool(load_audio, body)
+    except Exception as error:  # noqa: BLE001 - whatever the decoders say: not audio we can read
+        engine.metrics.rejected.labels("not_audio").inc()
+        return _error(415, f"not audio ds2hub can read: {' '.join(str(error).split())[:300]}")
+    timestamps = request.query_params.get("timestamps", "").lower() in ("1", "true", "yes")
+    try:
+        result = await engine.run("file", (wave, timestamps))
+    except QueueFull:
+        engine.metrics.rejected.labels("busy").inc()
+        headers = {"Retry-After": str(config.retry_after_s)}
+        return _error(503, "too many files are waiting; retry later", headers)
+    if result.get("words") is None:
+        result.pop("words", None)
+    engine.metrics.observe_latency("file", time.perf_counter() - start)
+    return JSONResponse(result)
+
+
+# --- the streaming endpoint -----------------------------------------------------------------------
+@dataclass
+class _Chunk:
+    arrived: float  # perf_counter when the message arrived
+    samples: np.ndarray  # 16 kHz float32
+
+
+@dataclass
+class _StreamState:
+    rate: int
+    dtype: np.dtype
+    resampler: Any = None
+    received: int = 0  # samples at the client's rate
+    buffered: list[_Chunk] = field(default_factory=list)
+
+    def buffered_seconds(self) -> float:
+        return sum(c.samples.size for c in self.buffered) / SAMPLE_RATE
+
+
+def _stream_params(ws: WebSocket, config: ServeConfig) -> tuple[int, np.dtype]:
+    rate_text = ws.query_params.get("sample_rate", str(SAMPLE_RATE))
+    encoding = ws.query_params.get("encoding", "pcm_s16le")
+    if not rate_text.isdigit() or int(rate_text) not in config.sample_rates:
+        raise StreamError(
+            f"unsupported sample_rate {rate_text!r}; supported: {list(config.sample_rates)}",
+            UNSUPPORTED,
+            "unsupported sample rate",
+        )
+    if encoding not in ENCODINGS:
+        raise StreamError(
+            f"unsupported encoding {encoding!r}; use one of {sorted(ENCODINGS)}",
+            UNSUPPORTED,
+            "unsupported encoding",
+        )
+    return int(rate_text), ENCODINGS[encoding]
+
+
+def _decode_pcm(data: bytes, state: _StreamState, config: ServeConfig) -> np.ndarray:
+    """One binary message -> 16 kHz float32 samples, or StreamError."""
+    if len(data) > config.max_message_bytes:
+        raise StreamError(
+            f"a message of {len(data)} bytes; the limit is {config.max_message_bytes}",
+            TOO_BIG,
+            "message too big",
+        )
+    width = state.dtype.itemsize
+    if len(data) % width:
+        raise StreamError(
+            f"a binary message of {len(data)} bytes is not a whole number of {width}-byte samples",
+            INVALID,
+            "malformed PCM",
+        )
+    samples = np.frombuffer(data, dtype=state.dtype)
+    if state.dtype.kind == "i":
+        samples = samples.astype(np.float32) / 32768.0
+    else:
+        samples = samples.astype(np.float32)
+        if not np.isfinite(samples).all() or (
+            samples.size and np.abs(samples).max() > MAX_FLOAT_SAMPLE
+        ):
+            raise StreamError(
+                "float samples must be finite and near full scale 1.0 (is this float PCM?)",
+                INVALID,
+                "invalid samples",
+            )
+    state.received += samples.size
+    if state.received > config.max_stream_seconds * state.rate:
+        raise StreamError(
+            f"streams are limited to {config.max_stream_seconds:g} s of audio", TOO_BIG, "too long"
+        )
+    if state.resampler is not None:
+        samples = state.resampler.resample_chunk(samples)
+    return np.ascontiguousarray(samples, dtype=np.float32)
+
+
+def _parse_control(text: str) -> str:
+    try:
+        message = json.loads(text)
+    except ValueError:
+        message = None
+    if not isinstance(message, dict) or message.get("type") != "end":
+        raise StreamError(
+            'text messages must be the JSON {"type": "end"}; audio goes in binary messages',
+            UNSUPPORTED,
+            "unknown message",
+        )
+    return "end"
+
+
+async def _deny(ws: WebSocket, status: int, message: str, code: int, headers: dict | None = None):
+    """Refuses a connection before accepting it: HTTP `status` where the server supports denial
+    responses (uvicorn does), otherwise accept, send the error and close with `code`."""
+    try:
+        await ws.send_denial_response(_error(status, message, headers))
+    except RuntimeError:
+        await ws.accept()
+        await ws.send_json({"type": "error", "error": message})
+        await ws.close(code, message[:100])
+
+
+async def stream(ws: WebSocket) -> None:
+    engine: Engine = ws.app.state.engine
+    config = engine.config
+    if engine.stream_error is not None:
+        engine.metrics.rejected.labels("not_streamable").inc()
+        await _deny(ws, 400, f"this model cannot stream: {engine.stream_error}", UNSUPPORTED)
+        return
+    try:
+        rate, dtype = _stream_params(ws, config)
+    except StreamError as error:
+        engine.metrics.rejected.labels("bad_request").inc()
+        await _deny(ws, 400, str(error), error.code)
+        return
+    if engine.live_streams >= config.max_streams:
+        engine.metrics.rejected.labels("busy").inc()
+        message = f"the server is at capacity ({config.max_streams} streams); retry later"
+        await _deny(ws, 503, message, TRY_AGAIN, {"Retry-After": str(config.retry_after_s)})
+        return
+    engine.live_streams += 1
+    engine.metrics.live_streams.set(engine.live_streams)
+    try:
+        await ws.accept()
+        await _serve_stream(ws, engine, rate, dtype)
+    except StreamError as error:
+        engine.metrics.rejected.labels(error.reason.replace(" ", "_")).inc()
+        with contextlib.suppress(Exception):
+            await ws.send_json({"type": "error", "error": str(error)})
+            await ws.close(error.code, error.reason)
+    except (WebSocketDisconnect, OSError):  # the client left (uvicorn's ClientDisconnected)
+        engine.metrics.rejected.labels("disconnected").inc()
+    except Exception as error:  # noqa: BLE001 - one stream's failure must not reach the others
+        logger.exception("stream failed")
+        engine.metrics.rejected.labels("server_error").inc()
+        with contextlib.suppress(Exception):
+            await ws.send_json({"type": "error", "error": f"server error: {error}"})
+            await ws.close(SERVER_ERROR, "server error")
+    finally:
+        engine.live_streams -= 1
+        engine.metrics.live_streams.set(engine.live_streams)
+
+
+async def _serve_stream(ws: WebSocket, engine: Engine, rate: int, dtype: np.dtype) -> None:
+    """One connection: read messages while the previous step runs; each step takes all audio
+    that arrived meanwhile, so a stream has at most one item in the dispatcher at a time."""
+    config = engine.config
+    state = _StreamState(rate, dtype)
+    if rate != SAMPLE_RATE:
+        import soxr
+
+        state.resampler = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32")
+    session = engine.recognizer.stream()
+    engine.sessions.add(session)
+    receive: asyncio.Future | None = asyncio.ensure_future(ws.receive())
+    step: asyncio.Future | None = None
+    in_step: list[_Chunk] = []
+    ending = False
+    last_message = time.perf_counter()
+    try:
+        while True:
+            waiting = {f for f in (receive, step) if f is not None}
+            timeout = None if ending else last_message + config.idle_timeout_s - time.perf_counter()
+            if timeout is not None and timeout <= 0 and step is None:
+                raise StreamError(
+                    f"no audio for {config.idle_timeout_s:g} s; closing", POLICY, "idle timeout"
+                )
+            done, _ = await asyncio.wait(
+                waiting,
+                timeout=None if timeout is None else max(timeout, 0.001),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if step is not None and step in done:
+                text = step.result()
+                step = None
+                sent = time.perf_counter()
+                for chunk in in_step:
+                    engine.metrics.observe_latency("stream", sent - chunk.arrived)
+                in_step = []
+                await ws.send_json(
+                    {"type": "partial", "text": text, "audio_seconds": _seconds(state)}
+                )
+            if receive is not None and receive in done:
+                message = receive.result()
+                receive = None
+                last_message = time.perf_counter()
+                if message["type"] == "websocket.disconnect":
+                    raise WebSocketDisconnect(message.get("code", 1000))
+                if message.get("bytes") is not None:
+                    samples = _decode_pcm(message["bytes"], state, config)
+                    state.buffered.append(_Chunk(last_message, samples))
+                elif message.get("text") is not None:
+                    ending = _parse_control(message["text"]) == "end"
+            if step is None and state.buffered:
+                in_step, state.buffered = state.buffered, []
+                audio = np.concatenate([c.samples for c in in_step])
+                step = asyncio.ensure_future(engine.run("step", (session, audio)))
+            if ending and step is None:
+                break
+            if (
+                receive is None
+                and not ending
+                and state.buffered_seconds() < config.max_buffered_seconds
+            ):
+                receive = asyncio.ensure_future(ws.receive())
+        if state.resampler is not None:  # the resampler's last samples
+            tail = state.resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+            if tail.size:
+                await engine.run("step", (session, np.ascontiguousarray(tail, np.float32)))
+        final = await engine.run("finish", session)
+        await ws.send_json({"type": "final", "text": final, "audio_seconds": _seconds(state)})
+        await ws.close(NORMAL)
+    finally:
+        for future in (receive, step):
+            if future is not None and not future.done():
+                future.cancel()
+
+
+def _seconds(state: _StreamState) -> float:
+    return round(state.received / state.rate, 3)
+
+
+# --- the app ------------------------------------------------------------------------------------
+def create_app(recognizer: SpeechRecognizer, config: ServeConfig | None = None) -> Starlette:
+    """The server's ASGI app for `recognizer` (see the module docstring for the endpoints).
+
+    The Batch Dispatch worker starts and stops with the app's lifespan (uvicorn, or
+    `with TestClient(app)`).
+    """
+    engine = Engine(recognizer, config or ServeConfig())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        engine.dispatcher.start()
+        try:
+            yield
+        finally:
+            engine.dispatcher.stop()
+
+    app = Starlette(
+        routes=[
+            Route("/health", health, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+            Route("/transcribe", transcribe_file, methods=["POST"]),
+            WebSocketRoute("/stream", stream),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.engine = engine
+    return app

@@ -1,0 +1,196 @@
+"""Batch Dispatch (Deep Speech 2, section 7): the requests of many users are gathered into one
+batched forward pass, so a server stays efficient under load.
+
+Work items of several kinds (a stream's new audio, a stream's end, a whole file) wait in one queue.
+One worker thread owns the model (torch modules are not safe to drive from several threads at once)
+and repeatedly takes the kind of the oldest pending item, gathers up to `max_batch_size` items of
+that kind (waiting at most `max_wait` after the oldest arrived), and runs that kind's batched
+function on them. Callers get a `concurrent.futures.Future`; the asyncio side awaits it with
+`asyncio.wrap_future`, so the event loop never blocks on the model.
+
+Why by hand: the scheduling policy (oldest-first by kind, a size cap and a wait cap, one model
+thread) is the paper's Batch Dispatch itself; no well-kept library implements it for arbitrary
+batched callables (serving frameworks such as Triton or Ray Serve bring their own servers).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+BatchFunction = Callable[[list[Any]], Sequence[Any]]
+# Called after every batch: (kind, batch size, seconds each item waited in the queue).
+BatchObserver = Callable[[str, int, list[float]], None]
+
+
+class QueueFull(RuntimeError):
+    """The queue holds as many items of this kind as the server accepts (answer 503)."""
+
+
+@dataclass
+class _Item:
+    kind: str
+    payload: Any
+    enqueued: float = field(default_factory=time.perf_counter)
+    future: Future = field(default_factory=Future)
+
+
+class BatchDispatcher:
+    """Runs batched functions over queued work items on one worker thread.
+
+    Args:
+        functions: kind -> function taking a list of payloads and returning one result per payload
+            (an `Exception` instance as a result fails that item alone).
+        max_batch_size: most items per call (1: no batching).
+        max_wait: seconds the oldest item may wait for its batch to fill.
+        limits: kind -> most items of that kind queued at once (`submit` raises `QueueFull`).
+        observer: told about every batch (metrics).
+    """
+
+    def __init__(
+        self,
+        functions: dict[str, BatchFunction],
+        max_batch_size: int = 16,
+        max_wait: float = 0.01,
+        limits: dict[str, int] | None = None,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        if max_batch_size < 1 or max_wait < 0:
+            raise ValueError("max_batch_size must be >= 1 and max_wait >= 0")
+        self.functions = dict(functions)
+        self.max_batch_size = max_batch_size
+        self.max_wait = max_wait
+        self.limits = dict(limits or {})
+        self.observer = observer
+        self._queue: deque[_Item] = deque()
+        self._cond = threading.Condition()
+        self._running = False
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        with self._cond:
+            if self._running:
+                return
+            self._running = True
+        self._thread = threading.Thread(
+            target=self._work, name="ds2hub-batch-dispatch", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float | None = 10.0) -> None:
+        """Stops the worker after the batch in progress; items still queued are cancelled."""
+        with self._cond:
+            self._running = False
+            left = list(self._queue)
+            self._queue.clear()
+            self._cond.notify_all()
+        for item in left:
+            item.future.cancel()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def __enter__(self) -> BatchDispatcher:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- callers --------------------------------------------------------------------------------
+    def submit(self, kind: str, payload: Any) -> Future:
+        """Queues one item; the future resolves to its result (cancel it to drop the item)."""
+        if kind not in self.functions:
+            raise KeyError(f"no batched function for {kind!r}")
+        item = _Item(kind, payload)
+        with self._cond:
+            if not self._running:
+                raise RuntimeError("the dispatcher is not running")
+            limit = self.limits.get(kind)
+            if limit is not None and sum(i.kind == kind for i in self._queue) >= limit:
+                raise QueueFull(f"{limit} {kind} items are already waiting")
+            self._queue.append(item)
+            self._cond.notify()
+        return item.future
+
+    def pending(self, kind: str | None = None) -> int:
+        with self._cond:
+            return sum(kind is None or i.kind == kind for i in self._queue)
+
+    # --- the worker -----------------------------------------------------------------------------
+    def _next_batch(self) -> list[_Item] | None:
+        """Blocks until a batch is due; None once stopped."""
+        with self._cond:
+            while self._running:
+                while self._queue and self._queue[0].future.cancelled():
+                    self._queue.popleft()  # a client left before its turn
+                if not self._queue:
+                    self._cond.wait()
+                    continue
+                oldest = self._queue[0]
+                same = [
+                    i for i in self._queue if i.kind == oldest.kind and not i.future.cancelled()
+                ]
+                wait = oldest.enqueued + self.max_wait - time.perf_counter()
+                if len(same) < self.max_batch_size and wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                batch = same[: self.max_batch_size]
+                taken = {id(i) for i in batch}
+                self._queue = deque(i for i in self._queue if id(i) not in taken)
+                return batch
+            return None
+
+    def _work(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            batch = [i for i in batch if i.future.set_running_or_notify_cancel()]
+            if not batch:
+                continue
+            kind = batch[0].kind
+            start = time.perf_counter()
+            if self.observer is not None:
+                try:
+                    self.observer(kind, len(batch), [start - i.enqueued for i in batch])
+                except Exception:  # noqa: BLE001 - metrics must never stop the model thread
+                    logger.exception("batch observer failed")
+            self._run(kind, batch)
+            del batch  # the payloads (a stream's state) must not outlive their batch
+
+    def _run(self, kind: str, batch: list[_Item]) -> None:
+        function = self.functions[kind]
+        try:
+            results = list(function([i.payload for i in batch]))
+            if len(results) != len(batch):
+                raise RuntimeError(f"{kind}: {len(results)} results for {len(batch)} items")
+        except Exception as error:  # noqa: BLE001
+            if len(batch) == 1:
+                batch[0].future.set_exception(error)
+                return
+            # One bad item must not fail its batch mates: run each alone to find it.
+            logger.warning(
+                "%s batch of %d failed (%s); retrying one by one", kind, len(batch), error
+            )
+            for item in batch:
+                try:
+                    (result,) = function([item.payload])
+                except Exception as single:  # noqa: BLE001
+                    result = single
+                self._resolve(item, result)
+            return
+        for item, result in zip(batch, results):
+            self._resolve(item, result)
+
+    @staticmethod
+    def _resolve(item: _Item, result: Any) -> None:
+        if isinstance(result, BaseException):
+            item.future.set_exception(result)
+        else:
+            item.future.set_result(result)

@@ -1,0 +1,127 @@
+"""`ds2hub serve MODEL`: the recogniser behind an ASGI server (uvicorn) with Batch Dispatch."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from ds2hub.errors import ConfigError
+from ds2hub.serving.config import ServeConfig
+
+logger = logging.getLogger(__name__)
+
+
+def require_serve_extra() -> None:
+    """Raises a `ConfigError` naming the extra when the server's libraries are missing."""
+    missing = []
+    for module in ("starlette", "uvicorn", "prometheus_client", "soxr", "websockets"):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise ConfigError(
+            f"ds2hub serve needs {', '.join(missing)}: install the serve extra "
+            "(pip install 'ds2hub[serve]', or uv sync --extra serve)"
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = ServeConfig()
+    parser = argparse.ArgumentParser(
+        prog="ds2hub serve",
+        description="Serve a model: WebSocket streaming (/stream), whole files (POST "
+        "/transcribe), Prometheus metrics (/metrics) and /health, with Batch Dispatch.",
+    )
+    parser.add_argument("model", help="hub id, local folder, or .ckpt from ds2hub fit")
+    parser.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, ...")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's)"
+    )
+    add = parser.add_argument
+    add(
+        "--max-batch-size",
+        type=int,
+        default=defaults.max_batch_size,
+        help="most work items per forward pass (1: no batching)",
+    )
+    add(
+        "--max-wait-ms",
+        type=float,
+        default=defaults.max_wait_ms,
+        help="longest an item waits for its batch to fill",
+    )
+    add(
+        "--max-streams",
+        type=int,
+        default=defaults.max_streams,
+        help="open streams beyond this get 503 + Retry-After",
+    )
+    add("--max-pending-files", type=int, default=defaults.max_pending_files)
+    add(
+        "--max-upload-mb",
+        type=float,
+        default=defaults.max_upload_bytes / 2**20,
+        help="larger uploads get 413",
+    )
+    add("--max-file-seconds", type=float, default=defaults.max_file_seconds)
+    add(
+        "--idle-timeout",
+        type=float,
+        default=defaults.idle_timeout_s,
+        help="seconds without a message before a stream is closed",
+    )
+    add("--max-stream-seconds", type=float, default=defaults.max_stream_seconds)
+    add("--log-level", default="info")
+    return parser  # fmt: skip
+
+
+def main(argv: list[str]) -> None:
+    """Runs the server until interrupted."""
+    args = build_parser().parse_args(argv)
+    require_serve_extra()
+    config = ServeConfig(
+        max_batch_size=args.max_batch_size,
+        max_wait_ms=args.max_wait_ms,
+        max_streams=args.max_streams,
+        max_pending_files=args.max_pending_files,
+        max_upload_bytes=int(args.max_upload_mb * 2**20),
+        max_file_seconds=args.max_file_seconds,
+        idle_timeout_s=args.idle_timeout,
+        max_stream_seconds=args.max_stream_seconds,
+    )
+    from ds2hub.cli import UsageError, looks_local
+
+    if looks_local(args.model) and not Path(args.model).expanduser().exists():
+        raise UsageError(f"model {args.model!r} does not exist")
+    import torch
+    import uvicorn
+
+    from ds2hub.hub import from_pretrained
+    from ds2hub.serving.app import create_app
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        device = torch.device(args.device)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as error:
+        raise UsageError(f"device {args.device!r} (--device) is not usable: {error}") from None
+    recognizer = from_pretrained(args.model, revision=args.revision).to(device)
+    app = create_app(recognizer, config)
+    stream_error = app.state.engine.stream_error
+    if stream_error:
+        logger.warning("WebSocket streaming is off for this model: %s", stream_error)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        ws_max_size=config.max_message_bytes,
+        ws_ping_interval=20.0,
+        ws_ping_timeout=20.0,
+    )

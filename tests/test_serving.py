@@ -1,0 +1,530 @@
+"""`ds2hub serve`: Batch Dispatch, the real Starlette app (TestClient and uvicorn on loopback),
+abuse of every kind, and the console command."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from starlette.testclient import TestClient, WebSocketDenialResponse
+from starlette.websockets import WebSocketDisconnect
+
+from ds2hub.audio import load_audio
+from ds2hub.cli import main
+from ds2hub.errors import ConfigError
+from ds2hub.features import frame_statistics
+from ds2hub.hub import SpeechRecognizer, from_pretrained
+from ds2hub.serving.app import create_app
+from ds2hub.serving.config import ServeConfig
+from ds2hub.serving.dispatcher import BatchDispatcher, QueueFull
+from ds2hub.tokenizers import CharTokenizer
+
+DIGITS = Path(__file__).resolve().parents[1] / "recipes" / "digits" / "test"
+RATE = 16_000
+STREAMING_ARCH = dict(
+    conv_channels=[4, 4],
+    conv_kernel_freq=[21, 11],
+    conv_kernel_time=[11, 5],
+    conv_stride_time=[2, 1],
+    rnn_layers=2,
+    rnn_hidden=24,
+    bidirectional=False,
+    lookahead=5,
+)
+
+
+def _random_batch_norm(model: torch.nn.Module) -> None:
+    # Statistics far from identity, so that transcripts depend on every detail of the input.
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g))
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+
+
+def _speech(n: int = 4) -> list[torch.Tensor]:
+    return [load_audio(p) for p in sorted(DIGITS.glob("*.opus"))[:n]]
+
+
+@pytest.fixture(scope="module")
+def streaming_folder(tmp_path_factory) -> Path:
+    """A forward-only model with a causal front end (random weights), saved as a hub folder."""
+    torch.manual_seed(0)
+    rec = SpeechRecognizer(STREAMING_ARCH, {"normalization": "global"}, CharTokenizer())
+    rec.frontend.set_statistics(
+        *frame_statistics([rec.frontend.unnormalized(w) for w in _speech()])
+    )
+    _random_batch_norm(rec)
+    folder = tmp_path_factory.mktemp("streaming_model")
+    rec.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def recognizer(streaming_folder) -> SpeechRecognizer:
+    return from_pretrained(streaming_folder)
+
+
+@pytest.fixture(scope="module")
+def bidirectional(tmp_path_factory) -> SpeechRecognizer:
+    torch.manual_seed(0)
+    arch = {**STREAMING_ARCH, "bidirectional": True, "lookahead": 0}
+    rec = SpeechRecognizer(arch, tokenizer=CharTokenizer())
+    _random_batch_norm(rec)
+    return rec.eval()
+
+
+def _wav(wave: torch.Tensor, rate: int = RATE) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, wave.numpy(), rate, format="WAV")
+    return buffer.getvalue()
+
+
+def _stream(ws, wave: np.ndarray, chunk: int = 1600, encoding: str = "pcm_s16le") -> list[dict]:
+    """Sends `wave` in chunks, then the end; returns every message up to the final."""
+    data = (wave * 32767).astype("<i2") if encoding == "pcm_s16le" else wave.astype("<f4")
+    for i in range(0, data.size, chunk):
+        ws.send_bytes(data[i : i + chunk].tobytes())
+    ws.send_text(json.dumps({"type": "end"}))
+    messages = []
+    while not messages or messages[-1]["type"] not in ("final", "error"):
+        messages.append(ws.receive_json())
+    return messages
+
+
+def _offline(recognizer, wave: np.ndarray, encoding: str = "pcm_s16le") -> str:
+    if encoding == "pcm_s16le":  # what the server hears after int16 quantisation
+        wave = (wave * 32767).astype(np.int16)
+    return recognizer.transcribe(wave, sample_rate=RATE)
+
+
+# --- Batch Dispatch ---------------------------------------------------------------------------
+def _blocking_dispatcher(max_batch_size: int, **kwargs):
+    """A dispatcher whose function records batches and holds the worker on the payload "hold"."""
+    release, batches = threading.Event(), []
+    entered = threading.Event()
+
+    def run(payloads: list) -> list:
+        if "hold" in payloads:
+            entered.set()
+            release.wait(10)
+        if "bad" in payloads:
+            raise ValueError("bad item")
+        batches.append(list(payloads))
+        return [f"done {p}" for p in payloads]
+
+    dispatcher = BatchDispatcher({"x": run, "y": run}, max_batch_size, **kwargs)
+    dispatcher.entered = entered  # set once the worker is inside the held batch
+    return dispatcher, release, batches
+
+
+def test_dispatch_gathers_pending_items_up_to_the_batch_size():
+    dispatcher, release, batches = _blocking_dispatcher(4, max_wait=0.0)
+    with dispatcher:
+        first = dispatcher.submit("x", "hold")
+        assert dispatcher.entered.wait(10)  # the worker is inside the held batch
+        futures = [dispatcher.submit("x", i) for i in range(6)]
+        other = dispatcher.submit("y", "other kind")
+        release.set()
+        assert [f.result(5) for f in futures] == [f"done {i}" for i in range(6)]
+        assert first.result(5) == "done hold" and other.result(5) == "done other kind"
+    # Oldest kind first, at most 4 per batch, kinds never mixed.
+    assert batches == [["hold"], [0, 1, 2, 3], [4, 5], ["other kind"]]
+
+
+def test_batching_off_runs_one_item_at_a_time():
+    dispatcher, release, batches = _blocking_dispatcher(1, max_wait=0.0)
+    with dispatcher:
+        dispatcher.submit("x", "hold")
+        assert dispatcher.entered.wait(10)
+        futures = [dispatcher.submit("x", i) for i in range(3)]
+        release.set()
+        [f.result(5) for f in futures]
+    assert batches == [["hold"], [0], [1], [2]]
+
+
+def test_max_wait_lets_a_batch_fill_and_bounds_the_wait():
+    dispatcher, release, batches = _blocking_dispatcher(8, max_wait=0.3)
+    release.set()
+    with dispatcher:
+        start = time.perf_counter()
+        futures = [dispatcher.submit("x", i) for i in range(3)]
+        [f.result(5) for f in futures]
+        waited = time.perf_counter() - start
+    assert batches == [[0, 1, 2]]  # not full: ran when the oldest had waited max_wait
+    assert 0.25 < waited < 3
+
+
+def test_a_failing_item_fails_alone_and_cancelled_items_are_dropped():
+    dispatcher, release, batches = _blocking_dispatcher(8, max_wait=0.0)
+    with dispatcher:
+        dispatcher.submit("x", "hold")
+        assert dispatcher.entered.wait(10)
+        good, bad, gone = (dispatcher.submit("x", p) for p in ("good", "bad", "gone"))
+        gone.cancel()  # its client disconnected
+        release.set()
+        assert good.result(5) == "done good"
+        with pytest.raises(ValueError, match="bad item"):
+            bad.result(5)
+    assert ["gone"] not in batches and all("gone" not in b for b in batches)
+
+
+def test_a_full_queue_refuses_more_items():
+    dispatcher, release, _ = _blocking_dispatcher(8, max_wait=0.0, limits={"x": 2})
+    with dispatcher:
+        dispatcher.submit("x", "hold")
+        assert dispatcher.entered.wait(10)
+        dispatcher.submit("x", 1), dispatcher.submit("x", 2)
+        with pytest.raises(QueueFull):
+            dispatcher.submit("x", 3)
+        dispatcher.submit("y", "other kinds have their own limit")
+        release.set()
+
+
+def test_serve_settings_are_checked():
+    with pytest.raises(ConfigError, match="max_batch_size"):
+        ServeConfig(max_batch_size=0)
+    with pytest.raises(ConfigError, match="idle_timeout_s"):
+        ServeConfig(idle_timeout_s=0)
+
+
+# --- files --------------------------------------------------------------------------------------
+def test_files_health_and_metrics(recognizer, bidirectional):
+    waves = _speech(2)
+    for model in (recognizer, bidirectional):
+        with TestClient(create_app(model, ServeConfig(max_wait_ms=1))) as client:
+            health = client.get("/health").json()
+            assert health["status"] == "ok" and health["streaming"] == (model is recognizer)
+            for wave in waves:
+                answer = client.post("/transcribe?timestamps=true", content=_wav(wave))
+                assert answer.status_code == 200, answer.text
+                body = answer.json()
+                assert body["text"] == model.transcribe(_wav(wave))
+                assert body["duration"] == pytest.approx(wave.numel() / RATE, abs=1e-3)
+                assert len(body["words"]) == len(body["text"].split())
+                assert all(0 <= w["start"] <= w["end"] <= body["duration"] for w in body["words"])
+            assert "words" not in client.post("/transcribe", content=_wav(waves[0])).json()
+            text = client.get("/metrics").text
+    assert 'ds2hub_batch_size_count{kind="file"}' in text
+    assert 'ds2hub_queue_seconds_count{kind="file"} 3.0' in text
+    assert 'ds2hub_recent_latency_seconds{kind="file",quantile="0.99"}' in text
+
+
+def test_bad_uploads_get_clear_errors_and_the_server_stays_up(recognizer, tmp_path):
+    wave = _speech(1)[0]
+    config = ServeConfig(max_upload_bytes=200_000, max_file_seconds=5)
+    with TestClient(create_app(recognizer, config)) as client:
+        not_audio = client.post("/transcribe", content=b"this is not audio" * 100)
+        assert not_audio.status_code == 415 and "not audio" in not_audio.json()["error"]
+        assert client.post("/transcribe", content=b"").status_code == 400
+        big = client.post("/transcribe", content=b"\0" * 300_000)
+        assert big.status_code == 413 and "200000 bytes" in big.json()["error"]
+
+        def chunks():  # no Content-Length: the limit holds while reading
+            for _ in range(30):
+                yield b"\0" * 10_000
+
+        assert client.post("/transcribe", content=chunks()).status_code == 413
+        too_long = client.post("/transcribe", content=_wav(torch.zeros(8000 * 8), 8000))
+        assert too_long.status_code == 413 and "limit is 5 s" in too_long.json()["error"]
+        form = client.post("/transcribe", files={"file": ("a.wav", _wav(wave))})
+        assert form.status_code == 415 and "--data-binary" in form.json()["error"]
+        good = client.post("/transcribe", content=_wav(wave))
+        assert good.status_code == 200 and good.json()["text"] == recognizer.transcribe(
+            wave, sample_rate=RATE
+        )
+        metrics = client.get("/metrics").text
+    assert 'ds2hub_rejected_total{reason="too_large"} 2.0' in metrics
+    assert 'ds2hub_rejected_total{reason="not_audio"} 3.0' in metrics
+
+
+def test_files_beyond_the_queue_limit_get_503_with_retry_after(recognizer):
+    app = create_app(recognizer, ServeConfig(max_pending_files=1, retry_after_s=3))
+    engine = app.state.engine
+    release, entered = threading.Event(), threading.Event()
+    real = engine.dispatcher.functions["file"]
+
+    def held(payloads):  # keeps the worker busy so that files queue up
+        entered.set()
+        release.wait(10)
+        return real(payloads)
+
+    engine.dispatcher.functions["file"] = held
+    wav = _wav(_speech(1)[0])
+    with TestClient(app) as client:
+        results = []
+
+        def post() -> None:
+            results.append(client.post("/transcribe", content=wav))
+
+        first = threading.Thread(target=post)
+        first.start()
+        assert entered.wait(10)  # the worker holds the first file
+        second = threading.Thread(target=post)
+        second.start()
+        deadline = time.time() + 10
+        while engine.dispatcher.pending("file") < 1 and time.time() < deadline:
+            time.sleep(0.01)  # the second file waits in the queue
+        busy = client.post("/transcribe", content=wav)
+        release.set()
+        first.join(10)
+        second.join(10)
+    assert busy.status_code == 503 and busy.headers["retry-after"] == "3"
+    assert sorted(r.status_code for r in results) == [200, 200]
+
+
+# --- streams --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("encoding", ["pcm_s16le", "pcm_f32le"])
+def test_a_stream_gives_partials_and_the_offline_transcript(recognizer, encoding):
+    wave = _speech(1)[0].numpy()
+    with TestClient(create_app(recognizer)) as client:
+        with client.websocket_connect(f"/stream?sample_rate=16000&encoding={encoding}") as ws:
+            messages = _stream(ws, wave, encoding=encoding)
+        metrics = client.get("/metrics").text
+        gc.collect()
+        health = client.get("/health").json()
+        assert health["live_streams"] == 0 and health["sessions_in_memory"] == 0
+    partials, final = messages[:-1], messages[-1]
+    assert final["type"] == "final", final
+    assert final["text"] == _offline(recognizer, wave, encoding)
+    assert partials and all(m["type"] == "partial" for m in partials)
+    assert final["audio_seconds"] == pytest.approx(wave.size / RATE, abs=1e-3)
+    assert 'ds2hub_recent_latency_seconds{kind="stream",quantile="0.5"}' in metrics
+    assert 'ds2hub_batch_size_count{kind="step"}' in metrics
+
+
+def test_other_sample_rates_are_resampled_and_unsupported_ones_refused(recognizer):
+    wave = _speech(1)[0]
+    import torchaudio.functional as AF
+
+    at_8k = AF.resample(wave, RATE, 8000).numpy()
+    with TestClient(create_app(recognizer)) as client:
+        with client.websocket_connect("/stream?sample_rate=8000") as ws:
+            final = _stream(ws, at_8k, chunk=800)[-1]
+        assert final["type"] == "final" and final["audio_seconds"] == pytest.approx(
+            at_8k.size / 8000, abs=1e-3
+        )
+        for query, message in [
+            ("sample_rate=12345", "unsupported sample_rate"),
+            ("sample_rate=abc", "unsupported sample_rate"),
+            ("encoding=mp3", "unsupported encoding"),
+        ]:
+            with pytest.raises(WebSocketDenialResponse) as refused:
+                with client.websocket_connect(f"/stream?{query}"):
+                    pass
+            assert refused.value.status_code == 400 and message in refused.value.text
+
+
+def test_a_bidirectional_model_refuses_to_stream_with_the_reason(bidirectional):
+    with TestClient(create_app(bidirectional)) as client:
+        with pytest.raises(WebSocketDenialResponse) as refused:
+            with client.websocket_connect("/stream"):
+                pass
+        assert refused.value.status_code == 400
+        assert "cannot stream" in refused.value.text
+        assert client.get("/health").json()["streaming"] is False
+
+
+@pytest.mark.parametrize(
+    "garbage,code,message",
+    [
+        (b"\x01\x02\x03", 1007, "whole number of 2-byte samples"),
+        (np.array([0.1, np.nan], "<f4").tobytes(), 1007, "finite"),
+        (np.array([1e30] * 4, "<f4").tobytes(), 1007, "full scale"),
+        ("hello", 1003, "type"),
+        ('{"type": "pause"}', 1003, "type"),
+        (b"\0" * 5000, 1009, "limit is 4096"),
+    ],
+    ids=["odd-bytes", "nan", "huge", "text", "unknown-json", "too-big"],
+)
+def test_malformed_messages_close_the_stream_with_a_clear_error(recognizer, garbage, code, message):
+    encoding = "pcm_f32le" if isinstance(garbage, bytes) and len(garbage) % 4 == 0 else "pcm_s16le"
+    config = ServeConfig(max_message_bytes=4096)
+    with TestClient(create_app(recognizer, config)) as client:
+        with client.websocket_connect(f"/stream?encoding={encoding}") as ws:
+            ws.send_bytes(np.zeros(160, "<f4" if encoding == "pcm_f32le" else "<i2").tobytes())
+            ws.send_bytes(garbage) if isinstance(garbage, bytes) else ws.send_text(garbage)
+            error = ws.receive_json()
+            while error["type"] == "partial":
+                error = ws.receive_json()
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+        assert error["type"] == "error" and message in error["error"]
+        assert closed.value.code == code
+        health = client.get("/health").json()
+    assert health["status"] == "ok" and health["live_streams"] == 0
+
+
+def test_idle_clients_are_closed_and_their_state_freed(recognizer):
+    with TestClient(create_app(recognizer, ServeConfig(idle_timeout_s=0.3))) as client:
+        with client.websocket_connect("/stream") as ws:
+            ws.send_bytes(np.zeros(1600, "<i2").tobytes())
+            messages = [ws.receive_json()]
+            while messages[-1]["type"] == "partial":
+                messages.append(ws.receive_json())
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+        assert "no audio for 0.3 s" in messages[-1]["error"] and closed.value.code == 1008
+        assert client.get("/health").json()["live_streams"] == 0
+
+
+def test_streams_beyond_capacity_get_503_with_retry_after(recognizer):
+    wave = _speech(1)[0].numpy()
+    with TestClient(create_app(recognizer, ServeConfig(max_streams=1, retry_after_s=2))) as client:
+        with client.websocket_connect("/stream") as first:
+            with pytest.raises(WebSocketDenialResponse) as refused:
+                with client.websocket_connect("/stream"):
+                    pass
+            assert refused.value.status_code == 503
+            assert refused.value.headers["retry-after"] == "2"
+            assert _stream(first, wave)[-1]["text"] == _offline(recognizer, wave)
+        with client.websocket_connect("/stream") as again:  # the slot is free again
+            assert _stream(again, wave)[-1]["type"] == "final"
+
+
+# --- a real server on loopback ------------------------------------------------------------------
+@pytest.fixture
+def live_server(recognizer):
+    """uvicorn serving the app on a free loopback port, in a thread."""
+    import uvicorn
+
+    app = create_app(recognizer, ServeConfig(max_wait_ms=20, idle_timeout_s=5))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", ws_max_size=2**20)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not (server.started and server.servers) and time.time() < deadline:
+        assert dispatcher.entered.wait(10)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield app, f"127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_garbage_and_disconnects_do_not_change_other_streams(recognizer, live_server):
+    """Three clients stream speech while others send garbage, go silent or disconnect midway;
+    the three get exactly their offline transcripts and the server frees every stream."""
+    import websockets
+
+    app, address = live_server
+    waves = [w.numpy() for w in _speech(3)]
+    expected = [_offline(recognizer, w) for w in waves]
+
+    async def good(wave):
+        async with websockets.connect(f"ws://{address}/stream?encoding=pcm_s16le") as ws:
+            data = (wave * 32767).astype("<i2")
+            for i in range(0, data.size, 1600):
+                await ws.send(data[i : i + 1600].tobytes())
+                await asyncio.sleep(0.01)
+            await ws.send(json.dumps({"type": "end"}))
+            async for message in ws:
+                reply = json.loads(message)
+                if reply["type"] != "partial":
+                    return reply
+
+    async def garbage(payload):
+        async with websockets.connect(f"ws://{address}/stream?encoding=pcm_f32le") as ws:
+            await ws.send(np.full(800, 0.01, "<f4").tobytes())
+            await ws.send(payload)
+            replies = []
+            try:
+                async for message in ws:
+                    replies.append(json.loads(message))
+            except websockets.ConnectionClosedError:  # closed with an error code, as expected
+                pass
+            return replies[-1], ws.close_code
+
+    async def vanish():
+        ws = await websockets.connect(f"ws://{address}/stream")
+        await ws.send(np.zeros(3200, "<i2").tobytes())
+        await asyncio.sleep(0.05)
+        ws.transport.abort()  # no close handshake: the connection just drops
+
+    async def everyone():
+        return await asyncio.gather(
+            *(good(w) for w in waves),
+            garbage(np.array([np.inf] * 8, "<f4").tobytes()),
+            garbage(b"\xff" * 7),
+            garbage("not json"),
+            vanish(),
+        )
+
+    results = asyncio.run(everyone())
+    assert [r["type"] for r in results[:3]] == ["final"] * 3
+    assert [r["text"] for r in results[:3]] == expected
+    assert [r[1] for r in results[3:6]] == [1007, 1007, 1003]
+    assert all(r[0]["type"] == "error" for r in results[3:6])
+    deadline = time.time() + 10
+    while app.state.engine.live_streams and time.time() < deadline:
+        assert dispatcher.entered.wait(10)
+    gc.collect()
+    health = httpx.get(f"http://{address}/health").json()
+    assert health["live_streams"] == 0 and health["queued"] == 0
+    assert health["sessions_in_memory"] == 0  # every stream's state is freed
+    # and the server still serves
+    answer = httpx.post(f"http://{address}/transcribe", content=_wav(torch.from_numpy(waves[0])))
+    assert answer.json()["text"] == recognizer.transcribe(_wav(torch.from_numpy(waves[0])))
+
+
+# --- the console command ----------------------------------------------------------------------
+def test_serve_command_runs_uvicorn_with_the_model(streaming_folder, tmp_path):
+    """`ds2hub serve FOLDER` in a subprocess answers /health, a file and a stream."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "ds2hub", "serve", str(streaming_folder), "--port", str(port),
+               "--max-batch-size", "4", "--max-wait-ms", "5", "--log-level", "warning"]  # fmt: skip
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).json()
+                break
+            except httpx.HTTPError:
+                assert server.poll() is None, server.stdout.read()
+                time.sleep(0.2)
+        assert health["max_batch_size"] == 4 and health["streaming"] is True
+        wave = _speech(1)[0]
+        answer = httpx.post(f"http://127.0.0.1:{port}/transcribe", content=_wav(wave), timeout=30)
+        assert answer.status_code == 200 and "text" in answer.json()
+        assert "ds2hub_batch_size_bucket" in httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    finally:
+        server.terminate()
+        server.wait(20)
+
+
+def test_serve_command_errors_are_one_line(tmp_path, monkeypatch, capsys):
+    assert main(["serve", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["serve", str(tmp_path), "--max-batch-size", "0"]) == 2
+    assert "max_batch_size=0" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if the extra were not installed
+    assert main(["serve", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "serve extra" in err and "uvicorn" in err
+
+
+def test_the_serving_modules_are_not_imported_by_ds2hub():
+    code = "import sys, ds2hub.cli; print(any(m.startswith(('starlette', 'uvicorn')) for m in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ}
+    )
+    assert out.stdout.strip() == "False", out.stderr
