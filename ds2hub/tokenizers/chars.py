@@ -18,11 +18,20 @@ class CharTokenizer(Tokenizer):
         alphabet: the characters, in id order after the blank. The default is English; other
             alphabetic languages can pass their own (normalization then only lowercases and drops
             characters outside it).
+        normalizer: the name of a text normaliser (`ds2hub.normalizers` entry-point group, e.g.
+            one a language plugin registers) applied before characters outside the alphabet are
+            dropped (it decides case too); None: the English normaliser for the English
+            alphabet, else lowercasing.
     """
 
     kind = "chars"
 
-    def __init__(self, alphabet: list[str] | None = None) -> None:
+    def __init__(self, alphabet: list[str] | None = None, normalizer: str | None = None) -> None:
+        from ds2hub.plugins import get_normalizer
+
+        self.normalizer = normalizer
+        # Looked up now: a recipe naming a normaliser that is not installed fails at start-up.
+        self._normalize = get_normalizer(normalizer) if normalizer is not None else None
         self.alphabet = list(alphabet) if alphabet is not None else list(ENGLISH_ALPHABET)
         if len(set(self.alphabet)) != len(self.alphabet) or any(len(c) != 1 for c in self.alphabet):
             raise ValueError("alphabet must list distinct single characters")
@@ -30,9 +39,12 @@ class CharTokenizer(Tokenizer):
         self._allowed = set(self.alphabet)
 
     def normalize(self, text: str) -> str:
-        if self.alphabet == ENGLISH_ALPHABET:
+        if self._normalize is not None:  # the language's own rules, case included
+            text = " ".join(self._normalize(text).split())
+        elif self.alphabet == ENGLISH_ALPHABET:
             return normalize_english(text)
-        text = " ".join(text.lower().split())
+        else:
+            text = " ".join(text.lower().split())
         return "".join(ch for ch in text if ch in self._allowed)
 
     def uncovered(self, text: str) -> set[str]:
@@ -45,4 +57,7 @@ class CharTokenizer(Tokenizer):
         return "".join(tokens)
 
     def get_config(self) -> dict:
-        return {} if self.alphabet == ENGLISH_ALPHABET else {"alphabet": self.alphabet}
+        config: dict = {} if self.alphabet == ENGLISH_ALPHABET else {"alphabet": self.alphabet}
+        if self.normalizer is not None:
+            config["normalizer"] = self.normalizer
+        return config
