@@ -189,9 +189,10 @@ def test_mismatched_front_end_or_architecture_is_refused_naming_it(
     ("finetune", "message"),
     [
         ({"source": "./no/such/model"}, "does not exist"),
+        ({"source": "english-digits"}, "is not a local folder or file"),  # a hub id, offline
         ({"freeze": ["conv", "lstm"]}, "freeze names ['lstm']"),
     ],
-    ids=["missing-source", "unknown-layer"],
+    ids=["missing-source", "offline-hub-id", "unknown-layer"],
 )
 def test_bad_finetune_settings_are_one_line_errors(
     finetune, message, source, tiny_digits, tmp_path, capsys
