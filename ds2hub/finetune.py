@@ -135,7 +135,15 @@ def load_source(config: FineTuneConfig) -> SpeechRecognizer:
     local = source.startswith(("/", ".", "~")) or source.count("/") > 1 or path.suffix == ".ckpt"
     if local and not path.exists():
         raise ConfigError(f"model.finetune.source {source!r} does not exist")
-    return from_pretrained(str(path) if path.exists() else source, revision=config.revision)
+    if path.exists():
+        return from_pretrained(str(path))
+    try:
+        return from_pretrained(source, revision=config.revision)
+    except (OSError, ValueError) as error:  # huggingface_hub's not-found, offline and HTTP errors
+        raise ConfigError(
+            f"model.finetune.source {source!r} is not a local folder or file, and loading it from "
+            f"the hub failed: {' '.join(str(error).split())}"
+        ) from error
 
 
 @torch.no_grad()

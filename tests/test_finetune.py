@@ -189,9 +189,10 @@ def test_mismatched_front_end_or_architecture_is_refused_naming_it(
     ("finetune", "message"),
     [
         ({"source": "./no/such/model"}, "does not exist"),
+        ({"source": "english-digits"}, "is not a local folder or file"),  # a hub id, offline
         ({"freeze": ["conv", "lstm"]}, "freeze names ['lstm']"),
     ],
-    ids=["missing-source", "unknown-layer"],
+    ids=["missing-source", "offline-hub-id", "unknown-layer"],
 )
 def test_bad_finetune_settings_are_one_line_errors(
     finetune, message, source, tiny_digits, tmp_path, capsys
@@ -218,3 +219,20 @@ def test_card_links_a_hub_base_model():
     assert "Fine-tuned from `me/english@v1`" in card.text
     local = render_card(model, CardInfo(**{**info.__dict__, "finetuned_from": "./english-hub"}))
     assert local.data.base_model is None and "Fine-tuned from `./english-hub`" in local.text
+
+
+def test_resumed_finetune_continues_from_its_checkpoint(source, tiny_digits, tmp_path):
+    first = _fit(
+        tiny_digits, tmp_path / "a", "--trainer.max_steps", "2", overlay=_german_overlay(source)
+    )
+    ckpt = first.trainer.checkpoint_callback.last_model_path
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert saved["ds2hub"]["finetuned_from"] == str(source)
+    resumed = _fit(
+        tiny_digits, tmp_path / "b", "--trainer.max_steps", "3", "--trainer.max_epochs", "3",
+        "--ckpt_path", ckpt,
+        overlay=_german_overlay(source),
+    )  # fmt: skip
+    recorder = next(c for c in resumed.trainer.callbacks if isinstance(c, WeightRecorder))
+    start = recorder.snapshots[2]  # training starts at step 2 with the checkpoint's weights
+    assert all(torch.equal(start[n], saved["state_dict"][f"model.{n}"]) for n in start)

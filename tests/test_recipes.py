@@ -22,6 +22,9 @@ from standins import make_aishell, make_audiofolder, make_commonvoice, make_fleu
 from ds2hub.catalog import Recipe, find_recipes
 from ds2hub.cli import run_cli
 from ds2hub.data.corpora import available_layouts
+from ds2hub.features import FeatureConfig
+from ds2hub.hub import SpeechRecognizer
+from ds2hub.tokenizers import CharTokenizer
 
 CATALOG = find_recipes()
 CLASHING = set(CATALOG.clashes())
@@ -87,6 +90,23 @@ def tiny_model(config: dict) -> list[str]:
     return args
 
 
+def finetune_standin(config: dict, tiny: list[str], root: Path) -> list[str]:
+    """For a recipe with `model.finetune`: a model to start from, saved with `save_pretrained`,
+    with the recipe's front end and the network `tiny` shrinks it to (English characters, so the
+    output layer is replaced as for a new language)."""
+    if not (config.get("model") or {}).get("finetune"):
+        return []
+    arch = dict((config.get("model") or {}).get("arch") or {})
+    for option, value in zip(tiny[::2], tiny[1::2]):
+        if option.startswith("--model.arch."):
+            arch[option.removeprefix("--model.arch.")] = yaml.safe_load(value)
+    features = FeatureConfig(**((config.get("data") or {}).get("features") or {}))
+    arch["n_features"] = features.n_bins
+    source = SpeechRecognizer(arch=arch, features=features.to_dict(), tokenizer=CharTokenizer())
+    source.save_pretrained(root / "finetune-source")
+    return ["--model.finetune.source", str(root / "finetune-source")]
+
+
 def smoke_args(
     recipe: Recipe, corpus: Path, tiny_digits: Path, layout_args: list[str]
 ) -> list[str]:
@@ -142,6 +162,7 @@ def test_recipe_runs(name, standins, tiny_digits, tmp_path, monkeypatch):
     config = yaml.safe_load(recipe.path.read_text(encoding="utf-8"))
     layout, layout_args = standin_for(config, recipe.root)
     args = smoke_args(recipe, standins(layout), tiny_digits, layout_args)
+    args += finetune_standin(config, tiny_model(config), tmp_path)
     try:
         cli = run_cli(args)
     except (Exception, SystemExit) as error:  # SystemExit: jsonargparse rejected the recipe

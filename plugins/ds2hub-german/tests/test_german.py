@@ -139,9 +139,10 @@ def test_make_corpus_writes_an_audiofolder_with_unheard_voices(corpus):
 
 
 def _fast_dev_run(recipe: str, corpus: Path, root: Path, *options: str) -> int:
+    """`ds2hub fit --config <recipe name>`, as users run it."""
     return main(
         [
-            "fit", "--config", str(RECIPES / recipe), "--data.path", str(corpus),
+            "fit", "--config", recipe, "--data.path", str(corpus),
             "--trainer.fast_dev_run", "true", "--trainer.default_root_dir", str(root),
             "--trainer.logger", "false", "--data.num_workers", "0", *options,
         ]
@@ -150,7 +151,7 @@ def _fast_dev_run(recipe: str, corpus: Path, root: Path, *options: str) -> int:
 
 @needs_espeak
 def test_scratch_recipe_runs(corpus, tmp_path):
-    assert _fast_dev_run("german_digits.yaml", corpus, tmp_path) == 0
+    assert _fast_dev_run("german_digits", corpus, tmp_path) == 0
 
 
 @needs_espeak
@@ -161,12 +162,12 @@ def test_finetune_recipe_starts_from_an_english_model(corpus, tmp_path, capsys):
     )
     english.save_pretrained(tmp_path / "english")
     options = ("--model.finetune.source", str(tmp_path / "english"))
-    assert _fast_dev_run("german_digits_finetune.yaml", corpus, tmp_path / "run", *options) == 0
+    assert _fast_dev_run("german_digits_finetune", corpus, tmp_path / "run", *options) == 0
     # An English model with another network is refused, naming the setting.
     other = {**config["model"]["arch"], "rnn_hidden": 64}
     ds2hub.SpeechRecognizer(arch=other, tokenizer=ds2hub.CharTokenizer()).save_pretrained(
         tmp_path / "small"
     )
     options = ("--model.finetune.source", str(tmp_path / "small"))
-    assert _fast_dev_run("german_digits_finetune.yaml", corpus, tmp_path / "bad", *options) == 2
+    assert _fast_dev_run("german_digits_finetune", corpus, tmp_path / "bad", *options) == 2
     assert "rnn_hidden" in capsys.readouterr().err
