@@ -512,8 +512,13 @@ def read_arpa(path: str | Path) -> NGramModel:
                 f"{where}: the header declares {count} {n}-grams, the section has {len(table)}"
             )
         if n > 1:
-            below = grams[-1]
+            below, unigrams = grams[-1], grams[0]
             for g in table:
+                if (g[-1],) not in unigrams:
+                    raise ArpaError(
+                        f"{where}: {n}-gram {' '.join(g)!r} ends in {g[-1]!r}, which is not "
+                        "among the unigrams"
+                    )
                 if g[:-1] not in below:
                     raise ArpaError(
                         f"{where}: {n}-gram {' '.join(g)!r} has no {n - 1}-gram "
