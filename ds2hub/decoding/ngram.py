@@ -20,13 +20,14 @@ Heafield et al. 2013, "Scalable modified Kneser-Ney language model estimation"):
   the backoff weight gamma(h) on each history h, so p(w | h) = gamma(h) p(w | h') for unseen hw
   and every history's probabilities sum to 1.
 
-Why estimate here: `lmplz` is a C++ program that no Python package installs (the `kenlm` package on
-PyPI is a source-only query module without the estimator, see `benchmarks/lm_build.py`'s notes), and
-the corpora ds2hub builds LMs from (tens of thousands of sentences) take seconds in pure Python.
-For corpora of millions or billions of words run KenLM's `lmplz -o N < text > lm.arpa` (and
-`build_binary` for a compact file) and pass that file instead: it is the same kind of model, and
-`read_arpa` checks any ARPA file before a decoder uses it. ds2hub writes ARPA only: no installable
-package here writes KenLM's binary format.
+Why estimate here: `lmplz` is a C++ program that no Python package installs. The `kenlm` package on
+PyPI (0.3.0) is a source distribution only; it compiles where a C++ compiler is present, and gives
+KenLM's query API (`kenlm.Model`), neither `lmplz` nor `build_binary`. The corpora ds2hub builds
+LMs from (tens of thousands of sentences) take seconds in pure Python. For corpora of millions or
+billions of words run KenLM's `lmplz -o N < text > lm.arpa` (and `build_binary` for a compact
+file) and pass that file instead: it is the same kind of model, and `read_arpa` checks any ARPA
+file before a decoder uses it. ds2hub writes ARPA only, as no installable package here writes
+KenLM's binary format.
 
 Text becomes tokens through `TextUnits`: whitespace-separated words (optionally segmented by jieba
 for Chinese) or single characters (Mandarin character LMs; spaces dropped, or kept as a `|` token).
