@@ -375,35 +375,38 @@ def estimate_kneser_ney(
     adjusted[0].setdefault((UNK,), 0)
     if discounts is None:
         discounts = [discounts_from(a.values(), n) for n, a in enumerate(adjusted, 1)]
-    if len(discounts) != order:
-        raise ValueError(f"need {order} discount triples, got {len(discounts)}")
+    if len(discounts) != order or not all(
+        len(d) == 3 and all(0 < d[k - 1] <= k for k in (1, 2, 3)) for d in discounts
+    ):
+        raise ConfigError(
+            f"discounts must be {order} triples (D1, D2, D3+) with 0 < D_k <= k, not {discounts}"
+        )
 
     grams: list[dict[Gram, tuple[float, float | None]]] = []
     lower: dict[Gram, float] = {}  # p(w | h') of the order below, as probabilities
+    uniform = 1.0 / len(adjusted[0])  # every unigram but <s>
     for n in range(1, order + 1):
         d1, d2, d3 = discounts[n - 1]
-        by_history: dict[Gram, list[tuple[Gram, int]]] = defaultdict(list)
-        for g, c in adjusted[n - 1].items():
-            by_history[g[:-1]].append((g, c))
+        discount = (0.0, d1, d2)  # by count; d3 from 3 on (count 0: <unk>, </s> never counted)
+        counts = adjusted[n - 1]
+        # Two passes over the n-grams instead of grouping them: per history h, the total count
+        # and the discounted mass D1 N1(h) + D2 N2(h) + D3+ N3+(h), so gamma(h) = mass / total.
+        total: dict[Gram, int] = defaultdict(int)
+        mass: dict[Gram, float] = defaultdict(float)
+        for g, c in counts.items():
+            h = g[:-1]
+            total[h] += c
+            mass[h] += discount[c] if c < 3 else d3
         probs: dict[Gram, float] = {}
-        gammas: dict[Gram, float] = {}
-        for history, extensions in by_history.items():
-            total = sum(c for _, c in extensions)
-            n1 = sum(1 for _, c in extensions if c == 1)
-            n2 = sum(1 for _, c in extensions if c == 2)
-            n3 = sum(1 for _, c in extensions if c >= 3)
-            gamma = (d1 * n1 + d2 * n2 + d3 * n3) / total
-            gammas[history] = gamma
-            for g, c in extensions:
-                discounted = max(0.0, c - (d1 if c == 1 else d2 if c == 2 else d3 if c else 0.0))
-                below = 1.0 / len(adjusted[0]) if n == 1 else lower[g[1:]]
-                probs[g] = discounted / total + gamma * below
+        for g, c in counts.items():
+            h = g[:-1]
+            below = uniform if n == 1 else lower[g[1:]]
+            probs[g] = (c - (discount[c] if c < 3 else d3) + mass[h] * below) / total[h]
         # backoff weights of this order's histories sit on the order below
         if n > 1:
             previous = grams[n - 2]
-            for history, gamma in gammas.items():
-                p, _ = previous[history]
-                previous[history] = (p, math.log10(gamma))
+            for h, t in total.items():
+                previous[h] = (previous[h][0], math.log10(mass[h] / t))
         table: dict[Gram, tuple[float, float | None]] = {}
         if n == 1:
             table[(BOS,)] = (LOG10_ZERO, None)
