@@ -433,3 +433,18 @@ def test_lm_build_refuses_bad_input_with_one_line(tmp_path, capsys):
     for args, message in [(["frobnicate"], "unknown subcommand"), ([], "needs a subcommand")]:
         status, _, err = ds2hub_main(capsys, "lm", *args)
         assert status == 2 and message in err and "build" in err
+
+
+def test_lm_build_normalises_with_a_saved_tokenizer(tmp_path, capsys):
+    """`--tokenizer DIR`: the LM's words are what the model's tokenizer writes."""
+    from ds2hub.tokenizers import CharTokenizer
+
+    CharTokenizer().save(tmp_path / "model")
+    text = tmp_path / "text.txt"
+    text.write_text("Hello, World!\nHELLO there.\n", encoding="utf-8")
+    status, _, err = ds2hub_main(
+        capsys, "lm", "build", str(text), "--order", "2", "--out", str(tmp_path / "lm"),
+        "--tokenizer", str(tmp_path / "model"),
+    )  # fmt: skip
+    assert status == 0, err
+    assert (tmp_path / "lm" / "unigrams.txt").read_text().split() == ["hello", "world", "there"]
