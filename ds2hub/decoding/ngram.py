@@ -115,7 +115,8 @@ class TextUnits:
                 return [ch for ch in line if not ch.isspace()]
             return [self.space_token if w is None else w for w in _chars_with_spaces(line)]
         if self._segmenter is not None:
-            return [w for w in self._segmenter(line) if w.strip()]
+            # whitespace inside a segment would split it in the ARPA file: make it two words
+            return [t for w in self._segmenter(line) for t in w.split()]
         return line.split()
 
 
@@ -133,7 +134,7 @@ def _jieba_segmenter() -> Callable[[str], list[str]]:
     import jieba  # lazily: loading its dictionary takes a second
 
     jieba.setLogLevel(logging.WARNING)
-    return lambda text: [w.strip() for w in jieba.lcut(text)]
+    return jieba.lcut
 
 
 # --- held-out text shared by the LM experiments ----------------------------------------------------
