@@ -9,7 +9,8 @@ holds out (validation 10 % + test 10 % of the distinct words, seed 0, as `Speech
 them: `hsk_heldout_words`); the LM text never contains them (`lines_without`):
   - `hsk-train`: the other HSK words, one a line;
   - `jieba-dict`: the words of jieba's dictionary (349k, the one the pinyin lexicon uses), minus
-    every entry that contains a held-out word of 2+ characters or is a held-out word.
+    every entry that contains a held-out word of 2+ characters or is a held-out word; each entry
+    once, or (`x freq`) counted by its jieba frequency (`ds2hub lm build --word-list dict.txt`).
 Perplexity per character on the held-out words, each word a sentence.
 
     flock /work/wt/cpu.lock uv run --frozen python benchmarks/lm_build.py --data ../shared/data
@@ -46,9 +47,16 @@ def hsk_heldout_words(
     return val, test
 
 
-def measure(name: str, lines: list[str], heldout: list[str], order: int, units: TextUnits) -> None:
+def measure(
+    name: str,
+    lines: list[str],
+    heldout: list[str],
+    order: int,
+    units: TextUnits,
+    repeats: list[int] | None = None,
+) -> None:
     start = time.perf_counter()
-    model = build_ngram(lines, order, units)
+    model = build_ngram(lines, order, units, repeats=repeats)
     built = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "lm.arpa"
@@ -94,8 +102,13 @@ def main() -> None:
     import jieba
 
     dictionary = Path(jieba.__file__).parent / "dict.txt"
-    entries = [line.split()[0] for line in dictionary.read_text(encoding="utf-8").splitlines()]
+    counts = dict(
+        (line.split()[0], int(line.split()[1]))
+        for line in dictionary.read_text(encoding="utf-8").splitlines()
+    )
+    entries = list(counts)
     jieba_text = lines_without(entries, held_words)
+    jieba_counts = [counts[w] for w in jieba_text]
     print(
         f"\nHSK: {len(held_words)} held-out words ({len(val)} validation, {len(test)} test); "
         f"LM text: {len(hsk_train):,} of {len(hsk):,} HSK words, {len(jieba_text):,} of "
@@ -105,6 +118,7 @@ def main() -> None:
     for order in (2, 3):
         measure("hsk-train chars", hsk_train, held_words, order, chars)
         measure("jieba-dict chars", jieba_text, held_words, order, chars)
+        measure("jieba-dict chars x freq", jieba_text, held_words, order, chars, jieba_counts)
 
 
 if __name__ == "__main__":

@@ -410,17 +410,18 @@ def test_lm_build_refuses_bad_input_with_one_line(tmp_path, capsys):
     text.write_text("a b c\n", encoding="utf-8")
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n", encoding="utf-8")
+    o = str(tmp_path / "o")
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "lm.arpa").write_text("someone else's model")
     cases = {
-        "does not exist": [str(tmp_path / "missing.txt"), "--order", "2", "--out", "o"],
-        "no tokens": [str(empty), "--order", "2", "--out", "o"],
-        "at least 1": [str(text), "--order", "0", "--out", "o"],
+        "does not exist": [str(tmp_path / "missing.txt"), "--order", "2", "--out", o],
+        "no tokens": [str(empty), "--order", "2", "--out", o],
+        "at least 1": [str(text), "--order", "0", "--out", o],
         "did not write": [str(text), "--order", "2", "--out", str(foreign), "--overwrite"],
         "is a file": [str(text), "--order", "2", "--out", str(text)],
         "cannot write": [str(text), "--order", "2", "--out", str(text / "lm")],
-        "not both": [str(text), "--order", "2", "--out", "o", "--normalize", "english",
+        "not both": [str(text), "--order", "2", "--out", o, "--normalize", "english",
                      "--tokenizer", str(tmp_path)],
     }  # fmt: skip
     for message, args in cases.items():
@@ -448,3 +449,37 @@ def test_lm_build_normalises_with_a_saved_tokenizer(tmp_path, capsys):
     )  # fmt: skip
     assert status == 0, err
     assert (tmp_path / "lm" / "unigrams.txt").read_text().split() == ["hello", "world", "there"]
+
+
+def test_repeated_lines_equal_counted_lines(tmp_path, capsys):
+    """`repeats` (and `--word-list`'s counts) count a line k times: the same model as k copies."""
+    copies = build_ngram(["a b"] * 3 + ["b"] * 5 + ["a c b"] * 2, 3, discounts=[(0.5, 1, 1.5)] * 3)
+    counted = build_ngram(
+        ["a b", "b", "a c b"], 3, repeats=[3, 5, 2], discounts=[(0.5, 1, 1.5)] * 3
+    )
+    assert counted.grams == copies.grams
+    words = tmp_path / "dict.txt"
+    words.write_text("北京 30 ns\n北方 5 f\n京剧 2\n", encoding="utf-8")
+    status, _, err = ds2hub_main(
+        capsys, "lm", "build", str(words), "--word-list", "--unit", "char", "--order", "2",
+        "--out", str(tmp_path / "lm"),
+    )  # fmt: skip
+    assert status == 0, err
+    model = read_arpa(tmp_path / "lm" / "lm.arpa")
+    lines = ["北京"] * 30 + ["北方"] * 5 + ["京剧"] * 2
+    expected = build_ngram(lines, 2, "char")
+    assert model.logprob("京", [BOS, "北"]) == pytest.approx(expected.logprob("京", [BOS, "北"]))
+    words.write_text("北京 many\n", encoding="utf-8")
+    status, _, err = ds2hub_main(
+        capsys,
+        "lm",
+        "build",
+        str(words),
+        "--word-list",
+        "--order",
+        "2",
+        "--out",
+        str(tmp_path / "o"),
+    )
+    assert status == 2 and "not a positive integer" in err
+    assert not (tmp_path / "o").exists()

@@ -321,13 +321,24 @@ class NGramModel:
 
 
 # --- estimation ----------------------------------------------------------------------------------
-def count_ngrams(sentences: Iterable[Sequence[str]], order: int) -> list[Counter[Gram]]:
-    """Raw counts of every n-gram up to `order` in `<s> tokens </s>` padded sentences."""
+def count_ngrams(
+    sentences: Iterable[Sequence[str]], order: int, repeats: Iterable[int] | None = None
+) -> list[Counter[Gram]]:
+    """Raw counts of every n-gram up to `order` in `<s> tokens </s>` padded sentences, each
+    sentence counted `repeats[i]` times (default once)."""
     counts: list[Counter[Gram]] = [Counter() for _ in range(order)]
-    for tokens in sentences:
+    if repeats is None:
+        for tokens in sentences:
+            padded = (BOS, *tokens, EOS)
+            for n in range(1, order + 1):
+                counts[n - 1].update(padded[i : i + n] for i in range(len(padded) - n + 1))
+        return counts
+    for tokens, k in zip(sentences, repeats, strict=True):
         padded = (BOS, *tokens, EOS)
         for n in range(1, order + 1):
-            counts[n - 1].update(padded[i : i + n] for i in range(len(padded) - n + 1))
+            table = counts[n - 1]
+            for i in range(len(padded) - n + 1):
+                table[padded[i : i + n]] += k
     return counts
 
 
@@ -422,6 +433,7 @@ def build_ngram(
     order: int,
     units: TextUnits | str = "word",
     discounts: Sequence[tuple[float, float, float]] | None = None,
+    repeats: Iterable[int] | None = None,
 ) -> NGramModel:
     """Estimates an interpolated modified Kneser-Ney n-gram model from text, one sentence a line.
 
@@ -430,16 +442,24 @@ def build_ngram(
         order: n of the n-grams (1 or more; KenLM-based decoders need 2 or more).
         units: `TextUnits` or just its unit name (`word` or `char`).
         discounts: fixed (D1, D2, D3+) per order instead of those estimated from the counts.
+        repeats: how many times each line counts (positive integers, one per line), e.g. the
+            frequencies of a word list such as jieba's dictionary; default once each.
 
     Raises:
-        ConfigError: order below 1, a text without tokens, `<s>`/`</s>` written in the text, or a
-            text too short for the order.
+        ConfigError: order below 1, a text without tokens, `<s>`/`</s>` written in the text, a
+            text too short for the order, or a repeat count that is not a positive integer.
     """
     if not isinstance(order, int) or order < 1:
         raise ConfigError(f"LM order must be an integer of at least 1, not {order!r}")
     units = units if isinstance(units, TextUnits) else TextUnits(unit=units)
-    sentences = []
-    for number, line in enumerate(lines, 1):
+    lines = list(lines)
+    times = [1] * len(lines) if repeats is None else list(repeats)
+    if len(times) != len(lines):
+        raise ConfigError(f"{len(times)} repeat counts for {len(lines)} lines")
+    sentences, kept = [], []
+    for number, (line, k) in enumerate(zip(lines, times), 1):
+        if not isinstance(k, int) or k < 1:
+            raise ConfigError(f"line {number}: repeat count {k!r} is not a positive integer")
         tokens = units.split(line)
         if BOS in tokens or EOS in tokens:
             raise ConfigError(
@@ -448,9 +468,10 @@ def build_ngram(
             )
         if tokens:
             sentences.append(tokens)
+            kept.append(k)
     if not sentences:
         raise ConfigError("the LM text has no tokens (empty, or nothing left after normalisation)")
-    raw = count_ngrams(sentences, order)
+    raw = count_ngrams(sentences, order, None if repeats is None else kept)
     missing = [n for n in range(1, order + 1) if not raw[n - 1]]
     if missing:
         longest = max(map(len, sentences)) + 2
