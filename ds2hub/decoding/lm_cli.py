@@ -80,6 +80,28 @@ def _read_lines(paths: list[str]) -> list[str]:
     return lines
 
 
+def _word_list(lines: list[str], paths: list[str]) -> tuple[list[str], list[int]]:
+    """`word [count [anything]]` lines (ds2hub's lexicon files, jieba's `dict.txt`) -> the
+    words, each a sentence, and their counts (default 1)."""
+    words, counts = [], []
+    for number, line in enumerate(lines, 1):
+        fields = line.split()
+        if not fields:
+            continue
+        try:
+            count = int(fields[1]) if len(fields) > 1 else 1
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise ConfigError(
+                f"--word-list: line {number} of {', '.join(paths)}: count {fields[1]!r} is not a "
+                "positive integer"
+            )
+        words.append(fields[0])
+        counts.append(count)
+    return words, counts
+
+
 def _units(args: argparse.Namespace) -> TextUnits:
     normalize = _normalizer(args.normalize)
     if args.tokenizer:
@@ -125,6 +147,12 @@ def build_main(argv: list[str]) -> None:
     parser.add_argument(
         "--keep-spaces", action="store_true", help="characters: keep word boundaries as '|'"
     )
+    parser.add_argument(
+        "--word-list",
+        action="store_true",
+        help="TEXT holds `word [count]` lines (a lexicon, jieba's dict.txt): each word is a "
+        "sentence counted count times",
+    )
     parser.add_argument("--heldout", default=None, help="text file to report perplexity on")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an LM an earlier build wrote in --out"
@@ -138,7 +166,10 @@ def build_main(argv: list[str]) -> None:
     lines = _read_lines(args.text)
     heldout = _read_lines([args.heldout]) if args.heldout else None
     start = time.perf_counter()
-    model = build_ngram(lines, args.order, units)
+    repeats = None
+    if args.word_list:
+        lines, repeats = _word_list(lines, args.text)
+    model = build_ngram(lines, args.order, units, repeats=repeats)
     seconds = time.perf_counter() - start
     _write(model, out, args, lines, seconds)
     _summary(model, out, units, heldout, seconds)
@@ -161,6 +192,7 @@ def _write(
                     "normalize": "tokenizer" if args.tokenizer else args.normalize,
                     "segment": args.segment,
                     "keep_spaces": args.keep_spaces,
+                    "word_list": args.word_list,
                     "counts": model.counts,
                     "discounts": model.discounts,
                     "seconds": round(seconds, 3),

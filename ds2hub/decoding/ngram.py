@@ -20,13 +20,14 @@ Heafield et al. 2013, "Scalable modified Kneser-Ney language model estimation"):
   the backoff weight gamma(h) on each history h, so p(w | h) = gamma(h) p(w | h') for unseen hw
   and every history's probabilities sum to 1.
 
-Why estimate here: `lmplz` is a C++ program that no Python package installs (the `kenlm` package on
-PyPI is a source-only query module without the estimator, see `benchmarks/lm_build.py`'s notes), and
-the corpora ds2hub builds LMs from (tens of thousands of sentences) take seconds in pure Python.
-For corpora of millions or billions of words run KenLM's `lmplz -o N < text > lm.arpa` (and
-`build_binary` for a compact file) and pass that file instead: it is the same kind of model, and
-`read_arpa` checks any ARPA file before a decoder uses it. ds2hub writes ARPA only: no installable
-package here writes KenLM's binary format.
+Why estimate here: `lmplz` is a C++ program that no Python package installs. The `kenlm` package on
+PyPI (0.3.0) is a source distribution only; it compiles where a C++ compiler is present, and gives
+KenLM's query API (`kenlm.Model`), neither `lmplz` nor `build_binary`. The corpora ds2hub builds
+LMs from (tens of thousands of sentences) take seconds in pure Python. For corpora of millions or
+billions of words run KenLM's `lmplz -o N < text > lm.arpa` (and `build_binary` for a compact
+file) and pass that file instead: it is the same kind of model, and `read_arpa` checks any ARPA
+file before a decoder uses it. ds2hub writes ARPA only, as no installable package here writes
+KenLM's binary format.
 
 Text becomes tokens through `TextUnits`: whitespace-separated words (optionally segmented by jieba
 for Chinese) or single characters (Mandarin character LMs; spaces dropped, or kept as a `|` token).
@@ -114,7 +115,8 @@ class TextUnits:
                 return [ch for ch in line if not ch.isspace()]
             return [self.space_token if w is None else w for w in _chars_with_spaces(line)]
         if self._segmenter is not None:
-            return [w for w in self._segmenter(line) if w.strip()]
+            # whitespace inside a segment would split it in the ARPA file: make it two words
+            return [t for w in self._segmenter(line) for t in w.split()]
         return line.split()
 
 
@@ -132,7 +134,7 @@ def _jieba_segmenter() -> Callable[[str], list[str]]:
     import jieba  # lazily: loading its dictionary takes a second
 
     jieba.setLogLevel(logging.WARNING)
-    return lambda text: [w.strip() for w in jieba.lcut(text)]
+    return jieba.lcut
 
 
 # --- held-out text shared by the LM experiments ----------------------------------------------------
@@ -319,13 +321,24 @@ class NGramModel:
 
 
 # --- estimation ----------------------------------------------------------------------------------
-def count_ngrams(sentences: Iterable[Sequence[str]], order: int) -> list[Counter[Gram]]:
-    """Raw counts of every n-gram up to `order` in `<s> tokens </s>` padded sentences."""
+def count_ngrams(
+    sentences: Iterable[Sequence[str]], order: int, repeats: Iterable[int] | None = None
+) -> list[Counter[Gram]]:
+    """Raw counts of every n-gram up to `order` in `<s> tokens </s>` padded sentences, each
+    sentence counted `repeats[i]` times (default once)."""
     counts: list[Counter[Gram]] = [Counter() for _ in range(order)]
-    for tokens in sentences:
+    if repeats is None:
+        for tokens in sentences:
+            padded = (BOS, *tokens, EOS)
+            for n in range(1, order + 1):
+                counts[n - 1].update(padded[i : i + n] for i in range(len(padded) - n + 1))
+        return counts
+    for tokens, k in zip(sentences, repeats, strict=True):
         padded = (BOS, *tokens, EOS)
         for n in range(1, order + 1):
-            counts[n - 1].update(padded[i : i + n] for i in range(len(padded) - n + 1))
+            table = counts[n - 1]
+            for i in range(len(padded) - n + 1):
+                table[padded[i : i + n]] += k
     return counts
 
 
@@ -374,35 +387,38 @@ def estimate_kneser_ney(
     adjusted[0].setdefault((UNK,), 0)
     if discounts is None:
         discounts = [discounts_from(a.values(), n) for n, a in enumerate(adjusted, 1)]
-    if len(discounts) != order:
-        raise ValueError(f"need {order} discount triples, got {len(discounts)}")
+    if len(discounts) != order or not all(
+        len(d) == 3 and all(0 < d[k - 1] <= k for k in (1, 2, 3)) for d in discounts
+    ):
+        raise ConfigError(
+            f"discounts must be {order} triples (D1, D2, D3+) with 0 < D_k <= k, not {discounts}"
+        )
 
     grams: list[dict[Gram, tuple[float, float | None]]] = []
     lower: dict[Gram, float] = {}  # p(w | h') of the order below, as probabilities
+    uniform = 1.0 / len(adjusted[0])  # every unigram but <s>
     for n in range(1, order + 1):
         d1, d2, d3 = discounts[n - 1]
-        by_history: dict[Gram, list[tuple[Gram, int]]] = defaultdict(list)
-        for g, c in adjusted[n - 1].items():
-            by_history[g[:-1]].append((g, c))
+        discount = (0.0, d1, d2)  # by count; d3 from 3 on (count 0: <unk>, </s> never counted)
+        counts = adjusted[n - 1]
+        # Two passes over the n-grams instead of grouping them: per history h, the total count
+        # and the discounted mass D1 N1(h) + D2 N2(h) + D3+ N3+(h), so gamma(h) = mass / total.
+        total: dict[Gram, int] = defaultdict(int)
+        mass: dict[Gram, float] = defaultdict(float)
+        for g, c in counts.items():
+            h = g[:-1]
+            total[h] += c
+            mass[h] += discount[c] if c < 3 else d3
         probs: dict[Gram, float] = {}
-        gammas: dict[Gram, float] = {}
-        for history, extensions in by_history.items():
-            total = sum(c for _, c in extensions)
-            n1 = sum(1 for _, c in extensions if c == 1)
-            n2 = sum(1 for _, c in extensions if c == 2)
-            n3 = sum(1 for _, c in extensions if c >= 3)
-            gamma = (d1 * n1 + d2 * n2 + d3 * n3) / total
-            gammas[history] = gamma
-            for g, c in extensions:
-                discounted = max(0.0, c - (d1 if c == 1 else d2 if c == 2 else d3 if c else 0.0))
-                below = 1.0 / len(adjusted[0]) if n == 1 else lower[g[1:]]
-                probs[g] = discounted / total + gamma * below
+        for g, c in counts.items():
+            h = g[:-1]
+            below = uniform if n == 1 else lower[g[1:]]
+            probs[g] = (c - (discount[c] if c < 3 else d3) + mass[h] * below) / total[h]
         # backoff weights of this order's histories sit on the order below
         if n > 1:
             previous = grams[n - 2]
-            for history, gamma in gammas.items():
-                p, _ = previous[history]
-                previous[history] = (p, math.log10(gamma))
+            for h, t in total.items():
+                previous[h] = (previous[h][0], math.log10(mass[h] / t))
         table: dict[Gram, tuple[float, float | None]] = {}
         if n == 1:
             table[(BOS,)] = (LOG10_ZERO, None)
@@ -417,6 +433,7 @@ def build_ngram(
     order: int,
     units: TextUnits | str = "word",
     discounts: Sequence[tuple[float, float, float]] | None = None,
+    repeats: Iterable[int] | None = None,
 ) -> NGramModel:
     """Estimates an interpolated modified Kneser-Ney n-gram model from text, one sentence a line.
 
@@ -425,16 +442,24 @@ def build_ngram(
         order: n of the n-grams (1 or more; KenLM-based decoders need 2 or more).
         units: `TextUnits` or just its unit name (`word` or `char`).
         discounts: fixed (D1, D2, D3+) per order instead of those estimated from the counts.
+        repeats: how many times each line counts (positive integers, one per line), e.g. the
+            frequencies of a word list such as jieba's dictionary; default once each.
 
     Raises:
-        ConfigError: order below 1, a text without tokens, `<s>`/`</s>` written in the text, or a
-            text too short for the order.
+        ConfigError: order below 1, a text without tokens, `<s>`/`</s>` written in the text, a
+            text too short for the order, or a repeat count that is not a positive integer.
     """
     if not isinstance(order, int) or order < 1:
         raise ConfigError(f"LM order must be an integer of at least 1, not {order!r}")
     units = units if isinstance(units, TextUnits) else TextUnits(unit=units)
-    sentences = []
-    for number, line in enumerate(lines, 1):
+    lines = list(lines)
+    times = [1] * len(lines) if repeats is None else list(repeats)
+    if len(times) != len(lines):
+        raise ConfigError(f"{len(times)} repeat counts for {len(lines)} lines")
+    sentences, kept = [], []
+    for number, (line, k) in enumerate(zip(lines, times), 1):
+        if not isinstance(k, int) or k < 1:
+            raise ConfigError(f"line {number}: repeat count {k!r} is not a positive integer")
         tokens = units.split(line)
         if BOS in tokens or EOS in tokens:
             raise ConfigError(
@@ -443,9 +468,10 @@ def build_ngram(
             )
         if tokens:
             sentences.append(tokens)
+            kept.append(k)
     if not sentences:
         raise ConfigError("the LM text has no tokens (empty, or nothing left after normalisation)")
-    raw = count_ngrams(sentences, order)
+    raw = count_ngrams(sentences, order, None if repeats is None else kept)
     missing = [n for n in range(1, order + 1) if not raw[n - 1]]
     if missing:
         longest = max(map(len, sentences)) + 2
@@ -512,8 +538,13 @@ def read_arpa(path: str | Path) -> NGramModel:
                 f"{where}: the header declares {count} {n}-grams, the section has {len(table)}"
             )
         if n > 1:
-            below = grams[-1]
+            below, unigrams = grams[-1], grams[0]
             for g in table:
+                if (g[-1],) not in unigrams:
+                    raise ArpaError(
+                        f"{where}: {n}-gram {' '.join(g)!r} ends in {g[-1]!r}, which is not "
+                        "among the unigrams"
+                    )
                 if g[:-1] not in below:
                     raise ArpaError(
                         f"{where}: {n}-gram {' '.join(g)!r} has no {n - 1}-gram "
