@@ -89,9 +89,16 @@ class PinyinWord:
         return tuple(" ".join(self.syllables))
 
 
-def pinyin_lexicon(counts: dict[str, float]) -> list[PinyinWord]:
-    """Every Han word of `counts` with every reading: homophones are never merged, so an LM can
-    choose between them. Priors are unigram log10 probabilities (other readings discounted)."""
+def pinyin_lexicon(counts: dict[str, float], other_readings: bool = False) -> list[PinyinWord]:
+    """Every Han word of `counts`, homophones never merged, so an LM can choose between them.
+    Priors are unigram log10 probabilities.
+
+    Args:
+        other_readings: also list a single character's less common readings (了 liao3). Off for
+            the LM beam search: a word LM gives all readings of a word one probability, so 的
+            read `di4` would be as likely as 的 read `de5` and outvote 地/第; on HSK validation
+            words that cost CER (see README, "LM decoding").
+    """
     han = {w: c for w, c in counts.items() if is_han(w) and c > 0}
     if not han:
         raise ValueError("the word list holds no Han words with positive counts")
@@ -99,7 +106,7 @@ def pinyin_lexicon(counts: dict[str, float]) -> list[PinyinWord]:
     return [
         PinyinWord(word, key, math.log10(count / total) + penalty / math.log(10))
         for word, count in han.items()
-        for key, penalty in readings(word)
+        for key, penalty in (readings(word) if other_readings else readings(word)[:1])
     ]
 
 
