@@ -165,7 +165,7 @@ def test_recipe_runs(name, standins, tiny_digits, tmp_path, monkeypatch):
     args += finetune_standin(config, tiny_model(config), tmp_path)
     try:
         cli = run_cli(args)
-    except Exception as error:
+    except (Exception, SystemExit) as error:  # SystemExit: jsonargparse rejected the recipe
         raise AssertionError(
             f"recipe {recipe.qualified} ({recipe.path}) fails on a stand-in of its "
             f"{layout!r} corpus: {type(error).__name__}: {error}"
