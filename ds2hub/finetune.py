@@ -5,8 +5,8 @@ loaded with the same `from_pretrained` call users make (hub id, `save_pretrained
 folder, or a `.ckpt` from `ds2hub fit`). Its convolutional and recurrent layers (and everything else
 that does not depend on the vocabulary: row convolution, head batch norm, fully connected layer)
 are copied into the recipe's network; the output layer is made for the recipe's tokenizer, keeping
-the rows of tokens both vocabularies share (the blank, space, `a`-`z` between English and German
-characters) unless `copy_shared_tokens: false`. The recipe's `model.arch` and `data.features` must
+the rows of tokens both vocabularies share (the blank, space, apostrophe and `a`-`z` of English and
+German characters) unless `copy_shared_tokens: false`. The recipe's `model.arch` and `data.features` must
 equal the model's: a network built differently cannot take its weights, and features computed
 differently (another sample rate, window or hop) would feed it input it never saw; either is
 refused with a `ConfigError` that names each setting that differs.

@@ -107,8 +107,9 @@ class DeepSpeech2Task(L.LightningModule):
             `token` (also divided by transcript length); see `ctc_loss`. Optimiser settings
             (learning rate, `trainer.gradient_clip_val`) depend on it.
         finetune: start `fit` from a published model (`from_pretrained` id, folder or .ckpt):
-            its conv and recurrent layers are copied, the output layer is made for this
-            tokenizer, and layers may be frozen for the first steps; see `ds2hub.finetune`.
+            every layer but the output layer is copied (conv, recurrent ...), the output layer
+            is made for this tokenizer, and layers may be frozen for the first steps; see
+            `ds2hub.finetune`.
 
     Logged: `train/loss`, `train/grad_norm` (the total 2-norm before clipping, so a recipe's
     `gradient_clip_val` can be checked against it), `train/audio_sec_per_sec`; `val/` and `test/`
@@ -161,8 +162,9 @@ class DeepSpeech2Task(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.log_examples = log_examples
-        # Fine-tuning (ds2hub/finetune.py): weights are copied in `setup("fit")`, so that
-        # validate/test/predict and resumed runs never need the source model.
+        # Fine-tuning (ds2hub/finetune.py): weights are copied in `setup("fit")`, so validate,
+        # test and predict never load the source model (a resumed fit loads it, then Lightning
+        # replaces its weights with the checkpoint's).
         if isinstance(finetune, dict):
             finetune = FineTuneConfig(**finetune)
         if finetune is not None:

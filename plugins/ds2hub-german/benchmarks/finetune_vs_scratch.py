@@ -86,6 +86,12 @@ def main() -> None:
         action="store_true",
         help="train the full recipe instead of stopping at --target",
     )
+    parser.add_argument(
+        "--runs", nargs="+", choices=["fine-tuned", "scratch"], default=["fine-tuned", "scratch"]
+    )
+    parser.add_argument(
+        "--freeze-steps", type=int, default=None, help="override the fine-tuning recipe's"
+    )
     parser.add_argument("--max-steps", type=int, default=None, help="override the recipes' length")
     parser.add_argument(
         "--out", type=Path, default=Path("runs/finetune_vs_scratch"), help="records"
@@ -96,15 +102,14 @@ def main() -> None:
     if args.max_steps:
         extra += ["--trainer.max_steps", str(args.max_steps)]
     stop = None if args.run_on else args.target
-    results = {
-        "fine-tuned": run(
-            "german_digits_finetune",
-            args.out,
-            [*extra, "--model.finetune.source", args.english],
-            stop,
-        ),
-        "scratch": run("german_digits", args.out, extra, stop),
-    }
+    results = {}
+    if "fine-tuned" in args.runs:
+        finetune = [*extra, "--model.finetune.source", args.english]
+        if args.freeze_steps is not None:
+            finetune += ["--model.finetune.freeze_steps", str(args.freeze_steps)]
+        results["fine-tuned"] = run("german_digits_finetune", args.out, finetune, stop)
+    if "scratch" in args.runs:
+        results["scratch"] = run("german_digits", args.out, extra, stop)
     steps = sorted({r["step"] for rs in results.values() for r in rs})
     print(f"\nvalidation WER (%) by step; target {100 * args.target:.0f} %")
     print("step  " + "  ".join(f"{name:>10}" for name in results))

@@ -5,7 +5,7 @@ Sequences of one to five German digit words ("vier sieben null zwei") and short 
 variants at random speeds, pitches and word gaps, and stored as 16 kHz Ogg/Opus in the Hugging
 Face `audiofolder` layout that `ds2hub` reads:
 
-    <out>/{train,validation,test}/metadata.csv   (file_name,text,voice,duration)
+    <out>/{train,validation,test}/metadata.jsonl (file_name, text, voice, duration)
     <out>/{train,validation,test}/*.opus
 
 Voice variants are split between the three parts, so validation and test speak with voices training
@@ -18,7 +18,7 @@ Needs `espeak-ng` and `ffmpeg` on the PATH:
 from __future__ import annotations
 
 import argparse
-import csv
+import json
 import random
 import shutil
 import subprocess
@@ -108,6 +108,19 @@ def synthesize(text: str, voice: str, speed: int, pitch: int, gap: int, target: 
     return sf.info(str(target)).duration
 
 
+def write_metadata(folder: Path, rows: list[dict]) -> Path:
+    """Writes `metadata.jsonl` (`file_name`, `text`, `voice`, `duration` per line).
+
+    JSON lines, not CSV: `datasets` reads an audiofolder's CSV with pandas, which turns the
+    transcript `null` (German zero) into a missing value, and the utterance would be dropped.
+    """
+    path = folder / "metadata.jsonl"
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path
+
+
 def make_corpus(out: Path, sizes: dict[str, int], seed: int = 2016, workers: int = 2) -> None:
     """Writes the corpus into `out` (which must not exist yet or be empty)."""
     if out.exists() and any(out.iterdir()):
@@ -130,11 +143,13 @@ def make_corpus(out: Path, sizes: dict[str, int], seed: int = 2016, workers: int
         ]
         with ThreadPoolExecutor(max_workers=workers) as pool:
             durations = list(pool.map(lambda j, out=folder: synthesize(*j[1:], out / j[0]), jobs))
-        with open(folder / "metadata.csv", "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["file_name", "text", "voice", "duration"])
-            for job, seconds in zip(jobs, durations):
-                writer.writerow([job[0], job[1], job[2], f"{seconds:.3f}"])
+        write_metadata(
+            folder,
+            [
+                {"file_name": job[0], "text": job[1], "voice": job[2], "duration": round(sec, 3)}
+                for job, sec in zip(jobs, durations)
+            ],
+        )
         print(
             f"{split}: {size} utterances, {sum(durations) / 60:.1f} min, voices {variants[split]}"
         )

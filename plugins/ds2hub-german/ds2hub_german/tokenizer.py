@@ -1,4 +1,4 @@
-"""German characters as CTC outputs: blank, space, apostrophe, `a`-`z`, `ä ö ü ß` (33 classes)."""
+"""German characters as CTC outputs: blank, space, apostrophe, a-z, ä ö ü ß (33 classes)."""
 
 from __future__ import annotations
 

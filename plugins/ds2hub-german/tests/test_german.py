@@ -7,7 +7,7 @@ Run from the repository root after `pip install plugins/ds2hub-german`:
 
 from __future__ import annotations
 
-import csv
+import json
 import shutil
 import subprocess
 import sys
@@ -15,11 +15,12 @@ from importlib.metadata import entry_points
 from importlib.resources import files
 from pathlib import Path
 
+import datasets
 import pytest
 import soundfile as sf
 import yaml
 from ds2hub_german import GermanTokenizer, normalize_german, spell_numbers
-from ds2hub_german.make_corpus import DIGITS, PHRASES
+from ds2hub_german.make_corpus import DIGITS, PHRASES, write_metadata
 
 import ds2hub
 from ds2hub.cli import main
@@ -122,8 +123,8 @@ def corpus(tmp_path_factory) -> Path:
 def test_make_corpus_writes_an_audiofolder_with_unheard_voices(corpus):
     voices = {}
     for split, n in (("train", 8), ("validation", 2), ("test", 2)):
-        with open(corpus / split / "metadata.csv", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
+        with open(corpus / split / "metadata.jsonl", encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f]
         assert len(rows) == n
         info = sf.info(str(corpus / split / rows[0]["file_name"]))
         assert info.samplerate == 16000 and info.duration > 0.2
@@ -171,3 +172,16 @@ def test_finetune_recipe_starts_from_an_english_model(corpus, tmp_path, capsys):
     options = ("--model.finetune.source", str(tmp_path / "small"))
     assert _fast_dev_run("german_digits_finetune", corpus, tmp_path / "bad", *options) == 2
     assert "rnn_hidden" in capsys.readouterr().err
+
+
+@needs_espeak
+def test_a_transcript_null_survives_loading(corpus, tmp_path):
+    # pandas reads the CSV word `null` as a missing value; metadata.jsonl keeps it.
+    folder = tmp_path / "train"
+    folder.mkdir()
+    shutil.copy(next((corpus / "train").glob("*.opus")), folder / "a.opus")
+    write_metadata(
+        folder, [{"file_name": "a.opus", "text": "null", "voice": "de", "duration": 1.0}]
+    )
+    dataset = datasets.load_dataset("audiofolder", data_dir=str(tmp_path), split="train")
+    assert dataset["text"] == ["null"]
