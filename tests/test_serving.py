@@ -111,6 +111,17 @@ def _offline(recognizer, wave: np.ndarray, encoding: str = "pcm_s16le") -> str:
     return recognizer.transcribe(wave, sample_rate=RATE)
 
 
+def _settled_health(client, seconds: float = 5.0) -> dict:
+    """/health once closed streams are gone (their last step may still be running)."""
+    deadline = time.time() + seconds
+    while True:
+        gc.collect()
+        health = client.get("/health").json()
+        if not (health["live_streams"] or health["sessions_in_memory"]) or time.time() > deadline:
+            return health
+        time.sleep(0.05)
+
+
 # --- Batch Dispatch ---------------------------------------------------------------------------
 def _blocking_dispatcher(max_batch_size: int, **kwargs):
     """A dispatcher whose function records batches and holds the worker on the payload "hold"."""
@@ -294,8 +305,7 @@ def test_a_stream_gives_partials_and_the_offline_transcript(recognizer, encoding
         with client.websocket_connect(f"/stream?sample_rate=16000&encoding={encoding}") as ws:
             messages = _stream(ws, wave, encoding=encoding)
         metrics = client.get("/metrics").text
-        gc.collect()
-        health = client.get("/health").json()
+        health = _settled_health(client)
         assert health["live_streams"] == 0 and health["sessions_in_memory"] == 0
     partials, final = messages[:-1], messages[-1]
     assert final["type"] == "final", final
@@ -364,8 +374,9 @@ def test_malformed_messages_close_the_stream_with_a_clear_error(recognizer, garb
                 ws.receive_json()
         assert error["type"] == "error" and message in error["error"]
         assert closed.value.code == code
-        health = client.get("/health").json()
+        health = _settled_health(client)
     assert health["status"] == "ok" and health["live_streams"] == 0
+    assert health["sessions_in_memory"] == 0
 
 
 def test_idle_clients_are_closed_and_their_state_freed(recognizer):
@@ -378,7 +389,8 @@ def test_idle_clients_are_closed_and_their_state_freed(recognizer):
             with pytest.raises(WebSocketDisconnect) as closed:
                 ws.receive_json()
         assert "no audio for 0.3 s" in messages[-1]["error"] and closed.value.code == 1008
-        assert client.get("/health").json()["live_streams"] == 0
+        health = _settled_health(client)
+        assert health["live_streams"] == 0 and health["sessions_in_memory"] == 0
 
 
 def test_streams_beyond_capacity_get_503_with_retry_after(recognizer):

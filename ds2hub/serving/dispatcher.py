@@ -130,24 +130,29 @@ class BatchDispatcher:
         """Blocks until a batch is due; None once stopped."""
         with self._cond:
             while self._running:
-                while self._queue and self._queue[0].future.cancelled():
-                    self._queue.popleft()  # a client left before its turn
-                if not self._queue:
-                    self._cond.wait()
-                    continue
-                oldest = self._queue[0]
-                same = [
-                    i for i in self._queue if i.kind == oldest.kind and not i.future.cancelled()
-                ]
-                wait = oldest.enqueued + self.max_wait - time.perf_counter()
-                if len(same) < self.max_batch_size and wait > 0:
-                    self._cond.wait(wait)
-                    continue
-                batch = same[: self.max_batch_size]
-                taken = {id(i) for i in batch}
-                self._queue = deque(i for i in self._queue if id(i) not in taken)
-                return batch
+                due = self._due()
+                if isinstance(due, list):
+                    return due
+                self._cond.wait(due)  # None: until an item arrives
             return None
+
+    def _due(self) -> list[_Item] | float | None:
+        """The batch to run now (taken off the queue), or how long to wait for one. A separate
+        method so that nothing of the queue stays referenced while the worker waits (a cancelled
+        stream's state must be freed at once)."""
+        if any(i.future.cancelled() for i in self._queue):  # clients that left before their turn
+            self._queue = deque(i for i in self._queue if not i.future.cancelled())
+        if not self._queue:
+            return None
+        oldest = self._queue[0]
+        same = [i for i in self._queue if i.kind == oldest.kind]
+        wait = oldest.enqueued + self.max_wait - time.perf_counter()
+        if len(same) < self.max_batch_size and wait > 0:
+            return wait
+        batch = same[: self.max_batch_size]
+        taken = {id(i) for i in batch}
+        self._queue = deque(i for i in self._queue if id(i) not in taken)
+        return batch
 
     def _work(self) -> None:
         while (batch := self._next_batch()) is not None:
