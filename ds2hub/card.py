@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ds2hub.hub import SpeechRecognizer
+from ds2hub.transcribe import DEFAULT_OVERLAP_SECONDS
 
 TEMPLATE_NAME = "ds2hub.md"
 LANGUAGE_NAMES = {"en": "English", "zh": "Mandarin Chinese"}
@@ -76,7 +78,15 @@ class CardInfo:
         """Every decoding's figures, the default (`metrics`) first."""
         if not self.metrics:
             return []
-        return [DecodingResult(self.decoding, self.metrics, self.decoding_short), *self.more_results]
+        return [
+            DecodingResult(self.decoding, self.metrics, self.decoding_short),
+            *self.more_results,
+        ]
+
+
+def _transcribe_default(name: str) -> float:
+    # The card states what `transcribe` does by default: read it from its signature.
+    return inspect.signature(SpeechRecognizer.transcribe).parameters[name].default
 
 
 def _duration(seconds: float | None) -> str:
@@ -197,6 +207,9 @@ def render_card(recognizer: SpeechRecognizer, info: CardInfo) -> ModelCard:
         training_time=_duration(info.train_seconds),
         hardware=info.hardware or "unknown hardware",
         train_description=info.train_description or info.dataset_id,
-        chunk_seconds=20,
+        chunk_seconds=_transcribe_default("chunk_seconds"),
+        overlap_seconds=DEFAULT_OVERLAP_SECONDS,
+        streams=not arch.bidirectional and recognizer.frontend.config.normalization == "global",
+        normalization_kind=recognizer.frontend.config.normalization,
         finetuned_from=info.finetuned_from,
     )

@@ -354,7 +354,9 @@ def test_jieba_dictionary_is_named_not_copied(tmp_path):
     from ds2hub.decoding.hanzi import jieba_dictionary
 
     PinyinTokenizer(lexicon=str(jieba_dictionary())).save(tmp_path)
-    assert json.loads((tmp_path / "ds2hub_tokenizer.json").read_text())["init_args"]["lexicon"] is None
+    assert (
+        json.loads((tmp_path / "ds2hub_tokenizer.json").read_text())["init_args"]["lexicon"] is None
+    )
     assert not (tmp_path / "lexicon.txt").exists()
 
 
@@ -466,7 +468,9 @@ def _digit_lm(tiny_digits: Path, out: Path) -> Path:
     with open(tiny_digits / "train" / "metadata.csv") as f:
         text = "\n".join(row["text"] for row in csv.DictReader(f)) + "\n"
     (out.parent / "train.txt").write_text(text)
-    assert main(["lm", "build", str(out.parent / "train.txt"), "--order", "2", "--out", str(out)]) == 0
+    assert (
+        main(["lm", "build", str(out.parent / "train.txt"), "--order", "2", "--out", str(out)]) == 0
+    )
     return out / "lm.arpa"
 
 
@@ -487,13 +491,27 @@ def test_a_published_folder_carries_its_lm_and_reproduces_its_card(
     best = min(rows, key=lambda r: float(r["wer"]))
     stored = load_decoding(tuned)  # the best grid point is what is stored
     assert (stored.lm_weight, stored.word_score) == (float(best["alpha"]), float(best["beta"]))
-    assert main(["lm", "tune", str(trained_ckpt), "--lm", str(tmp_path / "no.arpa"),
-                 "--out", str(tmp_path / "t2")]) == 2
+    assert (
+        main(
+            [
+                "lm",
+                "tune",
+                str(trained_ckpt),
+                "--lm",
+                str(tmp_path / "no.arpa"),
+                "--out",
+                str(tmp_path / "t2"),
+            ]
+        )
+        == 2
+    )
     folder = export(trained_ckpt, tmp_path / "out", "someone/ds2-lm", decoding=tuned)
     # The hub's CTC layout: pyctcdecode's alphabet and language_model/ folder, plus ds2hub's file.
     assert json.loads((folder / "alphabet.json").read_text())["labels"][0] == ""
     assert {p.name for p in (folder / "language_model").iterdir()} == {
-        "attrs.json", "unigrams.txt", "lm.arpa"
+        "attrs.json",
+        "unigrams.txt",
+        "lm.arpa",
     }
     loaded = ds2hub.from_pretrained(folder)
     assert loaded.decoding == load_decoding(folder)
@@ -503,8 +521,12 @@ def test_a_published_folder_carries_its_lm_and_reproduces_its_card(
     # The card's figures, each labelled with its decoding, are what the folder reproduces.
     card = ModelCard.load(folder / "README.md")
     figures = {r.metric_name: r.metric_value for r in card.data.eval_results}
-    assert set(figures) == {"Test WER (LM)", "Test CER (LM)", "Test WER (greedy)",
-                            "Test CER (greedy)"}
+    assert set(figures) == {
+        "Test WER (LM)",
+        "Test CER (LM)",
+        "Test WER (greedy)",
+        "Test CER (greedy)",
+    }
     assert "pyctcdecode beam search, beam 8, 2-gram word LM `lm.arpa`" in card.text
     assert "greedy CTC decoding (best path), no language model" in card.text
     recipe = yaml.safe_load((folder / "recipe.yaml").read_text())
@@ -527,15 +549,37 @@ def test_transcribe_decodes_with_the_folders_lm_unless_told_greedy(
     words = set((tmp_path / "train.txt").read_text().split())  # the LM's text
     for args in ([], ["--greedy"]):
         capsys.readouterr()
-        assert main(["transcribe", "--model", str(tmp_path / "model"), *map(str, audio),
-                     "--json", *args]) == 0
+        assert (
+            main(
+                [
+                    "transcribe",
+                    "--model",
+                    str(tmp_path / "model"),
+                    *map(str, audio),
+                    "--json",
+                    *args,
+                ]
+            )
+            == 0
+        )
         texts = [json.loads(line)["text"] for line in capsys.readouterr().out.splitlines()]
         if not args:  # a lexicon search writes only words of its LM
             assert all(set(t.split()) <= words for t in texts)
     loaded = ds2hub.from_pretrained(tmp_path / "model")
     assert loaded.text_decoder() is not loaded.text_decoder("greedy")
-    assert main(["transcribe", "--model", str(tmp_path / "model"), str(audio[0]),
-                 "--lm", str(tmp_path / "missing.arpa")]) == 2
+    assert (
+        main(
+            [
+                "transcribe",
+                "--model",
+                str(tmp_path / "model"),
+                str(audio[0]),
+                "--lm",
+                str(tmp_path / "missing.arpa"),
+            ]
+        )
+        == 2
+    )
 
 
 def test_a_folder_cannot_name_decoding_files_outside_it(tmp_path):
@@ -557,3 +601,28 @@ def test_a_folder_cannot_name_decoding_files_outside_it(tmp_path):
         (folder / "decoding.json").write_text(json.dumps({**stored, "lm": outside}))
         with pytest.raises(ConfigError, match="outside the model folder"):
             ds2hub.from_pretrained(folder)
+
+
+@pytest.mark.parametrize(
+    "bidirectional, normalization", [(True, "utterance"), (False, "utterance"), (False, "global")]
+)
+def test_the_card_says_a_model_streams_exactly_when_it_can(bidirectional, normalization):
+    arch = {
+        "conv_channels": [4], "conv_kernel_freq": [11], "conv_kernel_time": [5],
+        "conv_stride_freq": [2], "conv_stride_time": [2], "rnn_layers": 1, "rnn_hidden": 16,
+        "bidirectional": bidirectional, "lookahead": 0 if bidirectional else 2,
+    }  # fmt: skip
+    model = SpeechRecognizer(arch, {"normalization": normalization}, CharTokenizer()).eval()
+    if normalization == "global":  # as training leaves it: statistics of the training frames
+        bins = model.frontend.config.n_bins
+        model.frontend.set_statistics(torch.zeros(bins), torch.ones(bins), 1000)
+    info = CardInfo("someone/m", "en", "d", "test of d", {"wer": 0.1, "cer": 0.05}, 4)
+    text = render_card(model, info).text
+    try:
+        model.stream()
+        streams = True
+    except Exception:  # refused, with its reason
+        streams = False
+    assert ("it streams (`model.stream()`" in text) == streams
+    assert ("does not stream" in text) == (not streams)
+    assert "overlapping 20.0-second windows (2.0 s overlap)" in text  # transcribe's defaults
