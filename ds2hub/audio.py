@@ -103,7 +103,8 @@ def load_audio(source: AudioSource, sample_rate: int | None = None) -> torch.Ten
     Returns:
         (T,) float32 tensor at 16 kHz, on the CPU.
     Raises:
-        AudioDecodeError: if the input cannot be decoded or holds no samples.
+        AudioDecodeError: if the input cannot be decoded, holds no samples, or holds NaN or
+            infinite samples.
     """
     if isinstance(source, (np.ndarray, torch.Tensor)):
         if sample_rate is None:
@@ -121,6 +122,8 @@ def load_audio(source: AudioSource, sample_rate: int | None = None) -> torch.Ten
         waveform = torch.from_numpy(data.mean(axis=1))  # (T, C) -> (T,): the layout is known
     if waveform.numel() == 0:
         raise AudioDecodeError("audio holds no samples")
+    if not bool(torch.isfinite(waveform).all()):  # NaN/inf would decode to nothing, silently
+        raise AudioDecodeError("audio holds NaN or infinite samples")
     return to_mono_16k(waveform, sample_rate)
 
 

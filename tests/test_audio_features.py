@@ -45,6 +45,18 @@ def test_undecodable_bytes_raise_a_clear_error(payload):
         load_audio(payload)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_audio_is_an_error_not_an_empty_transcript(bad):
+    samples = np.zeros(1600, dtype=np.float32)
+    samples[100] = bad
+    buf = io.BytesIO()
+    sf.write(buf, samples, 16000, format="WAV", subtype="FLOAT")
+    with pytest.raises(AudioDecodeError, match="NaN or infinite"):
+        load_audio(buf.getvalue())  # a float WAV keeps the NaN
+    with pytest.raises(AudioDecodeError, match="NaN or infinite"):
+        load_audio(samples, sample_rate=16000)
+
+
 def test_empty_audio_is_an_error():
     buf = io.BytesIO()
     sf.write(buf, np.zeros((0, 1), dtype=np.float32), 16000, format="WAV")
