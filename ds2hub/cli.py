@@ -24,21 +24,18 @@ import json
 import logging
 import os
 import re
-import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lightning.pytorch import Trainer
-from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.plugins.io import CheckpointIO
-
-from ds2hub.checkpoint import AtomicCheckpointIO
-from ds2hub.data import SpeechDataModule
 from ds2hub.errors import ConfigError
-from ds2hub.push import ExportError
-from ds2hub.task import DeepSpeech2Task
 from ds2hub.tokenizers.registry import TokenizerFileError
+
+if TYPE_CHECKING:
+    from ds2hub.lightning_cli import DS2CLI
+
+# Lightning, `datasets` and the training code are imported only by the commands that train or
+# evaluate (`fit`, `validate`, ...): `transcribe`, `serve`, `export` and `lm` start without them.
 
 DEBUG_ENV = "DS2HUB_DEBUG"
 USAGE_STATUS = 2  # what argparse and jsonargparse exit with for a bad command line
@@ -85,71 +82,6 @@ def check_config_files(argv: list[str]) -> None:
         )
         if value is not None and not inline:
             require_file(value, "config file")
-
-
-class DS2CLI(LightningCLI):
-    """LightningCLI with the DataModule's tokenizer and front end wired into the model, so a recipe
-    states them once; the paths a command names are checked before anything is built, and
-    checkpoints are written atomically (`AtomicCheckpointIO`).
-
-    Args:
-        argv: the command line (without the program name), recorded in checkpoints for cards.
-    """
-
-    def __init__(self, *args: Any, argv: list[str], **kwargs: Any) -> None:
-        self._argv = argv
-        super().__init__(*args, **kwargs)
-
-    def add_arguments_to_parser(self, parser) -> None:
-        # The tokenizer may be fitted on training transcripts, so link the instantiated object.
-        parser.link_arguments(
-            "data", "model.tokenizer", compute_fn=lambda dm: dm.tokenizer, apply_on="instantiate"
-        )
-        parser.link_arguments(
-            "data", "model.features", compute_fn=lambda dm: dm.features, apply_on="instantiate"
-        )
-
-    def parse_arguments(self, parser, args) -> None:
-        super().parse_arguments(parser, args)
-        self._check_paths()  # before LightningCLI reads the checkpoint or builds anything
-
-    def _check_paths(self) -> None:
-        """Missing local files named by the command become one-line errors, not tracebacks deep
-        inside `datasets` or `torch.load`."""
-        subcommand = self.config.get("subcommand")
-        if not subcommand:
-            return
-        config = self.config[subcommand]
-        ckpt = str(config.get("ckpt_path") or "")
-        keyword = ckpt in _CKPT_KEYWORDS or ckpt.startswith("registry:")
-        if ckpt and not keyword and "://" not in ckpt:  # URLs are read by fsspec
-            require_file(ckpt, "checkpoint (--ckpt_path)")
-        path = config.get("data.path")
-        if path and looks_local(str(path)) and not Path(str(path)).expanduser().exists():
-            raise UsageError(f"data path {path!r} (data.path) does not exist")
-
-    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """Lightning's, plus `AtomicCheckpointIO` unless the recipe names a CheckpointIO or a
-        strategy with checkpoint writing of its own (FSDP, DeepSpeed, XLA)."""
-        trainer = self._get(self.config_init, "trainer", default={})
-        plugins = trainer.get("plugins")
-        plugins = [] if plugins is None else plugins if isinstance(plugins, list) else [plugins]
-        strategy, accelerator = trainer.get("strategy", "auto"), trainer.get("accelerator", "auto")
-        if isinstance(strategy, str):
-            own_io = strategy.startswith(("fsdp", "deepspeed", "xla"))
-        else:  # a Strategy object: sharded ones write their own checkpoints, others take ours
-            name = type(strategy).__name__
-            own_io = getattr(strategy, "_checkpoint_io", None) is not None or name.startswith(
-                ("FSDP", "DeepSpeed", "XLA", "SingleDeviceXLA", "ModelParallel")
-            )
-        own_io = own_io or (isinstance(accelerator, str) and accelerator in ("tpu", "xla"))
-        if not own_io and not any(isinstance(p, CheckpointIO) for p in plugins):
-            kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
-        return super().instantiate_trainer(**kwargs)
-
-    def after_instantiate_classes(self) -> None:
-        super().after_instantiate_classes()
-        self.model.command = shlex.join(["ds2hub", *self._argv])  # recorded for model cards
 
 
 def transcribe_main(argv: list[str]) -> None:
@@ -382,12 +314,19 @@ EXTRA_COMMANDS = {
 USER_ERRORS = (
     UsageError,
     ConfigError,  # a refused setting: no test data, sortagrad on a stream, a budget too small ...
-    ExportError,
     TokenizerFileError,
     FileNotFoundError,  # also `datasets`' DatasetNotFoundError
     FileExistsError,
     ConnectionError,  # a hub id while offline or unreachable
 )
+
+
+def _is_user_error(error: BaseException) -> bool:
+    kinds = USER_ERRORS
+    push = sys.modules.get("ds2hub.push")  # not imported: none of its errors can have happened
+    if push is not None:
+        kinds = (*kinds, push.ExportError)
+    return isinstance(error, kinds)
 
 
 def run_cli(args: list[str] | None = None) -> DS2CLI | None:
@@ -409,6 +348,10 @@ def run_cli(args: list[str] | None = None) -> DS2CLI | None:
     if argv and argv[0] in EXTRA_COMMANDS:
         EXTRA_COMMANDS[argv[0]](argv[1:])
         return None
+    from ds2hub.data import SpeechDataModule
+    from ds2hub.lightning_cli import DS2CLI
+    from ds2hub.task import DeepSpeech2Task
+
     return DS2CLI(
         DeepSpeech2Task,
         SpeechDataModule,
@@ -428,13 +371,23 @@ def main(args: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         run_cli(args)
-    except USER_ERRORS as error:
+    except Exception as error:
+        if not _is_user_error(error):
+            raise
         if os.environ.get(DEBUG_ENV, "0") not in ("", "0"):
             raise
         message = " ".join(str(error).split()) or type(error).__name__  # always one line
         print(f"ds2hub: error: {message}", file=sys.stderr)
         return USAGE_STATUS
     return 0
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DS2CLI":  # where it lived before: imported on use, as it needs Lightning
+        from ds2hub.lightning_cli import DS2CLI
+
+        return DS2CLI
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if __name__ == "__main__":

@@ -255,3 +255,19 @@ def test_inference_imports_neither_lightning_nor_datasets(model_folder):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_the_transcribe_command_imports_neither_lightning_nor_datasets(model_folder, tmp_path):
+    """`ds2hub transcribe` (the console path, not only the Python API) starts without training code."""
+    audio = tmp_path / "a.wav"
+    sf.write(audio, np.zeros(16000, dtype=np.float32), 16000)
+    code = (
+        "import sys\n"
+        "from ds2hub.cli import main\n"
+        f"status = main(['transcribe', '--model', {str(model_folder)!r}, {str(audio)!r}])\n"
+        "heavy = [m for m in ('lightning', 'datasets', 'ds2hub.task') if m in sys.modules]\n"
+        "print(status, heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "0 []"

@@ -1,0 +1,80 @@
+"""`DS2CLI`: the LightningCLI behind `ds2hub fit/validate/test/predict` (imported only by them,
+so the other commands start without Lightning)."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import Trainer
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.plugins.io import CheckpointIO
+
+from ds2hub.checkpoint import AtomicCheckpointIO
+from ds2hub.cli import _CKPT_KEYWORDS, UsageError, looks_local, require_file
+
+
+class DS2CLI(LightningCLI):
+    """LightningCLI with the DataModule's tokenizer and front end wired into the model, so a recipe
+    states them once; the paths a command names are checked before anything is built, and
+    checkpoints are written atomically (`AtomicCheckpointIO`).
+
+    Args:
+        argv: the command line (without the program name), recorded in checkpoints for cards.
+    """
+
+    def __init__(self, *args: Any, argv: list[str], **kwargs: Any) -> None:
+        self._argv = argv
+        super().__init__(*args, **kwargs)
+
+    def add_arguments_to_parser(self, parser) -> None:
+        # The tokenizer may be fitted on training transcripts, so link the instantiated object.
+        parser.link_arguments(
+            "data", "model.tokenizer", compute_fn=lambda dm: dm.tokenizer, apply_on="instantiate"
+        )
+        parser.link_arguments(
+            "data", "model.features", compute_fn=lambda dm: dm.features, apply_on="instantiate"
+        )
+
+    def parse_arguments(self, parser, args) -> None:
+        super().parse_arguments(parser, args)
+        self._check_paths()  # before LightningCLI reads the checkpoint or builds anything
+
+    def _check_paths(self) -> None:
+        """Missing local files named by the command become one-line errors, not tracebacks deep
+        inside `datasets` or `torch.load`."""
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        config = self.config[subcommand]
+        ckpt = str(config.get("ckpt_path") or "")
+        keyword = ckpt in _CKPT_KEYWORDS or ckpt.startswith("registry:")
+        if ckpt and not keyword and "://" not in ckpt:  # URLs are read by fsspec
+            require_file(ckpt, "checkpoint (--ckpt_path)")
+        path = config.get("data.path")
+        if path and looks_local(str(path)) and not Path(str(path)).expanduser().exists():
+            raise UsageError(f"data path {path!r} (data.path) does not exist")
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """Lightning's, plus `AtomicCheckpointIO` unless the recipe names a CheckpointIO or a
+        strategy with checkpoint writing of its own (FSDP, DeepSpeed, XLA)."""
+        trainer = self._get(self.config_init, "trainer", default={})
+        plugins = trainer.get("plugins")
+        plugins = [] if plugins is None else plugins if isinstance(plugins, list) else [plugins]
+        strategy, accelerator = trainer.get("strategy", "auto"), trainer.get("accelerator", "auto")
+        if isinstance(strategy, str):
+            own_io = strategy.startswith(("fsdp", "deepspeed", "xla"))
+        else:  # a Strategy object: sharded ones write their own checkpoints, others take ours
+            name = type(strategy).__name__
+            own_io = getattr(strategy, "_checkpoint_io", None) is not None or name.startswith(
+                ("FSDP", "DeepSpeed", "XLA", "SingleDeviceXLA", "ModelParallel")
+            )
+        own_io = own_io or (isinstance(accelerator, str) and accelerator in ("tpu", "xla"))
+        if not own_io and not any(isinstance(p, CheckpointIO) for p in plugins):
+            kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
+        return super().instantiate_trainer(**kwargs)
+
+    def after_instantiate_classes(self) -> None:
+        super().after_instantiate_classes()
+        self.model.command = shlex.join(["ds2hub", *self._argv])  # recorded for model cards
