@@ -46,7 +46,9 @@ def main() -> None:
     parser.add_argument("--tune-beam", type=int, default=32)
     parser.add_argument("--metric", choices=("wer", "cer"), default=None)
     parser.add_argument("--max-utterances", type=int, default=None, help="per split")
-    parser.add_argument("--max-val", type=int, default=None, help="validation utterances to tune on")
+    parser.add_argument(
+        "--max-val", type=int, default=None, help="validation utterances to tune on"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     recognizer = from_pretrained(args.model)

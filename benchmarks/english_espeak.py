@@ -26,7 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _digits_script():
-    spec = importlib.util.spec_from_file_location("make_digits", REPO / "recipes/digits/make_digits.py")
+    spec = importlib.util.spec_from_file_location(
+        "make_digits", REPO / "recipes/digits/make_digits.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

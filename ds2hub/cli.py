@@ -162,6 +162,8 @@ def transcribe_main(argv: list[str]) -> None:
         )
         if v is not None
     }
+    if args.lm:  # another LM file: its own order, whatever the folder's LM had
+        changes["lm_order"] = None
     decoding = (
         GREEDY
         if args.greedy
@@ -337,6 +339,11 @@ def run_cli(args: list[str] | None = None) -> DS2CLI | None:
         args: the command line without the program name (None: `sys.argv[1:]`).
     """
     argv = sys.argv[1:] if args is None else list(args)
+    if not argv or argv[0] in ("-h", "--help"):  # LightningCLI's help knows only its own commands
+        others = ", ".join(sorted(EXTRA_COMMANDS))
+        print(
+            f"ds2hub commands: fit, validate, test, predict (below); {others} (ds2hub COMMAND -h)"
+        )
     resolved = argv
     if not (argv and argv[0] in EXTRA_COMMANDS):
         from ds2hub.catalog import resolve_recipe_names

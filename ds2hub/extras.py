@@ -14,6 +14,15 @@ from typing import Any
 
 from ds2hub.errors import ConfigError
 
+# pyctcdecode 0.5 (its last release) declares numpy<2 but runs under numpy 2, which ds2hub's stack
+# (pyarrow, datasets) needs: no extra can override another package's metadata, so the `lm` extra
+# brings pyctcdecode's other dependencies and pyctcdecode itself is installed without its pin.
+PYCTCDECODE_MISSING = (
+    "the pyctcdecode backend needs pyctcdecode, whose metadata pins numpy<2 (it runs under "
+    "numpy 2): pip install 'ds2hub[lm]' && pip install --no-deps 'pyctcdecode>=0.5,<0.6' "
+    '(uv: override-dependencies = ["numpy>=2"]); or use the flashlight backend'
+)
+
 
 class MissingExtra(ConfigError, ImportError):
     """A feature needs a package of an extra that is not installed."""

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import csv
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DIGITS = REPO / "recipes" / "digits"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # `datasets` reads its cache folder once, when imported: set it before any test imports it,
+    # so runs never share (or fill) the user's cache; the fixture below covers subprocesses.
+    cache = Path(tempfile.mkdtemp(prefix="ds2hub-tests-hf-"))
+    os.environ["HF_DATASETS_CACHE"] = str(cache / "datasets")
+    os.environ["HF_HOME"] = str(cache / "home")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    config.add_cleanup(lambda: shutil.rmtree(cache, ignore_errors=True))
 
 
 @pytest.fixture(autouse=True)

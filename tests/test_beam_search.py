@@ -11,6 +11,7 @@ from ds2hub.tokenizers import CharTokenizer, PinyinTokenizer
 def LexiconBeamSearch(tokenizer, config=None):  # noqa: N802 - the flashlight lexicon search
     return text_decoder(tokenizer, config or BeamSearchConfig())
 
+
 WORDS = ["是 900", "事 300", "市 200", "十 250", "市场 80", "学生 60", "学 40", "生 50", "中国 70"]
 
 

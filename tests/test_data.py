@@ -279,61 +279,7 @@ def test_bad_data_is_dropped_by_reason_and_training_stays_finite(tiny_digits, tm
     assert float(metrics["train/skipped_ctc"]) >= 1  # the 0.15 s clip with a long transcript
 
 
-# --- recipes ----------------------------------------------------------------------------------------
-RECIPE_DATA = {
-    "librispeech.yaml": "librispeech",
-    "librispeech_bigram.yaml": "librispeech",
-    "aishell.yaml": "aishell",
-    "commonvoice.yaml": "commonvoice",
-    "fsdd_digits.yaml": "fsdd",
-    "hsk_words.yaml": "hsk",
-}
-CPU = [
-    "--trainer.accelerator",
-    "cpu",
-    "--trainer.devices",
-    "1",
-    "--trainer.strategy",
-    "auto",
-    "--trainer.precision",
-    "32-true",
-]
-
-
-def test_every_recipe_has_a_standin_test():
-    assert set(RECIPE_DATA) | {"digits.yaml"} == {p.name for p in (REPO / "recipes").glob("*.yaml")}
-
-
-@pytest.mark.parametrize("recipe", list(RECIPE_DATA))
-def test_recipe_fast_dev_run_on_a_local_standin(recipe, corpora, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    text = (REPO / "recipes" / recipe).read_text()
-    assert text.startswith("# "), "every recipe opens with a comment saying what it trains on what"
-    args = [
-        "fit",
-        "--config",
-        str(REPO / "recipes" / recipe),
-        "--data.path",
-        str(corpora[RECIPE_DATA[recipe]]),
-    ]
-    args += [
-        *CPU,
-        "--trainer.fast_dev_run",
-        "1",
-        "--data.num_workers",
-        "0",
-        "--data.batch_size",
-        "2",
-    ]
-    if recipe == "fsdd_digits.yaml":
-        args += ["--data.holdout_values", "[spk0]"]
-        extra = REPO / "recipes" / "digits"  # the recipe names it relative to the repository
-        args += [
-            "--data.extra_train",
-            f'[{{path: "{extra}", split: "train[:4]", text_column: text}}]',
-        ]
-    cli = run_cli(args)
-    assert cli.trainer.state.finished and torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+# (Every recipe runs through fast_dev_run in tests/test_recipes.py, the smoke harness.)
 
 
 # --- DDP ----------------------------------------------------------------------------------------------

@@ -257,8 +257,9 @@ def test_saved_setups_use_pyctcdecodes_layout_for_each_tokenizer(tmp_path, pinyi
     assert alphabet == {"labels": ["", "<unk>", "▁是", "▁事"], "is_bpe": True}
     assert (tmp_path / "m" / "language_model" / "unigrams.txt").read_text() == "事\n是\n"
     loaded = load_decoding(tmp_path / "m")
-    assert loaded == config.replace(lm=str(tmp_path / "m" / "language_model" / "zh.arpa"),
-                                    lm_order=2)
+    assert loaded == config.replace(
+        lm=str(tmp_path / "m" / "language_model" / "zh.arpa"), lm_order=2
+    )
     (tmp_path / "p").mkdir()
     save_decoding(tmp_path / "p", DecoderConfig(beam_size=8), pinyin)
     assert not (tmp_path / "p" / "alphabet.json").exists()  # pyctcdecode cannot decode pinyin
@@ -273,3 +274,19 @@ def test_a_kenlm_binary_needs_its_word_list(tmp_path):
     (tmp_path / "unigrams.txt").write_text("one\ntwo\n")
     info = inspect_lm(binary)
     assert info.binary and info.vocabulary == {"one", "two"} and info.order is None
+
+
+def test_lm_tune_never_overwrites_decoding_files_it_did_not_write(tmp_path):
+    from ds2hub.decoding.tune import SURFACE_FILE, _check_out
+    from ds2hub.errors import ConfigError
+
+    _check_out(tmp_path / "new")  # a new folder
+    (tmp_path / "empty").mkdir()
+    _check_out(tmp_path / "empty")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "decoding.json").write_text("{}")  # our file name, someone else's file
+    with pytest.raises(ConfigError, match="did not write"):
+        _check_out(foreign)
+    (foreign / SURFACE_FILE).write_text("alpha,beta,wer\n")  # an earlier tune's output
+    _check_out(foreign)

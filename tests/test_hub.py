@@ -580,6 +580,21 @@ def test_transcribe_decodes_with_the_folders_lm_unless_told_greedy(
         )
         == 2
     )
+    # Another LM, of another order than the folder's 2-gram: it is used, not refused.
+    trigram = tmp_path / "lm3"
+    assert (
+        main(["lm", "build", str(tmp_path / "train.txt"), "--order", "3", "--out", str(trigram)])
+        == 0
+    )
+    args = [
+        "transcribe",
+        "--model",
+        str(tmp_path / "model"),
+        str(audio[0]),
+        "--lm",
+        str(trigram / "lm.arpa"),
+    ]
+    assert main(args) == 0
 
 
 def test_a_folder_cannot_name_decoding_files_outside_it(tmp_path):

@@ -41,7 +41,9 @@ def greedy_text_decoder(tokenizer: Tokenizer) -> TextDecoder:
     to_hanzi = _hanzi_converter(tokenizer)
 
     def greedy(logits: torch.Tensor, lengths: torch.Tensor) -> list[str]:
-        texts = [tokenizer.decode(ids) for ids in greedy_decode(logits, lengths, tokenizer.blank_id)]
+        texts = [
+            tokenizer.decode(ids) for ids in greedy_decode(logits, lengths, tokenizer.blank_id)
+        ]
         return [to_hanzi(t) for t in texts] if to_hanzi else texts
 
     return greedy
@@ -95,13 +97,15 @@ def describe_decoding(decoding: Decoding, tokenizer: Tokenizer) -> str:
     else:
         lm = "no language model"
     if d.backend == "flashlight":
-        search = "flashlight lexicon-free beam search" if unit == "char" else (
-            "flashlight lexicon beam search"
-            + (f" (lexicon `{PurePath(d.lexicon).name}`)" if d.lexicon else "")
+        search = (
+            "flashlight lexicon-free beam search"
+            if unit == "char"
+            else (
+                "flashlight lexicon beam search"
+                + (f" (lexicon `{PurePath(d.lexicon).name}`)" if d.lexicon else "")
+            )
         )
     else:
         search = "pyctcdecode beam search"
     extra = f", {len(d.hotwords)} hotwords" if d.hotwords else ""
-    return (
-        f"{search}, beam {d.beam_size}, {lm}, α = {d.lm_weight:g}, β = {d.word_score:g}{extra}"
-    )
+    return f"{search}, beam {d.beam_size}, {lm}, α = {d.lm_weight:g}, β = {d.word_score:g}{extra}"

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ds2hub.errors import ConfigError
+from ds2hub.extras import PYCTCDECODE_MISSING
 
 log = logging.getLogger(__name__)
 
@@ -160,9 +161,7 @@ def _pyctcdecode_lm_base() -> type:
     try:
         from pyctcdecode.language_model import AbstractLanguageModel
     except ImportError as e:  # pragma: no cover - depends on the install
-        raise ConfigError(
-            "the pyctcdecode backend needs pyctcdecode: pip install 'ds2hub[lm]'"
-        ) from e
+        raise ConfigError(PYCTCDECODE_MISSING) from e
     return AbstractLanguageModel
 
 
@@ -234,4 +233,3 @@ def kenlm_scorer(
                     setattr(self, name, params[name])
 
     return FlashlightKenLM()
-

@@ -15,6 +15,7 @@ from ds2hub.decoding.config import DecoderConfig
 from ds2hub.decoding.lm import check_coverage, coverage, inspect_lm, kenlm_scorer
 from ds2hub.decoding.vocabulary import decoding_vocabulary, spell
 from ds2hub.errors import ConfigError
+from ds2hub.extras import PYCTCDECODE_MISSING
 from ds2hub.tokenizers.base import Tokenizer
 
 
@@ -34,9 +35,7 @@ class PyCTCDecoder:
             from pyctcdecode.alphabet import Alphabet, _verify_alphabet
             from pyctcdecode.decoder import BeamSearchDecoderCTC
         except ImportError as e:
-            raise ConfigError(
-                "the pyctcdecode backend needs pyctcdecode: pip install 'ds2hub[lm]'"
-            ) from e
+            raise ConfigError(PYCTCDECODE_MISSING) from e
         self.tokenizer, self.config = tokenizer, config
         self.vocab = decoding_vocabulary(tokenizer)
         if self.vocab.pyctcdecode_labels is None:

@@ -132,6 +132,12 @@ def _check_out(out: Path) -> None:
             )
         if (out / "README.md").exists():
             raise ConfigError(f"--out {out} is a published model folder")
+        if any(out.iterdir()) and not (out / SURFACE_FILE).is_file():
+            # Same names as ours, but no surface file: not an earlier tune's output.
+            raise ConfigError(
+                f"--out {out} holds decoding files that ds2hub lm tune did not write (no "
+                f"{SURFACE_FILE}); nothing was changed: choose a new or empty folder"
+            )
 
 
 def tune_main(argv: list[str]) -> None:
