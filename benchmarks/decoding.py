@@ -1,7 +1,7 @@
 """What LM decoding gains, and what it costs: error rates greedy vs each backend, and decoding
 real-time factor per CPU core at several beam sizes (issue 9).
 
-    flock /work/wt/cpu.lock python benchmarks/decoding.py --model CKPT --config RECIPE \
+    uv run python benchmarks/decoding.py --model CKPT --config RECIPE \
         --lm LM [--lexicon WORDS] [--backends flashlight,pyctcdecode] [--beams 16,64,256] \
         [--alphas 0.5,1,2 --betas 0,1,2]
 

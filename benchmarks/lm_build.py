@@ -13,7 +13,7 @@ them: `hsk_heldout_words`); the LM text never contains them (`lines_without`):
     once, or (`x freq`) counted by its jieba frequency (`ds2hub lm build --word-list dict.txt`).
 Perplexity per character on the held-out words, each word a sentence.
 
-    flock /work/wt/cpu.lock uv run --frozen python benchmarks/lm_build.py --data ../shared/data
+    uv run --frozen python benchmarks/lm_build.py --data ../shared/data
 
 Timings are wall-clock seconds of one run on a shared machine (build = counting + estimation;
 `write` = the ARPA file; `read` = `read_arpa` with all its checks).

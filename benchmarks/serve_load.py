@@ -1,6 +1,6 @@
 """Load test of `ds2hub serve`: Batch Dispatch on and off, 1 / 10 / 50 concurrent real-time streams.
 
-    flock /work/wt/cpu.lock uv run --frozen python benchmarks/serve_load.py
+    uv run --frozen python benchmarks/serve_load.py
 
 Each simulated client streams digit recordings (recipes/digits) as 16 kHz int16 PCM in 100 ms
 chunks, paced in real time (streams start at random offsets within one chunk), to a real server

@@ -16,7 +16,7 @@ A step budget, not a time budget, by default: on a machine shared with other wor
 minute buys vary several-fold, and both networks cost about the same per step. Short budgets
 shorten the recipes' warm-up (`--warmup-steps`), the same for both.
 
-    flock /work/wt/cpu.lock python benchmarks/streaming_accuracy.py --steps 150
+    uv run python benchmarks/streaming_accuracy.py --steps 150
 """
 
 from __future__ import annotations
