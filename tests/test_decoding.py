@@ -290,3 +290,22 @@ def test_lm_tune_never_overwrites_decoding_files_it_did_not_write(tmp_path):
         _check_out(foreign)
     (foreign / SURFACE_FILE).write_text("alpha,beta,wer\n")  # an earlier tune's output
     _check_out(foreign)
+
+
+@pytest.mark.parametrize("backend", ["flashlight", "pyctcdecode"])
+def test_a_character_lm_is_refused_for_a_model_that_needs_a_word_lm(tmp_path, backend):
+    """A character LM "covers" every lexicon word letter by letter: it must not pass silently."""
+    from ds2hub.cli import main
+    from ds2hub.decoding import DecoderConfig, text_decoder
+    from ds2hub.errors import ConfigError
+    from ds2hub.tokenizers import CharTokenizer
+
+    text = tmp_path / "text.txt"
+    text.write_text("one two three\nfour five six seven\neight nine zero\n")
+    out = tmp_path / "char_lm"
+    assert (
+        main(["lm", "build", str(text), "--order", "3", "--unit", "char", "--out", str(out)]) == 0
+    )
+    config = DecoderConfig(backend=backend, lm=str(out / "lm.arpa"), beam_size=4)
+    with pytest.raises(ConfigError, match="is a char LM; this model decodes with a word LM"):
+        text_decoder(CharTokenizer(), config)

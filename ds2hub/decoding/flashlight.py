@@ -28,7 +28,7 @@ from ds2hub.decoding.lexicon import (
     write_lexicon,
     write_unigram_arpa,
 )
-from ds2hub.decoding.lm import LMInfo, check_coverage, coverage, inspect_lm
+from ds2hub.decoding.lm import LMInfo, check_coverage, check_unit, coverage, inspect_lm
 from ds2hub.decoding.vocabulary import SIL, DecodingVocabulary, decoding_vocabulary, spell
 from ds2hub.errors import ConfigError
 from ds2hub.tokenizers.base import BLANK, Tokenizer
@@ -145,6 +145,8 @@ class FlashlightDecoder:
         self.tokenizer, self.config = tokenizer, config
         self.vocab = decoding_vocabulary(tokenizer)
         info = inspect_lm(config.lm, config.lm_order) if config.lm else None
+        if info is not None:
+            check_unit(info, self.vocab.unit)
         self.lm_info = info
         self.coverage: float | None = None
         with tempfile.TemporaryDirectory(prefix="ds2hub-decoder-") as tmp:

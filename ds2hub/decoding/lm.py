@@ -9,6 +9,7 @@ order, and share its vocabulary with what the model can write (`coverage`).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
@@ -131,6 +132,32 @@ def inspect_lm(
             f"{expected_order}"
         )
     return LMInfo(path, order, frozenset(words) - SPECIAL_WORDS, False)
+
+
+def check_unit(info: LMInfo, unit: str) -> None:
+    """Refuses an LM over the other unit: a character LM for a model that needs a word LM (its
+    vocabulary would "cover" every lexicon word letter by letter, silently), or the reverse.
+
+    The unit is read from `ds2hub lm build`'s record beside the file when there is one, else
+    inferred from the vocabulary (every entry one character: a character LM).
+    """
+    record = info.path.parent / ".ds2hub-lm.json"
+    built = None
+    if record.is_file():
+        try:
+            built = json.loads(record.read_text(encoding="utf-8")).get("unit")
+        except (OSError, ValueError):
+            built = None
+    words = [w for w in info.vocabulary if w != "|"]  # `|`: a kept space in a character LM
+    if built is None and len(words) >= 10:
+        built = "char" if all(len(w) == 1 for w in words) else None
+        if unit == "char" and sum(len(w) > 1 for w in words) > len(words) / 2:
+            built = "word"
+    if built is not None and built != unit:
+        raise ConfigError(
+            f"language model {info.path} is a {built} LM; this model decodes with a {unit} LM "
+            f"(ds2hub lm build --unit {unit})"
+        )
 
 
 def coverage(units: Collection[str], vocabulary: Collection[str]) -> float:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ds2hub.decoding.config import DecoderConfig
-from ds2hub.decoding.lm import check_coverage, coverage, inspect_lm, kenlm_scorer
+from ds2hub.decoding.lm import check_coverage, check_unit, coverage, inspect_lm, kenlm_scorer
 from ds2hub.decoding.vocabulary import decoding_vocabulary, spell
 from ds2hub.errors import ConfigError
 from ds2hub.extras import PYCTCDECODE_MISSING
@@ -50,6 +50,8 @@ class PyCTCDecoder:
         _verify_alphabet(labels, is_bpe)
         self.alphabet = Alphabet(labels, is_bpe)
         self.lm_info = info = inspect_lm(config.lm, config.lm_order) if config.lm else None
+        if info is not None:
+            check_unit(info, self.vocab.unit)
         self.coverage: float | None = None
         language_model = None
         if info is not None:
