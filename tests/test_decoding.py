@@ -309,3 +309,53 @@ def test_a_character_lm_is_refused_for_a_model_that_needs_a_word_lm(tmp_path, ba
     config = DecoderConfig(backend=backend, lm=str(out / "lm.arpa"), beam_size=4)
     with pytest.raises(ConfigError, match="is a char LM; this model decodes with a word LM"):
         text_decoder(CharTokenizer(), config)
+
+
+def _frames_with_a_slip(kind: str, tok) -> tuple[list[dict[str, float]], str]:
+    """Frames spelling a text with one token heard wrong, and the text an LM should restore."""
+    if kind == "chars":
+        frames = spelled(list("two three"))
+        frames[2 * "two th".index("h") + 2] = {"e": 0.5, "r": 0.4}
+        return frames, "two three"
+    if kind == "bigrams":
+        frames = spelled(["tw", "o", "_", "th", "re", "e"])
+        frames[8] = {"ee": 0.5, "re": 0.4}
+        return frames, "two three"
+    if kind == "sentencepiece":
+        pieces = [tok.vocab[i] for i in tok.encode("two three")]
+        frames = spelled(pieces)
+        wrong = next(p for p in tok.vocab[1:] if not p.startswith(("▁", "<")) and p not in pieces)
+        frames[-2] = {wrong: 0.5, pieces[-1]: 0.4}
+        return frames, "two three"
+    frames = spelled(["中", "国"]) + [{"是": 0.3, "事": 0.35, "市": 0.35}, {"<blank>": 0.9}]
+    return frames, "中国是"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", ["chars", "bigrams", "sentencepiece", "mandarin"])
+def test_every_tokenizer_decodes_with_an_lm_built_by_ds2hub_lm_build(kind, backend, tmp_path):
+    """The user's path: `ds2hub lm build` on a text, then decoding with that file."""
+    from ds2hub.cli import main
+
+    if kind == "mandarin":
+        tok = MandarinTokenizer(characters=list("是事市学生中国"))
+        text, unit = "中国是\n" * 6 + "是\n事\n市\n学生\n", "char"
+    else:
+        tok = {"chars": CharTokenizer, "bigrams": BigramTokenizer}.get(kind)
+        tok = (
+            tok()
+            if tok
+            else SentencePieceTokenizer(vocab_size=30, model_type="bpe").fit(
+                ["two three one tree cat cot"] * 30
+            )
+        )
+        text, unit = "two three\n" * 6 + "one\ntree\ncat\ncot\n", "word"
+    (tmp_path / "text.txt").write_text(text, encoding="utf-8")
+    out = tmp_path / "lm"
+    args = ["lm", "build", str(tmp_path / "text.txt"), "--order", "2", "--unit", unit]
+    assert main([*args, "--out", str(out)]) == 0
+    frames, expected = _frames_with_a_slip(kind, tok)
+    logits = emissions(tok.vocab, frames)
+    assert run(text_decoder(tok), logits) != expected  # greedy keeps the slip
+    config = DecoderConfig(backend=backend, lm=str(out / "lm.arpa"), beam_size=16)
+    assert run(text_decoder(tok, config), logits) == expected
