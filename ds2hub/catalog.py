@@ -24,7 +24,7 @@ from types import ModuleType
 import yaml
 
 from ds2hub.errors import ConfigError
-from ds2hub.plugins import RECIPES, PluginProblem, source_of
+from ds2hub.plugins import RECIPES, PluginProblem, load_entry_point, source_of
 
 RECIPE_FOLDER = "recipes"
 BUILTIN_PACKAGE = "ds2hub"
@@ -142,11 +142,9 @@ def find_recipes() -> Catalog:
     seen = {BUILTIN_PACKAGE}
     for ep in entry_points(group=RECIPES):
         source = source_of(ep)
-        try:
-            package = ep.load()
-        except Exception as error:  # noqa: BLE001 - a broken plugin must not hide the others
-            message = " ".join(f"cannot be loaded ({type(error).__name__}: {error})".split())
-            catalog.problems.append(PluginProblem(RECIPES, ep.name, source, message))
+        package, problem = load_entry_point(RECIPES, ep)
+        if problem is not None:
+            catalog.problems.append(problem)
             continue
         if not isinstance(package, ModuleType):
             catalog.problems.append(

@@ -54,6 +54,16 @@ def source_of(ep: EntryPoint) -> str:
     return name or ep.value
 
 
+def load_entry_point(group: str, ep: EntryPoint) -> tuple[Any, PluginProblem | None]:
+    """`(object, None)`, or `(None, problem)` when the entry point fails to import: a broken
+    plugin is reported by name and must not hide the others."""
+    try:
+        return ep.load(), None
+    except Exception as error:  # noqa: BLE001 - a broken plugin must not hide the others
+        message = " ".join(f"{type(error).__name__}: {error}".split())
+        return None, PluginProblem(group, ep.name, source_of(ep), f"cannot be loaded ({message})")
+
+
 def load_group(
     group: str, builtin: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any], list[PluginProblem]]:
@@ -73,11 +83,9 @@ def load_group(
     problems: list[PluginProblem] = []
     for ep in entry_points(group=group):
         source = source_of(ep)
-        try:
-            obj = ep.load()
-        except Exception as error:  # noqa: BLE001 - a broken plugin must not hide the others
-            message = " ".join(f"{type(error).__name__}: {error}".split())
-            problems.append(PluginProblem(group, ep.name, source, f"cannot be loaded ({message})"))
+        obj, problem = load_entry_point(group, ep)
+        if problem is not None:
+            problems.append(problem)
             continue
         if ep.name in found:
             if found[ep.name] is not obj:
