@@ -179,3 +179,16 @@ def make_audiofolder(root: Path, mandarin: bool = False) -> Path:
             text = "".join(HANZI[w] for w in row["text"].split()) if mandarin else row["text"]
             writer.writerow([name, text, f"spk{i % 4}", row["duration"]])
     return root
+
+
+# A tiny forward-only model with a row convolution: what streaming and serving tests run.
+STREAMING_ARCH = dict(
+    conv_channels=[4, 4],
+    conv_kernel_freq=[21, 11],
+    conv_kernel_time=[11, 5],
+    conv_stride_time=[2, 1],
+    rnn_layers=2,
+    rnn_hidden=24,
+    bidirectional=False,
+    lookahead=5,
+)

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from standins import STREAMING_ARCH
 from starlette.testclient import TestClient, WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 
@@ -34,16 +35,6 @@ from ds2hub.tokenizers import CharTokenizer
 
 DIGITS = Path(__file__).resolve().parents[1] / "recipes" / "digits" / "test"
 RATE = 16_000
-STREAMING_ARCH = dict(
-    conv_channels=[4, 4],
-    conv_kernel_freq=[21, 11],
-    conv_kernel_time=[11, 5],
-    conv_stride_time=[2, 1],
-    rnn_layers=2,
-    rnn_hidden=24,
-    bidirectional=False,
-    lookahead=5,
-)
 
 
 def _random_batch_norm(model: torch.nn.Module) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from standins import STREAMING_ARCH
 
 from ds2hub.audio import load_audio
 from ds2hub.cli import run_cli
@@ -17,16 +18,6 @@ from ds2hub.streaming import finish_batch, step_batch
 from ds2hub.tokenizers import CharTokenizer
 
 RATE = 16_000
-ARCH = dict(
-    conv_channels=[4, 4],
-    conv_kernel_freq=[21, 11],
-    conv_kernel_time=[11, 5],
-    conv_stride_time=[2, 1],
-    rnn_layers=2,
-    rnn_hidden=24,
-    bidirectional=False,
-    lookahead=5,
-)
 
 
 def _randomise_batch_norm(module: torch.nn.Module, seed: int = 0) -> None:
@@ -49,7 +40,7 @@ def _audio(seconds: float, seed: int = 0) -> torch.Tensor:
 
 def make_recognizer(rnn_type: str = "gru", seed: int = 0, **arch) -> SpeechRecognizer:
     torch.manual_seed(seed)
-    rec = SpeechRecognizer({**ARCH, "rnn_type": rnn_type, **arch}, {"normalization": "global"},
+    rec = SpeechRecognizer({**STREAMING_ARCH, "rnn_type": rnn_type, **arch}, {"normalization": "global"},
                            CharTokenizer())  # fmt: skip
     rec.frontend.set_statistics(*frame_statistics([rec.frontend.unnormalized(_audio(1.0, 9))]))
     _randomise_batch_norm(rec, seed)
@@ -186,14 +177,14 @@ def test_bad_chunks_are_refused_clearly():
 
 
 def test_bidirectional_models_refuse_to_stream():
-    rec = SpeechRecognizer({**ARCH, "bidirectional": True, "lookahead": 0},
+    rec = SpeechRecognizer({**STREAMING_ARCH, "bidirectional": True, "lookahead": 0},
                            {"normalization": "global"}, CharTokenizer())  # fmt: skip
     with pytest.raises(StreamingError, match="bidirectional"):
         rec.stream()
 
 
 def test_utterance_normalised_models_refuse_to_stream():
-    rec = SpeechRecognizer(ARCH, {}, CharTokenizer())  # the default front end looks ahead
+    rec = SpeechRecognizer(STREAMING_ARCH, {}, CharTokenizer())  # the default front end looks ahead
     with pytest.raises(StreamingError, match="normalization: global"):
         rec.stream()
 
