@@ -17,8 +17,8 @@ from ds2hub.tokenizers import CharTokenizer
 
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (ds2hub[export])")
 
+from standins import STREAMING_ARCH as ARCH  # noqa: E402
 from test_streaming_recognition import (  # noqa: E402
-    ARCH,
     _audio,
     _randomise_batch_norm,
     make_recognizer,
