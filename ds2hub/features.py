@@ -35,12 +35,24 @@ class FeatureConfig:
     # Checkpoints and hub folders from before this field load as "utterance".
     normalization: str = "utterance"
     floor_db: float = -80.0  # global: log power floored at this level (dB re 1; below 16-bit noise)
+    # Keep only the bins up to this frequency (None: all, up to sample_rate / 2). For corpora
+    # recorded at 8 kHz (telephone, FSDD) 4000 drops the empty upper half: what is left there is
+    # resampling residue that differs between recordings, and wideband extra corpora (synthetic
+    # voices) would otherwise teach the model cues the 8 kHz speech never has.
+    max_frequency_hz: float | None = None
 
     def __post_init__(self) -> None:
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(
                 f"features.normalization must be one of {NORMALIZATIONS}, "
                 f"not {self.normalization!r}"
+            )
+        if self.max_frequency_hz is not None and not (
+            0 < self.max_frequency_hz <= self.sample_rate / 2
+        ):
+            raise ValueError(
+                f"features.max_frequency_hz must be in (0, {self.sample_rate / 2:g}], "
+                f"not {self.max_frequency_hz}"
             )
 
     @property
@@ -63,8 +75,11 @@ class FeatureConfig:
 
     @property
     def n_bins(self) -> int:
-        """Number of frequency bins (161 for 20 ms at 16 kHz)."""
-        return self.n_fft // 2 + 1
+        """Number of frequency bins (161 for 20 ms at 16 kHz; 81 up to 4 kHz)."""
+        bins = self.n_fft // 2 + 1
+        if self.max_frequency_hz is None:
+            return bins
+        return min(bins, int(self.max_frequency_hz * self.n_fft / self.sample_rate) + 1)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -151,7 +166,9 @@ class LogSpectrogram(nn.Module):
         self.count.fill_(int(count))
 
     def log_power(self, power: torch.Tensor) -> torch.Tensor:
-        """Power spectrum (..., F, T) -> floored natural log, before normalisation."""
+        """Power spectrum (..., F, T) -> floored natural log, before normalisation (only the
+        first `n_bins` bins: up to `max_frequency_hz`)."""
+        power = power[..., : self.config.n_bins, :]
         # A true log: log(1 + |X|^2) is nearly linear at the quiet levels of real recordings.
         spec = torch.log(power.clamp_min(1e-30))
         if self.config.causal:

@@ -95,6 +95,34 @@ def test_a_silent_band_stays_quiet():
     assert spec[100:].std() < 0.1 * spec[:70].std()
 
 
+def test_a_band_limited_front_end_keeps_the_bins_up_to_its_top_frequency():
+    """`max_frequency_hz: 4000` (8 kHz corpora): 81 bins, those of the full front end, so energy
+    above 4 kHz (a wideband synthetic voice's fricatives) no longer reaches the model."""
+    config = FeatureConfig(max_frequency_hz=4000)
+    assert config.n_bins == 81
+    t = torch.arange(SAMPLE_RATE) / SAMPLE_RATE
+    low, high = torch.sin(2 * math.pi * 1000 * t), 0.5 * torch.sin(2 * math.pi * 6000 * t)
+    full = LogSpectrogram().unnormalized(low + high)
+    limited = LogSpectrogram(config)
+    assert limited(low + high).shape == (81, full.shape[1])
+    # A 6 kHz tone makes no difference to what a band-limited front end computes (the edge
+    # frames, where the tones start and stop abruptly, splatter over every bin).
+    inner = slice(2, -2)
+    torch.testing.assert_close(
+        limited(low + high)[:, inner], limited(low)[:, inner], atol=0.05, rtol=0
+    )
+    assert not torch.allclose(
+        LogSpectrogram()(low + high)[:, inner], LogSpectrogram()(low)[:, inner], atol=0.05
+    )
+    torch.testing.assert_close(limited.unnormalized(low), LogSpectrogram().unnormalized(low)[:81])
+
+
+@pytest.mark.parametrize("top", [0.0, -1.0, 8001.0])
+def test_a_top_frequency_outside_the_spectrum_is_refused(top):
+    with pytest.raises(ValueError, match="max_frequency_hz"):
+        FeatureConfig(max_frequency_hz=top)
+
+
 # --- the causal front end (features.normalization: global) --------------------------------------
 def _global_frontend(audio: torch.Tensor) -> LogSpectrogram:
     from ds2hub.features import frame_statistics

@@ -6,6 +6,7 @@ import csv
 import io
 import math
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from standins import (
     make_librispeech,
 )
 
+from ds2hub.audio import SAMPLE_RATE
 from ds2hub.cli import run_cli
 from ds2hub.data import SpeechDataModule
 from ds2hub.data.augment import AugmentConfig, Augmenter
@@ -143,6 +145,41 @@ def test_budget_below_longest_utterance_is_a_clear_error():
 def test_speed_perturbation_changes_duration():
     aug = Augmenter(AugmentConfig(speed_prob=1.0, speed_factors=(1.25,)))
     assert aug.waveform(torch.randn(16000)).numel() == pytest.approx(16000 / 1.25, abs=2)
+
+
+def test_trimming_cuts_each_end_within_its_limits():
+    """`trim_prob`: up to 60 ms or 15 % off each end, never more, and a different cut each time."""
+    random.seed(0)
+    wave = torch.arange(16000, dtype=torch.float32)
+    aug = Augmenter(AugmentConfig(trim_prob=1.0, trim_max_ms=60.0, trim_max_ratio=0.15))
+    cuts = set()
+    for _ in range(50):
+        out = aug.waveform(wave)
+        start, end = int(out[0]), 16000 - 1 - int(out[-1])
+        assert 0 <= start <= 960 and 0 <= end <= 960  # 60 ms at 16 kHz
+        torch.testing.assert_close(out, wave[start : 16000 - end])  # a contiguous cut
+        cuts.add((start, end))
+    assert len(cuts) > 40
+    short = torch.arange(1600, dtype=torch.float32)  # 100 ms: 15 % = 240 samples < 60 ms
+    assert all(aug.waveform(short).numel() >= 1600 - 2 * 240 for _ in range(50))
+
+
+def dominant_hz(wave: torch.Tensor) -> float:
+    return float(torch.fft.rfft(wave).abs().argmax()) * SAMPLE_RATE / wave.numel()
+
+
+@pytest.mark.parametrize("rate", [0.8, 1.5])
+def test_tempo_perturbation_changes_the_rate_and_keeps_the_pitch(rate):
+    """Speed perturbation moves a 220 Hz voice to 220 * rate; tempo keeps it at 220 Hz."""
+    t = torch.arange(SAMPLE_RATE) / SAMPLE_RATE
+    tone = torch.sin(2 * torch.pi * 220.0 * t)
+    tempo = Augmenter(AugmentConfig(tempo_prob=1.0, tempo_range=(rate, rate))).waveform(tone)
+    speed = Augmenter(AugmentConfig(speed_prob=1.0, speed_factors=(rate,))).waveform(tone)
+    assert tempo.numel() == pytest.approx(SAMPLE_RATE / rate, abs=2)
+    middle = slice(tempo.numel() // 4, 3 * tempo.numel() // 4)
+    assert dominant_hz(tempo[middle]) == pytest.approx(220.0, abs=4)
+    assert dominant_hz(speed[middle]) == pytest.approx(220.0 * rate, abs=4)
+    assert torch.isfinite(tempo).all()
 
 
 @pytest.mark.parametrize("snr", [5.0, 20.0])
