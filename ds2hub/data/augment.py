@@ -42,7 +42,7 @@ class AugmentConfig:
     narrowband_prob: float = 0.0  # share of utterances band-limited to 4 kHz (as if 8 kHz audio)
     # Corpora of isolated words are cut by hand or by a silence detector, some speakers' far
     # tighter than others' (FSDD's nicolas: the first or last 20 ms are within 10 dB of the
-    # loudest frame in 42 % of his recordings, against 1-24 % for the others). Trimming a random
+    # loudest frame in 41 % of his recordings, against 1-23 % for the others). Trimming a random
     # amount off each end teaches the model words whose onset or coda was cut.
     trim_prob: float = 0.0  # share of utterances with a random amount cut off each end
     trim_max_ms: float = 60.0  # at most this much per end ...
