@@ -220,10 +220,13 @@ def test_a_fresh_environment_with_the_german_plugin_fine_tunes_the_english_model
         german_venv, "ds2hub", "fit", "--config", "german_digits_finetune",
         "--model.finetune.source", source, "--trainer.max_steps", "2",
         "--trainer.val_check_interval", "1.0", "--trainer.limit_val_batches", "1",
-        "--data.num_workers", "0", cwd=work,
+        "--trainer.log_every_n_steps", "1", "--data.num_workers", "0", cwd=work,
     )  # fmt: skip
     assert german.returncode == 0, german.stderr[-3000:]
     assert f"fine-tuning from {source}: conv and recurrent layers copied" in german.stderr
+    assert "wandb is not installed: this run logs to CSV only" in german.stderr
+    (metrics,) = (work / "runs" / "german_digits_finetune").rglob("metrics.csv")
+    assert {"train/loss", "val/wer"} <= set(metrics.read_text().splitlines()[0].split(","))
     (checkpoint,) = (work / "runs" / "german_digits_finetune").rglob("last.ckpt")
     push = run(
         german_venv, "ds2hub", "push", str(checkpoint), "--repo-id", "you/ds2-german-digits",
