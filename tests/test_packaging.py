@@ -1,12 +1,17 @@
 """The package as a user installs it: build the wheel, install it (core only, no extras) into a
-fresh virtual environment outside the checkout, and run recipes by name from another folder.
+fresh virtual environment outside the checkout, and run recipes by name from another folder; and,
+in a second such environment, the wheel plus the German plugin's wheel (`plugins/ds2hub-german`):
+its recipes are listed, and its fine-tuning recipe starts from an English model made there.
 
-Slow (a wheel build and an environment of torch & co.; hard links from uv's cache keep it to about
-a minute), so it is marked `slow`; `.ci/run` runs it after the default suite.
+Slow (wheel builds, environments of torch & co. — hard links from uv's cache keep each to seconds —
+and a few short trainings; about two minutes in all), so marked `slow`; `.ci/run` runs it after the
+default suite. The plugin's dependency outside uv.lock (num2words) comes from the package index.
 """
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import shutil
 import subprocess
@@ -19,6 +24,13 @@ from standins import make_audiofolder
 
 REPO = Path(__file__).resolve().parents[1]
 EXTRAS_ONLY = ("jieba", "pypinyin", "wandb")
+GERMAN_PLUGIN = REPO / "plugins" / "ds2hub-german"
+GERMAN_WORDS = dict(
+    zip(
+        "zero one two three four five six seven eight nine".split(),
+        "null eins zwei drei vier fünf sechs sieben acht neun".split(),
+    )
+)
 
 
 def uv(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
@@ -41,22 +53,39 @@ def wheel(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def venv(wheel, tmp_path_factory) -> Path:
-    """A fresh environment (outside the checkout) with the wheel and the locked versions of its
-    core dependencies; none of the extras."""
-    root = tmp_path_factory.mktemp("fresh")
+def fresh_venv(root: Path, *wheels: Path) -> Path:
+    """A new environment in `root` (outside the checkout) with the locked versions of ds2hub's core
+    dependencies and the `wheels`, installed one after the other as a user would; none of the
+    extras."""
     pins = uv("export", "--frozen", "--no-dev", "--no-hashes", "--no-emit-project")
     assert pins.returncode == 0, pins.stderr
     (root / "constraints.txt").write_text(pins.stdout)
     assert uv("venv", "-q", "--python", sys.executable, str(root / "venv")).returncode == 0
     python = root / "venv" / "bin" / "python"
     install = ["pip", "install", "--python", str(python), "-c", str(root / "constraints.txt")]
-    result = uv(*install, "--offline", str(wheel))  # everything is in uv's cache after `uv sync`
-    if result.returncode != 0:
-        result = uv(*install, str(wheel))
-    assert result.returncode == 0, result.stderr[-3000:]
+    for wheel in wheels:
+        result = uv(*install, "--offline", str(wheel))  # in uv's cache after `uv sync`
+        if result.returncode != 0:  # a dependency that is not (the plugin's num2words)
+            result = uv(*install, str(wheel))
+        assert result.returncode == 0, result.stderr[-3000:]
     return root / "venv"
+
+
+@pytest.fixture(scope="module")
+def venv(wheel, tmp_path_factory) -> Path:
+    """ds2hub's wheel alone, core only."""
+    return fresh_venv(tmp_path_factory.mktemp("fresh"), wheel)
+
+
+@pytest.fixture(scope="module")
+def german_venv(wheel, tmp_path_factory) -> Path:
+    """ds2hub's wheel, then the German plugin's wheel built from `plugins/ds2hub-german` (not an
+    editable install: what `pip install plugins/ds2hub-german` does)."""
+    out = tmp_path_factory.mktemp("plugin-dist")
+    result = uv("build", "--wheel", "--out-dir", str(out), str(GERMAN_PLUGIN))
+    assert result.returncode == 0, result.stderr[-3000:]
+    (plugin,) = out.glob("ds2hub_german-*.whl")
+    return fresh_venv(tmp_path_factory.mktemp("fresh-german"), wheel, plugin)
 
 
 def run(venv: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -129,6 +158,97 @@ def test_a_fresh_environment_runs_recipes_by_name_without_any_extra(venv, tmp_pa
         "ds2hub: error: pypinyin is not installed; it comes with the `mandarin` extra: "
         "pip install 'ds2hub[mandarin]'"
     )
+
+
+def german_standin(root: Path) -> Path:
+    """The corpus layout `python -m ds2hub_german.make_corpus` writes
+    (`{train,validation,test}/metadata.jsonl` + `.opus`), made from ds2hub's shipped digit audio
+    with the German words for the digits (no espeak-ng needed; the acoustics do not matter here)."""
+    for split, n in {"train": 8, "validation": 4, "test": 4}.items():
+        (root / split).mkdir(parents=True)
+        with open(REPO / "recipes" / "digits" / split / "metadata.csv", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))[:n]
+        with open(root / split / "metadata.jsonl", "w", encoding="utf-8") as f:
+            for row in rows:
+                shutil.copy(REPO / "recipes" / "digits" / split / row["file_name"], root / split)
+                text = " ".join(GERMAN_WORDS[w] for w in row["text"].split())
+                f.write(json.dumps({"file_name": row["file_name"], "text": text}) + "\n")
+    return root
+
+
+@pytest.mark.slow
+def test_a_fresh_environment_with_the_german_plugin_fine_tunes_the_english_model_by_name(
+    german_venv, tmp_path
+):
+    """The resolve condition of the recipe hub, as a user goes: install ds2hub and the plugin,
+    find the plugin's recipes, make the English digits model (`fit`, then `push` to a folder),
+    and fine-tune it on German by recipe name; the result's card names the English model."""
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    code = "import ds2hub_german; print(ds2hub_german.__file__)"
+    where = run(german_venv, "python", "-c", code, cwd=work)  # the wheel's copy, not the checkout's
+    assert where.returncode == 0 and where.stdout.startswith(str(german_venv)), where.stderr
+
+    listing = run(german_venv, "ds2hub", "recipes", "--strict", cwd=work)
+    assert listing.returncode == 0 and "warning" not in listing.stderr, listing.stderr
+    rows = {line.split()[0]: line.split(maxsplit=2) for line in listing.stdout.splitlines()[1:]}
+    for name in ("german_digits", "german_digits_finetune"):
+        recipe = GERMAN_PLUGIN / "ds2hub_german" / "recipes" / f"{name}.yaml"
+        first_line = recipe.read_text(encoding="utf-8").splitlines()[0]
+        assert name in rows, f"the plugin's recipe {name} is not listed:\n{listing.stdout}"
+        assert rows[name] == [name, "ds2hub_german", first_line.removeprefix("# ")]
+    assert "digits" in rows  # ds2hub's own recipes are still there
+
+    # The English model, as the plugin's README makes it (a few steps instead of 8 epochs).
+    english = run(
+        german_venv, "ds2hub", "fit", "--config", "digits", "--trainer.max_epochs", "1",
+        "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+        "--data.num_workers", "0", cwd=work,
+    )  # fmt: skip
+    assert english.returncode == 0, english.stderr[-3000:]
+    (checkpoint,) = (work / "runs" / "digits").rglob("last.ckpt")
+    push = run(
+        german_venv, "ds2hub", "push", str(checkpoint), "--repo-id", "you/ds2-digits",
+        "--dry-run", "--no-eval", "--output-dir", "english-digits", cwd=work,
+    )  # fmt: skip
+    assert push.returncode == 0, push.stderr[-3000:]
+
+    # German, by recipe name; its data.path (german-digits) is read from the working folder.
+    german_standin(work / "german-digits")
+    source = str(work / "english-digits")
+    german = run(
+        german_venv, "ds2hub", "fit", "--config", "german_digits_finetune",
+        "--model.finetune.source", source, "--trainer.max_steps", "2",
+        "--trainer.val_check_interval", "1.0", "--trainer.limit_val_batches", "1",
+        "--trainer.log_every_n_steps", "1", "--data.num_workers", "0", cwd=work,
+    )  # fmt: skip
+    assert german.returncode == 0, german.stderr[-3000:]
+    assert f"fine-tuning from {source}: conv and recurrent layers copied" in german.stderr
+    assert "wandb is not installed: this run logs to CSV only" in german.stderr
+    (metrics,) = (work / "runs" / "german_digits_finetune").rglob("metrics.csv")
+    assert {"train/loss", "val/wer"} <= set(metrics.read_text().splitlines()[0].split(","))
+    (checkpoint,) = (work / "runs" / "german_digits_finetune").rglob("last.ckpt")
+    push = run(
+        german_venv, "ds2hub", "push", str(checkpoint), "--repo-id", "you/ds2-german-digits",
+        "--language", "de", "--dry-run", "--no-eval", "--output-dir", "german-model", cwd=work,
+    )  # fmt: skip
+    assert push.returncode == 0, push.stderr[-3000:]
+    assert f"Fine-tuned from `{source}`" in (work / "german-model" / "README.md").read_text()
+
+    # The English conv and GRU weights really are the start: frozen for the recipe's first 50
+    # steps, they are still equal after 2; the output layer is German (33 characters, not 29).
+    compare = (
+        "import ds2hub, torch; "
+        "en, de = (dict(ds2hub.from_pretrained(p).model.named_parameters()) "
+        "for p in ('english-digits', 'german-model')); "
+        "body = [n for n in en if n.startswith(('conv.', 'rnns.'))]; "
+        "print(len(body), all(torch.equal(en[n], de[n]) for n in body), "
+        "len(en['output.bias']), len(de['output.bias']))"
+    )
+    same = run(german_venv, "python", "-c", compare, cwd=work)
+    assert same.returncode == 0, same.stderr[-3000:]
+    n_body, equal, n_english, n_german = same.stdout.split()
+    assert int(n_body) > 0 and equal == "True" and (n_english, n_german) == ("29", "33")
 
 
 def test_import_ds2hub_imports_no_extra():

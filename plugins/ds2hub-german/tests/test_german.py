@@ -94,6 +94,11 @@ def test_recipes_parse_and_describe_themselves():
         assert text.startswith("# ") and len(text.splitlines()[0]) > 20
         config = yaml.safe_load(text)
         assert config["data"]["tokenizer"]["class_path"] == "ds2hub_german.GermanTokenizer"
+        loggers = [logger["class_path"] for logger in config["trainer"]["logger"]]
+        assert loggers == [  # CSV always, W&B when installed: as ds2hub's recipes (CONTRIBUTING)
+            "lightning.pytorch.loggers.CSVLogger",
+            "ds2hub.loggers.wandb_if_installed",
+        ]
     scratch, finetune = (yaml.safe_load(p.read_text(encoding="utf-8")) for p in recipes)
     # The comparison in the README: the same recipe apart from the start and the run folder.
     assert finetune["model"].pop("finetune")["source"]
