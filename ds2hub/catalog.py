@@ -258,7 +258,10 @@ def main(argv: list[str]) -> None:
     for row in [header, *rows]:
         cells = [cell.ljust(width) for cell, width in zip(row, widths)] + [row[-1]]
         print("  ".join(cells).rstrip())
-    for problem in catalog.problems:
+    from ds2hub.plugins import registry_problems
+
+    problems = [*catalog.problems, *registry_problems()]
+    for problem in problems:
         print(f"ds2hub: warning: {problem}", file=sys.stderr)
-    if args.strict and catalog.problems:
-        raise ConfigError(f"{len(catalog.problems)} plugin problem(s), listed above")
+    if args.strict and problems:
+        raise ConfigError(f"{len(problems)} plugin problem(s), listed above")

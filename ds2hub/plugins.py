@@ -118,6 +118,23 @@ def builtin_normalizers() -> dict[str, Callable[[str], str]]:
     }
 
 
+def registry_problems() -> list[PluginProblem]:
+    """What fails in the tokenizer, normaliser and corpus-layout groups: an entry point that does
+    not load or a name registered twice (`ds2hub recipes --strict` reports these besides the
+    recipes' own, so a typo in a plugin's tokenizer entry point fails its contribution check,
+    not the first user who loads its model)."""
+    from ds2hub.data.corpora import BUILTIN_LAYOUTS
+    from ds2hub.data.corpora import ENTRY_POINT_GROUP as CORPORA
+    from ds2hub.tokenizers import BUILTIN
+    from ds2hub.tokenizers.registry import ENTRY_POINT_GROUP as TOKENIZERS
+
+    return [
+        *load_group(TOKENIZERS, {cls.kind: cls for cls in BUILTIN})[1],
+        *load_group(NORMALIZERS, builtin_normalizers())[1],
+        *load_group(CORPORA, BUILTIN_LAYOUTS)[1],
+    ]
+
+
 def available_normalizers() -> dict[str, Callable[[str], str]]:
     """Text normalisers by name: ds2hub's (`english`, `mandarin`, `reference`) and plugins'."""
     return load_group(NORMALIZERS, builtin_normalizers())[0]

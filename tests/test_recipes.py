@@ -156,6 +156,18 @@ def test_the_catalog_has_every_recipe_of_ds2hub_and_no_problems():
 
 
 @pytest.mark.parametrize("name", list(RECIPES))
+def test_recipe_logs_to_wandb_only_when_it_is_installed(name):
+    """W&B is an extra: a recipe names it through `wandb_if_installed`, never a W&B logger class,
+    which would stop a core-only install at start-up."""
+    loggers = (yaml.safe_load(RECIPES[name].path.read_text()).get("trainer") or {}).get("logger")
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        path = logger.get("class_path", "") if isinstance(logger, dict) else str(logger)
+        assert "wandb" not in path.lower() or path == "ds2hub.loggers.wandb_if_installed", (
+            f"recipe {name} logs with {path}: use ds2hub.loggers.wandb_if_installed"
+        )
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
 def test_recipe_runs(name, standins, tiny_digits, tmp_path, monkeypatch):
     recipe = RECIPES[name]
     monkeypatch.chdir(tmp_path)  # the recipe's runs/ folder lands here

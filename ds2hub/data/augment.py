@@ -1,4 +1,5 @@
-"""Training-time augmentation: additive noise, speed and tempo perturbation, SpecAugment.
+"""Training-time augmentation: additive noise, speed and tempo perturbation, end trimming,
+SpecAugment.
 
 Deep Speech 2 (section 5.2) adds noise to 40 % of utterances at random SNRs; speed perturbation
 (Ko et al., 2015) and SpecAugment (Park et al., 2019) are the later standard companions. Tempo
