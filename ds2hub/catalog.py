@@ -14,6 +14,7 @@ that does not parse are reported (`Catalog.problems`) while the others are liste
 from __future__ import annotations
 
 import importlib.resources
+import json
 import re
 from dataclasses import dataclass, field
 from importlib.abc import Traversable
@@ -174,25 +175,49 @@ _NAME = re.compile(r"^[\w.-]+(:[\w.-]+)?$")
 _CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 
 
-def data_path_override(recipe: Recipe) -> str | None:
-    """The absolute data path of a named recipe whose relative `data.path` lies in its package
-    (`recipes/digits` -> `<site-packages>/ds2hub/recipes/digits`), else None (hub ids, corpora
-    the user downloads, absolute paths)."""
-    config = yaml.safe_load(recipe.path.read_text(encoding="utf-8")) or {}
-    data = config.get("data") if isinstance(config, dict) else None
-    path = data.get("path") if isinstance(data, dict) else None
+def _shipped(recipe: Recipe, path: object) -> str | None:
+    """`path` made absolute if it is relative and lies in the recipe's package, else None."""
     if not isinstance(path, str) or Path(path).is_absolute() or path.startswith("~"):
         return None
     local = recipe.root / path
     return str(local) if local.exists() else None
 
 
+def _recipe_data(recipe: Recipe) -> dict:
+    config = yaml.safe_load(recipe.path.read_text(encoding="utf-8")) or {}
+    data = config.get("data") if isinstance(config, dict) else None
+    return data if isinstance(data, dict) else {}
+
+
+def data_path_override(recipe: Recipe) -> str | None:
+    """The absolute data path of a named recipe whose relative `data.path` lies in its package
+    (`recipes/digits` -> `<site-packages>/ds2hub/recipes/digits`), else None (hub ids, corpora
+    the user downloads, absolute paths)."""
+    return _shipped(recipe, _recipe_data(recipe).get("path"))
+
+
+def extra_train_override(recipe: Recipe) -> list[dict] | None:
+    """The recipe's `data.extra_train` with every relative path shipped in its package made
+    absolute (FSDD's synthetic voices, `recipes/digits`), or None when none needs it."""
+    extra = _recipe_data(recipe).get("extra_train")
+    if not isinstance(extra, list):
+        return None
+    fixed = [
+        {**e, "path": _shipped(recipe, e.get("path"))}
+        if isinstance(e, dict) and _shipped(recipe, e.get("path"))
+        else e
+        for e in extra
+    ]
+    return fixed if fixed != extra else None
+
+
 def resolve_recipe_names(argv: list[str]) -> list[str]:
     """`argv` with every `--config NAME` that is not a file replaced by the recipe's path.
 
-    A file of that name wins over a recipe. A named recipe whose relative `data.path` is shipped in
-    its package gets `--data.path <absolute path>` right after it, so it runs from any folder;
-    options given after it still override it.
+    A file of that name wins over a recipe. A named recipe whose relative `data.path` (or an
+    `extra_train` path) is shipped in its package gets `--data.path <absolute path>` (and
+    `--data.extra_train` with absolute paths) right after it, so it runs from any folder; options
+    given after it still override it.
 
     Raises:
         ConfigError: NAME is neither a file nor a recipe, or two packages ship it.
@@ -226,6 +251,9 @@ def resolve_recipe_names(argv: list[str]) -> list[str]:
         data_path = data_path_override(recipe)
         if data_path is not None:
             out += ["--data.path", data_path]
+        extra = extra_train_override(recipe)
+        if extra is not None:
+            out += ["--data.extra_train", json.dumps(extra)]
         i += 1 if joined else 2
     return out
 
