@@ -9,7 +9,9 @@ the rows of tokens both vocabularies share (the blank, space, apostrophe and `a`
 German characters) unless `copy_shared_tokens: false`. The recipe's `model.arch` and `data.features` must
 equal the model's: a network built differently cannot take its weights, and features computed
 differently (another sample rate, window or hop) would feed it input it never saw; either is
-refused with a `ConfigError` that names each setting that differs.
+refused with a `ConfigError` that names each setting that differs. The network's weights are what
+is copied: a front end with `normalization: global` estimates its statistics again on the recipe's
+training data, as any fit does, rather than keeping the source corpus's.
 
 Optionally the kept layers are frozen for the first `freeze_steps` optimizer steps, so the new
 output layer first learns to read the pretrained features before their weights move.

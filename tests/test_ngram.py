@@ -483,3 +483,15 @@ def test_repeated_lines_equal_counted_lines(tmp_path, capsys):
     )
     assert status == 2 and "not a positive integer" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_jieba_segmentation_without_the_mandarin_extra_names_the_extra(monkeypatch, tmp_path, capsys):
+    """`ds2hub lm build --segment jieba` on an install without `ds2hub[mandarin]`: one line that
+    names the extra, status 2, no traceback."""
+    monkeypatch.setitem(sys.modules, "jieba", None)  # as if not installed
+    text = tmp_path / "zh.txt"
+    text.write_text("我们是学生\n", encoding="utf-8")
+    argv = ["lm", "build", str(text), "--order", "2", "--unit", "word", "--segment", "jieba"]
+    assert main([*argv, "--out", str(tmp_path / "lm")]) == 2
+    err = capsys.readouterr().err
+    assert "ds2hub[mandarin]" in err and "Traceback" not in err

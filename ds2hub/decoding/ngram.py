@@ -131,8 +131,11 @@ def _chars_with_spaces(line: str) -> list[str | None]:
 
 
 def _jieba_segmenter() -> Callable[[str], list[str]]:
-    import jieba  # lazily: loading its dictionary takes a second
+    from ds2hub.extras import require
 
+    # Lazily (loading its dictionary takes a second), and with a one-line message naming the
+    # `mandarin` extra when jieba is missing.
+    jieba = require("jieba", "mandarin")
     jieba.setLogLevel(logging.WARNING)
     return jieba.lcut
 
