@@ -485,7 +485,9 @@ def test_repeated_lines_equal_counted_lines(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_jieba_segmentation_without_the_mandarin_extra_names_the_extra(monkeypatch, tmp_path, capsys):
+def test_jieba_segmentation_without_the_mandarin_extra_names_the_extra(
+    monkeypatch, tmp_path, capsys
+):
     """`ds2hub lm build --segment jieba` on an install without `ds2hub[mandarin]`: one line that
     names the extra, status 2, no traceback."""
     monkeypatch.setitem(sys.modules, "jieba", None)  # as if not installed
