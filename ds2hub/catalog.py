@@ -25,7 +25,7 @@ from types import ModuleType
 import yaml
 
 from ds2hub.errors import ConfigError
-from ds2hub.plugins import RECIPES, PluginProblem, load_entry_point, source_of
+from ds2hub.plugins import RECIPES, PluginProblem, load_entry_point, registry_problems, source_of
 
 RECIPE_FOLDER = "recipes"
 BUILTIN_PACKAGE = "ds2hub"
@@ -176,39 +176,35 @@ _CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 
 
 def _shipped(recipe: Recipe, path: object) -> str | None:
-    """`path` made absolute if it is relative and lies in the recipe's package, else None."""
+    """`path` made absolute if it is relative and lies in the recipe's package, else None (hub
+    ids, corpora the user downloads, absolute paths)."""
     if not isinstance(path, str) or Path(path).is_absolute() or path.startswith("~"):
         return None
     local = recipe.root / path
     return str(local) if local.exists() else None
 
 
-def _recipe_data(recipe: Recipe) -> dict:
+def shipped_data_options(recipe: Recipe) -> list[str]:
+    """Options that point a named recipe's relative data paths into its package, so it runs from
+    any folder: `--data.path` (`recipes/digits` -> `<site-packages>/ds2hub/recipes/digits`) and
+    `--data.extra_train` with each shipped corpus's path made absolute (FSDD's synthetic voices)."""
     config = yaml.safe_load(recipe.path.read_text(encoding="utf-8")) or {}
     data = config.get("data") if isinstance(config, dict) else None
-    return data if isinstance(data, dict) else {}
-
-
-def data_path_override(recipe: Recipe) -> str | None:
-    """The absolute data path of a named recipe whose relative `data.path` lies in its package
-    (`recipes/digits` -> `<site-packages>/ds2hub/recipes/digits`), else None (hub ids, corpora
-    the user downloads, absolute paths)."""
-    return _shipped(recipe, _recipe_data(recipe).get("path"))
-
-
-def extra_train_override(recipe: Recipe) -> list[dict] | None:
-    """The recipe's `data.extra_train` with every relative path shipped in its package made
-    absolute (FSDD's synthetic voices, `recipes/digits`), or None when none needs it."""
-    extra = _recipe_data(recipe).get("extra_train")
-    if not isinstance(extra, list):
-        return None
-    fixed = [
-        {**e, "path": _shipped(recipe, e.get("path"))}
-        if isinstance(e, dict) and _shipped(recipe, e.get("path"))
-        else e
-        for e in extra
-    ]
-    return fixed if fixed != extra else None
+    if not isinstance(data, dict):
+        return []
+    options = []
+    path = _shipped(recipe, data.get("path"))
+    if path is not None:
+        options += ["--data.path", path]
+    extra = data.get("extra_train")
+    if isinstance(extra, list):
+        fixed = []
+        for corpus in extra:
+            local = _shipped(recipe, corpus.get("path")) if isinstance(corpus, dict) else None
+            fixed.append(corpus if local is None else {**corpus, "path": local})
+        if fixed != extra:
+            options += ["--data.extra_train", json.dumps(fixed)]
+    return options
 
 
 def resolve_recipe_names(argv: list[str]) -> list[str]:
@@ -248,12 +244,7 @@ def resolve_recipe_names(argv: list[str]) -> list[str]:
                 f"no config file or recipe named {value!r} (`ds2hub recipes` lists the recipes)"
             )
         out += [f"--config={recipe.path}"] if joined else [arg, str(recipe.path)]
-        data_path = data_path_override(recipe)
-        if data_path is not None:
-            out += ["--data.path", data_path]
-        extra = extra_train_override(recipe)
-        if extra is not None:
-            out += ["--data.extra_train", json.dumps(extra)]
+        out += shipped_data_options(recipe)
         i += 1 if joined else 2
     return out
 
@@ -286,8 +277,6 @@ def main(argv: list[str]) -> None:
     for row in [header, *rows]:
         cells = [cell.ljust(width) for cell, width in zip(row, widths)] + [row[-1]]
         print("  ".join(cells).rstrip())
-    from ds2hub.plugins import registry_problems
-
     problems = [*catalog.problems, *registry_problems()]
     for problem in problems:
         print(f"ds2hub: warning: {problem}", file=sys.stderr)

@@ -124,12 +124,10 @@ def registry_problems() -> list[PluginProblem]:
     recipes' own, so a typo in a plugin's tokenizer entry point fails its contribution check,
     not the first user who loads its model)."""
     from ds2hub.data.corpora import BUILTIN_LAYOUTS
-    from ds2hub.data.corpora import ENTRY_POINT_GROUP as CORPORA
-    from ds2hub.tokenizers import BUILTIN
-    from ds2hub.tokenizers.registry import ENTRY_POINT_GROUP as TOKENIZERS
+    from ds2hub.tokenizers.registry import builtin_tokenizers
 
     return [
-        *load_group(TOKENIZERS, {cls.kind: cls for cls in BUILTIN})[1],
+        *load_group(TOKENIZERS, builtin_tokenizers())[1],
         *load_group(NORMALIZERS, builtin_normalizers())[1],
         *load_group(CORPORA, BUILTIN_LAYOUTS)[1],
     ]

@@ -22,7 +22,9 @@ from pathlib import Path
 
 import datasets
 
-ENTRY_POINT_GROUP = "ds2hub.corpora"
+from ds2hub.plugins import CORPORA
+
+ENTRY_POINT_GROUP = CORPORA  # the entry-point group plugins register in
 Loader = Callable[[Path, str], datasets.Dataset]
 
 

@@ -20,22 +20,29 @@ import json
 from pathlib import Path, PurePath
 from typing import Any
 
+from ds2hub.plugins import TOKENIZERS
 from ds2hub.tokenizers.base import CONFIG_NAME, LEGACY_CONFIG_NAME, Tokenizer
 
-ENTRY_POINT_GROUP = "ds2hub.tokenizers"
+ENTRY_POINT_GROUP = TOKENIZERS  # the entry-point group plugins register in
 
 
 class TokenizerFileError(ValueError):
     """A saved tokenizer names a file it may not read (outside its folder) or that is missing."""
 
 
+def builtin_tokenizers() -> dict[str, type[Tokenizer]]:
+    """ds2hub's own tokenizer classes by kind."""
+    from ds2hub.tokenizers import BUILTIN
+
+    return {cls.kind: cls for cls in BUILTIN}
+
+
 def available_tokenizers() -> dict[str, type[Tokenizer]]:
     """All registered tokenizer classes by kind (the built-in ones and those of plugins)."""
     from ds2hub.plugins import load_group
-    from ds2hub.tokenizers import BUILTIN
 
     # A plugin that fails to import or reuses a kind is logged by name; the others still load.
-    return load_group(ENTRY_POINT_GROUP, {cls.kind: cls for cls in BUILTIN})[0]
+    return load_group(ENTRY_POINT_GROUP, builtin_tokenizers())[0]
 
 
 def tokenizer_from_config(config: dict[str, Any]) -> Tokenizer:
