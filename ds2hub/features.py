@@ -15,7 +15,7 @@ from torchaudio.transforms import Spectrogram
 from ds2hub.audio import SAMPLE_RATE
 
 _DB_TO_LOG = math.log(10) / 10  # natural-log units per decibel of power
-NORMALIZATIONS = ("utterance", "global")
+NORMALIZATIONS = ("utterance", "gain", "global")
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,10 @@ class FeatureConfig:
     dynamic_range_db: float = 60.0  # utterance: log power floored this far below the peak
     # "utterance": each utterance normalised with its own statistics and floored against its own
     # peak, so frame t depends on the whole utterance (fine for bidirectional models).
+    # "gain": like "utterance", but one mean for all bins instead of each bin's own
+    # (deepspeech.pytorch's normalisation): the recording level goes, the spectral shape stays.
+    # Per-bin mean removal also takes away a short word's average spectrum, which in an isolated
+    # word is mostly its vowel's formants.
     # "global": causal — an absolute floor and fixed per-bin statistics estimated on training
     # data and stored with the model (`LogSpectrogram.mean`/`std`); frame t depends on the audio
     # up to t + 10 ms only, so chunked (streaming) recognition reproduces it exactly.
@@ -96,6 +100,18 @@ def normalize_utterance(spec: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """
     centred = spec - spec.mean(dim=-1, keepdim=True)
     return centred / (centred.std() + eps) if centred.numel() > 1 else centred
+
+
+def normalize_gain(spec: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Per-utterance gain normalisation: the utterance's mean log power is removed and it is
+    scaled to unit variance, one number each for all bins (`normalization: gain`).
+
+    Args:
+        spec: (F, T) log features of one utterance (no padding).
+    """
+    if spec.numel() < 2:
+        return spec - spec.mean()
+    return (spec - spec.mean()) / (spec.std() + eps)
 
 
 def frame_statistics(spectra: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -188,6 +204,8 @@ class LogSpectrogram(nn.Module):
             if not self.has_statistics:
                 return spec
             return (spec - self.mean[:, None]) / self.std[:, None]
+        if self.config.normalization == "gain":
+            return normalize_gain(spec)
         return normalize_utterance(spec)
 
     def unnormalized(self, waveform: torch.Tensor) -> torch.Tensor:

@@ -42,7 +42,8 @@ def check_stream_ready(recognizer: SpeechRecognizer) -> None:
     if not features.causal:
         raise StreamingError(
             "this model's front end normalises each utterance with statistics of the whole "
-            "utterance (features.normalization: utterance), so a frame's features depend on audio "
+            f"utterance (features.normalization: {features.normalization}), so a frame's features "
+            "depend on audio "
             "that has not arrived yet; streaming needs a model trained with "
             "features.normalization: global"
         )

@@ -190,8 +190,9 @@ class DeepSpeech2Task(L.LightningModule):
         self.frontend = LogSpectrogram(features) if features.global_stats else None
         if not arch.bidirectional and not features.causal:
             log.warning(
-                "a forward-only model with features.normalization: utterance cannot stream (its "
-                "features depend on the whole utterance); set data.features.normalization: global"
+                "a forward-only model with features.normalization: %s cannot stream (its "
+                "features depend on the whole utterance); set data.features.normalization: global",
+                features.normalization,
             )
 
     # --- checkpoints ----------------------------------------------------------------------------

@@ -84,6 +84,30 @@ def test_features_ignore_the_recording_gain():
     assert torch.allclose(loud, quiet, atol=1e-3)
 
 
+@pytest.mark.parametrize("normalization", ["utterance", "gain"])
+def test_both_per_utterance_normalisations_ignore_the_recording_gain(normalization):
+    t = torch.arange(16000) / 16000
+    vowel = sum(torch.sin(2 * math.pi * f * t) / k for k, f in enumerate([220, 440, 660], 1))
+    frontend = LogSpectrogram(FeatureConfig(normalization=normalization))
+    loud, quiet = frontend(0.5 * vowel), frontend(0.005 * vowel)  # 40 dB apart
+    assert torch.allclose(loud, quiet, atol=1e-3)
+    assert float(loud.mean()) == pytest.approx(0.0, abs=1e-4)
+    assert float(loud.std()) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_gain_normalisation_keeps_the_spectral_shape_that_per_bin_normalisation_removes():
+    """A steady tone: its bin stays far above the rest with `gain`; `utterance` takes each bin's
+    own mean away, so on average over time every bin of a steady sound is at zero."""
+    t = torch.arange(16000) / 16000
+    noise = 0.001 * torch.randn(16000, generator=torch.Generator().manual_seed(0))
+    tone = torch.sin(2 * math.pi * 500 * t) + noise
+    harmonic = 500 // 50  # the 500 Hz bin (50 Hz per bin)
+    gain = LogSpectrogram(FeatureConfig(normalization="gain"))(tone)
+    per_bin = LogSpectrogram(FeatureConfig(normalization="utterance"))(tone)
+    assert float(gain[harmonic].mean() - gain[harmonic + 20].mean()) > 2.0
+    assert float(per_bin.mean(dim=1).abs().max()) < 1e-4
+
+
 def test_a_silent_band_stays_quiet():
     """8 kHz recordings upsampled to 16 kHz have nothing above 4 kHz: those bins must not be
     blown up to the same variance as speech."""

@@ -26,7 +26,7 @@ from standins import (
 from ds2hub.audio import SAMPLE_RATE
 from ds2hub.cli import run_cli
 from ds2hub.data import SpeechDataModule
-from ds2hub.data.augment import AugmentConfig, Augmenter
+from ds2hub.data.augment import AugmentConfig, Augmenter, warp_frequency
 from ds2hub.data.sampler import DurationBatchSampler
 from ds2hub.tokenizers import CharTokenizer, MandarinTokenizer
 
@@ -208,6 +208,51 @@ def test_narrowband_removes_everything_above_4khz():
     assert out.shape == (16000,)
     assert spectrum[1000] == pytest.approx(8000, rel=0.05)  # the 1 kHz tone passes
     assert spectrum[6000] < 0.01 * spectrum[1000]  # the 6 kHz tone is gone
+
+
+@pytest.mark.parametrize("alpha", [0.9, 1.1])
+def test_vtlp_moves_a_formant_by_the_warp_factor_and_keeps_the_top_bin(alpha):
+    """VTLP: energy at bin 40 of 81 moves to bin 40 * alpha; the frames and the top bin stay."""
+    spec = torch.zeros(81, 30)
+    spec[40] = 1.0
+    spec[80] = 2.0
+    out = Augmenter(AugmentConfig(vtlp_prob=1.0, vtlp_range=(alpha, alpha))).spectrogram(spec)
+    assert out.shape == spec.shape
+    centre = float((out[:70].sum(1) * torch.arange(70)).sum() / out[:70].sum())
+    assert centre == pytest.approx(40 * alpha, abs=0.05)
+    assert float(out[80, 0]) == pytest.approx(2.0)
+    torch.testing.assert_close(out[:, 0], out[:, -1])  # the same warp for every frame
+
+
+@pytest.mark.parametrize("alpha", [0.8, 0.9, 1.1, 1.25])
+def test_vtlp_maps_the_whole_band_monotonically_onto_itself(alpha):
+    """A ramp (bin f holds f): below the knee, output bin k comes from k / alpha; above it, the
+    second segment rises to the top bin without folding back."""
+    spec = torch.arange(81, dtype=torch.float32)[:, None].repeat(1, 3)
+    out = warp_frequency(spec, alpha)[:, 0]
+    assert (out[1:] - out[:-1] > 0).all()
+    assert float(out[0]) == 0.0 and float(out[80]) == pytest.approx(80.0)
+    knee = int(0.85 * 80 * min(alpha, 1.0))  # output bins below it lie on the first segment
+    below = torch.arange(knee, dtype=torch.float32)
+    torch.testing.assert_close(out[:knee], (below / alpha).clamp(max=80))
+
+
+@pytest.mark.parametrize(
+    "bad", [{"vtlp_range": (0.0, 1.1)}, {"tempo_range": (1.2, 0.9)}, {"trim_prob": 1.5}]
+)
+def test_bad_augmentation_settings_are_refused_when_read(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        AugmentConfig(**bad)
+
+
+def test_vtlp_draws_a_factor_per_utterance():
+    random.seed(0)
+    spec = torch.zeros(81, 5)
+    spec[40] = 1.0
+    aug = Augmenter(AugmentConfig(vtlp_prob=1.0, vtlp_range=(0.9, 1.1)))
+    peaks = {int(aug.spectrogram(spec)[:, 0].argmax()) for _ in range(30)}
+    assert len(peaks) >= 4 and min(peaks) >= 36 and max(peaks) <= 44
+    assert AugmentConfig(vtlp_prob=0.5).enabled
 
 
 def test_specaugment_masks_bands_and_frames():

@@ -87,6 +87,25 @@ def test_save_and_from_pretrained_give_identical_logits(tokenizer, tmp_path):
     assert loaded.transcribe(wave, sample_rate=16000) == model.transcribe(wave, sample_rate=16000)
 
 
+def test_a_gain_normalised_model_keeps_its_front_end_through_a_hub_folder(tmp_path):
+    """`features.normalization: gain` (fsdd_digits) is saved with the weights: the loaded model
+    computes the same features, so the same logits, not per-bin normalised ones."""
+    torch.manual_seed(0)
+    arch = ds2hub.DeepSpeech2Config(conv_channels=(4, 4), rnn_layers=1, rnn_hidden=16).to_dict()
+    model = SpeechRecognizer(
+        arch=arch, features={"normalization": "gain"}, tokenizer=CharTokenizer()
+    )
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["features"]["normalization"] == "gain"
+    loaded = ds2hub.from_pretrained(tmp_path)
+    assert loaded.features.normalization == "gain"
+    t = torch.arange(16000) / 16000
+    wave = 0.3 * torch.sin(2 * torch.pi * 440 * t) * torch.sin(2 * torch.pi * 2 * t)
+    features = loaded.frontend(wave)
+    torch.testing.assert_close(features, model.frontend(wave))
+    assert float(features.mean(dim=1).abs().max()) > 0.1  # not each bin's mean removed
+
+
 def test_checkpoint_to_hub_folder_round_trip(trained_ckpt, tmp_path, tiny_digits):
     from_ckpt = ds2hub.from_pretrained(trained_ckpt)
     from_ckpt.save_pretrained(tmp_path)

@@ -104,6 +104,9 @@ def test_the_wheel_ships_recipes_their_data_the_card_template_and_the_licences(w
     assert "ds2hub/recipes/digits/train/metadata.csv" in names
     shipped = {n for n in names if n.startswith("ds2hub/recipes/digits/") and n.endswith(".opus")}
     assert len(shipped) == len(list((REPO / "recipes" / "digits").glob("*/*.opus")))
+    tts = {n for n in names if n.startswith("ds2hub/recipes/tts_digits/") and n.endswith(".opus")}
+    assert len(tts) == len(list((REPO / "recipes" / "tts_digits").glob("*/*.opus")))
+    assert "ds2hub/recipes/tts_digits/train/metadata.csv" in names
     assert "ds2hub/model_cards/ds2hub.md" in names
     licences = {Path(n).name for n in names if ".dist-info/licenses/" in n}
     assert {"LICENSE", "NOTICE"} <= licences

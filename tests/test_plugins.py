@@ -220,13 +220,15 @@ def test_a_named_recipe_resolves_to_its_file_and_its_shipped_data(installed, tmp
 
 
 def test_a_named_recipe_finds_its_shipped_extra_corpora_from_any_folder(tmp_path, monkeypatch):
-    """fsdd_digits trains on the shipped synthetic voices too (`extra_train: recipes/digits`),
-    a path relative to the package: outside the checkout it must still point there."""
+    """fsdd_digits trains on the shipped synthetic voices too (`extra_train: recipes/digits`,
+    `recipes/tts_digits`), paths relative to the package: outside the checkout they must still
+    point there."""
     monkeypatch.chdir(tmp_path)
     args = resolve_recipe_names(["fit", "--config", "fsdd_digits", "--data.path", "fsdd"])
     extra = json.loads(args[args.index("--data.extra_train") + 1])
-    assert [e["path"] for e in extra] == [str(REPO / "recipes" / "digits")]
-    assert extra[0]["split"] == "train[:800]" and extra[0]["text_column"] == "text"
+    shipped = [str(REPO / "recipes" / "digits"), str(REPO / "recipes" / "tts_digits")]
+    assert [e["path"] for e in extra] == shipped
+    assert extra[0]["split"] == "train[:400]" and extra[0]["text_column"] == "text"
     assert args[-2:] == ["--data.path", "fsdd"]  # the user's options still come last and win
     # A recipe without extra corpora gets no such option.
     assert "--data.extra_train" not in resolve_recipe_names(["fit", "--config", "digits"])

@@ -1,11 +1,13 @@
 """Training-time augmentation: additive noise, speed and tempo perturbation, end trimming,
-SpecAugment.
+vocal tract length perturbation, SpecAugment.
 
 Deep Speech 2 (section 5.2) adds noise to 40 % of utterances at random SNRs; speed perturbation
-(Ko et al., 2015) and SpecAugment (Park et al., 2019) are the later standard companions. Tempo
-perturbation changes the speaking rate alone (a phase vocoder keeps the pitch and the formants),
-so speakers who talk faster or slower than the training speakers are covered without also turning
-every fast utterance into a child's voice, as speed perturbation does. Each is off by default and
+(Ko et al., 2015) and SpecAugment (Park et al., 2019) are the later standard companions. Vocal
+tract length perturbation (VTLP, Jaitly & Hinton, 2013) stretches the spectrum alone, as if
+another speaker said the same words at the same speed. Tempo perturbation changes the speaking
+rate alone (a phase vocoder keeps the pitch and the formants), so speakers who talk faster or
+slower than the training speakers are covered without also turning every fast utterance into a
+child's voice, as speed perturbation does. Each is off by default and
 switched on from the recipe (`data.augment`).
 """
 
@@ -48,6 +50,30 @@ class AugmentConfig:
     trim_prob: float = 0.0  # share of utterances with a random amount cut off each end
     trim_max_ms: float = 60.0  # at most this much per end ...
     trim_max_ratio: float = 0.15  # ... and at most this share of the utterance per end
+    # Vocal tract length perturbation (Jaitly & Hinton, 2013): the frequency axis is warped by a
+    # factor drawn per utterance, as if a shorter (> 1) or longer (< 1) vocal tract said the same
+    # words: formants and harmonics move up or down, the timing does not.
+    vtlp_prob: float = 0.0  # share of utterances warped
+    vtlp_range: tuple[float, float] = (0.9, 1.1)  # warp factor drawn uniformly (>1: higher)
+
+    def __post_init__(self) -> None:
+        # Refused here, when the recipe is read, not in a loader worker halfway through training.
+        for name in (
+            "noise_prob",
+            "speed_prob",
+            "tempo_prob",
+            "narrowband_prob",
+            "trim_prob",
+            "vtlp_prob",
+        ):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"augment.{name} must be in [0, 1], not {getattr(self, name)}")
+        for name in ("tempo_range", "vtlp_range"):
+            low, high = getattr(self, name)
+            if not 0.0 < low <= high:
+                raise ValueError(f"augment.{name} must be [low, high] with 0 < low <= high")
+        if any(f <= 0 for f in self.speed_factors):
+            raise ValueError("augment.speed_factors must all be positive")
 
     @property
     def enabled(self) -> bool:
@@ -59,6 +85,7 @@ class AugmentConfig:
             or self.time_masks
             or self.narrowband_prob
             or self.trim_prob
+            or self.vtlp_prob
         )
 
 
@@ -99,6 +126,33 @@ def change_tempo(wave: torch.Tensor, rate: float) -> torch.Tensor:
     stretched = AF.phase_vocoder(spec, rate, advance)
     length = int(round(wave.numel() / rate))
     return torch.istft(stretched, _TEMPO_N_FFT, _TEMPO_HOP, window=window, length=length)
+
+
+def warp_frequency(spec: torch.Tensor, alpha: float, boundary: float = 0.85) -> torch.Tensor:
+    """(F, T) -> (F, T): VTLP's piecewise-linear warp of the frequency axis by `alpha`.
+
+    Content at bin f moves to f * alpha up to a boundary bin (`boundary` of the band, lowered for
+    alpha > 1 so nothing is pushed off the top); above it a second straight segment maps the rest
+    of the band onto what is left, so the top bin stays the top bin. Written here because
+    torchaudio has no VTLP; each output bin linearly interpolates its two source bins.
+    """
+    if alpha <= 0:
+        raise ValueError(f"VTLP warp factor must be positive, not {alpha}")
+    n = spec.shape[0]
+    top = float(n - 1)
+    if alpha == 1.0 or n < 2:
+        return spec
+    knee = boundary * top * min(alpha, 1.0) / alpha  # source bin where the first segment ends
+    out_bins = torch.arange(n, dtype=torch.float32)
+    # Invert the warp: the source position that lands on each output bin.
+    src = torch.where(
+        out_bins <= knee * alpha,
+        out_bins / alpha,
+        knee + (out_bins - knee * alpha) * (top - knee) / (top - knee * alpha),
+    ).clamp(0, top)
+    low = src.floor().long().clamp(max=n - 2)
+    frac = (src - low).unsqueeze(1).to(spec.dtype)
+    return spec[low] * (1 - frac) + spec[low + 1] * frac
 
 
 class Augmenter:
@@ -149,9 +203,13 @@ class Augmenter:
         return wave
 
     def spectrogram(self, spec: torch.Tensor) -> torch.Tensor:
-        """(F, T) normalised features -> masked features (masks are set to the mean, zero)."""
-        for _ in range(self.config.freq_masks):
+        """(F, T) normalised features -> warped (VTLP) and masked features (masks are set to the
+        mean, zero)."""
+        c = self.config
+        if c.vtlp_prob and random.random() < c.vtlp_prob:
+            spec = warp_frequency(spec, random.uniform(*c.vtlp_range))
+        for _ in range(c.freq_masks):
             spec = self.freq_mask(spec)
-        for _ in range(self.config.time_masks):
+        for _ in range(c.time_masks):
             spec = self.time_mask(spec)
         return spec
