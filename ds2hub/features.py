@@ -89,7 +89,9 @@ class FeatureConfig:
         return asdict(self)
 
 
-def normalize_utterance(spec: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+def normalize_utterance(
+    spec: torch.Tensor, eps: float = 1e-5, per_bin: bool = True
+) -> torch.Tensor:
     """Per-utterance normalisation: each frequency bin's mean is removed (cepstral mean
     normalisation: a fixed channel or gain is a constant offset in log power), then the whole
     utterance is scaled to unit variance. One scale for all bins, not one per bin: a band that is
@@ -97,21 +99,11 @@ def normalize_utterance(spec: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
 
     Args:
         spec: (F, T) log features of one utterance (no padding).
+        per_bin: False removes one mean for all bins instead (`normalization: gain`): the level
+            goes, the spectral shape stays.
     """
-    centred = spec - spec.mean(dim=-1, keepdim=True)
+    centred = spec - (spec.mean(dim=-1, keepdim=True) if per_bin else spec.mean())
     return centred / (centred.std() + eps) if centred.numel() > 1 else centred
-
-
-def normalize_gain(spec: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Per-utterance gain normalisation: the utterance's mean log power is removed and it is
-    scaled to unit variance, one number each for all bins (`normalization: gain`).
-
-    Args:
-        spec: (F, T) log features of one utterance (no padding).
-    """
-    if spec.numel() < 2:
-        return spec - spec.mean()
-    return (spec - spec.mean()) / (spec.std() + eps)
 
 
 def frame_statistics(spectra: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -204,9 +196,7 @@ class LogSpectrogram(nn.Module):
             if not self.has_statistics:
                 return spec
             return (spec - self.mean[:, None]) / self.std[:, None]
-        if self.config.normalization == "gain":
-            return normalize_gain(spec)
-        return normalize_utterance(spec)
+        return normalize_utterance(spec, per_bin=self.config.normalization == "utterance")
 
     def unnormalized(self, waveform: torch.Tensor) -> torch.Tensor:
         """(T,) -> floored log power (F, frames), the input of `frame_statistics`."""

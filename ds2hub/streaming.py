@@ -43,8 +43,7 @@ def check_stream_ready(recognizer: SpeechRecognizer) -> None:
         raise StreamingError(
             "this model's front end normalises each utterance with statistics of the whole "
             f"utterance (features.normalization: {features.normalization}), so a frame's features "
-            "depend on audio "
-            "that has not arrived yet; streaming needs a model trained with "
+            "depend on audio that has not arrived yet; streaming needs a model trained with "
             "features.normalization: global"
         )
     if not recognizer.frontend.has_statistics:
