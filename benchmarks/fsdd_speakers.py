@@ -5,7 +5,8 @@ Per speaker: mean word duration; how often the recording is cut tight (the first
 within 10 dB of the loudest 10 ms frame); the share of power above 4 kHz (FSDD is 8 kHz audio,
 the shipped synthetic voices are wideband). With `--ckpt`, the held-out speaker's errors by
 duration and the commonest confusions; with `--test-time`, the same checkpoint on that speaker's
-audio slowed down (tempo 0.7) and padded with quiet noise.
+audio slowed down (tempo 0.7), padded with quiet noise, and equalised (a peaking band of +-8 dB
+at 2 kHz, Q 2: another microphone's colouring).
 
     uv run python benchmarks/fsdd_speakers.py [--data ../shared/data/fsdd_digits]
     uv run python benchmarks/fsdd_speakers.py --ckpt runs/fsdd_digits/fsdd_digits/version_0/checkpoints/best-wer.ckpt --test-time
@@ -21,7 +22,7 @@ from pathlib import Path
 import torch
 
 from ds2hub.audio import SAMPLE_RATE, load_audio
-from ds2hub.data.augment import change_tempo
+from ds2hub.data.augment import change_tempo, equalize
 
 FRAME = SAMPLE_RATE // 100  # 10 ms
 
@@ -82,7 +83,9 @@ def main() -> None:
     parser.add_argument("--data", default="../shared/data/fsdd_digits")
     parser.add_argument("--speaker", default="nicolas", help="the held-out speaker")
     parser.add_argument("--ckpt", help="a checkpoint to score on the held-out speaker")
-    parser.add_argument("--test-time", action="store_true", help="also slowed and padded audio")
+    parser.add_argument(
+        "--test-time", action="store_true", help="also slowed, padded and equalised audio"
+    )
     args = parser.parse_args()
     root = Path(args.data)
     with open(root / "metadata.csv", encoding="utf-8") as f:
@@ -107,6 +110,9 @@ def main() -> None:
 
         errors(recognizer, rows, [change_tempo(w, 0.7) for w in waves], "slowed down (tempo 0.7)")
         errors(recognizer, rows, [pad(w) for w in waves], "padded with 0.25 s of quiet noise")
+        for gain in (-8.0, 8.0):
+            coloured = [equalize(w, [(2000.0, gain, 2.0)]) for w in waves]
+            errors(recognizer, rows, coloured, f"equalised ({gain:+g} dB at 2 kHz)")
 
 
 if __name__ == "__main__":

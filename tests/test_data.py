@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import torchaudio.functional as AF
 from standins import (
     make_aishell,
     make_audiofolder,
@@ -26,7 +27,14 @@ from standins import (
 from ds2hub.audio import SAMPLE_RATE
 from ds2hub.cli import run_cli
 from ds2hub.data import SpeechDataModule
-from ds2hub.data.augment import AugmentConfig, Augmenter, warp_frequency
+from ds2hub.data.augment import (
+    AugmentConfig,
+    Augmenter,
+    equalize,
+    peaking_filter,
+    random_bands,
+    warp_frequency,
+)
 from ds2hub.data.sampler import DurationBatchSampler
 from ds2hub.tokenizers import CharTokenizer, MandarinTokenizer
 
@@ -237,8 +245,75 @@ def test_vtlp_maps_the_whole_band_monotonically_onto_itself(alpha):
     torch.testing.assert_close(out[:knee], (below / alpha).clamp(max=80))
 
 
+@pytest.mark.parametrize("gain_db", [-9.0, 9.0])
+def test_equalizer_colours_one_band_and_leaves_the_rest(gain_db):
+    """A peaking band at 1 kHz raises (or cuts) a 1 kHz tone by its gain and leaves a 3.5 kHz
+    tone as it was (up to the peak rescaling), and the result is never louder than the input."""
+    t = torch.arange(SAMPLE_RATE) / SAMPLE_RATE
+    band, away = torch.sin(2 * math.pi * 1000 * t), torch.sin(2 * math.pi * 3500 * t)
+    wave = 0.45 * (band + away)  # peak 0.9
+    out = equalize(wave, [(1000.0, gain_db, 2.0)])
+    spectrum = torch.fft.rfft(out[4000:12000]).abs()  # 2 Hz bins, past the filter's start
+    relative_db = 20 * math.log10(spectrum[500] / spectrum[1750])
+    assert relative_db == pytest.approx(gain_db, abs=0.5)
+    assert out.shape == wave.shape and torch.isfinite(out).all()
+    assert float(out.abs().max()) <= float(wave.abs().max()) + 1e-6
+
+
+@pytest.mark.parametrize("gain_db", [-9.0, 9.0])
+def test_peaking_filter_has_its_gain_at_the_centre_and_half_of_it_at_the_band_edges(gain_db):
+    """RBJ peaking filter, Q 2 at 1 kHz: the full gain at 1 kHz, half of it (in dB) at the band
+    edges f0 * (sqrt(1 + 1 / (4 Q^2)) +- 1 / (2 Q)), nothing far away."""
+    impulse = torch.zeros(SAMPLE_RATE)
+    impulse[0] = 1.0
+    b, a = (torch.tensor(c) for c in peaking_filter(1000.0, gain_db, 2.0))
+    response = torch.fft.rfft(AF.lfilter(impulse, a, b, clamp=False)).abs()  # 1 Hz bins
+
+    def db(hz: float) -> float:
+        return 20 * math.log10(float(response[round(hz)]))
+
+    assert db(1000) == pytest.approx(gain_db, abs=0.05)
+    for edge in (1000 * (math.sqrt(1 + 1 / 16) - 0.25), 1000 * (math.sqrt(1 + 1 / 16) + 0.25)):
+        assert db(edge) == pytest.approx(gain_db / 2, abs=0.3)
+    assert abs(db(6000)) < 0.3 and abs(db(50)) < 0.3
+
+
+@pytest.mark.parametrize("bands", [[(1000.0, 9.0, 2.0)], [(300.0, -9.0, 0.7), (1000.0, 9.0, 2.0)]])
+def test_equalizer_does_not_clip_audio_at_full_scale(bands):
+    """A filter is linear: a signal at full scale (or past it, as after speed or tempo
+    resampling) comes out as the same signal filtered at a tenth of the level, times ten, then
+    rescaled to the input's peak: nothing is clipped on the way."""
+    torch.manual_seed(0)
+    wave = torch.randn(8000)
+    wave = 1.3 * wave / wave.abs().max()
+    loud, quiet = equalize(wave, bands), equalize(0.1 * wave, bands)
+    torch.testing.assert_close(loud / loud.abs().max(), quiet / quiet.abs().max())
+    assert 1.0 < float(loud.abs().max()) <= 1.3 + 1e-5  # not clipped at 1, not louder
+
+
+def test_equalizer_draws_new_bands_per_utterance():
+    random.seed(0)
+    wave = torch.randn(8000) * 0.1
+    aug = Augmenter(AugmentConfig(eq_prob=1.0, eq_bands=2, eq_gain_db=10.0))
+    outs = [aug.waveform(wave) for _ in range(5)]
+    assert all(not torch.allclose(a, b) for a, b in zip(outs, outs[1:]))
+    bands = random_bands(200, 10.0, (100.0, 4000.0), (0.7, 2.0))
+    assert all(100 <= f <= 4000 and -10 <= g <= 10 and 0.7 <= q <= 2 for f, g, q in bands)
+    assert sum(f < 632 for f, _, _ in bands) == pytest.approx(100, abs=25)  # log-uniform
+    assert AugmentConfig(eq_prob=0.5).enabled and not AugmentConfig(eq_bands=2).enabled
+
+
 @pytest.mark.parametrize(
-    "bad", [{"vtlp_range": (0.0, 1.1)}, {"tempo_range": (1.2, 0.9)}, {"trim_prob": 1.5}]
+    "bad",
+    [
+        {"vtlp_range": (0.0, 1.1)},
+        {"tempo_range": (1.2, 0.9)},
+        {"trim_prob": 1.5},
+        {"eq_prob": -0.1},
+        {"eq_freq_range_hz": (100.0, 9000.0)},
+        {"eq_q_range": (0.0, 1.0)},
+        {"eq_bands": -1},
+    ],
 )
 def test_bad_augmentation_settings_are_refused_when_read(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):

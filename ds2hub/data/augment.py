@@ -1,5 +1,5 @@
 """Training-time augmentation: additive noise, speed and tempo perturbation, end trimming,
-vocal tract length perturbation, SpecAugment.
+vocal tract length perturbation, random equalisation, SpecAugment.
 
 Deep Speech 2 (section 5.2) adds noise to 40 % of utterances at random SNRs; speed perturbation
 (Ko et al., 2015) and SpecAugment (Park et al., 2019) are the later standard companions. Vocal
@@ -13,7 +13,9 @@ switched on from the recipe (`data.augment`).
 
 from __future__ import annotations
 
+import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +57,16 @@ class AugmentConfig:
     # words: formants and harmonics move up or down, the timing does not.
     vtlp_prob: float = 0.0  # share of utterances warped
     vtlp_range: tuple[float, float] = (0.9, 1.1)  # warp factor drawn uniformly (>1: higher)
+    # Random equalisation: microphones, rooms and codecs colour the spectrum, and a model trained
+    # on a few recording set-ups learns their colouring (`benchmarks/fsdd_speakers.py
+    # --test-time` equalises a held-out speaker's words and counts the errors it adds). Each band
+    # is a peaking filter (an RBJ biquad) at a log-uniform centre frequency with a uniform gain
+    # and Q.
+    eq_prob: float = 0.0  # share of utterances equalised
+    eq_bands: int = 2  # peaking filters per equalised utterance
+    eq_gain_db: float = 10.0  # each band's gain drawn uniformly from [-eq_gain_db, eq_gain_db]
+    eq_freq_range_hz: tuple[float, float] = (100.0, 4000.0)  # centre frequencies (log-uniform)
+    eq_q_range: tuple[float, float] = (0.7, 2.0)  # bandwidths (higher Q: narrower)
 
     def __post_init__(self) -> None:
         # Refused here, when the recipe is read, not in a loader worker halfway through training.
@@ -65,15 +77,20 @@ class AugmentConfig:
             "narrowband_prob",
             "trim_prob",
             "vtlp_prob",
+            "eq_prob",
         ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"augment.{name} must be in [0, 1], not {getattr(self, name)}")
-        for name in ("tempo_range", "vtlp_range"):
+        for name in ("tempo_range", "vtlp_range", "eq_q_range", "eq_freq_range_hz"):
             low, high = getattr(self, name)
             if not 0.0 < low <= high:
                 raise ValueError(f"augment.{name} must be [low, high] with 0 < low <= high")
         if any(f <= 0 for f in self.speed_factors):
             raise ValueError("augment.speed_factors must all be positive")
+        if self.eq_freq_range_hz[1] >= SAMPLE_RATE / 2:
+            raise ValueError(f"augment.eq_freq_range_hz must stay below {SAMPLE_RATE // 2} Hz")
+        if self.eq_bands < 0 or self.eq_gain_db < 0:
+            raise ValueError("augment.eq_bands and augment.eq_gain_db must not be negative")
 
     @property
     def enabled(self) -> bool:
@@ -86,6 +103,7 @@ class AugmentConfig:
             or self.narrowband_prob
             or self.trim_prob
             or self.vtlp_prob
+            or (self.eq_prob and self.eq_bands)
         )
 
 
@@ -155,6 +173,55 @@ def warp_frequency(spec: torch.Tensor, alpha: float, boundary: float = 0.85) -> 
     return spec[low] * (1 - frac) + spec[low + 1] * frac
 
 
+def peaking_filter(centre_hz: float, gain_db: float, q: float) -> tuple[list, list]:
+    """The RBJ audio-EQ-cookbook peaking filter: biquad coefficients `(b, a)` (numerator first,
+    as in the cookbook and scipy; `AF.lfilter` takes them the other way round).
+
+    The formulas of torchaudio's `equalizer_biquad`, which cannot be used as is: it filters with
+    `clamp=True`, clipping every sample past [-1, 1], and a boost (or a phase shift of a
+    peak-normalised word) goes past that.
+    """
+    amplitude = 10 ** (gain_db / 40)
+    w0 = 2 * math.pi * centre_hz / SAMPLE_RATE
+    alpha = math.sin(w0) / (2 * q)
+    cos = -2 * math.cos(w0)
+    b = [1 + alpha * amplitude, cos, 1 - alpha * amplitude]
+    a = [1 + alpha / amplitude, cos, 1 - alpha / amplitude]
+    return b, a
+
+
+def equalize(wave: torch.Tensor, bands: Sequence[tuple[float, float, float]]) -> torch.Tensor:
+    """(T,) -> (T,) through peaking filters in series, one per `(centre_hz, gain_db, q)`
+    (`peaking_filter`); the result is rescaled if needed so its peak is not above the input's."""
+    if not bands or wave.numel() == 0:
+        return wave
+    out = wave
+    for centre, gain, q in bands:
+        b, a = (
+            torch.tensor(c, dtype=wave.dtype, device=wave.device)
+            for c in peaking_filter(centre, gain, q)
+        )
+        out = AF.lfilter(out, a, b, clamp=False)
+    peak, out_peak = float(wave.abs().max()), float(out.abs().max())
+    return out * (peak / out_peak) if out_peak > peak > 0 else out
+
+
+def random_bands(
+    count: int, gain_db: float, freq_range_hz: tuple[float, float], q_range: tuple[float, float]
+) -> list[tuple[float, float, float]]:
+    """`count` random peaking bands for `equalize`: log-uniform centre frequencies in
+    `freq_range_hz`, gains uniform in +-`gain_db`, Q uniform in `q_range`."""
+    low, high = (math.log(f) for f in freq_range_hz)
+    return [
+        (
+            math.exp(random.uniform(low, high)),
+            random.uniform(-gain_db, gain_db),
+            random.uniform(*q_range),
+        )
+        for _ in range(count)
+    ]
+
+
 class Augmenter:
     """Applies an `AugmentConfig` to waveforms (before features) and spectrograms (after)."""
 
@@ -197,6 +264,9 @@ class Augmenter:
             wave, _ = AF.speed(wave, SAMPLE_RATE, random.choice(c.speed_factors))
         if c.tempo_prob and random.random() < c.tempo_prob:
             wave = change_tempo(wave, random.uniform(*c.tempo_range))
+        if c.eq_prob and c.eq_bands and random.random() < c.eq_prob:
+            bands = random_bands(c.eq_bands, c.eq_gain_db, c.eq_freq_range_hz, c.eq_q_range)
+            wave = equalize(wave, bands)
         if c.noise_prob and random.random() < c.noise_prob and wave.abs().max() > 0:
             snr = torch.tensor([random.uniform(*c.noise_snr_db)])
             wave = AF.add_noise(wave[None], self._noise(wave.numel())[None], snr)[0]
