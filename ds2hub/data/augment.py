@@ -173,7 +173,7 @@ def warp_frequency(spec: torch.Tensor, alpha: float, boundary: float = 0.85) -> 
     return spec[low] * (1 - frac) + spec[low + 1] * frac
 
 
-def peaking_filter(centre_hz: float, gain_db: float, q: float) -> tuple[list, list]:
+def peaking_filter(centre_hz: float, gain_db: float, q: float) -> tuple[list[float], list[float]]:
     """The RBJ audio-EQ-cookbook peaking filter: biquad coefficients `(b, a)` (numerator first,
     as in the cookbook and scipy; `AF.lfilter` takes them the other way round).
 
