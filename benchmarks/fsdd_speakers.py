@@ -5,8 +5,9 @@ Per speaker: mean word duration; how often the recording is cut tight (the first
 within 10 dB of the loudest 10 ms frame); the share of power above 4 kHz (FSDD is 8 kHz audio,
 the shipped synthetic voices are wideband). With `--ckpt`, the held-out speaker's errors by
 duration and the commonest confusions; with `--test-time`, the same checkpoint on that speaker's
-audio slowed down (tempo 0.7), padded with quiet noise, and equalised (a peaking band of +-8 dB
-at 2 kHz, Q 2: another microphone's colouring).
+audio slowed down (tempo 0.7), padded with 0.08 or 0.25 s of quiet noise on each end (a pause),
+and equalised (a peaking band of +-8 dB at 2 kHz, Q 2: another microphone's colouring).
+`--speaker` scores another speaker, e.g. one the checkpoint was trained on.
 
     uv run python benchmarks/fsdd_speakers.py [--data ../shared/data/fsdd_digits]
     uv run python benchmarks/fsdd_speakers.py --ckpt runs/fsdd_digits/fsdd_digits/version_0/checkpoints/best-wer.ckpt --test-time
@@ -102,14 +103,15 @@ def main() -> None:
     errors(recognizer, rows, waves, f"{args.speaker}, as recorded")
     if args.test_time:
         torch.manual_seed(0)
-        quarter = SAMPLE_RATE // 4
 
-        def pad(w: torch.Tensor) -> torch.Tensor:
-            quiet = 1e-3 * w.abs().max()
-            return torch.cat([torch.randn(quarter) * quiet, w, torch.randn(quarter) * quiet])
+        def pad(w: torch.Tensor, seconds: float) -> torch.Tensor:
+            n, quiet = int(seconds * SAMPLE_RATE), 1e-3 * w.abs().max()  # 60 dB down
+            return torch.cat([torch.randn(n) * quiet, w, torch.randn(n) * quiet])
 
         errors(recognizer, rows, [change_tempo(w, 0.7) for w in waves], "slowed down (tempo 0.7)")
-        errors(recognizer, rows, [pad(w) for w in waves], "padded with 0.25 s of quiet noise")
+        for seconds in (0.08, 0.25):  # a pause before and after each word
+            padded = [pad(w, seconds) for w in waves]
+            errors(recognizer, rows, padded, f"padded with {seconds:g} s of quiet noise")
         for gain in (-8.0, 8.0):
             coloured = [equalize(w, [(2000.0, gain, 2.0)]) for w in waves]
             errors(recognizer, rows, coloured, f"equalised ({gain:+g} dB at 2 kHz)")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ds2hub.features import FeatureConfig
 from ds2hub.hub import SpeechRecognizer
 from ds2hub.transcribe import DEFAULT_OVERLAP_SECONDS
 
@@ -110,6 +111,14 @@ def is_hub_id(name: str) -> bool:
     return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", name)) and not Path(name).exists()
 
 
+def front_end(features: FeatureConfig) -> str:
+    """The card's name for the features, e.g. "log spectrogram (161 bins, 0-8 kHz)"."""
+    top = f"0-{features.top_frequency_hz / 1000:g} kHz"
+    if features.n_mels is not None:
+        return f"log-mel filterbank ({features.n_mels} filters, {top})"
+    return f"log spectrogram ({features.n_bins} bins, {top})"
+
+
 def render_card(recognizer: SpeechRecognizer, info: CardInfo) -> ModelCard:
     """Fills the template; the metadata carries the results as the hub's `model-index`.
 
@@ -170,6 +179,7 @@ def render_card(recognizer: SpeechRecognizer, info: CardInfo) -> ModelCard:
         model_name=model_name,
         repo_id=info.repo_id,
         language_names=LANGUAGE_NAMES.get(info.language, info.language),
+        front_end=front_end(recognizer.frontend.config),
         n_conv=len(arch.conv_channels),
         rnn_layers=arch.rnn_layers,
         rnn_type=arch.rnn_type,

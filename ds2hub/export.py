@@ -8,12 +8,14 @@ writes
   lengths (B,), batch and time dynamic, for bidirectional and forward-only models;
 - `stream_step.onnx` (forward-only models): one streaming step over a fixed chunk of K feature
   frames, its state as inputs and outputs (see `StreamingStep`);
-- `ds2hub_export.json`: what a runtime needs around them: the front end (`features`, and for
-  `normalization: global` the per-bin `mean`/`std` the features are normalised with), the
+- `ds2hub_export.json`: what a runtime needs around them: the front end (`features`; for
+  `normalization: global` the per-bin `mean`/`std` the features are normalised with; for
+  `n_mels` the filterbank `mel_fbanks`, one row of FFT-bin weights per filter), the
   vocabulary (id -> token, blank 0), the state shapes and the step's frame bookkeeping.
 
-The network's input is the front end's output (log power spectrogram, normalised): the STFT stays
-outside the graph. Exported with torch's ONNX exporter (TorchScript-based: it traces the packed
+The network's input is the front end's output (log power spectrogram or log-mel filterbank,
+normalised as `features.normalization` says, see `ds2hub.features`): the STFT stays outside the
+graph. Exported with torch's ONNX exporter (TorchScript-based: it traces the packed
 recurrent layers into ONNX `GRU`/`LSTM` nodes with sequence lengths); needs the `onnx` package
 (`pip install ds2hub[export]`), and `onnxruntime` to run the result.
 """
@@ -279,6 +281,8 @@ def export_onnx(
         "blank_id": recognizer.tokenizer.blank_id,
         "model": {"inputs": ["features", "lengths"], "outputs": ["logits", "output_lengths"]},
     }
+    if recognizer.frontend.mel_fbanks is not None:  # (n_mels, FFT bins): power in, filters out
+        info["mel_fbanks"] = recognizer.frontend.mel_fbanks.T.tolist()
     if recognizer.features.global_stats:
         info["mean"] = recognizer.frontend.mean.tolist()
         info["std"] = recognizer.frontend.std.tolist()

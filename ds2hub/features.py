@@ -1,6 +1,8 @@
 """The paper's front end: log power spectrogram of 20 ms windows every 10 ms (161 bins at 16 kHz),
 normalised per utterance (bidirectional models) or with fixed statistics of the training data
-(`normalization: global`, the causal front end forward-only models need to stream)."""
+(`normalization: global`, the causal front end forward-only models need to stream). `n_mels`
+pools the bins into a log-mel filterbank instead (a front end like the log-mel ones of NeMo,
+SpeechBrain and PaddleSpeech's `fbank`)."""
 
 from __future__ import annotations
 
@@ -10,12 +12,15 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+from torchaudio.functional import melscale_fbanks
 from torchaudio.transforms import Spectrogram
 
 from ds2hub.audio import SAMPLE_RATE
 
 _DB_TO_LOG = math.log(10) / 10  # natural-log units per decibel of power
-NORMALIZATIONS = ("utterance", "gain", "global")
+_MIN_POWER = 1e-30  # log power is taken of at least this (digital silence stays finite)
+_SILENCE = math.log(_MIN_POWER) + 1e-3  # a log power at or below this is digital silence
+NORMALIZATIONS = ("utterance", "gain", "peak", "global")
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,11 @@ class FeatureConfig:
     # (deepspeech.pytorch's normalisation): the recording level goes, the spectral shape stays.
     # Per-bin mean removal also takes away a short word's average spectrum, which in an isolated
     # word is mostly its vowel's formants.
+    # "peak": log power relative to the utterance's loudest bin, scaled so that the floor
+    # (dynamic_range_db down) is -1 and the peak +1; digital silence is all -1. Both mean-based
+    # normalisations move every frame when a pause is added around a word (the mean falls, the
+    # spread grows); this one leaves the word's frames as they were (those whose windows do not
+    # reach into the pause), as long as the pause is quieter than the word's peak.
     # "global": causal — an absolute floor and fixed per-bin statistics estimated on training
     # data and stored with the model (`LogSpectrogram.mean`/`std`); frame t depends on the audio
     # up to t + 10 ms only, so chunked (streaming) recognition reproduces it exactly.
@@ -44,6 +54,13 @@ class FeatureConfig:
     # resampling residue that differs between recordings, and wideband extra corpora (synthetic
     # voices) would otherwise teach the model cues the 8 kHz speech never has.
     max_frequency_hz: float | None = None
+    # None: the paper's linear bins. A number: that many triangular mel filters (HTK mel scale,
+    # unnormalised, torchaudio's `melscale_fbanks`) from 0 Hz up to max_frequency_hz (or
+    # sample_rate / 2), summed in power before the log. Filters widen with frequency (40 up to
+    # 4 kHz: 160 Hz wide at 1 kHz, 390 Hz at 3 kHz), so above the first formant they pool
+    # several harmonics of a low voice: the envelope (formants) stays, much of the pitch goes.
+    # Every filter must cover at least one FFT bin (50 Hz apart for 20 ms windows).
+    n_mels: int | None = None
 
     def __post_init__(self) -> None:
         if self.normalization not in NORMALIZATIONS:
@@ -57,6 +74,25 @@ class FeatureConfig:
             raise ValueError(
                 f"features.max_frequency_hz must be in (0, {self.sample_rate / 2:g}], "
                 f"not {self.max_frequency_hz}"
+            )
+        if self.n_mels is not None:
+            if self.n_mels < 1:
+                raise ValueError(f"features.n_mels must be positive, not {self.n_mels}")
+            # A filter narrower than the FFT's bin spacing can fall between two bins and read
+            # nothing (torchaudio only warns): refuse it when the recipe is read.
+            edges = self._mel_points()
+            bins = torch.arange(self.n_fft // 2 + 1, dtype=torch.float64) * self.sample_rate
+            bins = bins / self.n_fft
+            inside = (bins[None] > edges[:-2, None]) & (bins[None] < edges[2:, None])
+            if not inside.any(dim=1).all():
+                raise ValueError(
+                    f"features.n_mels: {self.n_mels} filters up to {self.top_frequency_hz:g} Hz "
+                    f"leave some filter without an FFT bin ({self.sample_rate / self.n_fft:g} Hz "
+                    "apart); use fewer filters or longer windows"
+                )
+        if self.dynamic_range_db <= 0:
+            raise ValueError(
+                f"features.dynamic_range_db must be positive, not {self.dynamic_range_db}"
             )
 
     @property
@@ -78,15 +114,42 @@ class FeatureConfig:
         return int(round(self.sample_rate * self.hop_ms / 1000))
 
     @property
+    def top_frequency_hz(self) -> float:
+        """The highest frequency the features cover."""
+        return self.sample_rate / 2 if self.max_frequency_hz is None else self.max_frequency_hz
+
+    @property
     def n_bins(self) -> int:
-        """Number of frequency bins (161 for 20 ms at 16 kHz; 81 up to 4 kHz)."""
+        """Number of features per frame: FFT bins (161 for 20 ms at 16 kHz; 81 up to 4 kHz) or
+        `n_mels`."""
+        if self.n_mels is not None:
+            return self.n_mels
         bins = self.n_fft // 2 + 1
         if self.max_frequency_hz is None:
             return bins
         return min(bins, int(self.max_frequency_hz * self.n_fft / self.sample_rate) + 1)
 
+    def _mel_points(self) -> torch.Tensor:
+        """The mel filters' n_mels + 2 edge and centre frequencies in Hz (HTK scale, from 0 Hz),
+        as `torchaudio.functional.melscale_fbanks` places them."""
+        mel = 2595.0 * math.log10(1.0 + self.top_frequency_hz / 700.0)
+        points = torch.linspace(0.0, mel, self.n_mels + 2, dtype=torch.float64)
+        return 700.0 * (10.0 ** (points / 2595.0) - 1.0)
+
+    @property
+    def bin_frequencies(self) -> torch.Tensor:
+        """(n_bins,) centre frequency of each feature in Hz (FFT bins or mel filters)."""
+        if self.n_mels is None:
+            return torch.arange(self.n_bins, dtype=torch.float32) * self.sample_rate / self.n_fft
+        return self._mel_points()[1:-1].float()
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The settings as stored with a model. `n_mels` only when set, so a linear front end's
+        settings still load in ds2hub versions from before the field."""
+        settings = asdict(self)
+        if settings["n_mels"] is None:
+            del settings["n_mels"]
+        return settings
 
 
 def normalize_utterance(
@@ -154,6 +217,19 @@ class LogSpectrogram(nn.Module):
         self.spectrogram.register_buffer(
             "window", self.spectrogram.window.clone(), persistent=False
         )
+        self.mel_fbanks: torch.Tensor | None
+        if self.config.n_mels is None:
+            self.register_buffer("mel_fbanks", None, persistent=False)
+        else:  # (FFT bins, n_mels), derived from the config like the window
+            fbanks = melscale_fbanks(
+                self.config.n_fft // 2 + 1,
+                0.0,
+                self.config.top_frequency_hz,
+                self.config.n_mels,
+                self.config.sample_rate,
+                mel_scale="htk",
+            )
+            self.register_buffer("mel_fbanks", fbanks, persistent=False)
         if self.config.global_stats:
             n = self.config.n_bins
             self.register_buffer("mean", torch.zeros(n))
@@ -175,10 +251,13 @@ class LogSpectrogram(nn.Module):
 
     def log_power(self, power: torch.Tensor) -> torch.Tensor:
         """Power spectrum (..., F, T) -> floored natural log, before normalisation (only the
-        first `n_bins` bins: up to `max_frequency_hz`)."""
-        power = power[..., : self.config.n_bins, :]
+        first `n_bins` bins: up to `max_frequency_hz`; or the `n_mels` filters' outputs)."""
+        if self.mel_fbanks is None:
+            power = power[..., : self.config.n_bins, :]
+        else:
+            power = torch.matmul(power.transpose(-1, -2), self.mel_fbanks).transpose(-1, -2)
         # A true log: log(1 + |X|^2) is nearly linear at the quiet levels of real recordings.
-        spec = torch.log(power.clamp_min(1e-30))
+        spec = torch.log(power.clamp_min(_MIN_POWER))
         if self.config.causal:
             # Causal: an absolute floor (digital silence stays finite, nothing looks ahead).
             return spec.clamp_min(self.config.floor_db * _DB_TO_LOG)
@@ -196,6 +275,12 @@ class LogSpectrogram(nn.Module):
             if not self.has_statistics:
                 return spec
             return (spec - self.mean[:, None]) / self.std[:, None]
+        if self.config.normalization == "peak":  # (the floor is already peak - dynamic range)
+            peak = spec.amax()
+            if peak <= _SILENCE:  # digital silence: all floor, not all peak
+                return torch.full_like(spec, -1.0)
+            half_range = self.config.dynamic_range_db * _DB_TO_LOG / 2
+            return (spec - peak) / half_range + 1
         return normalize_utterance(spec, per_bin=self.config.normalization == "utterance")
 
     def unnormalized(self, waveform: torch.Tensor) -> torch.Tensor:

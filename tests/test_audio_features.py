@@ -1,5 +1,6 @@
 import io
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +109,45 @@ def test_gain_normalisation_keeps_the_spectral_shape_that_per_bin_normalisation_
     assert float(per_bin.mean(dim=1).abs().max()) < 1e-4
 
 
+def test_peak_normalisation_leaves_a_words_frames_alone_when_silence_is_added_around_it():
+    """A pause before and after a word (noise 70 dB down, below the floor) moves every frame of
+    the mean-based normalisations; `peak` keeps the word's frames as they were, at any gain."""
+    t = torch.arange(6400) / SAMPLE_RATE
+    word = sum(torch.sin(2 * math.pi * f * t) / k for k, f in enumerate([180, 360, 540, 900], 1))
+    word = word * torch.hann_window(6400)
+    quiet = 10 ** (-70 / 20) * float(word.abs().max()) * torch.randn(3200).clamp(-1, 1)
+    padded = torch.cat([quiet, word, quiet])  # 20 frames of pause on each side
+    inner = slice(2, -2)  # frames whose window overlaps the pause differ in any front end
+
+    def word_frames(normalization: str, gain: float) -> tuple[torch.Tensor, torch.Tensor]:
+        frontend = LogSpectrogram(FeatureConfig(normalization=normalization))
+        alone, around = frontend(gain * word), frontend(gain * padded)
+        return alone[:, inner], around[:, 20 : 20 + alone.shape[1]][:, inner]
+
+    alone, around = word_frames("peak", 1.0)
+    torch.testing.assert_close(around, alone, atol=1e-4, rtol=0)
+    torch.testing.assert_close(word_frames("peak", 0.01)[1], alone, atol=1e-3, rtol=0)
+    alone, around = word_frames("gain", 1.0)
+    assert float((around - alone).abs().mean()) > 0.2
+
+
+def test_peak_normalisation_maps_the_floor_to_minus_one_and_the_loudest_bin_to_one():
+    t = torch.arange(8000) / SAMPLE_RATE
+    fade = torch.linspace(1.0, 0.01, 8000)  # 40 dB quieter at the end
+    word = fade * torch.sin(2 * math.pi * 440 * t)
+    frontend = LogSpectrogram(FeatureConfig(normalization="peak"))
+    features, raw = frontend(word), frontend.unnormalized(word)
+    half_range = 30 * math.log(10) / 10  # 60 dB range: -1 at the floor, +1 at the peak
+    torch.testing.assert_close(features, (raw - raw.max()) / half_range + 1)
+    assert float(features.max()) == pytest.approx(1.0)
+    assert float(features.min()) == pytest.approx(-1.0)  # bins at the floor
+    assert float(features[:, -1].max()) < -0.1  # the last frame, ~35 dB down, stays well below
+    silence = frontend(torch.zeros(1600))
+    assert torch.equal(silence, torch.full_like(silence, -1.0))  # silence is floor, not peak
+    with pytest.raises(ValueError, match="dynamic_range_db"):
+        FeatureConfig(normalization="peak", dynamic_range_db=0.0)
+
+
 def test_a_silent_band_stays_quiet():
     """8 kHz recordings upsampled to 16 kHz have nothing above 4 kHz: those bins must not be
     blown up to the same variance as speech."""
@@ -147,11 +187,81 @@ def test_a_top_frequency_outside_the_spectrum_is_refused(top):
         FeatureConfig(max_frequency_hz=top)
 
 
+# --- log-mel filterbank (features.n_mels) ---------------------------------------------------------
+MEL = FeatureConfig(max_frequency_hz=4000, n_mels=40)
+
+
+def _tone(hz: float, seconds: float = 1.0) -> torch.Tensor:
+    t = torch.arange(int(SAMPLE_RATE * seconds)) / SAMPLE_RATE
+    return torch.sin(2 * math.pi * hz * t)
+
+
+def test_mel_filters_are_spaced_on_the_mel_scale_up_to_the_top_frequency():
+    centres = MEL.bin_frequencies
+    assert MEL.n_bins == 40 and centres.shape == (40,)
+    assert 0 < float(centres[0]) < 50 and 3600 < float(centres[-1]) < 4000
+    # Equal steps in mel: narrow filters where formants are dense, wide ones at the top.
+    mel = 2595 * torch.log10(1 + centres / 700)
+    torch.testing.assert_close(mel.diff(), torch.full((39,), float(mel[0])), rtol=1e-4, atol=0)
+    assert float(centres[1] - centres[0]) < 40 and float(centres[-1] - centres[-2]) > 180
+
+
+@pytest.mark.parametrize("hz", [700.0, 1000.0, 2500.0])
+def test_a_tone_lands_in_the_mel_filter_nearest_its_frequency(hz):
+    features = LogSpectrogram(MEL).unnormalized(_tone(hz)).mean(dim=1)
+    assert features.shape == (40,)
+    nearest = int((MEL.bin_frequencies - hz).abs().argmin())
+    assert int(features.argmax()) == nearest
+
+
+def test_mel_features_ignore_the_gain_and_what_lies_above_the_top_frequency():
+    frontend = LogSpectrogram(MEL)
+    low, high = _tone(1000.0), 0.5 * _tone(6000.0)
+    assert frontend(low).shape == (40, 101)
+    torch.testing.assert_close(frontend(0.5 * low), frontend(0.005 * low), atol=1e-3, rtol=0)
+    inner = slice(2, -2)  # (the edge frames splatter, as in the linear test above)
+    torch.testing.assert_close(
+        frontend(low + high)[:, inner], frontend(low)[:, inner], atol=0.05, rtol=0
+    )
+
+
+def test_mel_features_smooth_away_the_pitch_harmonics():
+    """Two vowels with one spectral envelope (a formant at 1 kHz) and different pitches (100 and
+    140 Hz): the linear bins resolve the harmonics and differ more than the mel filters do."""
+    t = torch.arange(SAMPLE_RATE) / SAMPLE_RATE
+
+    def vowel(pitch: float) -> torch.Tensor:
+        harmonics = torch.arange(1, int(4000 // pitch) + 1) * pitch
+        envelope = torch.exp(-(((harmonics - 1000.0) / 400.0) ** 2)) + 0.05
+        return (envelope[:, None] * torch.sin(2 * math.pi * harmonics[:, None] * t)).sum(0)
+
+    def distance(config: FeatureConfig) -> float:
+        frontend = LogSpectrogram(config)
+        a, b = frontend(vowel(100.0)).mean(1), frontend(vowel(140.0)).mean(1)
+        return float((a - b).norm() / a.norm())
+
+    linear = FeatureConfig(max_frequency_hz=4000, normalization="gain")
+    assert distance(replace(linear, n_mels=40)) < 0.5 * distance(linear)
+
+
+@pytest.mark.parametrize("n_mels, top", [(0, None), (80, None), (64, 4000.0)])
+def test_a_mel_count_the_fft_cannot_resolve_is_refused(n_mels, top):
+    """Filters narrower than the 50 Hz bin spacing would read nothing: refused when read."""
+    with pytest.raises(ValueError, match="n_mels"):
+        FeatureConfig(n_mels=n_mels, max_frequency_hz=top)
+    FeatureConfig(n_mels=64)  # 64 up to 8 kHz (or 40 up to 4 kHz) all see a bin
+
+
+def test_a_linear_front_end_is_stored_as_before_the_mel_option():
+    assert "n_mels" not in FeatureConfig().to_dict()
+    assert FeatureConfig(**MEL.to_dict()) == MEL
+
+
 # --- the causal front end (features.normalization: global) --------------------------------------
-def _global_frontend(audio: torch.Tensor) -> LogSpectrogram:
+def _global_frontend(audio: torch.Tensor, n_mels: int | None = None) -> LogSpectrogram:
     from ds2hub.features import frame_statistics
 
-    frontend = LogSpectrogram(FeatureConfig(normalization="global"))
+    frontend = LogSpectrogram(FeatureConfig(normalization="global", n_mels=n_mels))
     frontend.set_statistics(*frame_statistics([frontend.unnormalized(audio)]))
     return frontend
 
@@ -189,9 +299,10 @@ def test_global_floor_is_absolute():
     assert quiet.min() >= floor - 1e-5 and quiet.max() < 0
 
 
-def test_frames_of_a_padded_signal_equal_the_centred_spectrogram():
+@pytest.mark.parametrize("n_mels", [None, 64])
+def test_frames_of_a_padded_signal_equal_the_centred_spectrogram(n_mels):
     audio = torch.randn(16000) * 0.1
-    frontend = _global_frontend(audio)
+    frontend = _global_frontend(audio, n_mels)
     padded = torch.nn.functional.pad(audio[None, None], (160, 160), mode="reflect")[0, 0]
     torch.testing.assert_close(frontend.frames(padded), frontend(audio))
     with pytest.raises(ValueError, match="normalization: global"):

@@ -31,11 +31,13 @@ from ds2hub.data.augment import (
     AugmentConfig,
     Augmenter,
     equalize,
+    pad_ends,
     peaking_filter,
     random_bands,
     warp_frequency,
 )
 from ds2hub.data.sampler import DurationBatchSampler
+from ds2hub.features import FeatureConfig
 from ds2hub.tokenizers import CharTokenizer, MandarinTokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -303,6 +305,33 @@ def test_equalizer_draws_new_bands_per_utterance():
     assert AugmentConfig(eq_prob=0.5).enabled and not AugmentConfig(eq_bands=2).enabled
 
 
+def test_padding_puts_quiet_noise_of_random_length_around_the_word_and_keeps_the_word():
+    random.seed(0)
+    word = 0.5 * torch.sin(2 * math.pi * 440 * torch.arange(8000) / SAMPLE_RATE)
+    aug = Augmenter(AugmentConfig(pad_prob=1.0, pad_max_ms=200.0, pad_level_db=(-60.0, -50.0)))
+    befores, afters = set(), set()
+    for _ in range(20):
+        out = aug.waveform(word)
+        extra = out.numel() - word.numel()
+        assert 0 <= extra <= 2 * 3200  # at most 200 ms on each end
+        # the word is intact somewhere inside, and what surrounds it is 50-60 dB down
+        starts = [i for i in range(extra + 1) if torch.equal(out[i : i + 8000], word)]
+        assert len(starts) == 1
+        befores.add(starts[0])
+        afters.add(extra - starts[0])
+        pad = torch.cat([out[: starts[0]], out[starts[0] + 8000 :]])
+        if pad.numel():
+            level = 20 * math.log10(float(pad.abs().max()) / 0.5)
+            assert -60.01 <= level <= -49.99
+    assert len(befores) >= 15 and len(afters) >= 15  # new lengths per utterance, per end
+    random.seed(1)
+    for _ in range(200):  # the shortest pads: finite, never one lone sample of noise
+        assert torch.isfinite(pad_ends(word, 0.0625, (-60.0, -50.0))).all()
+    assert pad_ends(torch.zeros(0), 100.0, (-60.0, -50.0)).numel() == 0
+    assert torch.equal(aug.waveform(torch.zeros(800)), torch.zeros(800))  # silence stays silence
+    assert AugmentConfig(pad_prob=0.5).enabled and not AugmentConfig(pad_max_ms=100.0).enabled
+
+
 @pytest.mark.parametrize(
     "bad",
     [
@@ -313,6 +342,9 @@ def test_equalizer_draws_new_bands_per_utterance():
         {"eq_freq_range_hz": (100.0, 9000.0)},
         {"eq_q_range": (0.0, 1.0)},
         {"eq_bands": -1},
+        {"pad_prob": 2.0},
+        {"pad_level_db": (-40.0, -70.0)},
+        {"pad_max_ms": -5.0},
     ],
 )
 def test_bad_augmentation_settings_are_refused_when_read(bad):
@@ -330,9 +362,34 @@ def test_vtlp_draws_a_factor_per_utterance():
     assert AugmentConfig(vtlp_prob=0.5).enabled
 
 
-def test_specaugment_masks_bands_and_frames():
+def test_vtlp_on_mel_features_scales_hertz_not_the_filter_index(corpora):
+    """With `features.n_mels` the datamodule's augmenter warps each mel filter's frequency: a
+    1 kHz tone warped by 1.2 lands in the filter nearest 1.2 kHz, not in filter 1.2 * index."""
+    features = FeatureConfig(max_frequency_hz=4000, n_mels=40, normalization="gain")
+    augment = AugmentConfig(vtlp_prob=1.0, vtlp_range=(1.2, 1.2))
+    dm = SpeechDataModule(CharTokenizer(), str(corpora["fsdd"]), text_column="transcription", holdout_column="speaker_id", holdout_values=["spk1"], test_split=None, features=features, augment=augment)  # fmt: skip
+    dm.setup("fit")
+    t = torch.arange(SAMPLE_RATE) / SAMPLE_RATE
+    tone = dm.frontend(torch.sin(2 * math.pi * 1000 * t))
+    warped = dm.datasets["train"].augmenter.spectrogram(tone)
+    centres = features.bin_frequencies
+
+    def centroid_hz(spec: torch.Tensor) -> float:
+        weights = (spec.mean(dim=1) - spec.mean(dim=1).min()).clamp_min(0)
+        return float((weights * centres).sum() / weights.sum())
+
+    assert centroid_hz(tone) == pytest.approx(1000, rel=0.02)
+    assert centroid_hz(warped) == pytest.approx(1200, rel=0.02)
+    by_index = warp_frequency(tone, 1.2)  # what warping the filter index would do
+    assert centroid_hz(by_index) > 1250
+
+
+def test_specaugment_masks_bands_and_frames_with_the_utterance_mean():
+    """Masks hold the utterance's mean: zero for mean-normalised features, -0.5 here (as with
+    `normalization: peak`, whose zero is brighter than most of a word)."""
     torch.manual_seed(0)
-    spec = torch.ones(161, 300)
+    spec = 0.1 * torch.rand(161, 300) - 0.55
+    mean = float(spec.mean())
     out = Augmenter(
         AugmentConfig(
             freq_masks=2,
@@ -342,7 +399,9 @@ def test_specaugment_masks_bands_and_frames():
             time_mask_max_ratio=0.2,
         )
     ).spectrogram(spec)
-    assert (out == 0).any() and (out == 1).any()
+    masked = out == mean
+    assert masked.all(dim=1).any() and masked.all(dim=0).any()  # whole bands and whole frames
+    assert (out == spec).sum() > 0.5 * spec.numel() and not (out == 0).any()
     assert Augmenter(AugmentConfig()).config.enabled is False
 
 

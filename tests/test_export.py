@@ -103,6 +103,25 @@ def test_exported_streaming_step_matches_the_whole_utterance_pass(tmp_path, chun
     np.testing.assert_allclose(got, ref, atol=1e-4)
 
 
+def test_the_export_carries_the_mel_filterbank_a_runtime_needs(tmp_path):
+    """A runtime without torchaudio computes the mel features from the JSON's filterbank."""
+    arch = {**ARCH, "n_features": 40, "bidirectional": True, "lookahead": 0}
+    features = {"max_frequency_hz": 4000, "n_mels": 40, "normalization": "peak"}
+    rec = SpeechRecognizer(arch, features, CharTokenizer()).eval()
+    export_onnx(rec, tmp_path)
+    info = json.loads((tmp_path / "ds2hub_export.json").read_text())
+    assert info["features"]["n_mels"] == 40 and info["features"]["normalization"] == "peak"
+    fbanks = np.array(info["mel_fbanks"])  # (n_mels, FFT bins)
+    assert fbanks.shape == (40, 161)
+    audio = _audio(0.8)
+    power = rec.frontend.spectrogram(audio).numpy()  # the STFT, as any runtime computes it
+    log_mel = np.log(np.maximum(fbanks @ power, 1e-30))
+    floor = log_mel.max() - 60 * np.log(10) / 10
+    np.testing.assert_allclose(
+        np.maximum(log_mel, floor), rec.frontend.unnormalized(audio).numpy(), atol=1e-4
+    )
+
+
 @pytest.mark.parametrize("rnn_type", ["gru", "lstm", "rnn"])
 def test_streaming_step_module_matches_for_every_layer_type(rnn_type):
     """The traced step's PyTorch source, for every recurrent layer and three conv layers."""

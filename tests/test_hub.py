@@ -20,6 +20,7 @@ from huggingface_hub import ModelCard
 import ds2hub
 from ds2hub.card import CardInfo, render_card
 from ds2hub.cli import main, run_cli
+from ds2hub.features import FeatureConfig
 from ds2hub.hub import SpeechRecognizer
 from ds2hub.push import ExportError, evaluate, export, find_run_config, local_details, push
 from ds2hub.tokenizers import (
@@ -660,3 +661,22 @@ def test_the_card_says_a_model_streams_exactly_when_it_can(bidirectional, normal
     assert ("it streams (`model.stream()`" in text) == streams
     assert ("does not stream" in text) == (not streams)
     assert "overlapping 20.0-second windows (2.0 s overlap)" in text  # transcribe's defaults
+
+
+@pytest.mark.parametrize(
+    "features, named",
+    [
+        ({}, "log spectrogram (161 bins, 0-8 kHz)"),
+        ({"max_frequency_hz": 4000, "n_mels": 40}, "log-mel filterbank (40 filters, 0-4 kHz)"),
+    ],
+)
+def test_the_card_names_the_front_end_the_model_was_trained_with(features, named):
+    n_features = FeatureConfig(**features).n_bins
+    arch = {
+        "conv_channels": [4], "conv_kernel_freq": [11], "conv_kernel_time": [5],
+        "conv_stride_freq": [2], "conv_stride_time": [2], "rnn_layers": 1, "rnn_hidden": 16,
+        "n_features": n_features,
+    }  # fmt: skip
+    model = SpeechRecognizer(arch, features, CharTokenizer()).eval()
+    info = CardInfo("someone/m", "en", "d", "test of d", {"wer": 0.1}, 4)
+    assert f"trained with\nds2hub: {named} →" in render_card(model, info).text

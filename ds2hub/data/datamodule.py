@@ -555,7 +555,12 @@ class SpeechDataModule(L.LightningDataModule):
     def _dataset(self, stage: str) -> SpeechDataset | StreamingSpeechDataset:
         if stage not in self.datasets:
             augmenter = (
-                Augmenter(self.augment) if stage == "train" and self.augment.enabled else None
+                # VTLP warps hertz; equally spaced FFT bins need no table of them.
+                Augmenter(
+                    self.augment, self.features.bin_frequencies if self.features.n_mels else None
+                )
+                if stage == "train" and self.augment.enabled
+                else None
             )
             if stage == "train" and self.streaming:
                 self.datasets[stage] = self._streaming_train(augmenter)
