@@ -42,7 +42,9 @@ class FeatureConfig:
     # (dynamic_range_db down) is -1 and the peak +1; digital silence is all -1. Both mean-based
     # normalisations move every frame when a pause is added around a word (the mean falls, the
     # spread grows); this one leaves the word's frames as they were (those whose windows do not
-    # reach into the pause), as long as the pause is quieter than the word's peak.
+    # reach into the pause), as long as the pause is quieter than the word's peak. Its zero is
+    # 30 dB down, brighter than most of a word: the conv's "same" padding and batch padding
+    # put that level around every utterance, alike in training and inference.
     # "global": causal — an absolute floor and fixed per-bin statistics estimated on training
     # data and stored with the model (`LogSpectrogram.mean`/`std`); frame t depends on the audio
     # up to t + 10 ms only, so chunked (streaming) recognition reproduces it exactly.
@@ -57,7 +59,7 @@ class FeatureConfig:
     # None: the paper's linear bins. A number: that many triangular mel filters (HTK mel scale,
     # unnormalised, torchaudio's `melscale_fbanks`) from 0 Hz up to max_frequency_hz (or
     # sample_rate / 2), summed in power before the log. Filters widen with frequency (40 up to
-    # 4 kHz: 160 Hz wide at 1 kHz, 390 Hz at 3 kHz), so above the first formant they pool
+    # 4 kHz: 160 Hz wide at 1 kHz, 350 Hz at 3 kHz), so above the first formant they pool
     # several harmonics of a low voice: the envelope (formants) stays, much of the pitch goes.
     # Every filter must cover at least one FFT bin (50 Hz apart for 20 ms windows).
     n_mels: int | None = None

@@ -127,8 +127,15 @@ def test_peak_normalisation_leaves_a_words_frames_alone_when_silence_is_added_ar
     alone, around = word_frames("peak", 1.0)
     torch.testing.assert_close(around, alone, atol=1e-4, rtol=0)
     torch.testing.assert_close(word_frames("peak", 0.01)[1], alone, atol=1e-3, rtol=0)
-    alone, around = word_frames("gain", 1.0)
-    assert float((around - alone).abs().mean()) > 0.2
+    gain_alone, gain_around = word_frames("gain", 1.0)
+    assert float((gain_around - gain_alone).abs().mean()) > 0.2
+    # A pause 40 dB down (above the 60 dB floor, as training's padding can be) does not move the
+    # word's frames either: only the loudest bin sets the scale.
+    padded = torch.cat([quiet * 10 ** (30 / 20), word, quiet * 10 ** (30 / 20)])
+    louder_pause = LogSpectrogram(FeatureConfig(normalization="peak"))(padded)
+    torch.testing.assert_close(
+        louder_pause[:, 20 : 20 + alone.shape[1] + 4][:, inner], alone, atol=1e-4, rtol=0
+    )
 
 
 def test_peak_normalisation_maps_the_floor_to_minus_one_and_the_loudest_bin_to_one():
@@ -191,7 +198,7 @@ def test_a_top_frequency_outside_the_spectrum_is_refused(top):
 MEL = FeatureConfig(max_frequency_hz=4000, n_mels=40)
 
 
-def _tone(hz: float, seconds: float = 1.0) -> torch.Tensor:
+def _sine(hz: float, seconds: float = 1.0) -> torch.Tensor:
     t = torch.arange(int(SAMPLE_RATE * seconds)) / SAMPLE_RATE
     return torch.sin(2 * math.pi * hz * t)
 
@@ -208,7 +215,7 @@ def test_mel_filters_are_spaced_on_the_mel_scale_up_to_the_top_frequency():
 
 @pytest.mark.parametrize("hz", [700.0, 1000.0, 2500.0])
 def test_a_tone_lands_in_the_mel_filter_nearest_its_frequency(hz):
-    features = LogSpectrogram(MEL).unnormalized(_tone(hz)).mean(dim=1)
+    features = LogSpectrogram(MEL).unnormalized(_sine(hz)).mean(dim=1)
     assert features.shape == (40,)
     nearest = int((MEL.bin_frequencies - hz).abs().argmin())
     assert int(features.argmax()) == nearest
@@ -216,7 +223,7 @@ def test_a_tone_lands_in_the_mel_filter_nearest_its_frequency(hz):
 
 def test_mel_features_ignore_the_gain_and_what_lies_above_the_top_frequency():
     frontend = LogSpectrogram(MEL)
-    low, high = _tone(1000.0), 0.5 * _tone(6000.0)
+    low, high = _sine(1000.0), 0.5 * _sine(6000.0)
     assert frontend(low).shape == (40, 101)
     torch.testing.assert_close(frontend(0.5 * low), frontend(0.005 * low), atol=1e-3, rtol=0)
     inner = slice(2, -2)  # (the edge frames splatter, as in the linear test above)

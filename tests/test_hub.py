@@ -20,6 +20,7 @@ from huggingface_hub import ModelCard
 import ds2hub
 from ds2hub.card import CardInfo, render_card
 from ds2hub.cli import main, run_cli
+from ds2hub.errors import ConfigError
 from ds2hub.features import FeatureConfig
 from ds2hub.hub import SpeechRecognizer
 from ds2hub.push import ExportError, evaluate, export, find_run_config, local_details, push
@@ -680,3 +681,10 @@ def test_the_card_names_the_front_end_the_model_was_trained_with(features, named
     model = SpeechRecognizer(arch, features, CharTokenizer()).eval()
     info = CardInfo("someone/m", "en", "d", "test of d", {"wer": 0.1}, 4)
     assert f"trained with\nds2hub: {named} →" in render_card(model, info).text
+
+
+def test_a_recogniser_whose_network_does_not_fit_its_features_is_refused_when_built():
+    """40 mel filters into a network built for 161 bins: refused with both numbers, not a shape
+    error at the first transcription."""
+    with pytest.raises(ConfigError, match="n_features=161 but the features have 40 bins"):
+        SpeechRecognizer({}, {"n_mels": 40}, CharTokenizer())

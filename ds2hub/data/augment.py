@@ -40,7 +40,7 @@ class AugmentConfig:
     tempo_prob: float = 0.0  # share of utterances spoken faster or slower at the same pitch
     tempo_range: tuple[float, float] = (0.8, 1.25)  # rate drawn uniformly (>1: faster, shorter)
     freq_masks: int = 0  # SpecAugment frequency masks per utterance
-    freq_mask_width: int = 27  # at most this many feature bins (of 161, or of features.n_mels)
+    freq_mask_width: int = 27  # at most this many feature bins (features.n_bins: 161 by default)
     time_masks: int = 0  # SpecAugment time masks per utterance
     time_mask_width: int = 40  # at most this many 10 ms frames per mask
     time_mask_max_ratio: float = 0.1  # and at most this share of the utterance per mask
@@ -328,8 +328,9 @@ class Augmenter:
 
     def spectrogram(self, spec: torch.Tensor) -> torch.Tensor:
         """(F, T) normalised features -> warped (VTLP) and masked features (masks are set to the
-        utterance's mean: zero for the mean-normalised front ends, below zero for `peak`, whose
-        zero is 30 dB under the loudest bin, brighter than most of a word)."""
+        utterance's mean: zero for the per-utterance mean-normalised front ends, below zero for
+        `peak`, whose zero is 30 dB under the loudest bin, brighter than most of a word; for
+        `global`, the utterance's own mean rather than the training data's zero)."""
         c = self.config
         if c.vtlp_prob and random.random() < c.vtlp_prob:
             spec = warp_frequency(spec, random.uniform(*c.vtlp_range), frequencies=self.frequencies)

@@ -195,8 +195,8 @@ class SpeechDataModule(L.LightningDataModule):
         max_batch_seconds: padded seconds of audio per training batch (duration-based batching).
         sortagrad: first epoch in increasing length order (Deep Speech 2, section 3.1).
         bucketing: batch utterances of similar length together (less padding).
-        augment: training augmentation (noise, speed, tempo, end trimming, VTLP, random
-            equalisation, SpecAugment, narrowband).
+        augment: training augmentation (noise, speed, tempo, end trimming, padding, VTLP,
+            random equalisation, SpecAugment, narrowband).
         streaming: read the training split (and `extra_train`) as a stream (corpora larger than
             the disk): shuffled through a buffer, reseeded every epoch. Needs `sortagrad: false`;
             holdouts only as listed `holdout_values` / `test_holdout_values`.
