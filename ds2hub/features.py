@@ -16,6 +16,7 @@ from torchaudio.functional import melscale_fbanks
 from torchaudio.transforms import Spectrogram
 
 from ds2hub.audio import SAMPLE_RATE
+from ds2hub.errors import ConfigError
 
 _DB_TO_LOG = math.log(10) / 10  # natural-log units per decibel of power
 _MIN_POWER = 1e-30  # log power is taken of at least this (digital silence stays finite)
@@ -152,6 +153,15 @@ class FeatureConfig:
         if settings["n_mels"] is None:
             del settings["n_mels"]
         return settings
+
+
+def check_network_input(n_features: int, features: FeatureConfig) -> None:
+    """Raises `ConfigError` when a network built for `n_features` inputs per frame cannot take
+    `features` (checked when a model is built, not as a shape error at the first batch)."""
+    if n_features != features.n_bins:
+        raise ConfigError(
+            f"arch.n_features={n_features} but the features have {features.n_bins} bins"
+        )
 
 
 def normalize_utterance(

@@ -21,8 +21,7 @@ from torch import nn
 from ds2hub.audio import AudioSource
 from ds2hub.decoding import GREEDY, DecoderConfig, Decoding, TextDecoder, text_decoder
 from ds2hub.decoding.bundle import HUB_PATTERNS, load_decoding, save_decoding
-from ds2hub.errors import ConfigError
-from ds2hub.features import FeatureConfig, LogSpectrogram
+from ds2hub.features import FeatureConfig, LogSpectrogram, check_network_input
 from ds2hub.model import DeepSpeech2, DeepSpeech2Config
 from ds2hub.tokenizers import Tokenizer, load_tokenizer, tokenizer_from_config
 from ds2hub.tokenizers.base import CONFIG_NAME as TOKENIZER_FILE
@@ -76,11 +75,7 @@ class SpeechRecognizer(
             )
         self.arch = DeepSpeech2Config.from_dict(arch)
         self.features = FeatureConfig(**(features or {}))
-        if self.arch.n_features != self.features.n_bins:  # else a shape error at inference
-            raise ConfigError(
-                f"arch.n_features={self.arch.n_features} but the features have "
-                f"{self.features.n_bins} bins"
-            )
+        check_network_input(self.arch.n_features, self.features)
         self.tokenizer = tokenizer
         self.frontend = LogSpectrogram(self.features)
         self.model = DeepSpeech2(self.arch, tokenizer.vocab_size)

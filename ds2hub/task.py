@@ -17,7 +17,7 @@ from torchmetrics.text import CharErrorRate, WordErrorRate
 from ds2hub.data.dataset import is_empty_batch
 from ds2hub.decoding import BeamSearchConfig, TextDecoder, text_decoder
 from ds2hub.errors import ConfigError
-from ds2hub.features import FeatureConfig, LogSpectrogram, frame_statistics
+from ds2hub.features import FeatureConfig, LogSpectrogram, check_network_input, frame_statistics
 from ds2hub.finetune import FineTuneConfig, check_freeze_names, drop_frozen_gradients, start_from
 from ds2hub.hub import CHECKPOINT_KEY
 from ds2hub.model import DeepSpeech2, DeepSpeech2Config
@@ -141,10 +141,7 @@ class DeepSpeech2Task(L.LightningModule):
         )
         arch = arch if isinstance(arch, DeepSpeech2Config) else DeepSpeech2Config.from_dict(arch)
         features = features if isinstance(features, FeatureConfig) else FeatureConfig(**features)
-        if arch.n_features != features.n_bins:
-            raise ConfigError(
-                f"arch.n_features={arch.n_features} but the features have {features.n_bins} bins"
-            )
+        check_network_input(arch.n_features, features)
         # The tokenizer and features are linked from the DataModule, so LightningCLI must not read
         # them back from hyper-parameters; they travel in the checkpoint's own "ds2hub" entry.
         # Decoding is not part of the trained model either: leaving it out lets `validate

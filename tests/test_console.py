@@ -121,6 +121,16 @@ def test_user_mistakes_give_one_line(mistake, mistakes, tmp_path, capsys):
     assert str(tmp_path) in err  # names what is missing
 
 
+def test_features_the_network_cannot_take_give_one_line(tiny_digits, capsys):
+    """40 mel filters into the recipe's 161-bin network: refused before training, both named."""
+    fit = ["fit", "--config", str(CONF / "digits_tiny.yaml"), "--data.path", str(tiny_digits)]
+    assert main([*fit, "--data.features.n_mels", "40"]) == 2
+    err = capsys.readouterr().err  # (after Lightning's "Seed set" line)
+    assert "Traceback" not in err and err.splitlines()[-1] == (
+        "ds2hub: error: arch.n_features=161 but the features have 40 bins"
+    ), err
+
+
 def test_debug_variable_shows_the_traceback(mistakes, monkeypatch):
     monkeypatch.setenv("DS2HUB_DEBUG", "1")
     with pytest.raises(UsageError):

@@ -146,9 +146,11 @@ def pad_ends(wave: torch.Tensor, max_ms: float, level_db: tuple[float, float]) -
     `wave`, at a level drawn from `level_db` (dB re the peak of `wave`; silence stays silence)."""
     most = int(max_ms * SAMPLE_RATE / 1000)
     before, after = random.randint(0, most), random.randint(0, most)
-    if before + after < 2 or not wave.numel() or not wave.abs().max() > 0:
+    if before + after < 2 or not wave.numel():
         return wave  # (one sample of noise has no spread to scale by)
     peak = wave.abs().max()
+    if not peak > 0:
+        return wave
     noise = coloured_noise(before + after, 1.0)
     noise = noise * peak * 10 ** (random.uniform(*level_db) / 20) / (noise.abs().max() + 1e-8)
     return torch.cat([noise[:before], wave, noise[before:]])
