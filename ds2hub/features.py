@@ -83,9 +83,7 @@ class FeatureConfig:
                 raise ValueError(f"features.n_mels must be positive, not {self.n_mels}")
             # A filter narrower than the FFT's bin spacing can fall between two bins and read
             # nothing (torchaudio only warns): refuse it when the recipe is read.
-            edges = self._mel_points()
-            bins = torch.arange(self.n_fft // 2 + 1, dtype=torch.float64) * self.sample_rate
-            bins = bins / self.n_fft
+            edges, bins = self._mel_points(), self._fft_frequencies()
             inside = (bins[None] > edges[:-2, None]) & (bins[None] < edges[2:, None])
             if not inside.any(dim=1).all():
                 raise ValueError(
@@ -132,6 +130,11 @@ class FeatureConfig:
             return bins
         return min(bins, int(self.max_frequency_hz * self.n_fft / self.sample_rate) + 1)
 
+    def _fft_frequencies(self) -> torch.Tensor:
+        """The frequency of every FFT bin in Hz, 0 to sample_rate / 2 (float64)."""
+        bins = torch.arange(self.n_fft // 2 + 1, dtype=torch.float64)
+        return bins * self.sample_rate / self.n_fft
+
     def _mel_points(self) -> torch.Tensor:
         """The mel filters' n_mels + 2 edge and centre frequencies in Hz (HTK scale, from 0 Hz),
         as `torchaudio.functional.melscale_fbanks` places them."""
@@ -143,7 +146,7 @@ class FeatureConfig:
     def bin_frequencies(self) -> torch.Tensor:
         """(n_bins,) centre frequency of each feature in Hz (FFT bins or mel filters)."""
         if self.n_mels is None:
-            return torch.arange(self.n_bins, dtype=torch.float32) * self.sample_rate / self.n_fft
+            return self._fft_frequencies()[: self.n_bins].float()
         return self._mel_points()[1:-1].float()
 
     def to_dict(self) -> dict:
