@@ -10,7 +10,7 @@ pickles), a root `config.json` (which the hub counts downloads by), and `from_pr
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,7 @@ from torch import nn
 from ds2hub.audio import AudioSource
 from ds2hub.decoding import GREEDY, DecoderConfig, Decoding, TextDecoder, text_decoder
 from ds2hub.decoding.bundle import HUB_PATTERNS, load_decoding, save_decoding
+from ds2hub.decoding.decoder import best_path_text
 from ds2hub.features import FeatureConfig, LogSpectrogram, check_network_input
 from ds2hub.model import DeepSpeech2, DeepSpeech2Config
 from ds2hub.tokenizers import Tokenizer, load_tokenizer, tokenizer_from_config
@@ -81,6 +82,7 @@ class SpeechRecognizer(
         self.model = DeepSpeech2(self.arch, tokenizer.vocab_size)
         self.decoding: DecoderConfig | None = None  # the default decoding (see text_decoder)
         self._decoders: dict[DecoderConfig | str, TextDecoder] = {}
+        self._best_path_text: Callable[[list[int]], str] | None = None
         self.eval()
         # config.json: the constructor arguments plus facts users and the hub look for.
         self._hub_mixin_config = {
@@ -116,6 +118,13 @@ class SpeechRecognizer(
             self._decoders[key] = text_decoder(self.tokenizer, key)
         return self._decoders[key]
 
+    def best_path_text(self) -> Callable[[list[int]], str]:
+        """Best-path token ids (blanks and repeats removed) -> the greedy decoder's text; built
+        once (a pinyin model's word list is loaded here)."""
+        if self._best_path_text is None:
+            self._best_path_text = best_path_text(self.tokenizer)
+        return self._best_path_text
+
     def transcribe(
         self,
         audio: AudioSource | Sequence[AudioSource],
@@ -150,13 +159,14 @@ class SpeechRecognizer(
         texts = transcribe(self, sources, batch_size, sample_rate, chunk_seconds, show, decoding)
         return texts[0] if single else texts
 
-    def stream(self) -> StreamSession:
+    def stream(self, keep_logits: bool | None = None) -> StreamSession:
         """A streaming session: feed audio chunks with `accept`, end with `finish`
         (see `ds2hub.streaming`). Forward-only models with a causal front end only; others raise
-        `StreamingError` saying why."""
+        `StreamingError` saying why. `keep_logits`: keep every frame's logits (`session.logits`);
+        None keeps them only when the default decoder is a beam search, which needs them."""
         from ds2hub.streaming import StreamSession
 
-        return StreamSession(self)
+        return StreamSession(self, keep_logits)
 
     # --- hub folder -----------------------------------------------------------------------------
     def _save_pretrained(self, save_directory: Path) -> None:

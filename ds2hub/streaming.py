@@ -13,16 +13,24 @@ Dispatch, Deep Speech 2 section 7.1); `session.accept(x)` is `step_batch(rec, [s
 
 Only forward-only models with a causal front end (`features.normalization: global`) stream:
 `SpeechRecognizer.stream` refuses the others with a clear message.
+
+Memory: a stream decoded greedily (the default unless the model carries an LM) keeps only its
+best path, so an hour of audio costs a few kilobytes. A beam search needs every frame's scores
+when the stream finishes, so a session whose decoder is one keeps its logits: 4 bytes per output
+class per output frame (an hour of a 29-character model at 50 frames/s: 21 MB; of a 758-bigram
+model at 25 frames/s: 270 MB), which `ServeConfig.max_stream_seconds` bounds on the server.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from ds2hub.decoding.config import GREEDY
 from ds2hub.model.streaming import (
     NetworkState,
     StreamingError,
@@ -111,9 +119,21 @@ class StreamSession:
     """One audio stream being transcribed (see the module docstring). Not thread-safe: a server
     feeds a session from one task at a time."""
 
-    def __init__(self, recognizer: SpeechRecognizer) -> None:
+    def __init__(self, recognizer: SpeechRecognizer, keep_logits: bool | None = None) -> None:
+        """Args:
+        recognizer: a streamable model (`check_stream_ready`).
+        keep_logits: keep every frame's logits (the `logits` property). None: only when the
+            recognizer's default decoder is a beam search, which needs them at `finish`.
+        """
         check_stream_ready(recognizer)
         self.recognizer = recognizer
+        self._greedy = recognizer.decoding is None or recognizer.decoding == GREEDY
+        if keep_logits is False and not self._greedy:
+            raise ValueError(
+                "this model decodes with a beam search, which needs every frame's logits when "
+                "the stream finishes; keep_logits=False is for greedily decoded models"
+            )
+        self._keep_logits = not self._greedy if keep_logits is None else keep_logits
         config = recognizer.features
         self._framer = _SampleFramer(config.n_fft, config.hop_length)
         self.state: NetworkState = initial_state(recognizer.model)
@@ -134,7 +154,12 @@ class StreamSession:
 
     @property
     def logits(self) -> torch.Tensor:
-        """(T', V) logits of every output frame emitted so far."""
+        """(T', V) logits of every output frame emitted so far (sessions that keep them)."""
+        if not self._keep_logits:
+            raise StreamingError(
+                "this session keeps no logits (its greedy decoding needs none); open it with "
+                "recognizer.stream(keep_logits=True) to read them"
+            )
         if not self._logits:
             return torch.zeros(0, self.recognizer.tokenizer.vocab_size)
         return torch.cat(self._logits)
@@ -167,7 +192,8 @@ class StreamSession:
         if logits.size(0) == 0:
             return
         logits = logits.detach().float().cpu()
-        self._logits.append(logits)
+        if self._keep_logits:
+            self._logits.append(logits)
         best = logits.argmax(dim=-1).tolist()
         blank = self.recognizer.tokenizer.blank_id
         for token in best:
@@ -194,9 +220,19 @@ def _advance(
             raise StreamingError("this stream has finished; start a new one with .stream()")
     samples = [_as_samples(c) for c in chunks]
     device = next(recognizer.model.parameters()).device
-    frames = [s._frames(x, final).to(device) for s, x in zip(sessions, samples)]
-    states = [s.state for s in sessions]
-    logits = stream_step(recognizer.model, states, frames, [final] * len(sessions))
+    # A failed step (out of memory in a large batch, say) leaves every session as it was: the
+    # server's dispatcher then retries each one alone with the same chunk, which must not be
+    # framed twice. The framers' tensors are replaced, never written to, so a shallow copy keeps
+    # them; the network state is updated in place, so it is copied whole (a few small tensors).
+    saved = [(copy.copy(s._framer), copy.deepcopy(s.state)) for s in sessions]
+    try:
+        frames = [s._frames(x, final).to(device) for s, x in zip(sessions, samples)]
+        states = [s.state for s in sessions]
+        logits = stream_step(recognizer.model, states, frames, [final] * len(sessions))
+    except BaseException:
+        for s, (framer, state) in zip(sessions, saved):
+            s._framer, s.state = framer, state
+        raise
     for s, out in zip(sessions, logits):
         s._add_logits(out)
 
@@ -214,19 +250,22 @@ def step_batch(
 
 def finish_batch(recognizer: SpeechRecognizer, sessions: Sequence[StreamSession]) -> list[str]:
     """Finishes several sessions in one batched pass; returns their final transcripts, decoded
-    with the recognizer's default decoder (`recognizer.text_decoder()`) over all their logits."""
+    with the recognizer's default decoder (`recognizer.text_decoder()`): a beam search over all
+    their logits, or the greedy decoder's text of the best path they decoded as they went (the
+    same text, without keeping the logits)."""
     if not sessions:
         return []
     empty = [torch.zeros(0)] * len(sessions)
     _advance(recognizer, sessions, empty, final=True)
-    decode = recognizer.text_decoder()
+    to_text = recognizer.best_path_text()
     texts = []
     for s in sessions:
-        logits = s.logits
-        if logits.size(0) == 0:
-            s._final = ""
+        if s._greedy:
+            s._final = to_text(s._ids) if s._ids else ""
         else:
-            s._final = decode(logits[None], torch.tensor([logits.size(0)]))[0]
+            logits, decode = s.logits, recognizer.text_decoder()
+            empty_stream = logits.size(0) == 0
+            s._final = "" if empty_stream else decode(logits[None], torch.tensor([len(logits)]))[0]
         texts.append(s._final)
     return texts
 

@@ -509,6 +509,11 @@ def test_serve_command_runs_uvicorn_with_the_model(streaming_folder, tmp_path):
         answer = httpx.post(f"http://127.0.0.1:{port}/transcribe", content=_wav(wave), timeout=30)
         assert answer.status_code == 200 and "text" in answer.json()
         assert "ds2hub_batch_size_bucket" in httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        # A second server on the same port: one line and status 2, before any model loads.
+        second = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2, second.stderr
+        assert second.stderr.startswith("ds2hub: error: cannot listen on 127.0.0.1:")
+        assert second.stderr.count("\n") == 1 and "in use" in second.stderr
     finally:
         server.terminate()
         server.wait(20)

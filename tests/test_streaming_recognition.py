@@ -11,6 +11,7 @@ from standins import STREAMING_ARCH
 
 from ds2hub.audio import load_audio
 from ds2hub.cli import run_cli
+from ds2hub.decoding import DecoderConfig
 from ds2hub.features import FeatureConfig, frame_statistics
 from ds2hub.hub import SpeechRecognizer, from_pretrained
 from ds2hub.model.streaming import StreamingError
@@ -54,7 +55,7 @@ def whole_logits(rec: SpeechRecognizer, audio: torch.Tensor) -> torch.Tensor:
 
 
 def stream_logits(rec, audio, sizes):
-    session = rec.stream()
+    session = rec.stream(keep_logits=True)
     pos = 0
     for size in sizes:
         session.accept(audio[pos : pos + size].numpy())
@@ -106,7 +107,7 @@ def test_three_conv_layers_with_strides_and_an_fc_layer_stream():
 def test_partials_are_the_greedy_transcript_of_the_logits_so_far():
     rec = make_recognizer()
     audio = _audio(1.5)
-    session = rec.stream()
+    session = rec.stream(keep_logits=True)
     decode = rec.text_decoder()
     for start in range(0, audio.numel(), 2560):
         partial = session.accept(audio[start : start + 2560])
@@ -119,8 +120,8 @@ def test_a_batched_step_equals_separate_sessions():
     rec = make_recognizer()
     audios = [_audio(s, seed=i) for i, s in enumerate((0.7, 1.3, 0.25))]
     rng = random.Random(1)
-    sessions = [rec.stream() for _ in audios]
-    alone = [rec.stream() for _ in audios]
+    sessions = [rec.stream(keep_logits=True) for _ in audios]
+    alone = [rec.stream() for _ in audios]  # greedy: keeps its best path, not its logits
     pos = [0, 0, 0]
     for _ in range(12):
         chunks = []
@@ -136,8 +137,67 @@ def test_a_batched_step_equals_separate_sessions():
         s.accept(c)
     finals = finish_batch(rec, sessions)
     assert finals == [s.finish() for s in alone]
-    for s, a, audio in zip(sessions, alone, audios):
-        torch.testing.assert_close(s.logits, a.logits)
+    for s, audio in zip(sessions, audios):
+        torch.testing.assert_close(s.logits, whole_logits(rec, audio), atol=1e-4, rtol=1e-4)
+
+
+def test_a_greedy_stream_keeps_no_logits_and_a_beam_search_stream_decodes_them_all(tmp_path):
+    """A greedily decoded stream holds its best path only (an hour of audio would otherwise keep
+    180,000 frames of logits); one whose model carries a beam search keeps them for `finish`."""
+    rec = make_recognizer()
+    audio = _audio(1.7)
+    session = rec.stream()
+    for start in range(0, audio.numel(), 1600):
+        session.accept(audio[start : start + 1600])
+    with pytest.raises(StreamingError, match="keeps no logits"):
+        _ = session.logits
+    ref = whole_logits(rec, audio)
+    assert session.finish() == rec.text_decoder()(ref[None], torch.tensor([len(ref)]))[0]
+
+    (tmp_path / "words.txt").write_text("one\ntwo\nthree\n")
+    rec.decoding = DecoderConfig(lexicon=str(tmp_path / "words.txt"), beam_size=8)
+    with pytest.raises(ValueError, match="beam search"):
+        rec.stream(keep_logits=False)
+    session = rec.stream()
+    for start in range(0, audio.numel(), 1600):
+        session.accept(audio[start : start + 1600])
+    final = session.finish()
+    torch.testing.assert_close(session.logits, ref, atol=1e-4, rtol=1e-4)
+    beam = rec.text_decoder()(ref.log_softmax(-1)[None], torch.tensor([len(ref)]))[0]
+    assert final == beam and set(final.split()) <= {"one", "two", "three"}
+
+
+def test_a_failed_batch_is_retried_one_by_one_without_replaying_audio(monkeypatch):
+    """The server's dispatcher retries a failed batch item by item with the same chunks; a step
+    that died after framing the audio and updating the states in place must not frame it twice."""
+    import ds2hub.streaming as streaming
+    from ds2hub.serving.dispatcher import BatchDispatcher
+
+    rec = make_recognizer()
+    audios = [_audio(0.9, seed=i) for i in range(2)]
+    sessions = [rec.stream(keep_logits=True) for _ in audios]
+    real, failed = streaming.stream_step, []
+
+    def out_of_memory_once(model, states, frames, final):
+        out = real(model, states, frames, final)  # the states move on, then the step dies
+        if len(states) > 1 and not failed:
+            failed.append(len(states))
+            raise RuntimeError("out of memory")
+        return out
+
+    monkeypatch.setattr(streaming, "stream_step", out_of_memory_once)
+
+    def steps(payloads):
+        return step_batch(rec, [s for s, _ in payloads], [c for _, c in payloads])
+
+    with BatchDispatcher({"step": steps}, max_batch_size=2, max_wait=5.0) as dispatcher:
+        for start in range(0, 14400, 4800):
+            futures = [dispatcher.submit("step", (s, a[start : start + 4800])) for s, a in
+                       zip(sessions, audios)]  # fmt: skip
+            [f.result(timeout=60) for f in futures]
+    assert failed == [2]  # one batch failed and was retried
+    finish_batch(rec, sessions)
+    for s, audio in zip(sessions, audios):
         torch.testing.assert_close(s.logits, whole_logits(rec, audio), atol=1e-4, rtol=1e-4)
 
 

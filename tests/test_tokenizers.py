@@ -173,6 +173,8 @@ def test_example_plugin_package_registers_its_tokenizer(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(plugin))
     tok = tokenizer_from_config({"kind": "spanish", "init_args": {}})
     assert tok.decode(tok.encode("¿Qué año es? ¡Mañana!")) == "qué año es mañana"
+    assert tok.vocab_size == 36  # blank, space, apostrophe, a-z, áéíóúüñ (its README)
+    assert tok.normalize("3 NIÑOS") == "niños"  # numbers are not spelled out: they go
     tok.save(tmp_path / "saved")
     assert type(load_tokenizer(tmp_path / "saved")).__name__ == "SpanishTokenizer"
     sys.modules.pop("ds2hub_spanish", None)

@@ -35,16 +35,23 @@ def _hanzi_converter(tokenizer: Tokenizer) -> Callable[[str], str] | None:
     return lambda text: lexicon.to_hanzi(split_syllables(text))
 
 
-def greedy_text_decoder(tokenizer: Tokenizer) -> TextDecoder:
-    """Best path, blanks and repeats removed; a pinyin model's syllables then become characters
-    through its word list (a unigram search, `HanziLexicon`)."""
+def best_path_text(tokenizer: Tokenizer) -> Callable[[list[int]], str]:
+    """Best-path token ids (blanks and repeats already removed) -> the greedy decoder's text: the
+    tokenizer's decoding, and for a pinyin model that writes characters, its syllables turned into
+    characters through its word list (a unigram search, `HanziLexicon`). A stream that decoded its
+    best path as it went finishes with this, without keeping its logits."""
     to_hanzi = _hanzi_converter(tokenizer)
+    if to_hanzi is None:
+        return tokenizer.decode
+    return lambda ids: to_hanzi(tokenizer.decode(ids))
+
+
+def greedy_text_decoder(tokenizer: Tokenizer) -> TextDecoder:
+    """Best path, blanks and repeats removed, then `best_path_text`."""
+    to_text = best_path_text(tokenizer)
 
     def greedy(logits: torch.Tensor, lengths: torch.Tensor) -> list[str]:
-        texts = [
-            tokenizer.decode(ids) for ids in greedy_decode(logits, lengths, tokenizer.blank_id)
-        ]
-        return [to_hanzi(t) for t in texts] if to_hanzi else texts
+        return [to_text(ids) for ids in greedy_decode(logits, lengths, tokenizer.blank_id)]
 
     return greedy
 

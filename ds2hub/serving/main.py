@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 from pathlib import Path
 
 from ds2hub.errors import ConfigError
@@ -25,6 +26,26 @@ def require_serve_extra() -> None:
             f"ds2hub serve needs {', '.join(missing)}: install the serve extra "
             "(pip install 'ds2hub[serve]', or uv sync --extra serve)"
         )
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """The server's listening socket, bound before the model loads: a port in use or an address
+    this machine does not have is a one-line user error at once (`ds2hub: error: ...`, status 2),
+    not uvicorn's startup failure after the model has loaded. uvicorn then serves on this very
+    socket, so no other process can take the port in between."""
+    from ds2hub.cli import UsageError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        reason = error.strerror or str(error)
+        raise UsageError(f"cannot listen on {host}:{port} (--host, --port): {reason}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,6 +119,7 @@ def main(argv: list[str]) -> None:
 
     if looks_local(args.model) and not Path(args.model).expanduser().exists():
         raise UsageError(f"model {args.model!r} does not exist")
+    sock = bind_socket(args.host, args.port)
     import torch
     import uvicorn
 
@@ -116,12 +138,16 @@ def main(argv: list[str]) -> None:
     stream_error = app.state.engine.stream_error
     if stream_error:
         logger.warning("WebSocket streaming is off for this model: %s", stream_error)
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        ws_max_size=config.max_message_bytes,
-        ws_ping_interval=20.0,
-        ws_ping_timeout=20.0,
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            log_level=args.log_level,
+            ws_max_size=config.max_message_bytes,
+            ws_ping_interval=20.0,
+            ws_ping_timeout=20.0,
+        )
     )
+    with sock:
+        server.run(sockets=[sock])
+    if not server.started:  # uvicorn logged why (the app's startup failed)
+        raise RuntimeError("the server did not start")
