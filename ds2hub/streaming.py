@@ -15,7 +15,7 @@ Only forward-only models with a causal front end (`features.normalization: globa
 `SpeechRecognizer.stream` refuses the others with a clear message.
 
 Memory: a stream decoded greedily (the default unless the model carries an LM) keeps only its
-best path, so an hour of audio costs a few kilobytes. A beam search needs every frame's scores
+best path, so an hour of audio costs it under a megabyte. A beam search needs every frame's scores
 when the stream finishes, so a session whose decoder is one keeps its logits: 4 bytes per output
 class per output frame (an hour of a 29-character model at 50 frames/s: 21 MB; of a 758-bigram
 model at 25 frames/s: 270 MB), which `ServeConfig.max_stream_seconds` bounds on the server.
@@ -124,10 +124,13 @@ class StreamSession:
         recognizer: a streamable model (`check_stream_ready`).
         keep_logits: keep every frame's logits (the `logits` property). None: only when the
             recognizer's default decoder is a beam search, which needs them at `finish`.
+        The session finishes with the recognizer's default decoding as it is when the session
+        opens (`recognizer.decoding`; changing it later does not reach open sessions).
         """
         check_stream_ready(recognizer)
         self.recognizer = recognizer
-        self._greedy = recognizer.decoding is None or recognizer.decoding == GREEDY
+        self._decoding = recognizer.decoding
+        self._greedy = self._decoding is None or self._decoding == GREEDY
         if keep_logits is False and not self._greedy:
             raise ValueError(
                 "this model decodes with a beam search, which needs every frame's logits when "
@@ -203,6 +206,16 @@ class StreamSession:
         self._text = self.recognizer.tokenizer.decode(self._ids)
 
 
+def _check_batch(recognizer: SpeechRecognizer, sessions: Sequence[StreamSession]) -> None:
+    if len({id(s) for s in sessions}) != len(sessions):
+        raise ValueError("a session appears twice in one batch")
+    for s in sessions:
+        if s.recognizer is not recognizer:
+            raise ValueError("a session belongs to another recognizer")
+        if s.finished:
+            raise StreamingError("this stream has finished; start a new one with .stream()")
+
+
 def _advance(
     recognizer: SpeechRecognizer,
     sessions: Sequence[StreamSession],
@@ -211,20 +224,14 @@ def _advance(
 ) -> None:
     if len(sessions) != len(chunks):
         raise ValueError(f"{len(sessions)} sessions but {len(chunks)} chunks")
-    if len({id(s) for s in sessions}) != len(sessions):
-        raise ValueError("a session appears twice in one batch")
-    for s in sessions:
-        if s.recognizer is not recognizer:
-            raise ValueError("a session belongs to another recognizer")
-        if s.finished:
-            raise StreamingError("this stream has finished; start a new one with .stream()")
+    _check_batch(recognizer, sessions)
     samples = [_as_samples(c) for c in chunks]
     device = next(recognizer.model.parameters()).device
     # A failed step (out of memory in a large batch, say) leaves every session as it was: the
     # server's dispatcher then retries each one alone with the same chunk, which must not be
-    # framed twice. The framers' tensors are replaced, never written to, so a shallow copy keeps
-    # them; the network state is updated in place, so it is copied whole (a few small tensors).
-    saved = [(copy.copy(s._framer), copy.deepcopy(s.state)) for s in sessions]
+    # framed twice. Framers and states rebind their tensors, never write into them, so shallow
+    # copies keep them (no tensor is copied).
+    saved = [(copy.copy(s._framer), s.state.snapshot()) for s in sessions]
     try:
         frames = [s._frames(x, final).to(device) for s, x in zip(sessions, samples)]
         states = [s.state for s in sessions]
@@ -250,23 +257,33 @@ def step_batch(
 
 def finish_batch(recognizer: SpeechRecognizer, sessions: Sequence[StreamSession]) -> list[str]:
     """Finishes several sessions in one batched pass; returns their final transcripts, decoded
-    with the recognizer's default decoder (`recognizer.text_decoder()`): a beam search over all
-    their logits, or the greedy decoder's text of the best path they decoded as they went (the
-    same text, without keeping the logits)."""
+    with each session's decoding (the recognizer's default when it opened): a beam search over
+    all its logits, or the greedy decoder's text of the best path it decoded as it went (the
+    same text, without keeping the logits).
+
+    Retrying is safe: the decoders (an LM, a pinyin model's word list) are built before any
+    session moves, and a session whose last step ran but whose decoding failed is only decoded
+    again on the next call."""
     if not sessions:
         return []
-    empty = [torch.zeros(0)] * len(sessions)
-    _advance(recognizer, sessions, empty, final=True)
-    to_text = recognizer.best_path_text()
+    _check_batch(recognizer, sessions)
+    to_text = recognizer.best_path_text() if any(s._greedy for s in sessions) else None
+    decoders = {id(s): recognizer.text_decoder(s._decoding) for s in sessions if not s._greedy}
+    pending = [s for s in sessions if not s.state.done]
+    if pending:
+        _advance(recognizer, pending, [torch.zeros(0)] * len(pending), final=True)
     texts = []
     for s in sessions:
         if s._greedy:
-            s._final = to_text(s._ids) if s._ids else ""
+            texts.append(to_text(s._ids) if s._ids else "")
         else:
-            logits, decode = s.logits, recognizer.text_decoder()
+            logits, decode = s.logits, decoders[id(s)]
             empty_stream = logits.size(0) == 0
-            s._final = "" if empty_stream else decode(logits[None], torch.tensor([len(logits)]))[0]
-        texts.append(s._final)
+            texts.append(
+                "" if empty_stream else decode(logits[None], torch.tensor([len(logits)]))[0]
+            )
+    for s, text in zip(sessions, texts):  # all or none: a failed batch can be retried whole
+        s._final = text
     return texts
 
 

@@ -524,6 +524,20 @@ def test_serve_command_errors_are_one_line(tmp_path, monkeypatch, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["serve", str(tmp_path), "--max-batch-size", "0"]) == 2
     assert "max_batch_size=0" in capsys.readouterr().err
+    import socket
+
+    import ds2hub.hub
+
+    loads = []
+    monkeypatch.setattr(ds2hub.hub, "from_pretrained", lambda *a, **k: loads.append(a))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", str(tmp_path), "--port", str(port)]) == 2
+    assert "in use" in capsys.readouterr().err and not loads  # refused before the model loads
+    assert main(["serve", str(tmp_path), "--port", "70000"]) == 2
+    assert "0-65535" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if the extra were not installed
     assert main(["serve", str(tmp_path)]) == 2
     err = capsys.readouterr().err

@@ -11,7 +11,7 @@ from standins import STREAMING_ARCH
 
 from ds2hub.audio import load_audio
 from ds2hub.cli import run_cli
-from ds2hub.decoding import DecoderConfig
+from ds2hub.decoding import DecoderConfig, greedy_decode
 from ds2hub.features import FeatureConfig, frame_statistics
 from ds2hub.hub import SpeechRecognizer, from_pretrained
 from ds2hub.model.streaming import StreamingError
@@ -39,10 +39,12 @@ def _audio(seconds: float, seed: int = 0) -> torch.Tensor:
     return tone + 0.05 * torch.randn(t.numel(), generator=g)
 
 
-def make_recognizer(rnn_type: str = "gru", seed: int = 0, **arch) -> SpeechRecognizer:
+def make_recognizer(
+    rnn_type: str = "gru", seed: int = 0, tokenizer=None, **arch
+) -> SpeechRecognizer:
     torch.manual_seed(seed)
     rec = SpeechRecognizer({**STREAMING_ARCH, "rnn_type": rnn_type, **arch}, {"normalization": "global"},
-                           CharTokenizer())  # fmt: skip
+                           tokenizer or CharTokenizer())  # fmt: skip
     rec.frontend.set_statistics(*frame_statistics([rec.frontend.unnormalized(_audio(1.0, 9))]))
     _randomise_batch_norm(rec, seed)
     return rec.eval()
@@ -152,10 +154,12 @@ def test_a_greedy_stream_keeps_no_logits_and_a_beam_search_stream_decodes_them_a
     with pytest.raises(StreamingError, match="keeps no logits"):
         _ = session.logits
     ref = whole_logits(rec, audio)
-    assert session.finish() == rec.text_decoder()(ref[None], torch.tensor([len(ref)]))[0]
-
+    greedy = rec.text_decoder()(ref[None], torch.tensor([len(ref)]))[0]
     (tmp_path / "words.txt").write_text("one\ntwo\nthree\n")
     rec.decoding = DecoderConfig(lexicon=str(tmp_path / "words.txt"), beam_size=8)
+    # The session finishes with the decoding of when it opened; a later one does not reach it.
+    assert session.finish() == greedy
+
     with pytest.raises(ValueError, match="beam search"):
         rec.stream(keep_logits=False)
     session = rec.stream()
@@ -165,6 +169,27 @@ def test_a_greedy_stream_keeps_no_logits_and_a_beam_search_stream_decodes_them_a
     torch.testing.assert_close(session.logits, ref, atol=1e-4, rtol=1e-4)
     beam = rec.text_decoder()(ref.log_softmax(-1)[None], torch.tensor([len(ref)]))[0]
     assert final == beam and set(final.split()) <= {"one", "two", "three"}
+
+
+def test_a_pinyin_stream_finishes_in_characters_as_the_greedy_decoder_does(tmp_path):
+    """Partials are the model's pinyin; the final text goes through the same word-list search as
+    the whole-utterance greedy decoder (from the best path, not the kept logits)."""
+    from ds2hub.tokenizers import PinyinTokenizer
+
+    words = tmp_path / "words.txt"
+    words.write_text("学生 100\n学 50\n生 40\n是 30\n", encoding="utf-8")
+    rec = make_recognizer(tokenizer=PinyinTokenizer(lexicon=str(words), lexicon_min_count=1))
+    for seed in range(3):
+        audio = _audio(1.2, seed=seed)
+        session = rec.stream(keep_logits=True)
+        partial, so_far = session.accept(audio), session.logits
+        ids = greedy_decode(so_far[None], torch.tensor([len(so_far)]))[0]
+        assert partial == rec.tokenizer.decode(ids)  # pinyin so far
+        ref = whole_logits(rec, audio)
+        final = session.finish()
+        assert final == rec.text_decoder()(ref[None], torch.tensor([len(ref)]))[0]
+        pinyin = rec.tokenizer.decode(greedy_decode(ref[None], torch.tensor([len(ref)]))[0])
+        assert pinyin.isascii() and final != pinyin  # characters (or the unknown mark ⁇)
 
 
 def test_a_failed_batch_is_retried_one_by_one_without_replaying_audio(monkeypatch):
@@ -187,8 +212,9 @@ def test_a_failed_batch_is_retried_one_by_one_without_replaying_audio(monkeypatc
 
     monkeypatch.setattr(streaming, "stream_step", out_of_memory_once)
 
-    def steps(payloads):
-        return step_batch(rec, [s for s, _ in payloads], [c for _, c in payloads])
+    def steps(payloads):  # as the server's engine runs them
+        with torch.inference_mode():
+            return step_batch(rec, [s for s, _ in payloads], [c for _, c in payloads])
 
     with BatchDispatcher({"step": steps}, max_batch_size=2, max_wait=5.0) as dispatcher:
         for start in range(0, 14400, 4800):
@@ -199,6 +225,43 @@ def test_a_failed_batch_is_retried_one_by_one_without_replaying_audio(monkeypatc
     finish_batch(rec, sessions)
     for s, audio in zip(sessions, audios):
         torch.testing.assert_close(s.logits, whole_logits(rec, audio), atol=1e-4, rtol=1e-4)
+
+
+def test_a_failed_finish_is_retried_one_by_one(tmp_path, monkeypatch):
+    """A batch of finishes whose decoding fails after the last step ran (a beam search error):
+    the dispatcher's one-by-one retry gives every session its final transcript."""
+    from ds2hub.serving.dispatcher import BatchDispatcher
+
+    rec = make_recognizer()
+    audios = [_audio(0.8, seed=i) for i in range(2)]
+    greedy = rec.stream()
+    (tmp_path / "words.txt").write_text("one\ntwo\nthree\n")
+    rec.decoding = DecoderConfig(lexicon=str(tmp_path / "words.txt"), beam_size=8)
+    beam = rec.stream()
+    for s, audio in zip((greedy, beam), audios):
+        s.accept(audio)
+    search, failed = rec.text_decoder(), []
+
+    def fails_once(log_probs, lengths):
+        if not failed:
+            failed.append(True)
+            raise RuntimeError("the beam search failed")
+        return search(log_probs, lengths)
+
+    monkeypatch.setattr(rec, "text_decoder", lambda decoding=None: fails_once)
+
+    def finishes(sessions):
+        with torch.inference_mode():
+            return finish_batch(rec, sessions)
+
+    with BatchDispatcher({"finish": finishes}, max_batch_size=2, max_wait=5.0) as dispatcher:
+        futures = [dispatcher.submit("finish", s) for s in (greedy, beam)]
+        finals = [f.result(timeout=60) for f in futures]
+    refs = [whole_logits(rec, audio) for audio in audios]
+    assert failed and finals == [
+        rec.best_path_text()(greedy_decode(refs[0][None], torch.tensor([len(refs[0])]))[0]),
+        search(refs[1][None], torch.tensor([len(refs[1])]))[0],
+    ]
 
 
 def test_tiny_and_empty_streams():

@@ -22,7 +22,7 @@ because no library streams CTC models built from torch's layers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -99,6 +99,18 @@ class NetworkState:
     emitted: int = 0
     done: bool = False
     lengths: list[int] = field(default_factory=list)  # per conv layer, set by the final step
+
+    def snapshot(self) -> NetworkState:
+        """A copy that later steps of this state do not reach: `stream_step` rebinds tensors
+        and list slots but never writes into a tensor, so copying the lists is enough (the
+        tensors, often views of a whole batch's buffer, are shared, not copied)."""
+        return replace(
+            self,
+            conv=list(self.conv),
+            conv_next=list(self.conv_next),
+            hidden=list(self.hidden),
+            lengths=list(self.lengths),
+        )
 
 
 def initial_state(model: DeepSpeech2) -> NetworkState:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import socket
 from pathlib import Path
 
@@ -28,24 +29,43 @@ def require_serve_extra() -> None:
         )
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    """The server's listening socket, bound before the model loads: a port in use or an address
-    this machine does not have is a one-line user error at once (`ds2hub: error: ...`, status 2),
-    not uvicorn's startup failure after the model has loaded. uvicorn then serves on this very
-    socket, so no other process can take the port in between."""
+def bind_sockets(host: str, port: int) -> list[socket.socket]:
+    """The server's listening sockets, one per address `host` resolves to (`localhost`: ::1 and
+    127.0.0.1), bound and listening before the model loads. A port in use, an address this
+    machine does not have or a name that does not resolve is a one-line user error at once
+    (`ds2hub: error: ...`, status 2), not uvicorn's startup failure after the model has loaded;
+    uvicorn then serves on these very sockets, so no other process can take the port meanwhile.
+    (uvicorn binds inside `Server.run` and exits on failure, so it cannot be asked first.)"""
     from ds2hub.cli import UsageError
 
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+    bare = host.strip("[]")  # `[::1]`, as in a URL
+    where = f"[{bare}]:{port}" if ":" in bare else f"{bare}:{port}"
+    if not 0 <= port <= 65535:
+        raise UsageError(f"cannot listen on {where} (--port): ports are 0-65535")
     try:
-        sock.bind((host, port))
+        infos = socket.getaddrinfo(
+            bare, port, socket.AF_UNSPEC, socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as error:
+        raise UsageError(f"cannot listen on {where} (--host): {error.strerror}") from None
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            if os.name != "nt":  # on Windows it would let two servers share a port
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # as asyncio does
+            sock.bind(address)
+            sock.listen(2048)  # uvicorn's default backlog; listening is what claims the port
+            sock.set_inheritable(True)
     except OSError as error:
-        sock.close()
+        for sock in sockets:
+            sock.close()
         reason = error.strerror or str(error)
-        raise UsageError(f"cannot listen on {host}:{port} (--host, --port): {reason}") from None
-    sock.set_inheritable(True)
-    return sock
+        raise UsageError(f"cannot listen on {where} (--host, --port): {reason}") from None
+    return sockets
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,10 +139,20 @@ def main(argv: list[str]) -> None:
 
     if looks_local(args.model) and not Path(args.model).expanduser().exists():
         raise UsageError(f"model {args.model!r} does not exist")
-    sock = bind_socket(args.host, args.port)
+    sockets = bind_sockets(args.host, args.port)
+    try:
+        _serve(args, config, sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _serve(args: argparse.Namespace, config: ServeConfig, sockets: list[socket.socket]) -> None:
+    """Loads the model and runs uvicorn on `sockets` until interrupted."""
     import torch
     import uvicorn
 
+    from ds2hub.cli import UsageError
     from ds2hub.hub import from_pretrained
     from ds2hub.serving.app import create_app
 
@@ -147,7 +177,10 @@ def main(argv: list[str]) -> None:
             ws_ping_timeout=20.0,
         )
     )
-    with sock:
-        server.run(sockets=[sock])
+    for sock in sockets:  # uvicorn does not say where pre-bound sockets listen
+        address, port = sock.getsockname()[:2]
+        host = f"[{address}]" if sock.family == socket.AF_INET6 else address
+        logger.info("ds2hub serve: listening on http://%s:%d", host, port)
+    server.run(sockets=sockets)
     if not server.started:  # uvicorn logged why (the app's startup failed)
         raise RuntimeError("the server did not start")
