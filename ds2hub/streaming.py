@@ -24,7 +24,9 @@ model at 25 frames/s: 270 MB), which `ServeConfig.max_stream_seconds` bounds on 
 from __future__ import annotations
 
 import copy
+from array import array
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -141,7 +143,8 @@ class StreamSession:
         self._framer = _SampleFramer(config.n_fft, config.hop_length)
         self.state: NetworkState = initial_state(recognizer.model)
         self._logits: list[torch.Tensor] = []  # (n, V) per step, on the CPU
-        self._ids: list[int] = []  # greedy best path so far, repeats and blanks collapsed
+        # Greedy best path so far, repeats and blanks collapsed: 4 bytes a token, not a list's 8+.
+        self._ids = array("I")
         self._last = -1  # best token of the last frame (a repeat across chunks is merged)
         self._text = ""
         self._final: str | None = None
@@ -191,19 +194,36 @@ class StreamSession:
             frontend = self.recognizer.frontend
             return frontend.frames(padded.to(frontend.spectrogram.window.device))
 
-    def _add_logits(self, logits: torch.Tensor) -> None:
+    def _update(self, logits: torch.Tensor) -> _Update | None:
+        """What new output frames change, computed without changing the session (so that a
+        failure anywhere in a batch leaves every session of it as it was)."""
         if logits.size(0) == 0:
-            return
+            return None
         logits = logits.detach().float().cpu()
+        new, last, blank = [], self._last, self.recognizer.tokenizer.blank_id
+        for token in logits.argmax(dim=-1).tolist():
+            if token != last and token != blank:
+                new.append(token)
+            last = token
+        text = self.recognizer.tokenizer.decode(self._ids.tolist() + new) if new else self._text
+        return _Update(logits, new, last, text)
+
+    def _apply(self, update: _Update | None) -> None:
+        """Commits `_update`'s result; nothing here can fail."""
+        if update is None:
+            return
         if self._keep_logits:
-            self._logits.append(logits)
-        best = logits.argmax(dim=-1).tolist()
-        blank = self.recognizer.tokenizer.blank_id
-        for token in best:
-            if token != self._last and token != blank:
-                self._ids.append(token)
-            self._last = token
-        self._text = self.recognizer.tokenizer.decode(self._ids)
+            self._logits.append(update.logits)
+        self._ids.extend(update.ids)
+        self._last, self._text = update.last, update.text
+
+
+@dataclass
+class _Update:
+    logits: torch.Tensor  # (n, V) new output frames, on the CPU
+    ids: list[int]  # new best-path tokens
+    last: int  # best token of the last frame
+    text: str  # the partial transcript with them
 
 
 def _check_batch(recognizer: SpeechRecognizer, sessions: Sequence[StreamSession]) -> None:
@@ -227,21 +247,23 @@ def _advance(
     _check_batch(recognizer, sessions)
     samples = [_as_samples(c) for c in chunks]
     device = next(recognizer.model.parameters()).device
-    # A failed step (out of memory in a large batch, say) leaves every session as it was: the
-    # server's dispatcher then retries each one alone with the same chunk, which must not be
-    # framed twice. Framers and states rebind their tensors, never write into them, so shallow
-    # copies keep them (no tensor is copied).
+    # A failed step (out of memory in a large batch, a tokenizer that raises, say) leaves every
+    # session as it was: the server's dispatcher then retries each one alone with the same chunk,
+    # which must not be framed twice. Framers and states rebind their tensors, never write into
+    # them, so shallow copies keep them (no tensor is copied); the transcripts change only once
+    # every session's update is computed.
     saved = [(copy.copy(s._framer), s.state.snapshot()) for s in sessions]
     try:
         frames = [s._frames(x, final).to(device) for s, x in zip(sessions, samples)]
         states = [s.state for s in sessions]
         logits = stream_step(recognizer.model, states, frames, [final] * len(sessions))
+        updates = [s._update(out) for s, out in zip(sessions, logits)]
     except BaseException:
         for s, (framer, state) in zip(sessions, saved):
             s._framer, s.state = framer, state
         raise
-    for s, out in zip(sessions, logits):
-        s._add_logits(out)
+    for s, update in zip(sessions, updates):
+        s._apply(update)
 
 
 def step_batch(
@@ -275,7 +297,7 @@ def finish_batch(recognizer: SpeechRecognizer, sessions: Sequence[StreamSession]
     texts = []
     for s in sessions:
         if s._greedy:
-            texts.append(to_text(s._ids) if s._ids else "")
+            texts.append(to_text(s._ids.tolist()) if s._ids else "")
         else:
             logits, decode = s.logits, decoders[id(s)]
             empty_stream = logits.size(0) == 0

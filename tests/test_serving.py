@@ -544,6 +544,45 @@ def test_serve_command_errors_are_one_line(tmp_path, monkeypatch, capsys):
     assert err.count("\n") == 1 and "serve extra" in err and "uvicorn" in err
 
 
+def test_serve_listens_on_every_address_it_can_and_leaks_no_socket(monkeypatch):
+    """A name resolving to several addresses: one the machine lacks is skipped; one in use fails
+    the start and closes the sockets already bound; port 0 is one port for all."""
+    import socket
+
+    from ds2hub.cli import UsageError
+    from ds2hub.serving import main as serving_main
+
+    def resolves_to(*hosts):
+        def getaddrinfo(host, port, *args, **kwargs):
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (h, port)) for h in hosts]
+
+        monkeypatch.setattr(serving_main.socket, "getaddrinfo", getaddrinfo)
+
+    resolves_to("127.0.0.1", "192.0.2.1", "127.0.0.2")  # 192.0.2.1: a documentation address
+    sockets = serving_main.bind_sockets("name", 0)
+    try:
+        assert [s.getsockname()[0] for s in sockets] == ["127.0.0.1", "127.0.0.2"]
+        assert len({s.getsockname()[1] for s in sockets}) == 1
+    finally:
+        for s in sockets:
+            s.close()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.2", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        resolves_to("127.0.0.1", "127.0.0.2")
+        with pytest.raises(UsageError, match="in use"):
+            serving_main.bind_sockets("name", port)
+    with socket.socket() as again:  # the first address's socket was closed
+        again.bind(("127.0.0.1", port))
+    resolves_to("192.0.2.1")
+    with pytest.raises(UsageError, match="cannot listen on name"):
+        serving_main.bind_sockets("name", 0)
+    monkeypatch.undo()
+    with pytest.raises(UsageError, match="--host"):
+        serving_main.bind_sockets("a" * 64, 0)  # a label too long for a host name
+
+
 def test_the_serving_modules_are_not_imported_by_ds2hub():
     code = "import sys, ds2hub.cli; print(any(m.startswith(('starlette', 'uvicorn')) for m in sys.modules))"
     out = subprocess.run(

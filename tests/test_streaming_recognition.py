@@ -162,13 +162,15 @@ def test_a_greedy_stream_keeps_no_logits_and_a_beam_search_stream_decodes_them_a
 
     with pytest.raises(ValueError, match="beam search"):
         rec.stream(keep_logits=False)
-    session = rec.stream()
+    session, search = rec.stream(), rec.text_decoder()
     for start in range(0, audio.numel(), 1600):
         session.accept(audio[start : start + 1600])
+    rec.decoding = None  # again: the open session keeps its beam search
     final = session.finish()
     torch.testing.assert_close(session.logits, ref, atol=1e-4, rtol=1e-4)
-    beam = rec.text_decoder()(ref.log_softmax(-1)[None], torch.tensor([len(ref)]))[0]
+    beam = search(ref.log_softmax(-1)[None], torch.tensor([len(ref)]))[0]
     assert final == beam and set(final.split()) <= {"one", "two", "three"}
+    assert beam != greedy
 
 
 def test_a_pinyin_stream_finishes_in_characters_as_the_greedy_decoder_does(tmp_path):
@@ -192,25 +194,41 @@ def test_a_pinyin_stream_finishes_in_characters_as_the_greedy_decoder_does(tmp_p
         assert pinyin.isascii() and final != pinyin  # characters (or the unknown mark ⁇)
 
 
-def test_a_failed_batch_is_retried_one_by_one_without_replaying_audio(monkeypatch):
+@pytest.mark.parametrize("where", ["network", "tokenizer"])
+def test_a_failed_batch_is_retried_one_by_one_without_replaying_audio(monkeypatch, where):
     """The server's dispatcher retries a failed batch item by item with the same chunks; a step
-    that died after framing the audio and updating the states in place must not frame it twice."""
+    that died after framing the audio and moving the states (or a tokenizer that raised while
+    writing the partials) must not frame it twice."""
     import ds2hub.streaming as streaming
     from ds2hub.serving.dispatcher import BatchDispatcher
 
     rec = make_recognizer()
     audios = [_audio(0.9, seed=i) for i in range(2)]
     sessions = [rec.stream(keep_logits=True) for _ in audios]
-    real, failed = streaming.stream_step, []
+    failed = []
+    if where == "network":
+        real = streaming.stream_step
 
-    def out_of_memory_once(model, states, frames, final):
-        out = real(model, states, frames, final)  # the states move on, then the step dies
-        if len(states) > 1 and not failed:
-            failed.append(len(states))
-            raise RuntimeError("out of memory")
-        return out
+        def out_of_memory_once(model, states, frames, final):
+            out = real(model, states, frames, final)  # the states move on, then the step dies
+            if len(states) > 1 and not failed:
+                failed.append(len(states))
+                raise RuntimeError("out of memory")
+            return out
 
-    monkeypatch.setattr(streaming, "stream_step", out_of_memory_once)
+        monkeypatch.setattr(streaming, "stream_step", out_of_memory_once)
+    else:
+        decode = rec.tokenizer.decode
+
+        def fails_on_the_second_session(ids):
+            if len(failed) == 0 and len(decoded) == 1:  # the first session's text is done
+                failed.append(2)
+                raise RuntimeError("the tokenizer failed")
+            decoded.append(ids)
+            return decode(ids)
+
+        decoded: list = []
+        monkeypatch.setattr(rec.tokenizer, "decode", fails_on_the_second_session)
 
     def steps(payloads):  # as the server's engine runs them
         with torch.inference_mode():

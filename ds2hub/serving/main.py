@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import socket
@@ -30,12 +31,16 @@ def require_serve_extra() -> None:
 
 
 def bind_sockets(host: str, port: int) -> list[socket.socket]:
-    """The server's listening sockets, one per address `host` resolves to (`localhost`: ::1 and
-    127.0.0.1), bound and listening before the model loads. A port in use, an address this
-    machine does not have or a name that does not resolve is a one-line user error at once
-    (`ds2hub: error: ...`, status 2), not uvicorn's startup failure after the model has loaded;
-    uvicorn then serves on these very sockets, so no other process can take the port meanwhile.
-    (uvicorn binds inside `Server.run` and exits on failure, so it cannot be asked first.)"""
+    """The server's listening sockets, one per address `host` resolves to, bound and listening
+    before the model loads. A port in use, no address this machine can bind or a name that does
+    not resolve is a one-line user error at once (`ds2hub: error: ...`, status 2), not uvicorn's
+    startup failure after the model has loaded; uvicorn then serves on these very sockets, so no
+    other process can take the port meanwhile. (uvicorn binds inside `Server.run` and exits on
+    failure, so it cannot be asked first.)
+
+    Where a name resolves to several addresses (`localhost` may give 127.0.0.1 and ::1), one the
+    machine does not have (::1 with IPv6 off) is skipped as long as another binds; `--port 0`
+    picks one free port for all of them."""
     from ds2hub.cli import UsageError
 
     bare = host.strip("[]")  # `[::1]`, as in a URL
@@ -46,20 +51,35 @@ def bind_sockets(host: str, port: int) -> list[socket.socket]:
         infos = socket.getaddrinfo(
             bare, port, socket.AF_UNSPEC, socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
-    except socket.gaierror as error:
-        raise UsageError(f"cannot listen on {where} (--host): {error.strerror}") from None
+    except (socket.gaierror, UnicodeError) as error:  # (a label over 63 characters: UnicodeError)
+        reason = getattr(error, "strerror", None) or str(error)
+        raise UsageError(f"cannot listen on {where} (--host): {reason}") from None
+    # asyncio's rule: an IPv6 socket beside an IPv4 one takes IPv6 only; `::` alone, both.
+    both = {info[0] for info in infos} >= {socket.AF_INET, socket.AF_INET6}
     sockets: list[socket.socket] = []
+    missing: OSError | None = None
     try:
         for family, kind, proto, _, address in dict.fromkeys(infos):
+            if port == 0 and sockets:  # the port the first socket got
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
             sock = socket.socket(family, kind, proto)
-            sockets.append(sock)
-            if os.name != "nt":  # on Windows it would let two servers share a port
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # as asyncio does
-            sock.bind(address)
-            sock.listen(2048)  # uvicorn's default backlog; listening is what claims the port
+            try:
+                if os.name != "nt":  # on Windows it would let two servers share a port
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+                if family == socket.AF_INET6 and both:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(address)
+                sock.listen(2048)  # uvicorn's default backlog; listening is what claims the port
+            except OSError as error:
+                sock.close()
+                if error.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                    missing = error  # an address this machine lacks: the others may do
+                    continue
+                raise
             sock.set_inheritable(True)
+            sockets.append(sock)
+        if not sockets:
+            raise missing or OSError("no address to listen on")
     except OSError as error:
         for sock in sockets:
             sock.close()
