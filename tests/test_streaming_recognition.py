@@ -143,6 +143,12 @@ def test_a_batched_step_equals_separate_sessions():
         torch.testing.assert_close(s.logits, whole_logits(rec, audio), atol=1e-4, rtol=1e-4)
 
 
+def three_word_search(folder: Path) -> DecoderConfig:
+    """A lexicon beam search that can only write one, two and three."""
+    (folder / "words.txt").write_text("one\ntwo\nthree\n")
+    return DecoderConfig(lexicon=str(folder / "words.txt"), beam_size=8)
+
+
 def test_a_greedy_stream_keeps_no_logits_and_a_beam_search_stream_decodes_them_all(tmp_path):
     """A greedily decoded stream holds its best path only (an hour of audio would otherwise keep
     180,000 frames of logits); one whose model carries a beam search keeps them for `finish`."""
@@ -155,8 +161,7 @@ def test_a_greedy_stream_keeps_no_logits_and_a_beam_search_stream_decodes_them_a
         _ = session.logits
     ref = whole_logits(rec, audio)
     greedy = rec.text_decoder()(ref[None], torch.tensor([len(ref)]))[0]
-    (tmp_path / "words.txt").write_text("one\ntwo\nthree\n")
-    rec.decoding = DecoderConfig(lexicon=str(tmp_path / "words.txt"), beam_size=8)
+    rec.decoding = three_word_search(tmp_path)
     # The session finishes with the decoding of when it opened; a later one does not reach it.
     assert session.finish() == greedy
 
@@ -253,8 +258,7 @@ def test_a_failed_finish_is_retried_one_by_one(tmp_path, monkeypatch):
     rec = make_recognizer()
     audios = [_audio(0.8, seed=i) for i in range(2)]
     greedy = rec.stream()
-    (tmp_path / "words.txt").write_text("one\ntwo\nthree\n")
-    rec.decoding = DecoderConfig(lexicon=str(tmp_path / "words.txt"), beam_size=8)
+    rec.decoding = three_word_search(tmp_path)
     beam = rec.stream()
     for s, audio in zip((greedy, beam), audios):
         s.accept(audio)

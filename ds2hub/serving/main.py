@@ -30,6 +30,11 @@ def require_serve_extra() -> None:
         )
 
 
+def _url_host(host: str) -> str:
+    """`host` as it is written before `:port`: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
+
+
 def bind_sockets(host: str, port: int) -> list[socket.socket]:
     """The server's listening sockets, one per address `host` resolves to, bound and listening
     before the model loads. A port in use, no address this machine can bind or a name that does
@@ -44,7 +49,7 @@ def bind_sockets(host: str, port: int) -> list[socket.socket]:
     from ds2hub.cli import UsageError
 
     bare = host.strip("[]")  # `[::1]`, as in a URL
-    where = f"[{bare}]:{port}" if ":" in bare else f"{bare}:{port}"
+    where = f"{_url_host(bare)}:{port}"
     if not 0 <= port <= 65535:
         raise UsageError(f"cannot listen on {where} (--port): ports are 0-65535")
     try:
@@ -199,8 +204,7 @@ def _serve(args: argparse.Namespace, config: ServeConfig, sockets: list[socket.s
     )
     for sock in sockets:  # uvicorn does not say where pre-bound sockets listen
         address, port = sock.getsockname()[:2]
-        host = f"[{address}]" if sock.family == socket.AF_INET6 else address
-        logger.info("ds2hub serve: listening on http://%s:%d", host, port)
+        logger.info("ds2hub serve: listening on http://%s:%d", _url_host(address), port)
     server.run(sockets=sockets)
     if not server.started:  # uvicorn logged why (the app's startup failed)
         raise RuntimeError("the server did not start")
