@@ -274,8 +274,9 @@ class DeepSpeech2Task(L.LightningModule):
                 "SpeechDataModule's training split; train with a SpeechDataModule"
             )
         if hasattr(dataset, "__len__"):
-            step = max(1, len(dataset) // self.FRONTEND_SAMPLE)
-            rows = (dataset.data[i] for i in range(0, len(dataset), step))
+            size = len(dataset.data)  # rows, not items: word sequences are items after them
+            step = max(1, size // self.FRONTEND_SAMPLE)
+            rows = (dataset.data[i] for i in range(0, size, step))
         else:
             rows = iter(dataset.data)
         frontend = LogSpectrogram(self.features)

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -542,6 +543,41 @@ def test_serve_command_errors_are_one_line(tmp_path, monkeypatch, capsys):
     assert main(["serve", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "serve extra" in err and "uvicorn" in err
+
+
+def test_a_failed_server_startup_is_one_traceback_and_status_3(tmp_path):
+    """The app's startup (its lifespan) fails: uvicorn logs one traceback and `ds2hub serve` exits
+    with uvicorn's status 3, as the README says; no second traceback from ds2hub."""
+    script = textwrap.dedent(f"""
+        import contextlib, sys
+        from starlette.applications import Starlette
+        import ds2hub.hub, ds2hub.serving.app
+        from ds2hub.cli import main
+
+        class Model:
+            def to(self, device):
+                return self
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app):
+            raise OSError("no worker thread for Batch Dispatch")
+            yield
+
+        def create_app(recognizer, config):
+            app = Starlette(lifespan=lifespan)
+            app.state.engine = type("Engine", (), {{"stream_error": None}})()
+            return app
+
+        ds2hub.hub.from_pretrained = lambda *args, **kwargs: Model()
+        ds2hub.serving.app.create_app = create_app
+        sys.exit(main(["serve", {str(tmp_path)!r}, "--port", "0"]))
+    """)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.count("Traceback") == 1 and "no worker thread" in done.stderr
+    assert "Application startup failed" in done.stderr.splitlines()[-1]
 
 
 def test_serve_listens_on_every_address_it_can_and_leaks_no_socket(monkeypatch):

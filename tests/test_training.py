@@ -110,6 +110,59 @@ def test_sortagrad_off_shuffles_every_epoch_differently(tiny_digits, tmp_path):
     assert epochs[0] != epochs[1]
 
 
+def test_word_sequences_train_every_epoch_and_join_only_training_speakers(tmp_path):
+    """`data.sequences` through `ds2hub fit`: each epoch the model receives every utterance and
+    every word sequence once; a sequence's words are rows of the training speakers (never the
+    held-out one, never an extra corpus), and its transcript is theirs in order."""
+    from standins import make_audiofolder
+
+    corpus = make_audiofolder(tmp_path / "fsdd")
+    record = tmp_path / "order.jsonl"
+    cli = _fit(
+        corpus, tmp_path / "run", "--trainer.max_epochs", "2", "--data.text_column", "transcription",
+        "--data.holdout_column", "speaker_id", "--data.holdout_values", "[spk0]",
+        "--data.test_split", "null", "--data.sequences.count", "6", "--data.batch_size", "2",
+        record=record,
+    )  # fmt: skip
+    train = cli.datamodule.datasets["train"]
+    rows = len(train.data)
+    assert rows == 12 and len(train) == 18  # spk0's four of 16 held out; six sequences after
+    for batches in _epochs(read_order(record)).values():
+        assert sorted(i for ids in batches for i in ids) == list(range(18))
+    by_id = {i: t for r in read_order(record) for i, t in zip(r["ids"], r["texts"])}
+    for j, plan in enumerate(train.plans):
+        assert 2 <= len(plan.rows) <= 4
+        assert {train.data[i]["speaker_id"] for i in plan.rows} <= {"spk1", "spk2", "spk3"}
+        words = [train.data[i]["transcription"] for i in plan.rows]
+        assert by_id[rows + j] == " ".join(words)
+        assert train.durations[rows + j] > sum(train.durations[i] for i in plan.rows)  # pauses
+
+
+def test_word_sequences_are_drawn_once_from_the_seed_and_refused_on_streams(tmp_path):
+    from standins import make_audiofolder
+
+    from ds2hub.data.sequences import SequenceConfig, plan_sequences
+    from ds2hub.errors import ConfigError
+
+    groups = ["a", "a", "b", None, None]  # the last two: an extra corpus, never joined
+    durations = [0.5, 0.5, 0.5, 0.5, 9.0]
+    config = SequenceConfig(count=50, words=(3, 6))
+    plans = plan_sequences(groups, durations, config, max_duration=2.5, seed=1)
+    assert plans == plan_sequences(groups, durations, config, max_duration=2.5, seed=1)
+    assert plans != plan_sequences(groups, durations, config, max_duration=2.5, seed=2)
+    assert all(i < 3 for p in plans for i in p.rows)
+    assert all(p.duration(durations) <= 2.5 for p in plans)  # words left out until it fits
+    assert {tuple(groups[i] for i in p.rows) for p in plans} >= {("a",) * 3}  # one speaker
+    with pytest.raises(ValueError, match="words"):
+        SequenceConfig(words=(0, 2))
+    corpus = make_audiofolder(tmp_path / "fsdd")
+    with pytest.raises(ConfigError, match="data.sequences"):
+        SpeechDataModule(
+            CharTokenizer(), str(corpus), text_column="transcription", sortagrad=False,
+            streaming=True, sequences=SequenceConfig(count=4),
+        )  # fmt: skip
+
+
 def test_resume_mid_epoch_neither_repeats_nor_skips_batches(tiny_digits, tmp_path):
     """A run stopped after step 6 (mid-epoch 1 of 4-batch epochs) and resumed from its checkpoint
     receives exactly the batches of an uninterrupted run, in the same order."""

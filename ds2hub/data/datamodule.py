@@ -28,6 +28,7 @@ from ds2hub.data.dataset import (
 )
 from ds2hub.data.loader import EpochLoader, EpochOrder
 from ds2hub.data.sampler import DurationBatchSampler
+from ds2hub.data.sequences import SequenceConfig, SequencedDataset, plan_sequences
 from ds2hub.errors import ConfigError
 from ds2hub.features import FeatureConfig, LogSpectrogram
 from ds2hub.tokenizers import Tokenizer
@@ -85,6 +86,9 @@ def load_split(
 
 
 _SLICE = re.compile(r"^([\w.-]+)\[(.*)\]$")
+# A column added to the training rows when word sequences are on: the group (speaker) of each
+# row of the corpus's own split, None for an `extra_train` row (never joined).
+SEQUENCE_GROUP = "ds2hub_sequence_group"
 
 
 def stream_slice(split: str) -> tuple[str, int, int] | None:
@@ -197,6 +201,8 @@ class SpeechDataModule(L.LightningDataModule):
         bucketing: batch utterances of similar length together (less padding).
         augment: training augmentation (noise, speed, tempo, end trimming, padding, VTLP,
             random equalisation, SpecAugment, narrowband).
+        sequences: word sequences joined from the training split's own utterances and added to
+            it (`ds2hub.data.sequences`; corpora of isolated words). Not with `streaming`.
         streaming: read the training split (and `extra_train`) as a stream (corpora larger than
             the disk): shuffled through a buffer, reseeded every epoch. Needs `sortagrad: false`;
             holdouts only as listed `holdout_values` / `test_holdout_values`.
@@ -239,6 +245,7 @@ class SpeechDataModule(L.LightningDataModule):
         sortagrad: bool = True,
         bucketing: bool = True,
         augment: AugmentConfig = AugmentConfig(),
+        sequences: SequenceConfig = SequenceConfig(),
         streaming: bool = False,
         shuffle_buffer: int = 1000,
         stream_batches_per_epoch: int | None = None,
@@ -273,11 +280,15 @@ class SpeechDataModule(L.LightningDataModule):
         self.sortagrad, self.bucketing, self.streaming = sortagrad, bucketing, streaming
         self.shuffle_buffer = shuffle_buffer
         self.stream_batches_per_epoch = stream_batches_per_epoch
-        self.augment = augment
+        # Plain dicts too: `ds2hub push` rebuilds the DataModule from a run's saved config.yaml.
+        self.augment = augment if isinstance(augment, AugmentConfig) else AugmentConfig(**augment)
+        self.sequences = (
+            sequences if isinstance(sequences, SequenceConfig) else SequenceConfig(**sequences)
+        )
         self.num_workers, self.seed = num_workers, seed
         self.features = features
         self.frontend = LogSpectrogram(features)
-        self.datasets: dict[str, SpeechDataset | StreamingSpeechDataset] = {}
+        self.datasets: dict[str, SpeechDataset | SequencedDataset | StreamingSpeechDataset] = {}
         self.dropped: dict[str, Counter[str]] = {}
         self._train_loader: DataLoader | None = None
         if holdout_column and not (holdout_values or holdout_fraction):
@@ -294,6 +305,12 @@ class SpeechDataModule(L.LightningDataModule):
 
     def _check_streaming(self) -> None:
         """Refuses, before any data is read, what a stream cannot do."""
+        if self.sequences.count:
+            raise ConfigError(
+                "data.streaming: data.sequences joins utterances drawn from the whole training "
+                "split, which a stream does not hold; set data.sequences.count: 0, or "
+                "data.streaming: false"
+            )
         if self.sortagrad:
             raise ConfigError(
                 "data.streaming: SortaGrad visits the first epoch shortest utterance first, which "
@@ -434,9 +451,14 @@ class SpeechDataModule(L.LightningDataModule):
     def _split_rows(self, stage: str) -> datasets.Dataset:
         """The rows of a stage: its split, minus or restricted to held-out groups, plus extras."""
         rows = self._own_rows(stage)
+        joined = stage == "train" and self.sequences.count > 0
+        if joined:  # which rows word sequences may join, and their groups (speakers)
+            groups = rows[self.holdout_column] if self.holdout_column else [""] * len(rows)
+            rows = rows.add_column(SEQUENCE_GROUP, [str(g) for g in groups])
         if stage != "train" or not self.extra_train:
             return rows
-        parts = [rows.select_columns([self.audio_column, self.text_column])]
+        columns = [self.audio_column, self.text_column] + [SEQUENCE_GROUP] * joined
+        parts = [rows.select_columns(columns)]
         for extra in self.extra_train:
             ds = load_split(
                 extra.path, extra.split, extra.name, self.audio_column, layout=extra.layout
@@ -444,6 +466,8 @@ class SpeechDataModule(L.LightningDataModule):
             ds = ds.select_columns([self.audio_column, extra.text_column])
             if extra.text_column != self.text_column:
                 ds = ds.rename_column(extra.text_column, self.text_column)
+            if joined:  # never joined: an extra corpus is another kind of speech
+                ds = ds.add_column(SEQUENCE_GROUP, [None] * len(ds))
             parts.append(ds.cast(parts[0].features))
             log.info("train: + %d utterances from %s[%s]", len(ds), extra.path, extra.split)
         return datasets.concatenate_datasets(parts)
@@ -552,7 +576,7 @@ class SpeechDataModule(L.LightningDataModule):
             )
         return ds.select(keep), durations
 
-    def _dataset(self, stage: str) -> SpeechDataset | StreamingSpeechDataset:
+    def _dataset(self, stage: str) -> SpeechDataset | SequencedDataset | StreamingSpeechDataset:
         if stage not in self.datasets:
             augmenter = (
                 # VTLP warps hertz; equally spaced FFT bins need no table of them.
@@ -566,7 +590,7 @@ class SpeechDataModule(L.LightningDataModule):
                 self.datasets[stage] = self._streaming_train(augmenter)
                 return self.datasets[stage]
             ds, durations = self._filter(self._split_rows(stage), stage)
-            self.datasets[stage] = SpeechDataset(
+            dataset = SpeechDataset(
                 ds,
                 self.tokenizer,
                 self.frontend,
@@ -576,7 +600,26 @@ class SpeechDataModule(L.LightningDataModule):
                 augmenter,
             )
             log.info("%s: %d utterances, %.1f min", stage, len(ds), sum(durations) / 60)
+            if stage == "train" and self.sequences.count:
+                dataset = self._with_sequences(dataset)
+            self.datasets[stage] = dataset
         return self.datasets[stage]
+
+    def _with_sequences(self, dataset: SpeechDataset) -> SequencedDataset:
+        plans = plan_sequences(
+            dataset.data[SEQUENCE_GROUP],
+            dataset.durations,
+            self.sequences,
+            self.max_duration,
+            self.seed,
+        )
+        joined = SequencedDataset(dataset, plans, self.tokenizer.word_joiner)
+        added = joined.durations[len(dataset) :]
+        log.info(
+            "train: + %d word sequences of its own utterances, %.1f min",
+            len(plans), sum(added) / 60,
+        )  # fmt: skip
+        return joined
 
     def _streaming_train(self, augmenter: Augmenter | None) -> StreamingSpeechDataset:
         """This rank's share of the training stream, batched: the same number of batches on every

@@ -82,13 +82,18 @@ def make_item(row: dict[str, Any], index: int, source: Any) -> dict[str, Any] | 
     except AudioDecodeError as error:
         log.warning("skipping utterance %d: %s", index, error)
         return None
+    return featurize(waveform, row[source.text_column], index, source)
+
+
+def featurize(waveform: torch.Tensor, text: str, index: int, source: Any) -> dict[str, Any]:
+    """Augments and featurises a decoded utterance: an item of `source`'s dataset (its augmenter,
+    front end and tokenizer)."""
     with torch.no_grad():
         if source.augmenter is not None:
             waveform = source.augmenter.waveform(waveform)
         features = source.frontend(waveform)  # (F, T)
         if source.augmenter is not None:
             features = source.augmenter.spectrogram(features)
-    text = row[source.text_column]
     return {
         "features": features,
         "tokens": torch.tensor(source.tokenizer.encode(text), dtype=torch.long),

@@ -205,6 +205,8 @@ def _serve(args: argparse.Namespace, config: ServeConfig, sockets: list[socket.s
     for sock in sockets:  # uvicorn does not say where pre-bound sockets listen
         address, port = sock.getsockname()[:2]
         logger.info("ds2hub serve: listening on http://%s:%d", _url_host(address), port)
+    # When the app's own startup (its lifespan: the Batch Dispatch worker) fails, uvicorn logs
+    # the traceback and exits with its status 3 from inside `run`.
     server.run(sockets=sockets)
-    if not server.started:  # uvicorn logged why (the app's startup failed)
-        raise RuntimeError("the server did not start")
+    if not server.started:  # any other way of returning without serving
+        raise SystemExit("ds2hub: error: the server did not start (the log above says why)")
