@@ -110,29 +110,30 @@ def test_sortagrad_off_shuffles_every_epoch_differently(tiny_digits, tmp_path):
     assert epochs[0] != epochs[1]
 
 
-def test_word_sequences_train_every_epoch_and_join_only_training_speakers(tmp_path):
+def test_word_sequences_train_every_epoch_and_join_only_the_corpus_own_rows(tmp_path, tiny_digits):
     """`data.sequences` through `ds2hub fit`: each epoch the model receives every utterance and
-    every word sequence once; a sequence's words are rows of the training speakers (never the
-    held-out one, never an extra corpus), and its transcript is theirs in order."""
+    every word sequence once; a sequence's words are rows of the corpus's own training split
+    (never of an extra corpus), and its transcript is theirs in order."""
     from standins import make_audiofolder
 
     corpus = make_audiofolder(tmp_path / "fsdd")
     record = tmp_path / "order.jsonl"
+    extra = f"[{{path: {tiny_digits}, split: train}}]"  # 16 rows of digit sequences
     cli = _fit(
         corpus, tmp_path / "run", "--trainer.max_epochs", "2", "--data.text_column", "transcription",
         "--data.holdout_column", "speaker_id", "--data.holdout_values", "[spk0]",
-        "--data.test_split", "null", "--data.sequences.count", "6", "--data.batch_size", "2",
-        record=record,
+        "--data.test_split", "null", "--data.extra_train", extra, "--data.sequences.count", "30",
+        "--data.batch_size", "4", record=record,
     )  # fmt: skip
     train = cli.datamodule.datasets["train"]
     rows = len(train.data)
-    assert rows == 12 and len(train) == 18  # spk0's four of 16 held out; six sequences after
+    assert rows == 12 + 16 and len(train) == rows + 30  # spk0's four of 16 held out
     for batches in _epochs(read_order(record)).values():
-        assert sorted(i for ids in batches for i in ids) == list(range(18))
+        assert sorted(i for ids in batches for i in ids) == list(range(rows + 30))
     by_id = {i: t for r in read_order(record) for i, t in zip(r["ids"], r["texts"])}
     for j, plan in enumerate(train.plans):
         assert 2 <= len(plan.rows) <= 4
-        assert {train.data[i]["speaker_id"] for i in plan.rows} <= {"spk1", "spk2", "spk3"}
+        assert all(i < 12 for i in plan.rows)  # the corpus's own rows come first; extras after
         words = [train.data[i]["transcription"] for i in plan.rows]
         assert by_id[rows + j] == " ".join(words)
         assert train.durations[rows + j] > sum(train.durations[i] for i in plan.rows)  # pauses

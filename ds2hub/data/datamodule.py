@@ -86,9 +86,6 @@ def load_split(
 
 
 _SLICE = re.compile(r"^([\w.-]+)\[(.*)\]$")
-# A column added to the training rows when word sequences are on: the group (speaker) of each
-# row of the corpus's own split, None for an `extra_train` row (never joined).
-SEQUENCE_GROUP = "ds2hub_sequence_group"
 
 
 def stream_slice(split: str) -> tuple[str, int, int] | None:
@@ -291,6 +288,7 @@ class SpeechDataModule(L.LightningDataModule):
         self.datasets: dict[str, SpeechDataset | SequencedDataset | StreamingSpeechDataset] = {}
         self.dropped: dict[str, Counter[str]] = {}
         self._train_loader: DataLoader | None = None
+        self._own_groups: list[str] = []  # set by _split_rows("train"): see _with_sequences
         if holdout_column and not (holdout_values or holdout_fraction):
             raise ConfigError("holdout_column needs holdout_values or a holdout_fraction > 0")
         if (test_holdout_values or test_holdout_fraction) and not holdout_column:
@@ -451,14 +449,15 @@ class SpeechDataModule(L.LightningDataModule):
     def _split_rows(self, stage: str) -> datasets.Dataset:
         """The rows of a stage: its split, minus or restricted to held-out groups, plus extras."""
         rows = self._own_rows(stage)
-        joined = stage == "train" and self.sequences.count > 0
-        if joined:  # which rows word sequences may join, and their groups (speakers)
-            groups = rows[self.holdout_column] if self.holdout_column else [""] * len(rows)
-            rows = rows.add_column(SEQUENCE_GROUP, [str(g) for g in groups])
+        if stage == "train":
+            # The corpus's own rows come first (below, extras after them): the rows that word
+            # sequences may join, with their groups. A list beside the rows, not an added column,
+            # which would copy a held-out selection of the split, audio and all, into the cache.
+            own = rows[self.holdout_column] if self.holdout_column else [""] * len(rows)
+            self._own_groups = [str(g) for g in own]
         if stage != "train" or not self.extra_train:
             return rows
-        columns = [self.audio_column, self.text_column] + [SEQUENCE_GROUP] * joined
-        parts = [rows.select_columns(columns)]
+        parts = [rows.select_columns([self.audio_column, self.text_column])]
         for extra in self.extra_train:
             ds = load_split(
                 extra.path, extra.split, extra.name, self.audio_column, layout=extra.layout
@@ -466,8 +465,6 @@ class SpeechDataModule(L.LightningDataModule):
             ds = ds.select_columns([self.audio_column, extra.text_column])
             if extra.text_column != self.text_column:
                 ds = ds.rename_column(extra.text_column, self.text_column)
-            if joined:  # never joined: an extra corpus is another kind of speech
-                ds = ds.add_column(SEQUENCE_GROUP, [None] * len(ds))
             parts.append(ds.cast(parts[0].features))
             log.info("train: + %d utterances from %s[%s]", len(ds), extra.path, extra.split)
         return datasets.concatenate_datasets(parts)
@@ -538,8 +535,11 @@ class SpeechDataModule(L.LightningDataModule):
             return "empty transcript"
         return None
 
-    def _filter(self, ds: datasets.Dataset, stage: str) -> tuple[datasets.Dataset, list[float]]:
-        """Drops utterances that cannot train or score, counting each reason in the log."""
+    def _filter(
+        self, ds: datasets.Dataset, stage: str
+    ) -> tuple[datasets.Dataset, list[float], list[int]]:
+        """Drops utterances that cannot train or score, counting each reason in the log; returns
+        the rows kept, their durations and their positions in `ds`."""
         dropped: Counter[str] = Counter()
         keep, durations = [], []
         has_duration = "duration" in ds.column_names
@@ -574,7 +574,7 @@ class SpeechDataModule(L.LightningDataModule):
             raise ConfigError(
                 f"{stage} data of {self.path} has no usable utterances ({dict(dropped)})"
             )
-        return ds.select(keep), durations
+        return ds.select(keep), durations, keep
 
     def _dataset(self, stage: str) -> SpeechDataset | SequencedDataset | StreamingSpeechDataset:
         if stage not in self.datasets:
@@ -589,7 +589,7 @@ class SpeechDataModule(L.LightningDataModule):
             if stage == "train" and self.streaming:
                 self.datasets[stage] = self._streaming_train(augmenter)
                 return self.datasets[stage]
-            ds, durations = self._filter(self._split_rows(stage), stage)
+            ds, durations, kept = self._filter(self._split_rows(stage), stage)
             dataset = SpeechDataset(
                 ds,
                 self.tokenizer,
@@ -601,13 +601,17 @@ class SpeechDataModule(L.LightningDataModule):
             )
             log.info("%s: %d utterances, %.1f min", stage, len(ds), sum(durations) / 60)
             if stage == "train" and self.sequences.count:
-                dataset = self._with_sequences(dataset)
+                dataset = self._with_sequences(dataset, kept)
             self.datasets[stage] = dataset
         return self.datasets[stage]
 
-    def _with_sequences(self, dataset: SpeechDataset) -> SequencedDataset:
+    def _with_sequences(self, dataset: SpeechDataset, kept: list[int]) -> SequencedDataset:
+        """`dataset` and word sequences of its own rows (`kept`: their places in `_split_rows`,
+        where the corpus's own rows come before any extra corpus, whose group is None)."""
+        own = self._own_groups
+        groups = [own[i] if i < len(own) else None for i in kept]
         plans = plan_sequences(
-            dataset.data[SEQUENCE_GROUP],
+            groups,
             dataset.durations,
             self.sequences,
             self.max_duration,

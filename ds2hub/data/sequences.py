@@ -3,15 +3,19 @@
 A corpus of isolated words (FSDD's digits, one word a recording) lets a model read the whole
 recording as one cue: where the word starts and ends, its speaker's level and colouring. Joined
 two to four at a time, with a pause between them, the same recordings must be read word by word,
-each at its own place in a longer utterance, beside words of the same or another speaker. What
-it did on FSDD's held-out speakers (it helped one and hurt another) is in the README's FSDD
-section; `recipes/fsdd_digits.yaml` does not use it.
+each at its own place in a longer utterance, beside words of the same or another speaker. On FSDD
+it did not help (the README's FSDD notes give the runs), and `recipes/fsdd_digits.yaml` does not
+use it.
 
 The sequences are drawn once, when the training data is set up (seeded), from the corpus's own
 training rows only: held-out groups are never among them, and `extra_train` corpora (synthetic
 speech) are not joined. Each epoch augments them afresh, as any other utterance. No library joins
 utterances of a Hugging Face dataset on the fly (Lhotse's `CutConcatenate` packs whole batches of
 its own cut sets), so this is written here.
+
+Transcripts are joined with the tokenizer's `word_joiner` (a space; nothing for Chinese). A
+pinyin tokenizer then reads the joined characters as one text, so a polyphone at the boundary may
+be read in its neighbour's context rather than as in its own recording.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from torch.utils.data import Dataset
 
 from ds2hub.audio import SAMPLE_RATE, AudioDecodeError, load_audio
 from ds2hub.data.dataset import SpeechDataset, audio_source, featurize
+from ds2hub.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +50,9 @@ class SequenceConfig:
         pause_ms: the pause between two of them, drawn uniformly from this range.
         gain_db: each utterance is brought to the same peak, then lowered by up to this much.
         same_group_prob: the share of sequences whose utterances all come from one group of
-            `holdout_column` (one speaker); the others mix groups. Without a holdout column
-            every sequence mixes the whole split.
+            `holdout_column` (one speaker); the others draw from every group (so some of those
+            are of one group too, by chance). Without a holdout column every sequence draws
+            from the whole split.
     """
 
     count: int = 0
@@ -102,7 +108,10 @@ def plan_sequences(
     rng = random.Random(seed)
     sources = [i for i, g in enumerate(groups) if g is not None]
     if config.count and not sources:
-        raise ValueError("sequences: the training split has no rows of its own to join")
+        raise ConfigError(
+            "data.sequences: the training split has no usable rows of its own to join (only "
+            "extra_train corpora); set data.sequences.count: 0"
+        )
     by_group: dict[str, list[int]] = {}
     for i in sources:
         by_group.setdefault(str(groups[i]), []).append(i)

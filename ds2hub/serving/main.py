@@ -7,6 +7,7 @@ import errno
 import logging
 import os
 import socket
+import sys
 from pathlib import Path
 
 from ds2hub.errors import ConfigError
@@ -206,7 +207,9 @@ def _serve(args: argparse.Namespace, config: ServeConfig, sockets: list[socket.s
         address, port = sock.getsockname()[:2]
         logger.info("ds2hub serve: listening on http://%s:%d", _url_host(address), port)
     # When the app's own startup (its lifespan: the Batch Dispatch worker) fails, uvicorn logs
-    # the traceback and exits with its status 3 from inside `run`.
+    # the traceback and, from 0.50 on, exits with its status 3 from inside `run`; earlier ones
+    # return without starting, and this exits the same way.
     server.run(sockets=sockets)
-    if not server.started:  # any other way of returning without serving
-        raise SystemExit("ds2hub: error: the server did not start (the log above says why)")
+    if not server.started:
+        print("ds2hub: error: the server did not start (the log above says why)", file=sys.stderr)
+        raise SystemExit(3)
