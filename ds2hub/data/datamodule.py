@@ -449,7 +449,7 @@ class SpeechDataModule(L.LightningDataModule):
     def _split_rows(self, stage: str) -> datasets.Dataset:
         """The rows of a stage: its split, minus or restricted to held-out groups, plus extras."""
         rows = self._own_rows(stage)
-        if stage == "train":
+        if stage == "train" and self.sequences.count:
             # The corpus's own rows come first (below, extras after them): the rows that word
             # sequences may join, with their groups. A list beside the rows, not an added column,
             # which would copy a held-out selection of the split, audio and all, into the cache.
