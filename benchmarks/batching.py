@@ -19,11 +19,11 @@ import time
 
 import torch
 
-from ds2hub.data import SpeechDataModule
-from ds2hub.data.sampler import DurationBatchSampler
 from ds2hub.model import DeepSpeech2, get_preset
-from ds2hub.task import ctc_loss
 from ds2hub.tokenizers import CharTokenizer, MandarinTokenizer
+from ds2hub.training.data import SpeechDataModule
+from ds2hub.training.data.sampler import DurationBatchSampler
+from ds2hub.training.task import ctc_loss
 
 
 def train_rate(model: DeepSpeech2, durations: list[float], batches: list[list[int]]) -> float:

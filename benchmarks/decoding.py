@@ -23,10 +23,10 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from ds2hub.decoding import DecoderConfig, text_decoder  # noqa: E402
-from ds2hub.decoding.tune import cache_logits, error_rate, grid_search  # noqa: E402
 from ds2hub.errors import ConfigError  # noqa: E402
-from ds2hub.hub import from_pretrained  # noqa: E402
-from ds2hub.push import datamodule_from_config, reference_normalizer, word_metric  # noqa: E402
+from ds2hub.inference.recognizer import from_pretrained  # noqa: E402
+from ds2hub.lm.tune import cache_logits, error_rate, grid_search  # noqa: E402
+from ds2hub.publish.push import datamodule_from_config, reference_normalizer, word_metric  # noqa: E402
 
 
 def floats(text: str) -> list[float]:

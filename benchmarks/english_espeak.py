@@ -19,7 +19,7 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ds2hub.decoding.ngram import heldout_split
+from ds2hub.lm.ngram import heldout_split
 from ds2hub.tokenizers.normalizers import normalize_english
 
 REPO = Path(__file__).resolve().parents[1]

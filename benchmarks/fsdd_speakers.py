@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ds2hub.audio import SAMPLE_RATE, load_audio
-from ds2hub.data.augment import change_tempo, equalize
+from ds2hub.training.data.augment import change_tempo, equalize
 
 FRAME = SAMPLE_RATE // 100  # 10 ms
 
@@ -58,7 +58,7 @@ def describe(rows: list[dict], waves: list[torch.Tensor]) -> None:
 
 
 def errors(recognizer, rows: list[dict], waves: list[torch.Tensor], label: str) -> None:
-    from ds2hub.transcribe import transcribe
+    from ds2hub.inference.transcribe import transcribe
 
     texts = transcribe(
         recognizer, [w.numpy() for w in waves], batch_size=32, sample_rate=SAMPLE_RATE
@@ -95,7 +95,7 @@ def main() -> None:
     describe(rows, waves)
     if not args.ckpt:
         return
-    from ds2hub.hub import SpeechRecognizer
+    from ds2hub.inference.recognizer import SpeechRecognizer
 
     recognizer = SpeechRecognizer.from_checkpoint(args.ckpt)
     held = [(r, w) for r, w in zip(rows, waves) if r["speaker_id"] == args.speaker]

@@ -16,10 +16,10 @@ import argparse
 import csv
 from pathlib import Path
 
-from ds2hub.data.datamodule import holdout_groups
 from ds2hub.decoding.hanzi import word_counts
 from ds2hub.decoding.lexicon import unigram_priors, write_unigram_arpa
-from ds2hub.decoding.ngram import lines_without
+from ds2hub.lm.ngram import lines_without
+from ds2hub.training.data.datamodule import holdout_groups
 
 
 def heldout_words(data: Path, fraction: float = 0.1, seed: int = 0) -> set[str]:

@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ds2hub.decoding.ngram import TextUnits, build_ngram, heldout_split, lines_without, read_arpa
+from ds2hub.lm.ngram import TextUnits, build_ngram, heldout_split, lines_without, read_arpa
 from ds2hub.tokenizers.normalizers import normalize_english, normalize_mandarin
 
 
@@ -36,7 +36,7 @@ def hsk_heldout_words(
 ) -> tuple[set[str], set[str]]:
     """The (validation, test) words `SpeechDataModule` holds out of the HSK corpus with
     `holdout_column: transcription` and the recipe's fractions and seed (same draws)."""
-    from ds2hub.data.datamodule import holdout_groups
+    from ds2hub.training.data.datamodule import holdout_groups
 
     with open(metadata, encoding="utf-8") as f:
         values = [row["transcription"] for row in csv.DictReader(f)]

@@ -44,7 +44,7 @@ def build_model(folder: Path, arch: dict | None = None) -> Path:
     """A random-weight streaming model with front-end statistics from digit training audio."""
     from ds2hub.audio import load_audio
     from ds2hub.features import frame_statistics
-    from ds2hub.hub import SpeechRecognizer
+    from ds2hub.inference.recognizer import SpeechRecognizer
     from ds2hub.tokenizers import CharTokenizer
 
     if arch is None:
@@ -183,7 +183,7 @@ def serve(folder: Path, port: int, max_batch: int, max_wait_ms: float, threads: 
 
 
 def real_time_factor(folder: Path, seconds: float, threads: int) -> float:
-    from ds2hub.hub import from_pretrained
+    from ds2hub.inference.recognizer import from_pretrained
 
     torch.set_num_threads(threads)
     rec = from_pretrained(folder)
@@ -267,7 +267,7 @@ def main() -> None:
         print(f"\nSingle-stream real-time factor ({args.threads} torch threads, 100 ms chunks)")
         print("| model | parameters | RTF |")
         print("|---|---:|---:|")
-        from ds2hub.hub import from_pretrained
+        from ds2hub.inference.recognizer import from_pretrained
         from ds2hub.model import get_preset
 
         rtf = real_time_factor(folder, args.seconds, args.threads)

@@ -22,7 +22,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ds2hub.model import DeepSpeech2, get_preset
-from ds2hub.task import ctc_loss
+from ds2hub.training.task import ctc_loss
 
 FRAMES_PER_SECOND = 100  # 10 ms hop
 

@@ -17,16 +17,16 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _EXPORTS = {
     "load_audio": "ds2hub.audio",
-    "SpeechDataModule": "ds2hub.data",
+    "SpeechDataModule": "ds2hub.training.data",
     "FeatureConfig": "ds2hub.features",
     "LogSpectrogram": "ds2hub.features",
-    "SpeechRecognizer": "ds2hub.hub",
-    "from_pretrained": "ds2hub.hub",
+    "SpeechRecognizer": "ds2hub.inference.recognizer",
+    "from_pretrained": "ds2hub.inference.recognizer",
     "DeepSpeech2": "ds2hub.model",
     "DeepSpeech2Config": "ds2hub.model",
     "available_presets": "ds2hub.model",
     "get_preset": "ds2hub.model",
-    "DeepSpeech2Task": "ds2hub.task",
+    "DeepSpeech2Task": "ds2hub.training.task",
     "BigramTokenizer": "ds2hub.tokenizers",
     "CharTokenizer": "ds2hub.tokenizers",
     "MandarinTokenizer": "ds2hub.tokenizers",
@@ -73,11 +73,9 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
     from ds2hub.audio import load_audio
-    from ds2hub.data import SpeechDataModule
     from ds2hub.features import FeatureConfig, LogSpectrogram
-    from ds2hub.hub import SpeechRecognizer, from_pretrained
+    from ds2hub.inference.recognizer import SpeechRecognizer, from_pretrained
     from ds2hub.model import DeepSpeech2, DeepSpeech2Config, available_presets, get_preset
-    from ds2hub.task import DeepSpeech2Task
     from ds2hub.tokenizers import (
         BigramTokenizer,
         CharTokenizer,
@@ -87,3 +85,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
         available_tokenizers,
         load_tokenizer,
     )
+    from ds2hub.training.data import SpeechDataModule
+    from ds2hub.training.task import DeepSpeech2Task

@@ -1,3 +1,3 @@
-from ds2hub.cli import main
+from ds2hub.cli.main import main
 
 raise SystemExit(main())

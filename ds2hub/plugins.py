@@ -32,6 +32,7 @@ TOKENIZERS = "ds2hub.tokenizers"
 NORMALIZERS = "ds2hub.normalizers"
 CORPORA = "ds2hub.corpora"
 GROUPS = (RECIPES, TOKENIZERS, NORMALIZERS, CORPORA)
+BUILTIN_SOURCE = "ds2hub"  # the distribution whose registrations are the built-ins
 
 
 @dataclass(frozen=True)
@@ -64,25 +65,25 @@ def load_entry_point(group: str, ep: EntryPoint) -> tuple[Any, PluginProblem | N
         return None, PluginProblem(group, ep.name, source_of(ep), f"cannot be loaded ({message})")
 
 
-def load_group(
-    group: str, builtin: dict[str, Any] | None = None
-) -> tuple[dict[str, Any], list[PluginProblem]]:
+def load_group(group: str) -> tuple[dict[str, Any], list[PluginProblem]]:
     """Loads every entry point of `group`, keeping going past failures.
 
-    Args:
-        group: an entry-point group (`ds2hub.tokenizers` ...).
-        builtin: objects ds2hub itself provides; an entry point of the same name that points to
-            the same object is ds2hub's own registration, not a clash.
+    ds2hub registers its own tokenizers, normalisers and corpus layouts in these same groups (its
+    `pyproject.toml`), so built-ins and plugins are found one way; ds2hub's registrations are read
+    first, so a plugin cannot take over a built-in name.
 
     Returns:
         (objects by name, problems): an entry point that fails to load, or a name that a second
         distribution registers again, is a problem; the first registration of a name is kept.
     """
-    found: dict[str, Any] = dict(builtin or {})
-    origin: dict[str, str] = {name: "ds2hub" for name in found}
+    found: dict[str, Any] = {}
+    origin: dict[str, str] = {}
     problems: list[PluginProblem] = []
-    for ep in entry_points(group=group):
+    eps = sorted(entry_points(group=group), key=lambda ep: source_of(ep) != BUILTIN_SOURCE)
+    for ep in eps:
         source = source_of(ep)
+        if ep.name in found and origin[ep.name] == source:
+            continue  # the same distribution seen twice (an editable install beside a wheel)
         obj, problem = load_entry_point(group, ep)
         if problem is not None:
             problems.append(problem)
@@ -104,38 +105,19 @@ def load_group(
     return found, problems
 
 
-def builtin_normalizers() -> dict[str, Callable[[str], str]]:
-    from ds2hub.tokenizers.normalizers import (
-        normalize_english,
-        normalize_mandarin,
-        normalize_reference,
-    )
-
-    return {
-        "english": normalize_english,
-        "mandarin": normalize_mandarin,
-        "reference": normalize_reference,
-    }
-
-
 def registry_problems() -> list[PluginProblem]:
     """What fails in the tokenizer, normaliser and corpus-layout groups: an entry point that does
     not load or a name registered twice (`ds2hub recipes --strict` reports these besides the
     recipes' own, so a typo in a plugin's tokenizer entry point fails its contribution check,
     not the first user who loads its model)."""
-    from ds2hub.data.corpora import BUILTIN_LAYOUTS
-    from ds2hub.tokenizers.registry import builtin_tokenizers
-
     return [
-        *load_group(TOKENIZERS, builtin_tokenizers())[1],
-        *load_group(NORMALIZERS, builtin_normalizers())[1],
-        *load_group(CORPORA, BUILTIN_LAYOUTS)[1],
+        problem for group in (TOKENIZERS, NORMALIZERS, CORPORA) for problem in load_group(group)[1]
     ]
 
 
 def available_normalizers() -> dict[str, Callable[[str], str]]:
     """Text normalisers by name: ds2hub's (`english`, `mandarin`, `reference`) and plugins'."""
-    return load_group(NORMALIZERS, builtin_normalizers())[0]
+    return load_group(NORMALIZERS)[0]
 
 
 def get_normalizer(name: str) -> Callable[[str], str]:
@@ -144,7 +126,7 @@ def get_normalizer(name: str) -> Callable[[str], str]:
     Raises:
         ConfigError: no normaliser has that name (the message lists the installed ones).
     """
-    found, problems = load_group(NORMALIZERS, builtin_normalizers())
+    found, problems = load_group(NORMALIZERS)
     if name in found:
         return found[name]
     broken = [str(p) for p in problems if p.name == name]

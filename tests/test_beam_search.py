@@ -3,7 +3,7 @@ import torch
 
 from ds2hub.decoding import BeamSearchConfig, greedy_decode, text_decoder
 from ds2hub.errors import ConfigError
-from ds2hub.hub import SpeechRecognizer
+from ds2hub.inference.recognizer import SpeechRecognizer
 from ds2hub.model import DeepSpeech2Config
 from ds2hub.tokenizers import CharTokenizer, PinyinTokenizer
 

@@ -1,4 +1,4 @@
-"""Checkpoint writes that a kill cannot corrupt (`ds2hub.checkpoint.AtomicCheckpointIO`)."""
+"""Checkpoint writes that a kill cannot corrupt (`ds2hub.training.checkpoint.AtomicCheckpointIO`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from ds2hub.checkpoint import AtomicCheckpointIO
+from ds2hub.training.checkpoint import AtomicCheckpointIO
 
 
 class Killed(BaseException):

@@ -8,9 +8,9 @@ import pytest
 import torch
 import yaml
 
-from ds2hub.checkpoint import AtomicCheckpointIO
-from ds2hub.cli import run_cli
-from ds2hub.task import DeepSpeech2Task
+from ds2hub.cli.main import run_cli
+from ds2hub.training.checkpoint import AtomicCheckpointIO
+from ds2hub.training.task import DeepSpeech2Task
 
 CONF = Path(__file__).parent / "conf" / "digits_tiny.yaml"
 REPO = Path(__file__).resolve().parents[1]

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ds2hub.cli import UsageError, main
+from ds2hub.cli.main import main
+from ds2hub.errors import UsageError
 
 CONF = Path(__file__).parent / "conf"
 DS2HUB = Path(sys.executable).parent / "ds2hub"  # the console script `pip install` made

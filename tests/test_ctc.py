@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from ds2hub.model import DeepSpeech2, DeepSpeech2Config
-from ds2hub.task import ctc_feasible, ctc_loss
+from ds2hub.training.task import ctc_feasible, ctc_loss
 
 
 def test_ctc_feasibility_counts_repeats():

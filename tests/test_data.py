@@ -25,9 +25,11 @@ from standins import (
 )
 
 from ds2hub.audio import SAMPLE_RATE
-from ds2hub.cli import run_cli
-from ds2hub.data import SpeechDataModule
-from ds2hub.data.augment import (
+from ds2hub.cli.main import run_cli
+from ds2hub.features import FeatureConfig
+from ds2hub.tokenizers import CharTokenizer, MandarinTokenizer
+from ds2hub.training.data import SpeechDataModule
+from ds2hub.training.data.augment import (
     AugmentConfig,
     Augmenter,
     equalize,
@@ -36,9 +38,7 @@ from ds2hub.data.augment import (
     random_bands,
     warp_frequency,
 )
-from ds2hub.data.sampler import DurationBatchSampler
-from ds2hub.features import FeatureConfig
-from ds2hub.tokenizers import CharTokenizer, MandarinTokenizer
+from ds2hub.training.data.sampler import DurationBatchSampler
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -576,8 +576,8 @@ def test_extra_corpora_join_the_training_split_only(corpora, tiny_digits):
 
 
 def test_a_batch_with_nothing_decodable_is_skipped_not_fatal(tiny_digits, tmp_path):
-    from ds2hub.data import collate
-    from ds2hub.data.dataset import is_empty_batch
+    from ds2hub.training.data import collate
+    from ds2hub.training.data.dataset import is_empty_batch
 
     assert is_empty_batch(collate([None, None])) and collate([None])["skipped_undecodable"] == 1
     root = tmp_path / "one_bad"

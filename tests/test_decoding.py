@@ -277,8 +277,8 @@ def test_a_kenlm_binary_needs_its_word_list(tmp_path):
 
 
 def test_lm_tune_never_overwrites_decoding_files_it_did_not_write(tmp_path):
-    from ds2hub.decoding.tune import SURFACE_FILE, _check_out
     from ds2hub.errors import ConfigError
+    from ds2hub.lm.tune import SURFACE_FILE, _check_out
 
     _check_out(tmp_path / "new")  # a new folder
     (tmp_path / "empty").mkdir()
@@ -295,7 +295,7 @@ def test_lm_tune_never_overwrites_decoding_files_it_did_not_write(tmp_path):
 @pytest.mark.parametrize("backend", ["flashlight", "pyctcdecode"])
 def test_a_character_lm_is_refused_for_a_model_that_needs_a_word_lm(tmp_path, backend):
     """A character LM "covers" every lexicon word letter by letter: it must not pass silently."""
-    from ds2hub.cli import main
+    from ds2hub.cli.main import main
     from ds2hub.decoding import DecoderConfig, text_decoder
     from ds2hub.errors import ConfigError
     from ds2hub.tokenizers import CharTokenizer
@@ -335,7 +335,7 @@ def _frames_with_a_slip(kind: str, tok) -> tuple[list[dict[str, float]], str]:
 @pytest.mark.parametrize("kind", ["chars", "bigrams", "sentencepiece", "mandarin"])
 def test_every_tokenizer_decodes_with_an_lm_built_by_ds2hub_lm_build(kind, backend, tmp_path):
     """The user's path: `ds2hub lm build` on a text, then decoding with that file."""
-    from ds2hub.cli import main
+    from ds2hub.cli.main import main
 
     if kind == "mandarin":
         tok = MandarinTokenizer(characters=list("是事市学生中国"))

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from ds2hub.cli import run_cli
+from ds2hub.cli.main import run_cli
 from ds2hub.errors import ConfigError
-from ds2hub.export import BIG, StreamingStep, export_onnx
-from ds2hub.hub import SpeechRecognizer
+from ds2hub.export.onnx import BIG, StreamingStep, export_onnx
+from ds2hub.inference.recognizer import SpeechRecognizer
 from ds2hub.model.streaming import StreamingError
 from ds2hub.tokenizers import CharTokenizer
 

@@ -12,11 +12,11 @@ import torch
 import yaml
 
 import ds2hub
-from ds2hub.card import CardInfo, render_card
-from ds2hub.cli import main, run_cli
-from ds2hub.finetune import FineTuneConfig
-from ds2hub.push import export
+from ds2hub.cli.main import main, run_cli
+from ds2hub.publish.card import CardInfo, render_card
+from ds2hub.publish.push import export
 from ds2hub.tokenizers.chars import ENGLISH_ALPHABET
+from ds2hub.training.finetune import FineTuneConfig
 
 CONF = Path(__file__).parent / "conf" / "digits_tiny.yaml"
 # A "new language": different ids for the shared characters, and four the English model never wrote.

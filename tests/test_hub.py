@@ -18,12 +18,12 @@ import yaml
 from huggingface_hub import ModelCard
 
 import ds2hub
-from ds2hub.card import CardInfo, render_card
-from ds2hub.cli import main, run_cli
+from ds2hub.cli.main import main, run_cli
 from ds2hub.errors import ConfigError
 from ds2hub.features import FeatureConfig
-from ds2hub.hub import SpeechRecognizer
-from ds2hub.push import ExportError, evaluate, export, find_run_config, local_details, push
+from ds2hub.inference.recognizer import SpeechRecognizer
+from ds2hub.publish.card import CardInfo, render_card
+from ds2hub.publish.push import ExportError, evaluate, export, find_run_config, local_details, push
 from ds2hub.tokenizers import (
     CharTokenizer,
     MandarinTokenizer,
@@ -404,7 +404,7 @@ def test_push_shows_the_local_details_it_publishes_and_redacts_them(
 
 
 def test_local_details_finds_paths_and_names_but_not_urls_or_metrics(monkeypatch):
-    import ds2hub.push as push_module
+    import ds2hub.publish.push as push_module
 
     monkeypatch.setattr(push_module.getpass, "getuser", lambda: "alice")
     monkeypatch.setattr(push_module.socket, "gethostname", lambda: "alice-laptop")
@@ -499,7 +499,7 @@ def test_a_published_folder_carries_its_lm_and_reproduces_its_card(
     trained_ckpt, tiny_digits, tmp_path
 ):
     from ds2hub.decoding.bundle import load_decoding
-    from ds2hub.push import datamodule_from_config
+    from ds2hub.publish.push import datamodule_from_config
 
     lm = _digit_lm(tiny_digits, tmp_path / "lm")
     tuned = tmp_path / "decoding"

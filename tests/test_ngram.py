@@ -1,4 +1,4 @@
-"""N-gram LMs (`ds2hub.decoding.ngram`, `ds2hub lm build`): modified Kneser-Ney probabilities worked
+"""N-gram LMs (`ds2hub.lm.ngram`, `ds2hub lm build`): modified Kneser-Ney probabilities worked
 out by hand, the backoff invariants of the ARPA file, KenLM (through flashlight) reading the file
 with the same scores, checked reading of corrupt files, and the console command."""
 
@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from ds2hub.cli import main
-from ds2hub.decoding.ngram import (
+from ds2hub.cli.main import main
+from ds2hub.errors import ConfigError
+from ds2hub.lm.ngram import (
     BOS,
     EOS,
     FALLBACK_DISCOUNTS,
@@ -26,7 +27,6 @@ from ds2hub.decoding.ngram import (
     lines_without,
     read_arpa,
 )
-from ds2hub.errors import ConfigError
 
 DS2HUB = Path(sys.executable).parent / "ds2hub"  # the console script `pip install` made
 

@@ -3,10 +3,10 @@
 import lightning as L
 import torch
 
-from ds2hub.data import SpeechDataModule
 from ds2hub.model import DeepSpeech2Config
-from ds2hub.task import DeepSpeech2Task
 from ds2hub.tokenizers import CharTokenizer
+from ds2hub.training.data import SpeechDataModule
+from ds2hub.training.task import DeepSpeech2Task
 
 
 def test_overfits_a_handful_of_utterances(tiny_digits):

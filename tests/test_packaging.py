@@ -256,7 +256,7 @@ def test_a_fresh_environment_with_the_german_plugin_fine_tunes_the_english_model
 
 def test_import_ds2hub_imports_no_extra():
     code = (
-        "import sys, ds2hub, ds2hub.cli, ds2hub.tokenizers.pinyin; "
+        "import sys, ds2hub, ds2hub.cli.main, ds2hub.tokenizers.pinyin; "
         f"print(sorted(m for m in {EXTRAS_ONLY!r} if m in sys.modules))"
     )
     result = subprocess.run(

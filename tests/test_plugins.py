@@ -14,12 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from ds2hub.catalog import find_recipes, resolve_recipe_names
-from ds2hub.cli import main
+from ds2hub.cli.main import main
+from ds2hub.cli.recipes import find_recipes, resolve_recipe_names
 from ds2hub.errors import ConfigError
-from ds2hub.plugins import NORMALIZERS, TOKENIZERS, builtin_normalizers, load_group
+from ds2hub.plugins import NORMALIZERS, TOKENIZERS, load_group
 from ds2hub.tokenizers import CharTokenizer, available_tokenizers, load_tokenizer
-from ds2hub.tokenizers.registry import builtin_tokenizers
 
 REPO = Path(__file__).resolve().parents[1]
 GOOD_RECIPE = (
@@ -239,11 +238,11 @@ def test_tokenizer_and_normaliser_groups_keep_loading_past_a_broken_or_duplicate
     assert kinds["chars"] is CharTokenizer  # ds2hub's own kind is not taken over
     assert kinds["shout"].__module__ == "ds2hub_shout"
     assert "brokentok" not in kinds
-    _, problems = load_group(TOKENIZERS, builtin_tokenizers())
+    _, problems = load_group(TOKENIZERS)
     named = {p.name: str(p) for p in problems}
     assert "cannot be loaded" in named["brokentok"] and "ds2hub-broken" in named["brokentok"]
     assert "already registered by ds2hub" in named["chars"] and "ds2hub-copycat" in named["chars"]
-    normalizers, problems = load_group(NORMALIZERS, builtin_normalizers())
+    normalizers, problems = load_group(NORMALIZERS)
     assert [p.name for p in problems] == ["english"] and normalizers["shout"]("a!") == "A"
 
 

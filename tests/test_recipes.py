@@ -19,12 +19,12 @@ import yaml
 from conftest import copy_digits
 from standins import make_aishell, make_audiofolder, make_commonvoice, make_fleurs, make_librispeech
 
-from ds2hub.catalog import Recipe, find_recipes
-from ds2hub.cli import run_cli
-from ds2hub.data.corpora import available_layouts
+from ds2hub.cli.main import run_cli
+from ds2hub.cli.recipes import Recipe, find_recipes
 from ds2hub.features import FeatureConfig
-from ds2hub.hub import SpeechRecognizer
+from ds2hub.inference.recognizer import SpeechRecognizer
 from ds2hub.tokenizers import CharTokenizer
+from ds2hub.training.data.corpora import available_layouts
 
 CATALOG = find_recipes()
 CLASHING = set(CATALOG.clashes())
@@ -162,9 +162,9 @@ def test_recipe_logs_to_wandb_only_when_it_is_installed(name):
     loggers = (yaml.safe_load(RECIPES[name].path.read_text()).get("trainer") or {}).get("logger")
     for logger in loggers if isinstance(loggers, list) else [loggers]:
         path = logger.get("class_path", "") if isinstance(logger, dict) else str(logger)
-        assert "wandb" not in path.lower() or path == "ds2hub.loggers.wandb_if_installed", (
-            f"recipe {name} logs with {path}: use ds2hub.loggers.wandb_if_installed"
-        )
+        assert (
+            "wandb" not in path.lower() or path == "ds2hub.training.loggers.wandb_if_installed"
+        ), f"recipe {name} logs with {path}: use ds2hub.training.loggers.wandb_if_installed"
 
 
 @pytest.mark.parametrize("name", list(RECIPES))

@@ -25,10 +25,10 @@ from starlette.testclient import TestClient, WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 
 from ds2hub.audio import load_audio
-from ds2hub.cli import main
+from ds2hub.cli.main import main
 from ds2hub.errors import ConfigError
 from ds2hub.features import frame_statistics
-from ds2hub.hub import SpeechRecognizer, from_pretrained
+from ds2hub.inference.recognizer import SpeechRecognizer, from_pretrained
 from ds2hub.serving.app import create_app
 from ds2hub.serving.config import ServeConfig
 from ds2hub.serving.dispatcher import BatchDispatcher, QueueFull
@@ -527,10 +527,12 @@ def test_serve_command_errors_are_one_line(tmp_path, monkeypatch, capsys):
     assert "max_batch_size=0" in capsys.readouterr().err
     import socket
 
-    import ds2hub.hub
+    import ds2hub.inference.recognizer
 
     loads = []
-    monkeypatch.setattr(ds2hub.hub, "from_pretrained", lambda *a, **k: loads.append(a))
+    monkeypatch.setattr(
+        ds2hub.inference.recognizer, "from_pretrained", lambda *a, **k: loads.append(a)
+    )
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -542,7 +544,7 @@ def test_serve_command_errors_are_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if the extra were not installed
     assert main(["serve", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "serve extra" in err and "uvicorn" in err
+    assert err.count("\n") == 1 and "`serve` extra" in err and "uvicorn" in err
 
 
 def test_a_failed_server_startup_is_one_traceback_and_status_3(tmp_path):
@@ -551,8 +553,8 @@ def test_a_failed_server_startup_is_one_traceback_and_status_3(tmp_path):
     script = textwrap.dedent(f"""
         import contextlib, sys
         from starlette.applications import Starlette
-        import ds2hub.hub, ds2hub.serving.app
-        from ds2hub.cli import main
+        import ds2hub.inference.recognizer, ds2hub.serving.app
+        from ds2hub.cli.main import main
 
         class Model:
             def to(self, device):
@@ -568,7 +570,7 @@ def test_a_failed_server_startup_is_one_traceback_and_status_3(tmp_path):
             app.state.engine = type("Engine", (), {{"stream_error": None}})()
             return app
 
-        ds2hub.hub.from_pretrained = lambda *args, **kwargs: Model()
+        ds2hub.inference.recognizer.from_pretrained = lambda *args, **kwargs: Model()
         ds2hub.serving.app.create_app = create_app
         sys.exit(main(["serve", {str(tmp_path)!r}, "--port", "0"]))
     """)
@@ -585,7 +587,7 @@ def test_serve_listens_on_every_address_it_can_and_leaks_no_socket(monkeypatch):
     the start and closes the sockets already bound; port 0 is one port for all."""
     import socket
 
-    from ds2hub.cli import UsageError
+    from ds2hub.errors import UsageError
     from ds2hub.serving import main as serving_main
 
     def resolves_to(*hosts):
@@ -620,7 +622,7 @@ def test_serve_listens_on_every_address_it_can_and_leaks_no_socket(monkeypatch):
 
 
 def test_the_serving_modules_are_not_imported_by_ds2hub():
-    code = "import sys, ds2hub.cli; print(any(m.startswith(('starlette', 'uvicorn')) for m in sys.modules))"
+    code = "import sys, ds2hub.cli.main; print(any(m.startswith(('starlette', 'uvicorn')) for m in sys.modules))"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ}
     )

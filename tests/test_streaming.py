@@ -17,9 +17,9 @@ import pytest
 from standins import digit_rows, encoded, make_audiofolder
 
 from ds2hub.audio import SAMPLE_RATE
-from ds2hub.cli import run_cli
-from ds2hub.data import SpeechDataModule
+from ds2hub.cli.main import run_cli
 from ds2hub.tokenizers import CharTokenizer, MandarinTokenizer
+from ds2hub.training.data import SpeechDataModule
 
 CONF = Path(__file__).parent / "conf"
 

@@ -10,12 +10,12 @@ import torch
 from standins import STREAMING_ARCH
 
 from ds2hub.audio import load_audio
-from ds2hub.cli import run_cli
+from ds2hub.cli.main import run_cli
 from ds2hub.decoding import DecoderConfig, greedy_decode
 from ds2hub.features import FeatureConfig, frame_statistics
-from ds2hub.hub import SpeechRecognizer, from_pretrained
+from ds2hub.inference.recognizer import SpeechRecognizer, from_pretrained
+from ds2hub.inference.streaming import finish_batch, step_batch
 from ds2hub.model.streaming import StreamingError
-from ds2hub.streaming import finish_batch, step_batch
 from ds2hub.tokenizers import CharTokenizer
 
 RATE = 16_000
@@ -204,7 +204,7 @@ def test_a_failed_batch_is_retried_one_by_one_without_replaying_audio(monkeypatc
     """The server's dispatcher retries a failed batch item by item with the same chunks; a step
     that died after framing the audio and moving the states (or a tokenizer that raised while
     writing the partials) must not frame it twice."""
-    import ds2hub.streaming as streaming
+    import ds2hub.inference.streaming as streaming
     from ds2hub.serving.dispatcher import BatchDispatcher
 
     rec = make_recognizer()

@@ -13,9 +13,9 @@ import torch
 import yaml
 from recorders import read_order
 
-from ds2hub.cli import run_cli
-from ds2hub.data import SpeechDataModule
+from ds2hub.cli.main import run_cli
 from ds2hub.tokenizers import CharTokenizer
+from ds2hub.training.data import SpeechDataModule
 
 CONF = Path(__file__).parent / "conf" / "digits_tiny.yaml"
 
@@ -142,8 +142,8 @@ def test_word_sequences_train_every_epoch_and_join_only_the_corpus_own_rows(tmp_
 def test_word_sequences_are_drawn_once_from_the_seed_and_refused_on_streams(tmp_path):
     from standins import make_audiofolder
 
-    from ds2hub.data.sequences import SequenceConfig, plan_sequences
     from ds2hub.errors import ConfigError
+    from ds2hub.training.data.sequences import SequenceConfig, plan_sequences
 
     groups = ["a", "a", "b", None, None]  # the last two: an extra corpus, never joined
     durations = [0.5, 0.5, 0.5, 0.5, 9.0]
@@ -194,9 +194,9 @@ def test_resume_mid_epoch_neither_repeats_nor_skips_batches(tiny_digits, tmp_pat
 def test_a_batch_in_which_nothing_decodes_still_steps(tiny_digits):
     """`training_step` returns a zero loss that reaches every parameter (never None): under DDP
     every rank must join each step's gradient all-reduce."""
-    from ds2hub.data.dataset import collate
     from ds2hub.model import DeepSpeech2Config
-    from ds2hub.task import DeepSpeech2Task
+    from ds2hub.training.data.dataset import collate
+    from ds2hub.training.task import DeepSpeech2Task
 
     task = DeepSpeech2Task(CharTokenizer(), DeepSpeech2Config(conv_channels=(4, 4), rnn_hidden=8))
     loss = task.training_step(collate([None, None]), 0)
@@ -213,7 +213,7 @@ def test_a_batch_in_which_nothing_decodes_still_steps(tiny_digits):
 
 
 def test_evaluation_gives_every_rank_a_batch_without_repeating_any():
-    from ds2hub.data.sampler import DurationBatchSampler
+    from ds2hub.training.data.sampler import DurationBatchSampler
 
     ranks = [
         DurationBatchSampler([1.0, 1.2, 0.8], 100.0, num_replicas=3, rank=r, pad=False)
@@ -229,7 +229,7 @@ def test_evaluation_gives_every_rank_a_batch_without_repeating_any():
 def test_ctc_reduction_utterance_is_the_papers_cost():
     """`utterance`: -log p(y|x) per utterance, averaged over the batch; `token` divides each by its
     transcript length first."""
-    from ds2hub.task import ctc_loss
+    from ds2hub.training.task import ctc_loss
 
     torch.manual_seed(0)
     logits = torch.randn(2, 40, 10)
@@ -316,8 +316,8 @@ def test_validation_and_test_groups_are_disjoint_and_never_trained_on(tmp_path):
 
 def test_mandarin_word_level_error_is_called_ser():
     from ds2hub.model import DeepSpeech2Config
-    from ds2hub.task import DeepSpeech2Task
     from ds2hub.tokenizers import MandarinTokenizer
+    from ds2hub.training.task import DeepSpeech2Task
 
     arch = DeepSpeech2Config(conv_channels=(4, 4), rnn_hidden=8)
     zh = DeepSpeech2Task(MandarinTokenizer(characters=["你", "好"]), arch)

@@ -17,13 +17,13 @@ import torch
 from torch import nn
 
 from ds2hub.audio import load_audio
-from ds2hub.cli import main
+from ds2hub.cli.main import main
 from ds2hub.decoding.alignment import word_timestamps
 from ds2hub.errors import ConfigError
 from ds2hub.features import frame_statistics
-from ds2hub.hub import SpeechRecognizer
+from ds2hub.inference.recognizer import SpeechRecognizer
+from ds2hub.inference.transcribe import MIN_CHUNK_SECONDS, iter_transcripts, plan_windows
 from ds2hub.tokenizers import CharTokenizer
-from ds2hub.transcribe import MIN_CHUNK_SECONDS, iter_transcripts, plan_windows
 
 DIGITS = Path(__file__).resolve().parents[1] / "recipes" / "digits" / "test"
 RATE = 16_000
@@ -263,9 +263,9 @@ def test_the_transcribe_command_imports_neither_lightning_nor_datasets(model_fol
     sf.write(audio, np.zeros(16000, dtype=np.float32), 16000)
     code = (
         "import sys\n"
-        "from ds2hub.cli import main\n"
+        "from ds2hub.cli.main import main\n"
         f"status = main(['transcribe', '--model', {str(model_folder)!r}, {str(audio)!r}])\n"
-        "heavy = [m for m in ('lightning', 'datasets', 'ds2hub.task') if m in sys.modules]\n"
+        "heavy = [m for m in ('lightning', 'datasets', 'ds2hub.training.task') if m in sys.modules]\n"
         "print(status, heavy)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import ds2hub
-from ds2hub.cli import run_cli
+from ds2hub.cli.main import run_cli
 
 pytest.importorskip("wandb")
 CONF = Path(__file__).parent / "conf"

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path, PurePath
+from pathlib import Path
 
 from ds2hub.decoding.config import DecoderConfig
 from ds2hub.decoding.lm import inspect_lm
 from ds2hub.decoding.vocabulary import decoding_vocabulary
 from ds2hub.errors import ConfigError
+from ds2hub.paths import inside
 from ds2hub.tokenizers.base import Tokenizer
 
 DECODING_FILE = "decoding.json"
@@ -79,21 +80,6 @@ def save_decoding(directory: str | Path, config: DecoderConfig, tokenizer: Token
     return path
 
 
-def _inside(directory: Path, name: str, value: object) -> str:
-    """A file named by `decoding.json`, as a path that must stay inside the folder (a downloaded
-    folder must not make ds2hub read other files of the user's machine)."""
-    where = f"{directory / DECODING_FILE}: {name}={value!r}"
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{where} is not a file name")
-    relative = PurePath(value)
-    if relative.is_absolute() or relative.drive or ".." in relative.parts or value.startswith("~"):
-        raise ConfigError(f"{where} points outside the model folder")
-    path = directory / relative
-    if not path.is_file():
-        raise ConfigError(f"{where}: no such file in the model folder")
-    return str(path)
-
-
 def load_decoding(directory: str | Path) -> DecoderConfig | None:
     """The setup saved in `directory`, with absolute paths; None if it has none.
 
@@ -111,7 +97,9 @@ def load_decoding(directory: str | Path) -> DecoderConfig | None:
         raise ConfigError(f"{path} is not valid JSON: {e}") from e
     for name in ("lm", "lexicon"):
         if stored.get(name) is not None:
-            stored[name] = _inside(directory, name, stored[name])
+            stored[name] = inside(
+                directory, stored[name], f"{directory / DECODING_FILE}: {name}", ConfigError
+            )
     attrs_path = directory / LM_DIR / ATTRS_FILE
     if stored.get("lm") and attrs_path.is_file():
         attrs = json.loads(attrs_path.read_text())

@@ -51,3 +51,9 @@ def get_preset(name: str) -> DeepSpeech2Config:
         return PRESETS[name]
     except KeyError:
         raise KeyError(f"unknown preset {name!r}; choose from {available_presets()}") from None
+
+
+def size_tag(num_parameters: int) -> str:
+    """A coarse model-size tag for comparing runs (`size-1M`, `size-100M`)."""
+    m = num_parameters / 1e6
+    return f"size-{m:.0f}M" if m >= 1 else f"size-{num_parameters / 1e3:.0f}K"

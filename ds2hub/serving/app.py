@@ -45,7 +45,7 @@ from ds2hub.serving.dispatcher import BatchDispatcher, QueueFull
 from ds2hub.serving.metrics import ServerMetrics
 
 if TYPE_CHECKING:
-    from ds2hub.hub import SpeechRecognizer
+    from ds2hub.inference.recognizer import SpeechRecognizer
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class Engine:
 
     # --- batched functions (worker thread only) ----------------------------------------------
     def _files(self, payloads: list[tuple[torch.Tensor, bool]]) -> list[Any]:
-        from ds2hub.transcribe import iter_transcripts
+        from ds2hub.inference.transcribe import iter_transcripts
 
         waves = [wave for wave, _ in payloads]
         timestamps = any(t for _, t in payloads)
@@ -107,13 +107,13 @@ class Engine:
         ]
 
     def _steps(self, payloads: list[tuple[Any, np.ndarray]]) -> list[str]:
-        from ds2hub.streaming import step_batch
+        from ds2hub.inference.streaming import step_batch
 
         with torch.inference_mode():
             return step_batch(self.recognizer, [s for s, _ in payloads], [c for _, c in payloads])
 
     def _finishes(self, sessions: list[Any]) -> list[str]:
-        from ds2hub.streaming import finish_batch
+        from ds2hub.inference.streaming import finish_batch
 
         with torch.inference_mode():
             return finish_batch(self.recognizer, sessions)
@@ -151,7 +151,7 @@ class Engine:
 def _stream_error(recognizer: SpeechRecognizer) -> str | None:
     """Why this model cannot stream, or None if it can."""
     try:
-        from ds2hub.streaming import check_stream_ready
+        from ds2hub.inference.streaming import check_stream_ready
     except ImportError:  # pragma: no cover - a ds2hub without streaming
         return "this ds2hub has no streaming recognition"
     try:

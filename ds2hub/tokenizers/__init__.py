@@ -15,14 +15,6 @@ from ds2hub.tokenizers.registry import (
 )
 from ds2hub.tokenizers.sentencepiece import SentencePieceTokenizer
 
-BUILTIN = (
-    CharTokenizer,
-    BigramTokenizer,
-    MandarinTokenizer,
-    PinyinTokenizer,
-    SentencePieceTokenizer,
-)
-
 __all__ = [
     "BLANK",
     "ENTRY_POINT_GROUP",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import string
 
+from ds2hub.plugins import get_normalizer
 from ds2hub.tokenizers.base import BLANK, Tokenizer
 from ds2hub.tokenizers.normalizers import normalize_english, uncovered_letters
 
@@ -27,8 +28,6 @@ class CharTokenizer(Tokenizer):
     kind = "chars"
 
     def __init__(self, alphabet: list[str] | None = None, normalizer: str | None = None) -> None:
-        from ds2hub.plugins import get_normalizer
-
         self.normalizer = normalizer
         # Looked up now: a recipe naming a normaliser that is not installed fails at start-up.
         self._normalize = get_normalizer(normalizer) if normalizer is not None else None

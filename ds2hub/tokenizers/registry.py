@@ -17,32 +17,25 @@ read anything else on the user's machine.
 from __future__ import annotations
 
 import json
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
 
-from ds2hub.plugins import TOKENIZERS
+from ds2hub.errors import ConfigError
+from ds2hub.paths import inside
+from ds2hub.plugins import TOKENIZERS, load_group
 from ds2hub.tokenizers.base import CONFIG_NAME, LEGACY_CONFIG_NAME, Tokenizer
 
 ENTRY_POINT_GROUP = TOKENIZERS  # the entry-point group plugins register in
 
 
-class TokenizerFileError(ValueError):
+class TokenizerFileError(ConfigError):
     """A saved tokenizer names a file it may not read (outside its folder) or that is missing."""
-
-
-def builtin_tokenizers() -> dict[str, type[Tokenizer]]:
-    """ds2hub's own tokenizer classes by kind."""
-    from ds2hub.tokenizers import BUILTIN
-
-    return {cls.kind: cls for cls in BUILTIN}
 
 
 def available_tokenizers() -> dict[str, type[Tokenizer]]:
     """All registered tokenizer classes by kind (the built-in ones and those of plugins)."""
-    from ds2hub.plugins import load_group
-
     # A plugin that fails to import or reuses a kind is logged by name; the others still load.
-    return load_group(ENTRY_POINT_GROUP, builtin_tokenizers())[0]
+    return load_group(ENTRY_POINT_GROUP)[0]
 
 
 def tokenizer_from_config(config: dict[str, Any]) -> Tokenizer:
@@ -66,27 +59,6 @@ def tokenizer_from_config(config: dict[str, Any]) -> Tokenizer:
                 f"tokenizer {config.get('class_path')!r} is not registered; installed kinds: {sorted(kinds)}"
             )
     return cls.from_config(config)
-
-
-def _inside(directory: Path, name: str, value: object) -> str:
-    """`value` (a file argument of a saved tokenizer) as a path inside `directory`.
-
-    Only a relative path without `..` is accepted: the check is on the name, not on where
-    symlinks lead, because the hub's cache links every snapshot file to a blob elsewhere.
-    """
-    where = f"{directory / CONFIG_NAME}: {name}={value!r}"
-    if not isinstance(value, str) or not value:
-        raise TokenizerFileError(f"{where} is not a file name")
-    relative = PurePath(value)
-    if relative.is_absolute() or relative.drive or ".." in relative.parts or value.startswith("~"):
-        raise TokenizerFileError(
-            f"{where} points outside the model folder; a saved tokenizer may only name files "
-            "inside its own folder"
-        )
-    path = directory / relative
-    if not path.is_file():
-        raise TokenizerFileError(f"{where}: no such file in the model folder")
-    return str(path)
 
 
 def config_file(directory: str | Path) -> Path:
@@ -114,5 +86,7 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
     init_args = dict(config.get("init_args") or {})
     for name in getattr(cls, "file_args", ()):
         if init_args.get(name) is not None:
-            init_args[name] = _inside(directory, name, init_args[name])
+            init_args[name] = inside(
+                directory, init_args[name], f"{directory / CONFIG_NAME}: {name}", TokenizerFileError
+            )
     return tokenizer_from_config({**config, "init_args": init_args})

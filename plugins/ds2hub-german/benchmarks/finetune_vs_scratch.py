@@ -54,7 +54,7 @@ class ValidationClock(L.Callback):
 
 
 def run(recipe: str, out: Path, extra: list[str], stop_below: float | None) -> list[dict]:
-    from ds2hub.cli import run_cli
+    from ds2hub.cli.main import run_cli
 
     out.mkdir(parents=True, exist_ok=True)
     record = out / f"{recipe}.jsonl"

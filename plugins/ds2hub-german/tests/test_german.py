@@ -23,7 +23,7 @@ from ds2hub_german import GermanTokenizer, normalize_german, spell_numbers
 from ds2hub_german.make_corpus import DIGITS, PHRASES, write_metadata
 
 import ds2hub
-from ds2hub.cli import main
+from ds2hub.cli.main import main
 from ds2hub.tokenizers import available_tokenizers, load_tokenizer
 
 RECIPES = files("ds2hub_german") / "recipes"
@@ -97,7 +97,7 @@ def test_recipes_parse_and_describe_themselves():
         loggers = [logger["class_path"] for logger in config["trainer"]["logger"]]
         assert loggers == [  # CSV always, W&B when installed: as ds2hub's recipes (CONTRIBUTING)
             "lightning.pytorch.loggers.CSVLogger",
-            "ds2hub.loggers.wandb_if_installed",
+            "ds2hub.training.loggers.wandb_if_installed",
         ]
     scratch, finetune = (yaml.safe_load(p.read_text(encoding="utf-8")) for p in recipes)
     # The comparison in the README: the same recipe apart from the start and the run folder.

@@ -2,7 +2,7 @@
 
 `fit`, `validate`, `test` and `predict` are LightningCLI over recipes (`--config` takes a file or
 the name of an installed recipe); `transcribe` and `push` are thin wrappers over the public API
-(`from_pretrained`, `ds2hub.push`); `recipes` lists the installed recipes (`ds2hub.catalog`).
+(`from_pretrained`, `ds2hub.publish.push`); `recipes` lists the installed recipes (`ds2hub.cli.recipes`).
 
 Two entry points:
 
@@ -23,65 +23,23 @@ import argparse
 import json
 import logging
 import os
-import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ds2hub.errors import ConfigError
+from ds2hub.cli.args import check_config_files, require_file
+from ds2hub.errors import ConfigError, UsageError
+from ds2hub.paths import looks_local
 from ds2hub.tokenizers.registry import TokenizerFileError
 
 if TYPE_CHECKING:
-    from ds2hub.lightning_cli import DS2CLI
+    from ds2hub.cli.lightning import DS2CLI
 
 # Lightning, `datasets` and the training code are imported only by the commands that train or
 # evaluate (`fit`, `validate`, ...): `transcribe`, `serve`, `export` and `lm` start without them.
 
 DEBUG_ENV = "DS2HUB_DEBUG"
 USAGE_STATUS = 2  # what argparse and jsonargparse exit with for a bad command line
-# `--ckpt_path` values Lightning resolves itself rather than reading a file (and `registry:...`).
-_CKPT_KEYWORDS = ("best", "last", "hpc", "registry")
-# A hub id is `name` or `owner/name` (letters, digits, `-`, `_`, `.`).
-_HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
-
-
-class UsageError(Exception):
-    """A mistake in the command or in the files it names: the console shows the message alone."""
-
-
-def looks_local(path: str) -> bool:
-    """Whether `path` can only mean a local file or folder (not a hub id such as `user/name`).
-
-    Hub ids have at most one `/`; a path starting with `/`, `.` or `~`, with more parts, or whose
-    first part is a folder here (`recipes/digits`) is local.
-    """
-    if path.startswith(("/", ".", "~")) or "\\" in path or not _HUB_ID.match(path):
-        return True
-    return "/" in path and Path(path.split("/")[0]).is_dir()
-
-
-def require_file(path: str, what: str) -> None:
-    """Raises `UsageError` unless `path` is an existing file."""
-    if not Path(path).expanduser().is_file():
-        raise UsageError(f"{what} {path!r} does not exist or is not a file")
-
-
-def check_config_files(argv: list[str]) -> None:
-    """Every `--config`/`-c` file must exist (jsonargparse would answer with 100 lines of usage).
-
-    Inline YAML (`--config '{trainer: ...}'`), which jsonargparse also accepts, is left to it.
-    """
-    for i, arg in enumerate(argv):
-        value = None
-        if arg in ("-c", "--config") and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif arg.startswith("--config="):
-            value = arg.split("=", 1)[1]
-        inline = value is not None and (
-            value.lstrip()[:1] in "{[" or "\n" in value or ": " in value
-        )
-        if value is not None and not inline:
-            require_file(value, "config file")
 
 
 def transcribe_main(argv: list[str]) -> None:
@@ -138,17 +96,11 @@ def transcribe_main(argv: list[str]) -> None:
     if args.lm:
         require_file(args.lm, "language model (--lm)")
     from ds2hub.decoding import GREEDY, DecoderConfig
-    from ds2hub.hub import from_pretrained
-    from ds2hub.transcribe import iter_transcripts, plan_windows
+    from ds2hub.inference.recognizer import from_pretrained, usable_device
+    from ds2hub.inference.transcribe import iter_transcripts, plan_windows
 
     as_json = args.json or args.format == "json"
-    import torch
-
-    try:
-        device = torch.device(args.device)
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as error:  # unknown or absent device
-        raise UsageError(f"device {args.device!r} (--device) is not usable: {error}") from None
+    device = usable_device(args.device)
     model = from_pretrained(args.model, revision=args.revision).to(device)
     plan_windows(model, args.chunk_seconds, args.overlap_seconds)  # bad values: before any audio
     changes = {
@@ -245,7 +197,7 @@ def push_main(argv: list[str]) -> None:
         require_file(args.config, "recipe (--config)")
     import tempfile
 
-    from ds2hub.push import export, local_details, push, summarize
+    from ds2hub.publish.push import export, local_details, push, summarize
 
     output = Path(args.output_dir or tempfile.mkdtemp(prefix="ds2hub-push-"))
     folder = export(
@@ -277,28 +229,28 @@ def push_main(argv: list[str]) -> None:
 
 
 def recipes_main(argv: list[str]) -> None:
-    from ds2hub.catalog import main as list_recipes
+    from ds2hub.cli.recipes import main as list_recipes
 
     list_recipes(argv)
 
 
 def lm_main(argv: list[str]) -> None:
     """`ds2hub lm ...` (imported on use: decoding needs none of the training stack)."""
-    from ds2hub.decoding.lm_cli import lm_main as run
+    from ds2hub.lm.main import lm_main as run
 
     run(argv)
 
 
 def export_main(argv: list[str]) -> None:
     """`ds2hub export ...` (ONNX; imported only when asked for)."""
-    from ds2hub.export import main as run
+    from ds2hub.export.onnx import main as run
 
     run(argv)
 
 
 def serve_main(argv: list[str]) -> None:
     """`ds2hub serve ...` (imported when used: the server's libraries are an optional extra)."""
-    from ds2hub.serving.main import main as run
+    from ds2hub.cli.serve import main as run
 
     run(argv)
 
@@ -325,7 +277,9 @@ USER_ERRORS = (
 
 def _is_user_error(error: BaseException) -> bool:
     kinds = USER_ERRORS
-    push = sys.modules.get("ds2hub.push")  # not imported: none of its errors can have happened
+    push = sys.modules.get(
+        "ds2hub.publish.push"
+    )  # not imported: none of its errors can have happened
     if push is not None:
         kinds = (*kinds, push.ExportError)
     return isinstance(error, kinds)
@@ -346,7 +300,7 @@ def run_cli(args: list[str] | None = None) -> DS2CLI | None:
         )
     resolved = argv
     if not (argv and argv[0] in EXTRA_COMMANDS):
-        from ds2hub.catalog import resolve_recipe_names
+        from ds2hub.cli.recipes import resolve_recipe_names
 
         resolved = resolve_recipe_names(argv)  # `--config digits`: an installed recipe by name
         if args is None:
@@ -355,9 +309,9 @@ def run_cli(args: list[str] | None = None) -> DS2CLI | None:
     if argv and argv[0] in EXTRA_COMMANDS:
         EXTRA_COMMANDS[argv[0]](argv[1:])
         return None
-    from ds2hub.data import SpeechDataModule
-    from ds2hub.lightning_cli import DS2CLI
-    from ds2hub.task import DeepSpeech2Task
+    from ds2hub.cli.lightning import DS2CLI
+    from ds2hub.training.data import SpeechDataModule
+    from ds2hub.training.task import DeepSpeech2Task
 
     return DS2CLI(
         DeepSpeech2Task,
@@ -391,7 +345,7 @@ def main(args: list[str] | None = None) -> int:
 
 def __getattr__(name: str) -> Any:
     if name == "DS2CLI":  # where it lived before: imported on use, as it needs Lightning
-        from ds2hub.lightning_cli import DS2CLI
+        from ds2hub.cli.lightning import DS2CLI
 
         return DS2CLI
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

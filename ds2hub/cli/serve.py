@@ -10,25 +10,13 @@ import socket
 import sys
 from pathlib import Path
 
-from ds2hub.errors import ConfigError
+from ds2hub.errors import UsageError
+from ds2hub.extras import require
+from ds2hub.paths import looks_local
 from ds2hub.serving.config import ServeConfig
 
 logger = logging.getLogger(__name__)
-
-
-def require_serve_extra() -> None:
-    """Raises a `ConfigError` naming the extra when the server's libraries are missing."""
-    missing = []
-    for module in ("starlette", "uvicorn", "prometheus_client", "soxr", "websockets"):
-        try:
-            __import__(module)
-        except ImportError:
-            missing.append(module)
-    if missing:
-        raise ConfigError(
-            f"ds2hub serve needs {', '.join(missing)}: install the serve extra "
-            "(pip install 'ds2hub[serve]', or uv sync --extra serve)"
-        )
+SERVE_MODULES = ("starlette", "uvicorn", "prometheus_client", "soxr", "websockets")
 
 
 def _url_host(host: str) -> str:
@@ -47,8 +35,6 @@ def bind_sockets(host: str, port: int) -> list[socket.socket]:
     Where a name resolves to several addresses (`localhost` may give 127.0.0.1 and ::1), one the
     machine does not have (::1 with IPv6 off) is skipped as long as another binds; `--port 0`
     picks one free port for all of them."""
-    from ds2hub.cli import UsageError
-
     bare = host.strip("[]")  # `[::1]`, as in a URL
     where = f"{_url_host(bare)}:{port}"
     if not 0 <= port <= 65535:
@@ -150,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> None:
     """Runs the server until interrupted."""
     args = build_parser().parse_args(argv)
-    require_serve_extra()
+    for module in SERVE_MODULES:  # before the model loads: say which extra is missing
+        require(module, "serve")
     config = ServeConfig(
         max_batch_size=args.max_batch_size,
         max_wait_ms=args.max_wait_ms,
@@ -161,8 +148,6 @@ def main(argv: list[str]) -> None:
         idle_timeout_s=args.idle_timeout,
         max_stream_seconds=args.max_stream_seconds,
     )
-    from ds2hub.cli import UsageError, looks_local
-
     if looks_local(args.model) and not Path(args.model).expanduser().exists():
         raise UsageError(f"model {args.model!r} does not exist")
     sockets = bind_sockets(args.host, args.port)
@@ -178,17 +163,12 @@ def _serve(args: argparse.Namespace, config: ServeConfig, sockets: list[socket.s
     import torch
     import uvicorn
 
-    from ds2hub.cli import UsageError
-    from ds2hub.hub import from_pretrained
+    from ds2hub.inference.recognizer import from_pretrained, usable_device
     from ds2hub.serving.app import create_app
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        device = torch.device(args.device)
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as error:
-        raise UsageError(f"device {args.device!r} (--device) is not usable: {error}") from None
+    device = usable_device(args.device)
     recognizer = from_pretrained(args.model, revision=args.revision).to(device)
     app = create_app(recognizer, config)
     stream_error = app.state.engine.stream_error

@@ -30,8 +30,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ds2hub.audio import SAMPLE_RATE, AudioDecodeError, load_audio
-from ds2hub.data.dataset import SpeechDataset, audio_source, featurize
 from ds2hub.errors import ConfigError
+from ds2hub.training.data.dataset import SpeechDataset, audio_source, featurize
 
 log = logging.getLogger(__name__)
 

@@ -24,6 +24,7 @@ from types import ModuleType
 
 import yaml
 
+from ds2hub.cli.args import config_options
 from ds2hub.errors import ConfigError
 from ds2hub.plugins import RECIPES, PluginProblem, load_entry_point, registry_problems, source_of
 
@@ -220,22 +221,13 @@ def resolve_recipe_names(argv: list[str]) -> list[str]:
     """
     out: list[str] = []
     catalog: Catalog | None = None
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        value, joined = None, False
-        if arg in ("-c", "--config") and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif arg.startswith("--config="):
-            value, joined = arg.split("=", 1)[1], True
+    done = 0
+    for i, value, joined in config_options(argv):
         if (
-            value is None
-            or Path(value).expanduser().is_file()
+            Path(value).expanduser().is_file()
             or not _NAME.match(value)
             or value.endswith(_CONFIG_SUFFIXES)
         ):
-            out.append(arg)
-            i += 1
             continue
         catalog = catalog or find_recipes()
         recipe = catalog.find(value)
@@ -243,9 +235,11 @@ def resolve_recipe_names(argv: list[str]) -> list[str]:
             raise ConfigError(
                 f"no config file or recipe named {value!r} (`ds2hub recipes` lists the recipes)"
             )
-        out += [f"--config={recipe.path}"] if joined else [arg, str(recipe.path)]
+        out += argv[done:i]
+        out += [f"--config={recipe.path}"] if joined else [argv[i], str(recipe.path)]
         out += shipped_data_options(recipe)
-        i += 1 if joined else 2
+        done = i + (1 if joined else 2)
+    out += argv[done:]
     return out
 
 

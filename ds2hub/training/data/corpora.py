@@ -22,7 +22,7 @@ from pathlib import Path
 
 import datasets
 
-from ds2hub.plugins import CORPORA
+from ds2hub.plugins import CORPORA, load_group
 
 ENTRY_POINT_GROUP = CORPORA  # the entry-point group plugins register in
 Loader = Callable[[Path, str], datasets.Dataset]
@@ -68,15 +68,10 @@ def load_commonvoice(root: Path, split: str) -> datasets.Dataset:
     return _dataset(audio, text, speaker)
 
 
-BUILTIN_LAYOUTS: dict[str, Loader] = {"aishell": load_aishell, "commonvoice": load_commonvoice}
-
-
 def available_layouts() -> dict[str, Loader]:
     """Release-folder layouts by name: the built-in ones and those of plugins."""
-    from ds2hub.plugins import load_group
-
     # A plugin that fails to import or reuses a name is logged by name; the others still load.
-    return load_group(ENTRY_POINT_GROUP, BUILTIN_LAYOUTS)[0]
+    return load_group(ENTRY_POINT_GROUP)[0]
 
 
 def detect_layout(path: str) -> str | None:

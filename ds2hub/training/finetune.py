@@ -35,8 +35,9 @@ from torch import nn
 
 from ds2hub.errors import ConfigError
 from ds2hub.features import FeatureConfig
-from ds2hub.hub import SpeechRecognizer, from_pretrained
+from ds2hub.inference.recognizer import SpeechRecognizer, from_pretrained
 from ds2hub.model import DeepSpeech2, DeepSpeech2Config
+from ds2hub.paths import looks_local
 
 log = logging.getLogger(__name__)
 
@@ -132,10 +133,9 @@ def load_source(config: FineTuneConfig) -> SpeechRecognizer:
     """The model to start from, loaded exactly as `ds2hub.from_pretrained` loads it."""
     source = str(config.source)
     path = Path(source).expanduser()
-    # A hub id is `name` or `user/name`; anything else that does not exist is a missing path
-    # (a clearer message than the hub client's "repo id must be in the form ...").
-    local = source.startswith(("/", ".", "~")) or source.count("/") > 1 or path.suffix == ".ckpt"
-    if local and not path.exists():
+    # Not a hub id and not here: a missing path (clearer than the hub client's "repo id must be
+    # in the form ...").
+    if looks_local(source) and not path.exists():
         raise ConfigError(f"model.finetune.source {source!r} does not exist")
     if path.exists():
         return from_pretrained(str(path))

@@ -22,6 +22,7 @@ from ds2hub.audio import AudioSource
 from ds2hub.decoding import GREEDY, DecoderConfig, Decoding, TextDecoder, text_decoder
 from ds2hub.decoding.bundle import HUB_PATTERNS, load_decoding, save_decoding
 from ds2hub.decoding.decoder import best_path_text
+from ds2hub.errors import ConfigError
 from ds2hub.features import FeatureConfig, LogSpectrogram, check_network_input
 from ds2hub.model import DeepSpeech2, DeepSpeech2Config
 from ds2hub.tokenizers import Tokenizer, load_tokenizer, tokenizer_from_config
@@ -30,7 +31,7 @@ from ds2hub.tokenizers.base import LEGACY_CONFIG_NAME as LEGACY_TOKENIZER_FILE
 from ds2hub.tokenizers.pinyin import LEXICON_NAME
 
 if TYPE_CHECKING:
-    from ds2hub.streaming import StreamSession
+    from ds2hub.inference.streaming import StreamSession
 
 CHECKPOINT_KEY = "ds2hub"  # where Lightning checkpoints keep the tokenizer, features and run facts
 HUB_FILES = [
@@ -149,7 +150,7 @@ class SpeechRecognizer(
         Returns:
             the transcript, or a list of transcripts for a list input.
         """
-        from ds2hub.transcribe import transcribe
+        from ds2hub.inference.transcribe import transcribe
 
         single = isinstance(audio, (str, Path, bytes)) or (
             hasattr(audio, "shape") and not isinstance(audio, list)
@@ -161,10 +162,10 @@ class SpeechRecognizer(
 
     def stream(self, keep_logits: bool | None = None) -> StreamSession:
         """A streaming session: feed audio chunks with `accept`, end with `finish`
-        (see `ds2hub.streaming`). Forward-only models with a causal front end only; others raise
+        (see `ds2hub.inference.streaming`). Forward-only models with a causal front end only; others raise
         `StreamingError` saying why. `keep_logits`: keep every frame's logits (`session.logits`);
         None keeps them only when the default decoder is a beam search, which needs them."""
-        from ds2hub.streaming import StreamSession
+        from ds2hub.inference.streaming import StreamSession
 
         return StreamSession(self, keep_logits)
 
@@ -256,3 +257,17 @@ def from_pretrained(
     return SpeechRecognizer.from_pretrained(
         str(name_or_path), revision=revision, map_location=map_location, **kwargs
     )
+
+
+def usable_device(name: str) -> torch.device:
+    """`name` (`cpu`, `cuda`, `cuda:1`, `mps` ...) as a device this machine can allocate on.
+
+    Raises:
+        ConfigError: the name is unknown or the device is absent.
+    """
+    try:
+        device = torch.device(name)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as error:  # unknown or absent device
+        raise ConfigError(f"device {name!r} (--device) is not usable: {error}") from None
+    return device

@@ -11,7 +11,8 @@ from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
 from ds2hub.audio import load_audio
-from ds2hub.data.dataset import audio_source
+from ds2hub.model.presets import size_tag
+from ds2hub.training.data.dataset import audio_source
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,6 @@ class WandbExtras(L.Callback):
         logger = self._wandb(trainer)
         if logger is None or trainer.global_rank != 0:
             return
-        from ds2hub.card import size_tag
-
         params = sum(p.numel() for p in pl_module.parameters())
         tokenizer = pl_module.tokenizer
         run = logger.experiment
@@ -124,85 +123,3 @@ class WandbExtras(L.Callback):
             ],
             data=data,
         )
-
-
-class PushToHub(L.Callback):
-    """At the end of `fit`, publishes the best checkpoint like `ds2hub push` does.
-
-    Args:
-        repo_id: `user/name` on the Hugging Face Hub.
-        output_dir: where to write the hub folder (default: `<log_dir>/hub`): a new or empty
-            folder, or an earlier export's with `overwrite`; any other folder is left untouched.
-        dry_run: write the folder only (no upload), e.g. on machines without a token.
-        run_eval: evaluate on the recipe's test data (or validation data if it has none) for
-            the model card.
-        private: create the repository as private.
-        overwrite: replace an earlier export in `output_dir`.
-        redact: replace local paths, the user and host name in recipe.yaml and the card; without
-            it, the ones found are logged before the upload.
-    """
-
-    def __init__(
-        self,
-        repo_id: str,
-        output_dir: str | None = None,
-        dry_run: bool = False,
-        run_eval: bool = True,
-        private: bool = False,
-        overwrite: bool = False,
-        redact: bool = False,
-    ) -> None:
-        self.repo_id, self.output_dir, self.dry_run = repo_id, output_dir, dry_run
-        self.run_eval, self.private = run_eval, private
-        self.overwrite, self.redact = overwrite, redact
-
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.global_rank != 0 or trainer.checkpoint_callback is None:
-            return
-        from pathlib import Path
-
-        from ds2hub.push import export, local_details, push, summarize
-
-        checkpoint = (
-            trainer.checkpoint_callback.best_model_path
-            or trainer.checkpoint_callback.last_model_path
-        )
-        if not checkpoint:
-            log.warning("PushToHub: no checkpoint was saved; nothing to publish")
-            return
-        config = next((cb for cb in trainer.callbacks if isinstance(cb, SaveConfigCallback)), None)
-        recipe = None
-        if config is not None:
-            recipe = Path(trainer.log_dir or ".") / "run_config.yaml"
-            recipe.write_text(config.parser.dump(config.config, skip_none=False))
-        out = Path(self.output_dir or Path(trainer.log_dir or ".") / "hub")
-        try:
-            folder = export(
-                checkpoint,
-                out,
-                self.repo_id,
-                config=recipe,
-                run_eval=self.run_eval,
-                overwrite=self.overwrite,
-                redact=self.redact,
-            )
-            log.info("PushToHub: wrote %s", folder)
-            details = local_details(folder, self.repo_id)
-            if details:
-                log.warning(
-                    "PushToHub: recipe.yaml and README.md publish these local details "
-                    "(PushToHub(redact=True) replaces them):\n%s",
-                    summarize(details),
-                )
-            if not self.dry_run:
-                log.info(
-                    "PushToHub: uploaded %s",
-                    push(folder, self.repo_id, private=self.private or None),
-                )
-        except Exception as error:  # noqa: BLE001 - training succeeded; publishing can be retried
-            log.error(
-                "PushToHub failed (retry with `ds2hub push %s --repo-id %s`): %s",
-                checkpoint,
-                self.repo_id,
-                error,
-            )

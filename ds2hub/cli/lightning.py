@@ -11,8 +11,10 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
 
-from ds2hub.checkpoint import AtomicCheckpointIO
-from ds2hub.cli import _CKPT_KEYWORDS, UsageError, looks_local, require_file
+from ds2hub.cli.args import CKPT_KEYWORDS, require_file
+from ds2hub.errors import UsageError
+from ds2hub.paths import looks_local
+from ds2hub.training.checkpoint import AtomicCheckpointIO
 
 
 class DS2CLI(LightningCLI):
@@ -49,7 +51,7 @@ class DS2CLI(LightningCLI):
             return
         config = self.config[subcommand]
         ckpt = str(config.get("ckpt_path") or "")
-        keyword = ckpt in _CKPT_KEYWORDS or ckpt.startswith("registry:")
+        keyword = ckpt in CKPT_KEYWORDS or ckpt.startswith("registry:")
         if ckpt and not keyword and "://" not in ckpt:  # URLs are read by fsspec
             require_file(ckpt, "checkpoint (--ckpt_path)")
         path = config.get("data.path")

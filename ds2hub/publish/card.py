@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import inspect
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ds2hub.features import FeatureConfig
-from ds2hub.hub import SpeechRecognizer
-from ds2hub.transcribe import DEFAULT_OVERLAP_SECONDS
+from ds2hub.inference.recognizer import SpeechRecognizer
+from ds2hub.inference.transcribe import DEFAULT_OVERLAP_SECONDS
+from ds2hub.model.presets import size_tag
+from ds2hub.paths import is_hub_id
 
 TEMPLATE_NAME = "ds2hub.md"
 LANGUAGE_NAMES = {"en": "English", "zh": "Mandarin Chinese"}
@@ -26,14 +27,14 @@ STAGE_LABELS = {"test": "Test", "val": "Validation"}
 
 def template_path() -> Path:
     """`model_cards/ds2hub.md` from a checkout, or its copy packaged inside the wheel."""
-    here = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]  # ds2hub/
     for candidate in (
-        here / "model_cards" / TEMPLATE_NAME,
-        here.parent / "model_cards" / TEMPLATE_NAME,
+        package / "model_cards" / TEMPLATE_NAME,
+        package.parent / "model_cards" / TEMPLATE_NAME,
     ):
         if candidate.exists():
             return candidate
-    raise FileNotFoundError(f"model card template {TEMPLATE_NAME} not found next to {here}")
+    raise FileNotFoundError(f"model card template {TEMPLATE_NAME} not found next to {package}")
 
 
 @dataclass
@@ -97,18 +98,6 @@ def _duration(seconds: float | None) -> str:
         return f"{seconds:.0f} seconds"
     minutes = seconds / 60
     return f"{minutes:.1f} minutes" if minutes < 120 else f"{minutes / 60:.1f} hours"
-
-
-def size_tag(num_parameters: int) -> str:
-    """A coarse model-size tag for comparing runs (`size-1M`, `size-100M`)."""
-    m = num_parameters / 1e6
-    return f"size-{m:.0f}M" if m >= 1 else f"size-{num_parameters / 1e3:.0f}K"
-
-
-def is_hub_id(name: str) -> bool:
-    """Whether `name` (optionally `@revision`) is a hub id `user/name` rather than a local path."""
-    name = name.split("@")[0]
-    return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", name)) and not Path(name).exists()
 
 
 def front_end(features: FeatureConfig) -> str:

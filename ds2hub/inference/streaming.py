@@ -42,7 +42,7 @@ from ds2hub.model.streaming import (
 )
 
 if TYPE_CHECKING:
-    from ds2hub.hub import SpeechRecognizer
+    from ds2hub.inference.recognizer import SpeechRecognizer
 
 
 def check_stream_ready(recognizer: SpeechRecognizer) -> None:

@@ -46,9 +46,9 @@ class CachedLogits:
 def cache_logits(
     recognizer, datamodule, stage: str = "val", max_utterances: int | None = None
 ) -> CachedLogits:
-    """Runs the model once over a stage of `datamodule` (see `ds2hub.push.evaluate`)."""
-    from ds2hub.data.dataset import is_empty_batch
-    from ds2hub.push import reference_normalizer
+    """Runs the model once over a stage of `datamodule` (see `ds2hub.publish.push.evaluate`)."""
+    from ds2hub.publish.push import reference_normalizer
+    from ds2hub.training.data.dataset import is_empty_batch
 
     datamodule.setup({"test": "test", "val": "validate"}[stage])
     loader = datamodule.test_dataloader() if stage == "test" else datamodule.val_dataloader()
@@ -173,8 +173,8 @@ def tune_main(argv: list[str]) -> None:
 
     import yaml
 
-    from ds2hub.hub import from_pretrained
-    from ds2hub.push import (
+    from ds2hub.inference.recognizer import from_pretrained
+    from ds2hub.publish.push import (
         datamodule_from_config,
         find_run_config,
         reference_normalizer,

@@ -32,7 +32,7 @@ from ds2hub.decoding.alignment import WordTiming, word_timestamps
 from ds2hub.errors import ConfigError
 
 if TYPE_CHECKING:
-    from ds2hub.hub import SpeechRecognizer
+    from ds2hub.inference.recognizer import SpeechRecognizer
 
 logger = logging.getLogger(__name__)
 

@@ -14,14 +14,19 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import grad_norm
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
-from ds2hub.data.dataset import is_empty_batch
 from ds2hub.decoding import BeamSearchConfig, TextDecoder, text_decoder
 from ds2hub.errors import ConfigError
 from ds2hub.features import FeatureConfig, LogSpectrogram, check_network_input, frame_statistics
-from ds2hub.finetune import FineTuneConfig, check_freeze_names, drop_frozen_gradients, start_from
-from ds2hub.hub import CHECKPOINT_KEY
+from ds2hub.inference.recognizer import CHECKPOINT_KEY
 from ds2hub.model import DeepSpeech2, DeepSpeech2Config
 from ds2hub.tokenizers import Tokenizer, tokenizer_from_config
+from ds2hub.training.data.dataset import is_empty_batch
+from ds2hub.training.finetune import (
+    FineTuneConfig,
+    check_freeze_names,
+    drop_frozen_gradients,
+    start_from,
+)
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +114,7 @@ class DeepSpeech2Task(L.LightningModule):
         finetune: start `fit` from a published model (`from_pretrained` id, folder or .ckpt):
             every layer but the output layer is copied (conv, recurrent ...), the output layer
             is made for this tokenizer, and layers may be frozen for the first steps; see
-            `ds2hub.finetune`.
+            `ds2hub.training.finetune`.
 
     Logged: `train/loss`, `train/grad_norm` (the total 2-norm before clipping, so a recipe's
     `gradient_clip_val` can be checked against it), `train/audio_sec_per_sec`; `val/` and `test/`
@@ -159,7 +164,7 @@ class DeepSpeech2Task(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.log_examples = log_examples
-        # Fine-tuning (ds2hub/finetune.py): weights are copied in `setup("fit")`, so validate,
+        # Fine-tuning (ds2hub/training/finetune.py): weights are copied in `setup("fit")`, so validate,
         # test and predict never load the source model (a resumed fit loads it, then Lightning
         # replaces its weights with the checkpoint's).
         if isinstance(finetune, dict):
@@ -264,7 +269,7 @@ class DeepSpeech2Task(L.LightningModule):
         from itertools import islice
 
         from ds2hub.audio import AudioDecodeError, load_audio
-        from ds2hub.data.dataset import audio_source
+        from ds2hub.training.data.dataset import audio_source
 
         datamodule = getattr(self.trainer, "datamodule", None)
         dataset = getattr(datamodule, "datasets", {}).get("train")

@@ -15,10 +15,10 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from ds2hub.audio import AudioDecodeError, audio_duration, load_audio
-from ds2hub.data.augment import Augmenter
-from ds2hub.data.sampler import pack_greedy
 from ds2hub.features import LogSpectrogram
 from ds2hub.tokenizers import Tokenizer
+from ds2hub.training.data.augment import Augmenter
+from ds2hub.training.data.sampler import pack_greedy
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ class StreamingSpeechDataset(IterableDataset):
     Durations are unknown ahead of a stream, so utterances are filtered as they arrive (counted
     by reason in `dropped`) on their transcript and their duration (a `duration` column or the
     audio header, as for map-style corpora), then batched by `order`. Under DDP the stream is
-    this rank's share already (`ds2hub.data.datamodule.rank_share`).
+    this rank's share already (`ds2hub.training.data.datamodule.rank_share`).
 
     Which utterances form which batch is decided before any audio is decoded, from the rank's
     stream, the seed and the epoch alone. So `skip_batches` (resuming mid-epoch) skips batches
@@ -155,7 +155,7 @@ class StreamingSpeechDataset(IterableDataset):
     features, the costly part, are not).
 
     The epoch (`set_epoch`) and a resume point (`skip_batches`) are set by
-    `ds2hub.data.loader.EpochLoader` in the main process before it starts its (non-persistent)
+    `ds2hub.training.data.loader.EpochLoader` in the main process before it starts its (non-persistent)
     workers, which is how they reach the workers.
     """
 

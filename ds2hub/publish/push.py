@@ -30,14 +30,14 @@ import yaml
 from huggingface_hub import HfApi
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
-from ds2hub.card import DEFAULT_LANGUAGE, CardInfo, DecodingResult, render_card
-from ds2hub.data import SpeechDataModule
-from ds2hub.data.dataset import is_empty_batch
 from ds2hub.decoding import GREEDY, DecoderConfig, Decoding, describe_decoding
 from ds2hub.decoding.bundle import DECODING_FILE, FOLDER_ENTRIES, LM_DIR, load_decoding
 from ds2hub.features import FeatureConfig
-from ds2hub.hub import CHECKPOINT_KEY, HUB_FILES, SpeechRecognizer
+from ds2hub.inference.recognizer import CHECKPOINT_KEY, HUB_FILES, SpeechRecognizer
+from ds2hub.publish.card import DEFAULT_LANGUAGE, CardInfo, DecodingResult, render_card
 from ds2hub.tokenizers import Tokenizer
+from ds2hub.training.data import SpeechDataModule
+from ds2hub.training.data.dataset import is_empty_batch
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Weights & Biases logging that never stops a training run, and runs without W&B installed.
 
 Recipes list a `CSVLogger` (always there: `metrics.csv` is the run's record) and
-`ds2hub.loggers.wandb_if_installed`, which is a `DS2WandbLogger` when `wandb` (the `wandb` extra)
+`ds2hub.training.loggers.wandb_if_installed`, which is a `DS2WandbLogger` when `wandb` (the `wandb` extra)
 is installed and otherwise logs one line and records nothing, so `pip install ds2hub` runs every
 recipe.
 """

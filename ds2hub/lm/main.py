@@ -2,7 +2,7 @@
 
     ds2hub lm build TEXT... --order 3 --unit word --out DIR [--normalize english] [--heldout FILE]
 
-writes `DIR/lm.arpa` (the model, see `ds2hub.decoding.ngram`), `DIR/unigrams.txt` (its words, one
+writes `DIR/lm.arpa` (the model, see `ds2hub.lm.ngram`), `DIR/unigrams.txt` (its words, one
 a line, as pyctcdecode's `language_model/` folder lists them) and `DIR/.ds2hub-lm.json` (how it
 was built; hidden, because pyctcdecode's folder loader counts the visible files). Mistakes in the
 command or its files raise `ConfigError` (the console prints one line and exits with status 2).
@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ds2hub.decoding.ngram import UNITS, NGramModel, TextUnits, build_ngram
 from ds2hub.errors import ConfigError
+from ds2hub.lm.ngram import UNITS, NGramModel, TextUnits, build_ngram
 
 LM_FILE = "lm.arpa"
 UNIGRAMS_FILE = "unigrams.txt"
@@ -241,7 +241,7 @@ SUBCOMMANDS: dict[str, Callable[[list[str]], None]] = {"build": build_main}
 
 
 def _tune(argv: list[str]) -> None:
-    from ds2hub.decoding.tune import tune_main  # imported on use: it loads the training stack
+    from ds2hub.lm.tune import tune_main  # imported on use: it loads the training stack
 
     tune_main(argv)
 

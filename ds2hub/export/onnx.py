@@ -38,7 +38,7 @@ from ds2hub.model.recurrent import ClippedReLURNN
 from ds2hub.model.streaming import check_streamable, conv_layout
 
 if TYPE_CHECKING:
-    from ds2hub.hub import SpeechRecognizer
+    from ds2hub.inference.recognizer import SpeechRecognizer
 
 OPSET = 17
 BIG = 1 << 40  # `total_frames` while the utterance has not ended
@@ -348,7 +348,7 @@ def main(argv: list[str]) -> None:
     local = args.model.startswith((".", "/", "~")) or args.model.count("/") > 1
     if local and not Path(args.model).expanduser().exists():
         raise ConfigError(f"model {args.model!r} does not exist")
-    from ds2hub.hub import from_pretrained
+    from ds2hub.inference.recognizer import from_pretrained
 
     recognizer = from_pretrained(args.model)
     chunk = None

@@ -16,9 +16,12 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from ds2hub.audio import AudioDecodeError, audio_duration
-from ds2hub.data.augment import AugmentConfig, Augmenter
-from ds2hub.data.corpora import available_layouts, detect_layout
-from ds2hub.data.dataset import (
+from ds2hub.errors import ConfigError
+from ds2hub.features import FeatureConfig, LogSpectrogram
+from ds2hub.tokenizers import Tokenizer
+from ds2hub.training.data.augment import AugmentConfig, Augmenter
+from ds2hub.training.data.corpora import available_layouts, detect_layout
+from ds2hub.training.data.dataset import (
     SpeechDataset,
     StreamingSpeechDataset,
     StreamOrder,
@@ -26,12 +29,9 @@ from ds2hub.data.dataset import (
     collate,
     duration_problem,
 )
-from ds2hub.data.loader import EpochLoader, EpochOrder
-from ds2hub.data.sampler import DurationBatchSampler
-from ds2hub.data.sequences import SequenceConfig, SequencedDataset, plan_sequences
-from ds2hub.errors import ConfigError
-from ds2hub.features import FeatureConfig, LogSpectrogram
-from ds2hub.tokenizers import Tokenizer
+from ds2hub.training.data.loader import EpochLoader, EpochOrder
+from ds2hub.training.data.sampler import DurationBatchSampler
+from ds2hub.training.data.sequences import SequenceConfig, SequencedDataset, plan_sequences
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ class SpeechDataModule(L.LightningDataModule):
         augment: training augmentation (noise, speed, tempo, end trimming, padding, VTLP,
             random equalisation, SpecAugment, narrowband).
         sequences: word sequences joined from the training split's own utterances and added to
-            it (`ds2hub.data.sequences`; corpora of isolated words). Not with `streaming`.
+            it (`ds2hub.training.data.sequences`; corpora of isolated words). Not with `streaming`.
         streaming: read the training split (and `extra_train`) as a stream (corpora larger than
             the disk): shuffled through a buffer, reseeded every epoch. Needs `sortagrad: false`;
             holdouts only as listed `holdout_values` / `test_holdout_values`.

@@ -64,7 +64,7 @@ class DurationBatchSampler(Sampler[list[int]]):
         seed: common to all ranks, so they agree on the epoch's batches.
 
     The epoch (`set_epoch`) and a mid-epoch resume point (`skip_batches`) are set by
-    `ds2hub.data.loader.EpochLoader`, which takes them from the Trainer and the checkpoint.
+    `ds2hub.training.data.loader.EpochLoader`, which takes them from the Trainer and the checkpoint.
     """
 
     def __init__(

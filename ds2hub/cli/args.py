@@ -1,0 +1,37 @@
+"""What the `ds2hub` commands check in a command line before anything is built."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from ds2hub.errors import UsageError
+
+# `--ckpt_path` values Lightning resolves itself rather than reading a file (and `registry:...`).
+CKPT_KEYWORDS = ("best", "last", "hpc", "registry")
+
+
+def config_options(argv: list[str]) -> Iterator[tuple[int, str, bool]]:
+    """Each `--config VALUE`, `-c VALUE` or `--config=VALUE` of `argv`: its index, the value and
+    whether it was joined with `=` (one argument rather than two)."""
+    for i, arg in enumerate(argv):
+        if arg in ("-c", "--config") and i + 1 < len(argv):
+            yield i, argv[i + 1], False
+        elif arg.startswith("--config="):
+            yield i, arg.split("=", 1)[1], True
+
+
+def require_file(path: str, what: str) -> None:
+    """Raises `UsageError` unless `path` is an existing file."""
+    if not Path(path).expanduser().is_file():
+        raise UsageError(f"{what} {path!r} does not exist or is not a file")
+
+
+def check_config_files(argv: list[str]) -> None:
+    """Every `--config`/`-c` file must exist (jsonargparse would answer with 100 lines of usage).
+
+    Inline YAML (`--config '{trainer: ...}'`), which jsonargparse also accepts, is left to it.
+    """
+    for _, value, _ in config_options(argv):
+        if not (value.lstrip()[:1] in "{[" or "\n" in value or ": " in value):
+            require_file(value, "config file")

@@ -1,0 +1,58 @@
+"""What a name given to ds2hub means: a hub id or a local path, and files a folder may name.
+
+One rule each, used by every command and loader: `looks_local` (the CLI, serving, fine-tuning,
+model cards) and `inside` (tokenizer and decoding files of a downloaded model folder).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path, PurePath
+
+# A hub id is `name` or `owner/name` (letters, digits, `-`, `_`, `.`), optionally `@revision`.
+_HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+
+
+def looks_local(name: str) -> bool:
+    """Whether `name` can only mean a local file or folder (not a hub id such as `user/name`).
+
+    Hub ids have at most one `/`; a path starting with `/`, `.` or `~`, with more parts, ending in
+    `.ckpt`, or whose first part is a folder here (`recipes/digits`) is local.
+    """
+    if name.startswith(("/", ".", "~")) or "\\" in name or name.endswith(".ckpt"):
+        return True
+    if not _HUB_ID.match(name.split("@")[0]):
+        return True
+    return "/" in name and Path(name.split("/")[0]).is_dir()
+
+
+def is_hub_id(name: str) -> bool:
+    """Whether `name` (optionally `@revision`) names a hub repository `owner/name` rather than
+    something on this machine."""
+    return "/" in name and not looks_local(name) and not Path(name).expanduser().exists()
+
+
+def inside(directory: Path, value: object, where: str, error: type[Exception] = ValueError) -> str:
+    """`value`, a file named by a folder's own metadata, as a path inside `directory`.
+
+    Only a relative path without `..` is accepted, so a downloaded folder cannot make ds2hub read
+    other files of the user's machine. The check is on the name, not on where symlinks lead,
+    because the hub's cache links every snapshot file to a blob elsewhere.
+
+    Raises:
+        error: (with `where` and the reason) `value` is not a name, leaves the folder, or is
+            missing.
+    """
+    where = f"{where}={value!r}"
+    if not isinstance(value, str) or not value:
+        raise error(f"{where} is not a file name")
+    relative = PurePath(value)
+    if relative.is_absolute() or relative.drive or ".." in relative.parts or value.startswith("~"):
+        raise error(
+            f"{where} points outside the model folder; a model folder may only name files "
+            "inside itself"
+        )
+    path = directory / relative
+    if not path.is_file():
+        raise error(f"{where}: no such file in the model folder")
+    return str(path)
