@@ -21,7 +21,7 @@ from ds2hub.errors import ConfigError
 _DB_TO_LOG = math.log(10) / 10  # natural-log units per decibel of power
 _MIN_POWER = 1e-30  # log power is taken of at least this (digital silence stays finite)
 _SILENCE = math.log(_MIN_POWER) + 1e-3  # a log power at or below this is digital silence
-NORMALIZATIONS = ("utterance", "gain", "peak", "global")
+NORMALIZATIONS = ("utterance", "peak", "global")
 
 
 @dataclass(frozen=True)
@@ -31,29 +31,23 @@ class FeatureConfig:
     sample_rate: int = SAMPLE_RATE
     window_ms: float = 20.0  # analysis window (paper: 20 ms)
     hop_ms: float = 10.0  # stride between frames (paper: 10 ms)
-    normalize: bool = True  # False: no normalisation at all (whatever `normalization` says)
-    dynamic_range_db: float = 60.0  # utterance: log power floored this far below the peak
+    dynamic_range_db: float = 60.0  # utterance, peak: log power floored this far below the peak
     # "utterance": each utterance normalised with its own statistics and floored against its own
     # peak, so frame t depends on the whole utterance (fine for bidirectional models).
-    # "gain": like "utterance", but one mean for all bins instead of each bin's own
-    # (deepspeech.pytorch's normalisation): the recording level goes, the spectral shape stays.
-    # Per-bin mean removal also takes away a short word's average spectrum, which in an isolated
-    # word is mostly its vowel's formants.
     # "peak": log power relative to the utterance's loudest bin, scaled so that the floor
-    # (dynamic_range_db down) is -1 and the peak +1; digital silence is all -1. Both mean-based
-    # normalisations move every frame when a pause is added around a word (the mean falls, the
-    # spread grows); this one leaves the word's frames as they were (those whose windows do not
+    # (dynamic_range_db down) is -1 and the peak +1; digital silence is all -1. "utterance"
+    # moves every frame when a pause is added around a word (the mean falls, the spread grows);
+    # this one leaves the word's frames as they were (those whose windows do not
     # reach into the pause), as long as the pause is quieter than the word's peak. Its zero is
     # 30 dB down, brighter than most of a word: the conv's "same" padding and batch padding
     # put that level around every utterance, alike in training and inference.
     # "global": causal — an absolute floor and fixed per-bin statistics estimated on training
     # data and stored with the model (`LogSpectrogram.mean`/`std`); frame t depends on the audio
     # up to t + 10 ms only, so chunked (streaming) recognition reproduces it exactly.
-    # Checkpoints and hub folders from before this field load as "utterance".
     normalization: str = "utterance"
     floor_db: float = -80.0  # global: log power floored at this level (dB re 1; below 16-bit noise)
     # Keep only the bins up to this frequency (None: all, up to sample_rate / 2). For corpora
-    # recorded at 8 kHz (telephone, FSDD) 4000 drops the empty upper half: what is left there is
+    # recorded at 8 kHz (telephone) 4000 drops the empty upper half: what is left there is
     # resampling residue that differs between recordings, and wideband extra corpora (synthetic
     # voices) would otherwise teach the model cues the 8 kHz speech never has.
     max_frequency_hz: float | None = None
@@ -104,7 +98,7 @@ class FeatureConfig:
     @property
     def global_stats(self) -> bool:
         """Whether the front end normalises with stored statistics."""
-        return self.normalize and self.normalization == "global"
+        return self.normalization == "global"
 
     @property
     def n_fft(self) -> int:
@@ -150,12 +144,8 @@ class FeatureConfig:
         return self._mel_points()[1:-1].float()
 
     def to_dict(self) -> dict:
-        """The settings as stored with a model. `n_mels` only when set, so a linear front end's
-        settings still load in ds2hub versions from before the field."""
-        settings = asdict(self)
-        if settings["n_mels"] is None:
-            del settings["n_mels"]
-        return settings
+        """The settings as stored with a model (`FeatureConfig(**settings)` reads them back)."""
+        return asdict(self)
 
 
 def check_network_input(n_features: int, features: FeatureConfig) -> None:
@@ -167,9 +157,7 @@ def check_network_input(n_features: int, features: FeatureConfig) -> None:
         )
 
 
-def normalize_utterance(
-    spec: torch.Tensor, eps: float = 1e-5, per_bin: bool = True
-) -> torch.Tensor:
+def normalize_utterance(spec: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Per-utterance normalisation: each frequency bin's mean is removed (cepstral mean
     normalisation: a fixed channel or gain is a constant offset in log power), then the whole
     utterance is scaled to unit variance. One scale for all bins, not one per bin: a band that is
@@ -177,10 +165,8 @@ def normalize_utterance(
 
     Args:
         spec: (F, T) log features of one utterance (no padding).
-        per_bin: False removes one mean for all bins instead (`normalization: gain`): the level
-            goes, the spectral shape stays.
     """
-    centred = spec - (spec.mean(dim=-1, keepdim=True) if per_bin else spec.mean())
+    centred = spec - spec.mean(dim=-1, keepdim=True)
     return centred / (centred.std() + eps) if centred.numel() > 1 else centred
 
 
@@ -284,8 +270,6 @@ class LogSpectrogram(nn.Module):
 
     def normalize(self, spec: torch.Tensor) -> torch.Tensor:
         """Floored log spectrum (F, T) -> the model's input features."""
-        if not self.config.normalize:
-            return spec
         if self.config.global_stats:
             if not self.has_statistics:
                 return spec
@@ -296,7 +280,7 @@ class LogSpectrogram(nn.Module):
                 return torch.full_like(spec, -1.0)
             half_range = self.config.dynamic_range_db * _DB_TO_LOG / 2
             return (spec - peak) / half_range + 1
-        return normalize_utterance(spec, per_bin=self.config.normalization == "utterance")
+        return normalize_utterance(spec)
 
     def unnormalized(self, waveform: torch.Tensor) -> torch.Tensor:
         """(T,) -> floored log power (F, frames), the input of `frame_statistics`."""

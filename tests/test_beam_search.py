@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ds2hub.decoding import BeamSearchConfig, greedy_decode, text_decoder
+from ds2hub.decoding import DecoderConfig, greedy_decode, text_decoder
 from ds2hub.errors import ConfigError
 from ds2hub.inference.recognizer import SpeechRecognizer
 from ds2hub.model import DeepSpeech2Config
@@ -9,7 +9,7 @@ from ds2hub.tokenizers import CharTokenizer, PinyinTokenizer
 
 
 def LexiconBeamSearch(tokenizer, config=None):  # noqa: N802 - the flashlight lexicon search
-    return text_decoder(tokenizer, config or BeamSearchConfig())
+    return text_decoder(tokenizer, config or DecoderConfig())
 
 
 WORDS = ["是 900", "事 300", "市 200", "十 250", "市场 80", "学生 60", "学 40", "生 50", "中国 70"]
@@ -46,7 +46,7 @@ def test_beam_search_fixes_a_letter_greedy_gets_wrong(pinyin_tokenizer):
     logits = emissions(pinyin_tokenizer, frames)
     lengths = torch.tensor([logits.shape[1]])
     greedy = text_decoder(pinyin_tokenizer)(logits, lengths)[0]
-    beam = LexiconBeamSearch(pinyin_tokenizer, config=BeamSearchConfig(beam_size=20))
+    beam = LexiconBeamSearch(pinyin_tokenizer, config=DecoderConfig(beam_size=20))
     assert greedy != "市场"
     assert beam(logits, lengths) == ["市场"]
 
@@ -70,7 +70,7 @@ def test_english_words_with_a_given_lexicon(tmp_path):
     words.write_text("one\ntwo\nthree\ntree\n")
     tok = CharTokenizer()
     logits = emissions(tok, spell("two three"))
-    out = LexiconBeamSearch(tok, BeamSearchConfig(lexicon=str(words)))(
+    out = LexiconBeamSearch(tok, DecoderConfig(lexicon=str(words)))(
         logits, torch.tensor([logits.shape[1]])
     )
     assert out == ["two three"]
@@ -80,7 +80,7 @@ def test_a_lexicon_the_vocabulary_cannot_spell_is_an_error(tmp_path):
     words = tmp_path / "words.txt"
     words.write_text("学\n")
     with pytest.raises(ConfigError, match="no word of the lexicon can be spelled"):
-        LexiconBeamSearch(CharTokenizer(), BeamSearchConfig(lexicon=str(words)))
+        LexiconBeamSearch(CharTokenizer(), DecoderConfig(lexicon=str(words)))
     with pytest.raises(ConfigError, match="needs an LM"):
         LexiconBeamSearch(CharTokenizer())
 
@@ -93,11 +93,11 @@ def test_transcribe_with_beam_search_writes_only_lexicon_words(pinyin_tokenizer)
     with torch.no_grad():  # an untrained model that never says blank: it babbles letters
         output_layer.bias[0] = -20.0
     waves = [0.1 * torch.randn(16000 * s) for s in (1, 3)]
-    texts = model.transcribe(waves, sample_rate=16000, decoding=BeamSearchConfig(beam_size=8))
+    texts = model.transcribe(waves, sample_rate=16000, decoding=DecoderConfig(beam_size=8))
     words = {w.split()[0] for w in WORDS}
     # built once per setting: a real lexicon takes seconds to load
-    assert model.text_decoder(BeamSearchConfig(beam_size=8)) is model.text_decoder(
-        BeamSearchConfig(beam_size=8)
+    assert model.text_decoder(DecoderConfig(beam_size=8)) is model.text_decoder(
+        DecoderConfig(beam_size=8)
     )
     greedy = model.transcribe(waves, sample_rate=16000)
     assert all("⁇" in text for text in greedy)  # babble is no pinyin
@@ -120,5 +120,5 @@ def test_a_word_list_from_the_recipe_constrains_english(tmp_path):
     logits = emissions(tok, frames)
     lengths = torch.tensor([logits.shape[1]])
     assert tok.decode(greedy_decode(logits, lengths)[0]) == "sevn two"
-    beam = LexiconBeamSearch(tok, BeamSearchConfig(lexicon=str(words)))
+    beam = LexiconBeamSearch(tok, DecoderConfig(lexicon=str(words)))
     assert beam(logits, lengths) == ["seven two"]

@@ -1,4 +1,4 @@
-"""Corpus layouts, SortaGrad and duration batching, augmentation, bad data, recipes, DDP."""
+"""Corpus layouts, SortaGrad and duration batching, bad data, recipes, DDP."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import csv
 import io
 import math
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-import torchaudio.functional as AF
 from standins import (
     make_aishell,
     make_audiofolder,
@@ -24,20 +22,9 @@ from standins import (
     make_librispeech,
 )
 
-from ds2hub.audio import SAMPLE_RATE
 from ds2hub.cli.main import run_cli
-from ds2hub.features import FeatureConfig
 from ds2hub.tokenizers import CharTokenizer, MandarinTokenizer
 from ds2hub.training.data import SpeechDataModule
-from ds2hub.training.data.augment import (
-    AugmentConfig,
-    Augmenter,
-    equalize,
-    pad_ends,
-    peaking_filter,
-    random_bands,
-    warp_frequency,
-)
 from ds2hub.training.data.sampler import DurationBatchSampler
 
 REPO = Path(__file__).resolve().parents[1]
@@ -149,260 +136,6 @@ def test_ddp_ranks_get_different_batches_and_the_same_number():
 def test_budget_below_longest_utterance_is_a_clear_error():
     with pytest.raises(ValueError, match="max_batch_seconds"):
         DurationBatchSampler([1.0, 30.0], max_batch_seconds=20.0)
-
-
-# --- augmentation ----------------------------------------------------------------------------------
-def test_speed_perturbation_changes_duration():
-    aug = Augmenter(AugmentConfig(speed_prob=1.0, speed_factors=(1.25,)))
-    assert aug.waveform(torch.randn(16000)).numel() == pytest.approx(16000 / 1.25, abs=2)
-
-
-def test_trimming_cuts_each_end_within_its_limits():
-    """`trim_prob`: up to 60 ms or 15 % off each end, never more, and a different cut each time."""
-    random.seed(0)
-    wave = torch.arange(16000, dtype=torch.float32)
-    aug = Augmenter(AugmentConfig(trim_prob=1.0, trim_max_ms=60.0, trim_max_ratio=0.15))
-    cuts = set()
-    for _ in range(50):
-        out = aug.waveform(wave)
-        start, end = int(out[0]), 16000 - 1 - int(out[-1])
-        assert 0 <= start <= 960 and 0 <= end <= 960  # 60 ms at 16 kHz
-        torch.testing.assert_close(out, wave[start : 16000 - end])  # a contiguous cut
-        cuts.add((start, end))
-    assert len(cuts) > 40
-    short = torch.arange(1600, dtype=torch.float32)  # 100 ms: 15 % = 240 samples < 60 ms
-    assert all(aug.waveform(short).numel() >= 1600 - 2 * 240 for _ in range(50))
-
-
-def dominant_hz(wave: torch.Tensor) -> float:
-    return float(torch.fft.rfft(wave).abs().argmax()) * SAMPLE_RATE / wave.numel()
-
-
-@pytest.mark.parametrize("rate", [0.8, 1.5])
-def test_tempo_perturbation_changes_the_rate_and_keeps_the_pitch(rate):
-    """Speed perturbation moves a 220 Hz voice to 220 * rate; tempo keeps it at 220 Hz."""
-    t = torch.arange(SAMPLE_RATE) / SAMPLE_RATE
-    tone = torch.sin(2 * torch.pi * 220.0 * t)
-    tempo = Augmenter(AugmentConfig(tempo_prob=1.0, tempo_range=(rate, rate))).waveform(tone)
-    speed = Augmenter(AugmentConfig(speed_prob=1.0, speed_factors=(rate,))).waveform(tone)
-    assert tempo.numel() == pytest.approx(SAMPLE_RATE / rate, abs=2)
-    middle = slice(tempo.numel() // 4, 3 * tempo.numel() // 4)
-    assert dominant_hz(tempo[middle]) == pytest.approx(220.0, abs=4)
-    assert dominant_hz(speed[middle]) == pytest.approx(220.0 * rate, abs=4)
-    assert torch.isfinite(tempo).all()
-
-
-@pytest.mark.parametrize("snr", [5.0, 20.0])
-def test_noise_is_added_at_the_requested_snr(snr):
-    torch.manual_seed(0)
-    clean = torch.sin(torch.arange(32000) * 0.05)
-    noisy = Augmenter(AugmentConfig(noise_prob=1.0, noise_snr_db=(snr, snr))).waveform(clean)
-    noise = noisy - clean
-    measured = 10 * math.log10(clean.pow(2).mean() / noise.pow(2).mean())
-    assert measured == pytest.approx(snr, abs=0.1)
-
-
-def test_noise_from_a_folder_of_recordings(tmp_path):
-    sf.write(tmp_path / "hum.wav", 0.1 * np.sin(np.arange(8000) * 0.3).astype(np.float32), 8000)
-    noisy = Augmenter(
-        AugmentConfig(noise_prob=1.0, noise_snr_db=(10, 10), noise_dir=str(tmp_path))
-    ).waveform(torch.ones(20000))
-    assert noisy.shape == (20000,) and not torch.equal(noisy, torch.ones(20000))
-
-
-def test_narrowband_removes_everything_above_4khz():
-    t = torch.arange(16000) / 16000
-    low, high = torch.sin(2 * math.pi * 1000 * t), torch.sin(2 * math.pi * 6000 * t)
-    out = Augmenter(AugmentConfig(narrowband_prob=1.0)).waveform(low + high)
-    spectrum = torch.fft.rfft(out).abs()  # 1 Hz bins
-    assert out.shape == (16000,)
-    assert spectrum[1000] == pytest.approx(8000, rel=0.05)  # the 1 kHz tone passes
-    assert spectrum[6000] < 0.01 * spectrum[1000]  # the 6 kHz tone is gone
-
-
-@pytest.mark.parametrize("alpha", [0.9, 1.1])
-def test_vtlp_moves_a_formant_by_the_warp_factor_and_keeps_the_top_bin(alpha):
-    """VTLP: energy at bin 40 of 81 moves to bin 40 * alpha; the frames and the top bin stay."""
-    spec = torch.zeros(81, 30)
-    spec[40] = 1.0
-    spec[80] = 2.0
-    out = Augmenter(AugmentConfig(vtlp_prob=1.0, vtlp_range=(alpha, alpha))).spectrogram(spec)
-    assert out.shape == spec.shape
-    centre = float((out[:70].sum(1) * torch.arange(70)).sum() / out[:70].sum())
-    assert centre == pytest.approx(40 * alpha, abs=0.05)
-    assert float(out[80, 0]) == pytest.approx(2.0)
-    torch.testing.assert_close(out[:, 0], out[:, -1])  # the same warp for every frame
-
-
-@pytest.mark.parametrize("alpha", [0.8, 0.9, 1.1, 1.25])
-def test_vtlp_maps_the_whole_band_monotonically_onto_itself(alpha):
-    """A ramp (bin f holds f): below the knee, output bin k comes from k / alpha; above it, the
-    second segment rises to the top bin without folding back."""
-    spec = torch.arange(81, dtype=torch.float32)[:, None].repeat(1, 3)
-    out = warp_frequency(spec, alpha)[:, 0]
-    assert (out[1:] - out[:-1] > 0).all()
-    assert float(out[0]) == 0.0 and float(out[80]) == pytest.approx(80.0)
-    knee = int(0.85 * 80 * min(alpha, 1.0))  # output bins below it lie on the first segment
-    below = torch.arange(knee, dtype=torch.float32)
-    torch.testing.assert_close(out[:knee], (below / alpha).clamp(max=80))
-
-
-@pytest.mark.parametrize("gain_db", [-9.0, 9.0])
-def test_equalizer_colours_one_band_and_leaves_the_rest(gain_db):
-    """A peaking band at 1 kHz raises (or cuts) a 1 kHz tone by its gain and leaves a 3.5 kHz
-    tone as it was (up to the peak rescaling), and the result is never louder than the input."""
-    t = torch.arange(SAMPLE_RATE) / SAMPLE_RATE
-    band, away = torch.sin(2 * math.pi * 1000 * t), torch.sin(2 * math.pi * 3500 * t)
-    wave = 0.45 * (band + away)  # peak 0.9
-    out = equalize(wave, [(1000.0, gain_db, 2.0)])
-    spectrum = torch.fft.rfft(out[4000:12000]).abs()  # 2 Hz bins, past the filter's start
-    relative_db = 20 * math.log10(spectrum[500] / spectrum[1750])
-    assert relative_db == pytest.approx(gain_db, abs=0.5)
-    assert out.shape == wave.shape and torch.isfinite(out).all()
-    assert float(out.abs().max()) <= float(wave.abs().max()) + 1e-6
-
-
-@pytest.mark.parametrize("gain_db", [-9.0, 9.0])
-def test_peaking_filter_has_its_gain_at_the_centre_and_half_of_it_at_the_band_edges(gain_db):
-    """RBJ peaking filter, Q 2 at 1 kHz: the full gain at 1 kHz, half of it (in dB) at the band
-    edges f0 * (sqrt(1 + 1 / (4 Q^2)) +- 1 / (2 Q)), nothing far away."""
-    impulse = torch.zeros(SAMPLE_RATE)
-    impulse[0] = 1.0
-    b, a = (torch.tensor(c) for c in peaking_filter(1000.0, gain_db, 2.0))
-    response = torch.fft.rfft(AF.lfilter(impulse, a, b, clamp=False)).abs()  # 1 Hz bins
-
-    def db(hz: float) -> float:
-        return 20 * math.log10(float(response[round(hz)]))
-
-    assert db(1000) == pytest.approx(gain_db, abs=0.05)
-    for edge in (1000 * (math.sqrt(1 + 1 / 16) - 0.25), 1000 * (math.sqrt(1 + 1 / 16) + 0.25)):
-        assert db(edge) == pytest.approx(gain_db / 2, abs=0.3)
-    assert abs(db(6000)) < 0.3 and abs(db(50)) < 0.3
-
-
-@pytest.mark.parametrize("bands", [[(1000.0, 9.0, 2.0)], [(300.0, -9.0, 0.7), (1000.0, 9.0, 2.0)]])
-def test_equalizer_does_not_clip_audio_at_full_scale(bands):
-    """A filter is linear: a signal at full scale (or past it, as after speed or tempo
-    resampling) comes out as the same signal filtered at a tenth of the level, times ten, then
-    rescaled to the input's peak: nothing is clipped on the way."""
-    torch.manual_seed(0)
-    wave = torch.randn(8000)
-    wave = 1.3 * wave / wave.abs().max()
-    loud, quiet = equalize(wave, bands), equalize(0.1 * wave, bands)
-    torch.testing.assert_close(loud / loud.abs().max(), quiet / quiet.abs().max())
-    assert 1.0 < float(loud.abs().max()) <= 1.3 + 1e-5  # not clipped at 1, not louder
-
-
-def test_equalizer_draws_new_bands_per_utterance():
-    random.seed(0)
-    wave = torch.randn(8000) * 0.1
-    aug = Augmenter(AugmentConfig(eq_prob=1.0, eq_bands=2, eq_gain_db=10.0))
-    outs = [aug.waveform(wave) for _ in range(5)]
-    assert all(not torch.allclose(a, b) for a, b in zip(outs, outs[1:]))
-    bands = random_bands(200, 10.0, (100.0, 4000.0), (0.7, 2.0))
-    assert all(100 <= f <= 4000 and -10 <= g <= 10 and 0.7 <= q <= 2 for f, g, q in bands)
-    assert sum(f < 632 for f, _, _ in bands) == pytest.approx(100, abs=25)  # log-uniform
-    assert AugmentConfig(eq_prob=0.5).enabled and not AugmentConfig(eq_bands=2).enabled
-
-
-def test_padding_puts_quiet_noise_of_random_length_around_the_word_and_keeps_the_word():
-    random.seed(0)
-    word = 0.5 * torch.sin(2 * math.pi * 440 * torch.arange(8000) / SAMPLE_RATE)
-    aug = Augmenter(AugmentConfig(pad_prob=1.0, pad_max_ms=200.0, pad_level_db=(-60.0, -50.0)))
-    befores, afters = set(), set()
-    for _ in range(20):
-        out = aug.waveform(word)
-        extra = out.numel() - word.numel()
-        assert 0 <= extra <= 2 * 3200  # at most 200 ms on each end
-        # the word is intact somewhere inside, and what surrounds it is 50-60 dB down
-        starts = [i for i in range(extra + 1) if torch.equal(out[i : i + 8000], word)]
-        assert len(starts) == 1
-        befores.add(starts[0])
-        afters.add(extra - starts[0])
-        pad = torch.cat([out[: starts[0]], out[starts[0] + 8000 :]])
-        if pad.numel():
-            level = 20 * math.log10(float(pad.abs().max()) / 0.5)
-            assert -60.01 <= level <= -49.99
-    assert len(befores) >= 15 and len(afters) >= 15  # new lengths per utterance, per end
-    random.seed(1)
-    for _ in range(200):  # the shortest pads: finite, never one lone sample of noise
-        assert torch.isfinite(pad_ends(word, 0.0625, (-60.0, -50.0))).all()
-    assert pad_ends(torch.zeros(0), 100.0, (-60.0, -50.0)).numel() == 0
-    assert torch.equal(aug.waveform(torch.zeros(800)), torch.zeros(800))  # silence stays silence
-    assert AugmentConfig(pad_prob=0.5).enabled and not AugmentConfig(pad_max_ms=100.0).enabled
-
-
-@pytest.mark.parametrize(
-    "bad",
-    [
-        {"vtlp_range": (0.0, 1.1)},
-        {"tempo_range": (1.2, 0.9)},
-        {"trim_prob": 1.5},
-        {"eq_prob": -0.1},
-        {"eq_freq_range_hz": (100.0, 9000.0)},
-        {"eq_q_range": (0.0, 1.0)},
-        {"eq_bands": -1},
-        {"pad_prob": 2.0},
-        {"pad_level_db": (-40.0, -70.0)},
-        {"pad_max_ms": -5.0},
-    ],
-)
-def test_bad_augmentation_settings_are_refused_when_read(bad):
-    with pytest.raises(ValueError, match=next(iter(bad))):
-        AugmentConfig(**bad)
-
-
-def test_vtlp_draws_a_factor_per_utterance():
-    random.seed(0)
-    spec = torch.zeros(81, 5)
-    spec[40] = 1.0
-    aug = Augmenter(AugmentConfig(vtlp_prob=1.0, vtlp_range=(0.9, 1.1)))
-    peaks = {int(aug.spectrogram(spec)[:, 0].argmax()) for _ in range(30)}
-    assert len(peaks) >= 4 and min(peaks) >= 36 and max(peaks) <= 44
-    assert AugmentConfig(vtlp_prob=0.5).enabled
-
-
-def test_vtlp_on_mel_features_scales_hertz_not_the_filter_index(corpora):
-    """With `features.n_mels` the datamodule's augmenter warps each mel filter's frequency: a
-    1 kHz tone warped by 1.2 lands in the filter nearest 1.2 kHz, not in filter 1.2 * index."""
-    features = FeatureConfig(max_frequency_hz=4000, n_mels=40, normalization="gain")
-    augment = AugmentConfig(vtlp_prob=1.0, vtlp_range=(1.2, 1.2))
-    dm = SpeechDataModule(CharTokenizer(), str(corpora["fsdd"]), text_column="transcription", holdout_column="speaker_id", holdout_values=["spk1"], test_split=None, features=features, augment=augment)  # fmt: skip
-    dm.setup("fit")
-    t = torch.arange(SAMPLE_RATE) / SAMPLE_RATE
-    tone = dm.frontend(torch.sin(2 * math.pi * 1000 * t))
-    warped = dm.datasets["train"].augmenter.spectrogram(tone)
-    centres = features.bin_frequencies
-
-    def centroid_hz(spec: torch.Tensor) -> float:
-        weights = (spec.mean(dim=1) - spec.mean(dim=1).min()).clamp_min(0)
-        return float((weights * centres).sum() / weights.sum())
-
-    assert centroid_hz(tone) == pytest.approx(1000, rel=0.02)
-    assert centroid_hz(warped) == pytest.approx(1200, rel=0.02)
-    by_index = warp_frequency(tone, 1.2)  # what warping the filter index would do
-    assert centroid_hz(by_index) > 1250
-
-
-def test_specaugment_masks_bands_and_frames_with_the_utterance_mean():
-    """Masks hold the utterance's mean: zero for mean-normalised features, -0.5 here (as with
-    `normalization: peak`, whose zero is brighter than most of a word)."""
-    torch.manual_seed(0)
-    spec = 0.1 * torch.rand(161, 300) - 0.55
-    mean = float(spec.mean())
-    out = Augmenter(
-        AugmentConfig(
-            freq_masks=2,
-            freq_mask_width=20,
-            time_masks=2,
-            time_mask_width=30,
-            time_mask_max_ratio=0.2,
-        )
-    ).spectrogram(spec)
-    masked = out == mean
-    assert masked.all(dim=1).any() and masked.all(dim=0).any()  # whole bands and whole frames
-    assert (out == spec).sum() > 0.5 * spec.numel() and not (out == 0).any()
-    assert Augmenter(AugmentConfig()).config.enabled is False
 
 
 # --- bad data ---------------------------------------------------------------------------------------

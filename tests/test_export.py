@@ -12,7 +12,7 @@ from ds2hub.cli.main import run_cli
 from ds2hub.errors import ConfigError
 from ds2hub.export.onnx import BIG, StreamingStep, export_onnx
 from ds2hub.inference.recognizer import SpeechRecognizer
-from ds2hub.model.streaming import StreamingError
+from ds2hub.model.streaming import StreamingError, initial_state, stream_step
 from ds2hub.tokenizers import CharTokenizer
 
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (ds2hub[export])")
@@ -152,6 +152,77 @@ def test_streaming_step_module_matches_for_every_layer_type(rnn_type):
             if total != BIG and int(index[-1]) >= length - 1:
                 break
     torch.testing.assert_close(torch.cat(kept), whole_logits(rec, audio), atol=1e-4, rtol=1e-4)
+
+
+def drive(step, features: torch.Tensor, k: int, length: int) -> torch.Tensor:
+    """Feeds (F, N) features in chunks of k frames to `step(chunk, frames_in, total, states) ->
+    (logits (1, k', V), index, states)` until every output is out; returns the kept logits."""
+    n, fed, kept, states = features.size(1), 0, [], None
+    while True:
+        chunk = torch.nn.functional.pad(features[:, fed : fed + k], (0, k))[None, :, :k]
+        total = n if fed + k >= n else BIG
+        logits, index, states = step(chunk, torch.tensor([fed]), torch.tensor([total]), states)
+        index = torch.as_tensor(index).flatten()
+        kept.append(torch.as_tensor(logits)[0][(index >= 0) & (index < length)])
+        fed += k
+        if total != BIG and int(index[-1]) >= length - 1:
+            return torch.cat(kept)
+
+
+@pytest.mark.parametrize("rnn_type", ["gru", "lstm"])
+def test_sessions_and_the_onnx_step_run_the_models_one_incremental_pass(tmp_path, rnn_type):
+    """`ds2hub.model.streaming.stream_step` is the only incremental pass: the exported graph is its
+    unrolled recurrence traced, the module behind it calls it, and a streaming session emits what
+    it emits (through torch's fused recurrent kernels) for the same audio."""
+    rec = make_recognizer(rnn_type)
+    export_onnx(rec, tmp_path, chunk_frames=8)
+    info = json.loads((tmp_path / "ds2hub_export.json").read_text())
+    session = ort.InferenceSession(str(tmp_path / "stream_step.onnx"))
+    module = StreamingStep(rec.model, 8)
+    audio = _audio(0.93)
+    features = rec.frontend(audio)
+    length = output_length(rec, features.size(1))
+
+    def model_pass(unrolled):
+        def step(chunk, fed, total, states):
+            states = states or initial_state(rec.model)
+            logits, index, _, states = stream_step(
+                rec.model, chunk, fed, total, states, None, unrolled
+            )
+            return logits, index, states
+
+        return step
+
+    def module_step(chunk, fed, total, states):
+        logits, index, *states = module(chunk, fed, total, *(states or module.initial_state()))
+        return logits, index, states
+
+    def onnx_step(chunk, fed, total, states):
+        states = states or {
+            n: np.zeros(s, np.float32) for n, s in info["stream_step"]["states"].items()
+        }
+        inputs = {
+            "features": chunk.numpy(),
+            "frames_in": fed.numpy(),
+            "total_frames": total.numpy(),
+        }
+        out = session.run(None, {**inputs, **states})
+        return out[0], out[1], dict(zip(states, out[2:]))
+
+    with torch.no_grad():
+        unrolled = drive(model_pass(True), features, 8, length)
+        fused = drive(model_pass(False), features, 8, length)
+        assert torch.equal(drive(module_step, features, 8, length), unrolled)
+    torch.testing.assert_close(
+        drive(onnx_step, features, 8, length), unrolled, atol=1e-5, rtol=1e-5
+    )
+    torch.testing.assert_close(fused, unrolled, atol=1e-5, rtol=1e-5)
+    stream = rec.stream(keep_logits=True)
+    for start in range(0, audio.numel(), 1000):
+        stream.accept(audio[start : start + 1000])
+    stream.finish()
+    torch.testing.assert_close(stream.logits, fused, atol=1e-5, rtol=1e-5)
+    assert unrolled.shape == whole_logits(rec, audio).shape
 
 
 def test_streaming_export_refuses_what_it_cannot_do(tmp_path):

@@ -23,7 +23,7 @@ from ds2hub.errors import ConfigError
 from ds2hub.features import FeatureConfig
 from ds2hub.inference.recognizer import SpeechRecognizer
 from ds2hub.publish.card import CardInfo, render_card
-from ds2hub.publish.push import ExportError, evaluate, export, find_run_config, local_details, push
+from ds2hub.publish.push import ExportError, evaluate, export, local_details, push
 from ds2hub.tokenizers import (
     CharTokenizer,
     MandarinTokenizer,
@@ -31,6 +31,7 @@ from ds2hub.tokenizers import (
     SentencePieceTokenizer,
 )
 from ds2hub.tokenizers.registry import TokenizerFileError
+from ds2hub.training.runs import find_run_config
 
 CONF = Path(__file__).parent / "conf" / "digits_tiny.yaml"
 
@@ -89,18 +90,18 @@ def test_save_and_from_pretrained_give_identical_logits(tokenizer, tmp_path):
     assert loaded.transcribe(wave, sample_rate=16000) == model.transcribe(wave, sample_rate=16000)
 
 
-def test_a_gain_normalised_model_keeps_its_front_end_through_a_hub_folder(tmp_path):
-    """`features.normalization: gain` (fsdd_digits) is saved with the weights: the loaded model
+def test_a_peak_normalised_model_keeps_its_front_end_through_a_hub_folder(tmp_path):
+    """`features.normalization: peak` (fsdd_digits) is saved with the weights: the loaded model
     computes the same features, so the same logits, not per-bin normalised ones."""
     torch.manual_seed(0)
     arch = ds2hub.DeepSpeech2Config(conv_channels=(4, 4), rnn_layers=1, rnn_hidden=16).to_dict()
     model = SpeechRecognizer(
-        arch=arch, features={"normalization": "gain"}, tokenizer=CharTokenizer()
+        arch=arch, features={"normalization": "peak"}, tokenizer=CharTokenizer()
     )
     model.save_pretrained(tmp_path)
-    assert json.loads((tmp_path / "config.json").read_text())["features"]["normalization"] == "gain"
+    assert json.loads((tmp_path / "config.json").read_text())["features"]["normalization"] == "peak"
     loaded = ds2hub.from_pretrained(tmp_path)
-    assert loaded.features.normalization == "gain"
+    assert loaded.features.normalization == "peak"
     t = torch.arange(16000) / 16000
     wave = 0.3 * torch.sin(2 * torch.pi * 440 * t) * torch.sin(2 * torch.pi * 2 * t)
     features = loaded.frontend(wave)
@@ -362,12 +363,13 @@ def test_a_hub_folder_cannot_make_ds2hub_read_files_outside_it(tmp_path):
         ds2hub.from_pretrained(spm_folder)
 
 
-def test_folders_written_before_the_tokenizer_file_rename_still_load(tmp_path):
+def test_the_tokenizer_file_is_never_named_like_hugging_faces_fast_tokenizer(tmp_path):
+    from ds2hub.inference.recognizer import HUB_FILES
+
     model = _recognizer(CharTokenizer())
     model.save_pretrained(tmp_path)
     # never Hugging Face's fast-tokenizer file name, which hub tooling would try to parse
-    assert not (tmp_path / "tokenizer.json").exists()
-    (tmp_path / "ds2hub_tokenizer.json").rename(tmp_path / "tokenizer.json")
+    assert not (tmp_path / "tokenizer.json").exists() and "tokenizer.json" not in HUB_FILES
     assert ds2hub.from_pretrained(tmp_path).tokenizer.vocab == model.tokenizer.vocab
 
 
@@ -499,7 +501,7 @@ def test_a_published_folder_carries_its_lm_and_reproduces_its_card(
     trained_ckpt, tiny_digits, tmp_path
 ):
     from ds2hub.decoding.bundle import load_decoding
-    from ds2hub.publish.push import datamodule_from_config
+    from ds2hub.training.runs import datamodule_from_config
 
     lm = _digit_lm(tiny_digits, tmp_path / "lm")
     tuned = tmp_path / "decoding"

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from ds2hub.cli.main import main
+from ds2hub.decoding.lm import ArpaError
 from ds2hub.errors import ConfigError
 from ds2hub.lm.ngram import (
     BOS,
     EOS,
     FALLBACK_DISCOUNTS,
     UNK,
-    ArpaError,
     TextUnits,
     build_ngram,
     discounts_from,
@@ -319,6 +319,35 @@ def test_corrupt_arpa_files_are_refused(tmp_path, change, message):
     with pytest.raises(ArpaError, match=message) as error:
         read_arpa(path)
     assert str(path) in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (("ngram 2=2", "ngram 2=3"), "declares 3 2-grams"),
+        (("ngram 1=4", "ngram 1=5"), "declares 5 unigrams"),
+        (("\\end\\\n", ""), "truncated"),
+        (("-0.5\ta", "0.5\ta"), "<= 0"),
+        (("\\2-grams:", "\\3-grams:"), "2-grams: section"),
+        (("\\data\\", "data"), "no \\\\data\\\\ header"),
+        (("-1.0\t<unk>", "-1.0\ta"), "duplicate"),
+    ],
+)
+def test_decoders_check_lm_files_with_the_same_arpa_reader(tmp_path, change, message):
+    """`inspect_lm` (what a decoder checks before it loads an LM) reads ARPA files with the reader
+    behind `read_arpa`, so a file is refused alike by both, with the same message."""
+    from ds2hub.decoding.lm import inspect_lm
+
+    path = tmp_path / "lm.arpa"
+    text = GOOD
+    for old, new in zip(change[::2], change[1::2]):
+        text = text.replace(old, new)
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ArpaError, match=message) as by_decoder:
+        inspect_lm(path)
+    with pytest.raises(ArpaError) as by_lm:
+        read_arpa(path)
+    assert str(by_decoder.value) == str(by_lm.value)
 
 
 def test_the_good_file_reads_and_binary_files_are_refused(tmp_path):

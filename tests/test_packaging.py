@@ -288,7 +288,7 @@ def test_a_missing_extra_is_named_when_the_feature_is_used(monkeypatch, tmp_path
 def test_recipes_log_to_wandb_only_when_it_is_installed(monkeypatch, tmp_path, caplog):
     from lightning.pytorch.loggers.logger import DummyLogger
 
-    from ds2hub import loggers
+    from ds2hub.training import loggers
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     assert isinstance(loggers.wandb_if_installed(save_dir=str(tmp_path)), loggers.DS2WandbLogger)

@@ -587,8 +587,8 @@ def test_serve_listens_on_every_address_it_can_and_leaks_no_socket(monkeypatch):
     the start and closes the sockets already bound; port 0 is one port for all."""
     import socket
 
+    from ds2hub.cli import serve as serving_main
     from ds2hub.errors import UsageError
-    from ds2hub.serving import main as serving_main
 
     def resolves_to(*hosts):
         def getaddrinfo(host, port, *args, **kwargs):

@@ -2,7 +2,10 @@ import sys
 import textwrap
 
 import pytest
+import torch
 
+from ds2hub.decoding import DecoderConfig, text_decoder
+from ds2hub.errors import ConfigError
 from ds2hub.tokenizers import (
     BLANK,
     BigramTokenizer,
@@ -10,12 +13,14 @@ from ds2hub.tokenizers import (
     MandarinTokenizer,
     PinyinTokenizer,
     SentencePieceTokenizer,
+    Tokenizer,
     available_tokenizers,
     load_tokenizer,
     normalize_english,
     normalize_mandarin,
     tokenizer_from_config,
 )
+from tests.lm_files import write_arpa
 
 
 def test_bigram_split_matches_the_paper():
@@ -175,6 +180,75 @@ def test_example_plugin_package_registers_its_tokenizer(tmp_path, monkeypatch):
     assert tok.decode(tok.encode("¿Qué año es? ¡Mañana!")) == "qué año es mañana"
     assert tok.vocab_size == 36  # blank, space, apostrophe, a-z, áéíóúüñ (its README)
     assert tok.normalize("3 NIÑOS") == "niños"  # numbers are not spelled out: they go
+    assert (tok.lm_unit, tok.word_boundary, tok.language) == ("word", " ", "es")
     tok.save(tmp_path / "saved")
     assert type(load_tokenizer(tmp_path / "saved")).__name__ == "SpanishTokenizer"
     sys.modules.pop("ds2hub_spanish", None)
+
+
+# --- what decoders and model cards read --------------------------------------------------------
+@pytest.mark.parametrize(
+    ("tok", "unit", "boundary", "language"),
+    [
+        (CharTokenizer(), "word", " ", "en"),
+        (CharTokenizer(alphabet=list(" abc")), "word", " ", None),
+        (CharTokenizer(alphabet=list(" abc"), language="fr"), "word", " ", "fr"),
+        (BigramTokenizer(), "word", "_", "en"),
+        (SentencePieceTokenizer(language="de"), "word", None, "de"),
+        (MandarinTokenizer(characters=list("中国")), "char", None, "zh"),
+        (PinyinTokenizer(), "word", " ", "zh"),
+    ],
+    ids=["chars", "alphabet", "alphabet-fr", "bigrams", "sentencepiece", "mandarin", "pinyin"],
+)
+def test_each_tokenizer_states_its_lm_unit_word_boundary_and_language(
+    tok, unit, boundary, language, tmp_path
+):
+    assert (tok.lm_unit, tok.word_boundary, tok.language) == (unit, boundary, language)
+    if not tok.needs_fit:  # the language travels with the saved tokenizer
+        tok.save(tmp_path)
+        assert load_tokenizer(tmp_path).language == language
+
+
+def test_decoder_labels_follow_the_lm_unit():
+    assert CharTokenizer().decoder_labels()[:4] == ["", " ", "'", "a"]
+    assert BigramTokenizer().decoder_labels()[:3] == ["", " ", "a"]
+    # A character LM: every character is a word of its own; `<unk>` stays as it is.
+    mandarin = MandarinTokenizer(characters=list("中国"))
+    assert mandarin.decoder_labels() == ["", "<unk>", "▁中", "▁国"]
+    assert PinyinTokenizer().decoder_labels() is None  # words only through its lexicon
+
+
+class SyllableTokenizer(Tokenizer):
+    """A third-party tokenizer written on the base class, stating no LM facts."""
+
+    kind = "syllables"
+
+    def __init__(self) -> None:
+        self.vocab = [BLANK, "ba", "na"]
+
+    def normalize(self, text: str) -> str:
+        return text.lower()
+
+    def _split(self, text: str) -> list[str]:
+        return [text[i : i + 2] for i in range(0, len(text), 2)]
+
+    def _join(self, tokens: list[str]) -> str:
+        return "".join(tokens)
+
+
+@pytest.mark.parametrize("backend", ["flashlight", "pyctcdecode"])
+def test_a_tokenizer_without_an_lm_unit_says_so_in_one_line_when_the_decoder_is_built(
+    backend, tmp_path
+):
+    tok = SyllableTokenizer()
+    assert tok.lm_unit is None and tok.language is None  # the base class's defaults
+    lm = write_arpa(tmp_path / "lm.arpa", {"banana": -1.0, "nab": -1.0})
+    with pytest.raises(ConfigError) as error:
+        text_decoder(tok, DecoderConfig(backend=backend, lm=str(lm)))
+    assert str(error.value).splitlines() == [
+        "SyllableTokenizer (kind 'syllables') cannot decode with a language model: it declares "
+        "no lm_unit ('word' or 'char'); decode greedily"
+    ]
+    # Greedy decoding needs none of it.
+    logits = torch.log(torch.tensor([[[0.1, 0.8, 0.1], [0.8, 0.1, 0.1], [0.1, 0.1, 0.8]]]))
+    assert text_decoder(tok)(logits, torch.tensor([3])) == ["bana"]

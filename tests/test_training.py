@@ -110,60 +110,6 @@ def test_sortagrad_off_shuffles_every_epoch_differently(tiny_digits, tmp_path):
     assert epochs[0] != epochs[1]
 
 
-def test_word_sequences_train_every_epoch_and_join_only_the_corpus_own_rows(tmp_path, tiny_digits):
-    """`data.sequences` through `ds2hub fit`: each epoch the model receives every utterance and
-    every word sequence once; a sequence's words are rows of the corpus's own training split
-    (never of an extra corpus), and its transcript is theirs in order."""
-    from standins import make_audiofolder
-
-    corpus = make_audiofolder(tmp_path / "fsdd")
-    record = tmp_path / "order.jsonl"
-    extra = f"[{{path: {tiny_digits}, split: train}}]"  # 16 rows of digit sequences
-    cli = _fit(
-        corpus, tmp_path / "run", "--trainer.max_epochs", "2", "--data.text_column", "transcription",
-        "--data.holdout_column", "speaker_id", "--data.holdout_values", "[spk0]",
-        "--data.test_split", "null", "--data.extra_train", extra, "--data.sequences.count", "30",
-        "--data.batch_size", "4", record=record,
-    )  # fmt: skip
-    train = cli.datamodule.datasets["train"]
-    rows = len(train.data)
-    assert rows == 12 + 16 and len(train) == rows + 30  # spk0's four of 16 held out
-    for batches in _epochs(read_order(record)).values():
-        assert sorted(i for ids in batches for i in ids) == list(range(rows + 30))
-    by_id = {i: t for r in read_order(record) for i, t in zip(r["ids"], r["texts"])}
-    for j, plan in enumerate(train.plans):
-        assert 2 <= len(plan.rows) <= 4
-        assert all(i < 12 for i in plan.rows)  # the corpus's own rows come first; extras after
-        words = [train.data[i]["transcription"] for i in plan.rows]
-        assert by_id[rows + j] == " ".join(words)
-        assert train.durations[rows + j] > sum(train.durations[i] for i in plan.rows)  # pauses
-
-
-def test_word_sequences_are_drawn_once_from_the_seed_and_refused_on_streams(tmp_path):
-    from standins import make_audiofolder
-
-    from ds2hub.errors import ConfigError
-    from ds2hub.training.data.sequences import SequenceConfig, plan_sequences
-
-    groups = ["a", "a", "b", None, None]  # the last two: an extra corpus, never joined
-    durations = [0.5, 0.5, 0.5, 0.5, 9.0]
-    config = SequenceConfig(count=50, words=(3, 6))
-    plans = plan_sequences(groups, durations, config, max_duration=2.5, seed=1)
-    assert plans == plan_sequences(groups, durations, config, max_duration=2.5, seed=1)
-    assert plans != plan_sequences(groups, durations, config, max_duration=2.5, seed=2)
-    assert all(i < 3 for p in plans for i in p.rows)
-    assert all(p.duration(durations) <= 2.5 for p in plans)  # words left out until it fits
-    assert {tuple(groups[i] for i in p.rows) for p in plans} >= {("a",) * 3}  # one speaker
-    with pytest.raises(ValueError, match="words"):
-        SequenceConfig(words=(0, 2))
-    corpus = make_audiofolder(tmp_path / "fsdd")
-    with pytest.raises(ConfigError, match="data.sequences"):
-        SpeechDataModule(
-            CharTokenizer(), str(corpus), text_column="transcription", sortagrad=False,
-            streaming=True, sequences=SequenceConfig(count=4),
-        )  # fmt: skip
-
-
 def test_resume_mid_epoch_neither_repeats_nor_skips_batches(tiny_digits, tmp_path):
     """A run stopped after step 6 (mid-epoch 1 of 4-batch epochs) and resumed from its checkpoint
     receives exactly the batches of an uninterrupted run, in the same order."""
@@ -280,11 +226,11 @@ def test_evaluation_keeps_long_utterances_and_scores_every_word(tiny_digits, tmp
 def test_scoring_normalises_both_sides_alike_and_keeps_every_letter(ref, hyp):
     """Only real differences count: a correct hypothesis in any script scores zero errors, and no
     letter or combining mark is stripped from either side."""
-    from torchmetrics.functional.text import word_error_rate
+    from ds2hub.inference.evaluate import edit_counts
 
     tok = CharTokenizer()
     assert tok.reference(ref) == tok.reference(hyp)
-    assert float(word_error_rate(tok.reference(hyp), tok.reference(ref))) == 0.0
+    assert edit_counts([tok.reference(hyp)], [tok.reference(ref)], "wer")[0] == 0
     assert len(tok.reference(ref).replace(" ", "")) >= len(hyp.replace(" ", "").replace("'", ""))
 
 
@@ -312,6 +258,68 @@ def test_validation_and_test_groups_are_disjoint_and_never_trained_on(tmp_path):
     assert not words["val"] & words["test"]
     assert not (words["val"] | words["test"]) & words["train"]
     assert "held-out transcription groups" in dm.describe("test")
+
+
+PAIRS = [  # (hypothesis, reference), normalised
+    ("one two three", "one two three"),
+    ("one to three four", "one two three"),
+    ("", "nine"),
+    ("seven", ""),
+    ("eight eight", "eight"),
+    ("你好世界", "你好 世界"),
+]
+
+
+def test_error_counts_are_torchmetrics_word_and_character_error_rates():
+    """The one scoring rule (`ds2hub.inference.evaluate`) gives the figures torchmetrics gave
+    earlier versions, to the float32 bit."""
+    from torchmetrics.functional.text import char_error_rate, word_error_rate
+
+    from ds2hub.inference.evaluate import edit_counts, rate
+
+    for pairs in (PAIRS, PAIRS[:2], PAIRS[1:3], PAIRS[-1:]):
+        hyps, refs = [h for h, _ in pairs], [r for _, r in pairs]
+        assert rate(edit_counts(hyps, refs, "wer")) == float(word_error_rate(hyps, refs))
+        assert rate(edit_counts(hyps, refs, "ser")) == float(word_error_rate(hyps, refs))
+        assert rate(edit_counts(hyps, refs, "cer")) == float(char_error_rate(hyps, refs))
+
+
+def test_validate_push_and_lm_tune_score_batches_alike(monkeypatch):
+    """`validate`/`test` (a Lightning metric summed per batch), `push` (`evaluate`) and `lm tune`
+    (`decoded_error_rate`) score the same transcripts with the same rule and normaliser."""
+    from ds2hub.inference.evaluate import decoded_error_rate, evaluate
+    from ds2hub.inference.recognizer import SpeechRecognizer
+    from ds2hub.model import DeepSpeech2Config
+    from ds2hub.training.task import DeepSpeech2Task
+
+    arch = DeepSpeech2Config(conv_channels=(4, 4), rnn_hidden=8)
+    tok = CharTokenizer()
+    refs = [["Call 911, now!", "one two three"], ["Four, five."]]
+    hyps = [["call now", "one to three"], ["for five"]]
+    task = DeepSpeech2Task(tok, arch)
+    for h, r in zip(hyps, refs):
+        for name, counts in task.scoring.score(h, r)[2].items():
+            task.metrics[f"val_{name}"].update(counts)
+    trained = {name: float(task.metrics[f"val_{name}"].compute()) for name in ("wer", "cer")}
+
+    def replay(decoding=None):  # a decoder that answers `hyps`, batch by batch
+        answers = iter(hyps)
+        return lambda logits, lengths: next(answers)
+
+    rec = SpeechRecognizer(arch.to_dict(), {}, tok).eval()
+    monkeypatch.setattr(rec, "text_decoder", replay)
+    batches = [
+        {"features": torch.zeros(len(r), 161, 20), "feature_lengths": torch.full((len(r),), 20),
+         "texts": r}
+        for r in refs
+    ]  # fmt: skip
+    pushed = evaluate(rec, batches)
+    assert pushed == {**trained, "utterances": 3}
+    outputs = [(torch.zeros(1), torch.zeros(1))] * 2  # cached logits, one pair per batch
+    flat = [tok.reference(t) for r in refs for t in r]
+    for name in ("wer", "cer"):
+        tuned = decoded_error_rate(replay(), outputs, flat, tok.reference, name)
+        assert tuned == trained[name]
 
 
 def test_mandarin_word_level_error_is_called_ser():

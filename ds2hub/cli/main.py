@@ -25,7 +25,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ds2hub.cli.args import check_config_files, require_file
 from ds2hub.errors import ConfigError, UsageError
@@ -267,22 +267,12 @@ EXTRA_COMMANDS = {
 # bug and keeps its traceback.
 USER_ERRORS = (
     UsageError,
-    ConfigError,  # a refused setting: no test data, sortagrad on a stream, a budget too small ...
+    ConfigError,  # (and its kinds: a missing extra, a refused export) a refused setting: no test data, sortagrad on a stream, a budget too small ...
     TokenizerFileError,
     FileNotFoundError,  # also `datasets`' DatasetNotFoundError
     FileExistsError,
     ConnectionError,  # a hub id while offline or unreachable
 )
-
-
-def _is_user_error(error: BaseException) -> bool:
-    kinds = USER_ERRORS
-    push = sys.modules.get(
-        "ds2hub.publish.push"
-    )  # not imported: none of its errors can have happened
-    if push is not None:
-        kinds = (*kinds, push.ExportError)
-    return isinstance(error, kinds)
 
 
 def run_cli(args: list[str] | None = None) -> DS2CLI | None:
@@ -333,7 +323,7 @@ def main(args: list[str] | None = None) -> int:
     try:
         run_cli(args)
     except Exception as error:
-        if not _is_user_error(error):
+        if not isinstance(error, USER_ERRORS):
             raise
         if os.environ.get(DEBUG_ENV, "0") not in ("", "0"):
             raise
@@ -341,15 +331,3 @@ def main(args: list[str] | None = None) -> int:
         print(f"ds2hub: error: {message}", file=sys.stderr)
         return USAGE_STATUS
     return 0
-
-
-def __getattr__(name: str) -> Any:
-    if name == "DS2CLI":  # where it lived before: imported on use, as it needs Lightning
-        from ds2hub.cli.lightning import DS2CLI
-
-        return DS2CLI
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

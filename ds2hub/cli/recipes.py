@@ -26,7 +26,14 @@ import yaml
 
 from ds2hub.cli.args import config_options
 from ds2hub.errors import ConfigError
-from ds2hub.plugins import RECIPES, PluginProblem, load_entry_point, registry_problems, source_of
+from ds2hub.plugins import (
+    BUILTIN_SOURCE,
+    RECIPES,
+    PluginProblem,
+    load_entry_point,
+    registry_problems,
+    source_of,
+)
 
 RECIPE_FOLDER = "recipes"
 BUILTIN_PACKAGE = "ds2hub"
@@ -136,13 +143,10 @@ def read_recipes(package: ModuleType, catalog: Catalog, source: str) -> None:
 
 
 def find_recipes() -> Catalog:
-    """ds2hub's recipes, then those of every package in the `ds2hub.recipes` group."""
-    import ds2hub
-
+    """The recipes of every package in the `ds2hub.recipes` group, ds2hub's own first."""
     catalog = Catalog()
-    read_recipes(ds2hub, catalog, "ds2hub")
-    seen = {BUILTIN_PACKAGE}
-    for ep in entry_points(group=RECIPES):
+    seen: set[str] = set()
+    for ep in sorted(entry_points(group=RECIPES), key=lambda ep: source_of(ep) != BUILTIN_SOURCE):
         source = source_of(ep)
         package, problem = load_entry_point(RECIPES, ep)
         if problem is not None:

@@ -2,7 +2,7 @@
 through one of two backends (flashlight, pyctcdecode); lexicons, LM checks, the pinyin ->
 characters search and the hub folder's decoding files all live here."""
 
-from ds2hub.decoding.config import GREEDY, BeamSearchConfig, DecoderConfig
+from ds2hub.decoding.config import GREEDY, DecoderConfig
 from ds2hub.decoding.decoder import (
     Decoding,
     TextDecoder,
@@ -15,7 +15,6 @@ from ds2hub.decoding.lexicon import LexiconEntry, read_word_counts, write_unigra
 
 __all__ = [
     "GREEDY",
-    "BeamSearchConfig",
     "DecoderConfig",
     "Decoding",
     "LexiconEntry",

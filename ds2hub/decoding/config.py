@@ -23,8 +23,8 @@ class DecoderConfig:
     beam_size: int = 50  # hypotheses kept per frame
     lm_weight: float = 1.0  # α: weight of the LM's natural-log probability
     word_score: float = 0.0  # β: added per LM unit (positive: longer outputs)
-    # ARPA or KenLM binary file; None: a unigram LM from the word list (flashlight only). Units are
-    # words, or characters for `mandarin` models.
+    # ARPA or KenLM binary file; None: a unigram LM from the word list (flashlight only). Its units
+    # are the tokenizer's `lm_unit`: words, or characters (Mandarin characters).
     lm: str | None = None
     lm_order: int | None = None  # expected n-gram order; a file of another order is refused
     # `word [count]` lines: words the flashlight lexicon search may write. None: the LM's words
@@ -59,6 +59,3 @@ class DecoderConfig:
 
     def replace(self, **changes: Any) -> DecoderConfig:
         return replace(self, **changes)
-
-
-BeamSearchConfig = DecoderConfig  # the name recipes and earlier releases use

@@ -20,6 +20,7 @@ from ds2hub.decoding.config import GREEDY, DecoderConfig
 from ds2hub.decoding.greedy import greedy_decode
 from ds2hub.errors import ConfigError
 from ds2hub.tokenizers.base import Tokenizer
+from ds2hub.tokenizers.pinyin import PinyinTokenizer
 
 TextDecoder = Callable[[torch.Tensor, torch.Tensor], list[str]]
 Decoding = DecoderConfig | str | None  # a beam search, GREEDY, or None (greedy here)
@@ -27,7 +28,7 @@ Decoding = DecoderConfig | str | None  # a beam search, GREEDY, or None (greedy 
 
 def _hanzi_converter(tokenizer: Tokenizer) -> Callable[[str], str] | None:
     """For a pinyin model that writes characters: pinyin text -> characters (word unigram DP)."""
-    if tokenizer.kind != "pinyin" or getattr(tokenizer, "output", "pinyin") != "hanzi":
+    if not isinstance(tokenizer, PinyinTokenizer) or tokenizer.output != "hanzi":
         return None
     from ds2hub.decoding.hanzi import hanzi_lexicon, split_syllables
 

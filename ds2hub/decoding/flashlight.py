@@ -4,8 +4,9 @@ Two modes, chosen by the LM's unit (see `ds2hub.decoding.vocabulary`):
 
 - lexicon (word LMs): hypotheses may only spell words of a lexicon, and each finished word adds
   α log P(word | history) + β. The lexicon is the LM's own words (those the model's tokens can
-  spell), a given word list, or for pinyin models every reading of every word of the tokenizer's
-  word list, so the LM chooses between homophones (事/市/室 all spell `shi4`).
+  spell, `Tokenizer.spell`), a given word list, or for pinyin models (`PinyinTokenizer` and its
+  subclasses) every reading of every word of the tokenizer's word list, so the LM chooses
+  between homophones (事/市/室 all spell `shi4`).
 - lexicon-free (character LMs, Mandarin characters): every token is scored by the LM as it is
   emitted (β does not apply: flashlight's lexicon-free search has no per-word score).
 """
@@ -29,9 +30,10 @@ from ds2hub.decoding.lexicon import (
     write_unigram_arpa,
 )
 from ds2hub.decoding.lm import LMInfo, check_coverage, check_unit, coverage, inspect_lm
-from ds2hub.decoding.vocabulary import SIL, DecodingVocabulary, decoding_vocabulary, spell
+from ds2hub.decoding.vocabulary import SIL, decoding_vocabulary, special_tokens, spell
 from ds2hub.errors import ConfigError
 from ds2hub.tokenizers.base import BLANK, Tokenizer
+from ds2hub.tokenizers.pinyin import LETTERS, PinyinTokenizer
 
 log = logging.getLogger(__name__)
 TRIE_MAX_LABELS = 6  # flashlight's kTrieMaxLabel: words stored per spelling
@@ -39,7 +41,7 @@ NEVER = -1e9  # log-probability of the added boundary column: flashlight needs t
 
 
 def lexicon_entries(
-    tokenizer: Tokenizer, vocab: DecodingVocabulary, config: DecoderConfig, lm: LMInfo | None
+    tokenizer: Tokenizer, config: DecoderConfig, lm: LMInfo | None
 ) -> list[LexiconEntry]:
     """The words a lexicon search may write, spelled in flashlight's token names.
 
@@ -47,10 +49,10 @@ def lexicon_entries(
         ConfigError: no word can be spelled, or there is neither a lexicon nor an LM to take
             words from.
     """
-    if tokenizer.kind == "pinyin":
-        if getattr(tokenizer, "output", "hanzi") != "hanzi":
+    if isinstance(tokenizer, PinyinTokenizer):  # words are Han words, spelled by their readings
+        if tokenizer.output != "hanzi":
             raise ConfigError("a pinyin model with output='pinyin' has no word lexicon to search")
-        path = config.lexicon or getattr(tokenizer, "lexicon_path", None)
+        path = config.lexicon or tokenizer.lexicon_path
         return list(_pinyin_entries(path, 1 if config.lexicon else tokenizer.lexicon_min_count))
     if config.lexicon:
         counts = read_word_counts(config.lexicon)
@@ -58,19 +60,19 @@ def lexicon_entries(
         counts = dict.fromkeys(lm.vocabulary, 1.0)
     else:
         raise ConfigError(
-            f"lexicon beam search for a {tokenizer.kind!r} model needs an LM (lm=) or a word list "
-            "(lexicon=)"
+            f"lexicon beam search for a {type(tokenizer).__name__} model needs an LM (lm=) or a "
+            "word list (lexicon=)"
         )
     priors = unigram_priors(counts)
     entries = []
     for word in sorted(counts):
-        spelling = spell(tokenizer, vocab, word)
+        spelling = spell(tokenizer, word)
         if spelling is not None:
             entries.append(LexiconEntry(word, spelling, priors[word]))
     if not entries:
         raise ConfigError(
             f"no word of the {'lexicon' if config.lexicon else 'LM'} can be spelled with the "
-            f"model's {tokenizer.kind} tokens"
+            f"model's {type(tokenizer).__name__} tokens"
         )
     share = len(entries) / len(counts)
     level = logging.WARNING if share < 0.5 else logging.INFO
@@ -88,8 +90,6 @@ def lexicon_entries(
 def _pinyin_entries(path: str | None, min_count: int) -> tuple[LexiconEntry, ...]:
     # Cached per process: reading every word of jieba's dictionary takes seconds, and tuning
     # builds one decoder per (alpha, beta).
-    from ds2hub.tokenizers.pinyin import LETTERS
-
     letters = set(LETTERS) - {" "}
     entries = []
     for w in pinyin_lexicon(word_counts(path, min_count)):
@@ -158,7 +158,7 @@ class FlashlightDecoder:
                         "a character model decodes with a character LM: pass lm= (build one "
                         "with `ds2hub lm build --unit char`)"
                     )
-                chars = [t for t in tokenizer.vocab[1:] if t not in ("<unk>",)]
+                chars = [t for t in tokenizer.vocab[1:] if t not in special_tokens()]
                 self.coverage = check_coverage(
                     coverage(chars, info.vocabulary), "model's characters", info.path
                 )
@@ -169,7 +169,7 @@ class FlashlightDecoder:
                     "".join(f"{t}\n" for t in self.vocab.flashlight_tokens), encoding="utf-8"
                 )
             else:
-                entries = keep_per_spelling(lexicon_entries(tokenizer, self.vocab, config, info))
+                entries = keep_per_spelling(lexicon_entries(tokenizer, config, info))
                 words = {e.text for e in entries}
                 if info is not None:
                     self.coverage = check_coverage(

@@ -1,4 +1,5 @@
-"""n-gram language model files for decoding: checks before a search is built, and the LM scorer
+"""n-gram language model files for decoding: ds2hub's ARPA reader (`read_arpa_tables`, also
+behind `ds2hub.lm.ngram.read_arpa`), checks before a search is built, and the LM scorer
 pyctcdecode uses.
 
 A decoder that loads a wrong LM does not fail: every word becomes `<unk>` and the search quietly
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,49 +37,136 @@ class LMInfo:
     binary: bool
 
 
-def _arpa_header_and_unigrams(path: Path) -> tuple[dict[int, int], list[str], bool]:
-    counts: dict[int, int] = {}
-    words: list[str] = []
-    section = None
-    seen_data = ended = False
-    with path.open(encoding="utf-8") as f:
-        for raw in f:
-            line = raw.strip()
-            if not line:
-                continue
-            if not seen_data:
-                if line != "\\data\\":
-                    raise ConfigError(
-                        f"language model {path} is not an ARPA file (no \\data\\ header) nor a "
-                        "KenLM binary"
+class ArpaError(ConfigError):
+    """An ARPA file that is not a valid backoff n-gram model (the message names file and line)."""
+
+
+ArpaTable = dict[tuple[str, ...], tuple[float, float | None]]  # n-gram -> (log10 p, backoff)
+
+
+def _ends_with_end_marker(path: Path) -> bool:
+    with path.open("rb") as f:
+        f.seek(0, 2)
+        f.seek(max(0, f.tell() - 64))
+        return f.read().strip().endswith(b"\\end\\")
+
+
+def read_arpa_tables(
+    path: str | Path, max_order: int | None = None
+) -> tuple[list[int], list[ArpaTable]]:
+    """Reads and checks an ARPA file (ds2hub's or KenLM's `lmplz`), line by line: the one ARPA
+    reader, behind `inspect_lm` and `ds2hub.lm.ngram.read_arpa`.
+
+    Checked: the `\\data\\` header and one section per declared order with as many n-grams as
+    declared, and the final `\\end\\` (a truncated file fails); in the sections read (up to
+    `max_order`), numbers that parse, log10 probabilities at most 0, no duplicate n-grams, and
+    every n-gram's history present one order below.
+
+    Args:
+        max_order: the highest order whose n-grams are parsed and returned (None: all); higher
+            sections are only counted, so checking a large LM's vocabulary stays cheap.
+    Returns:
+        the declared n-gram count of every order, and the n-grams of each order read.
+    Raises:
+        ArpaError: what is wrong, with the file and line number.
+        FileNotFoundError: no such file.
+    """
+    path = Path(path)
+    where = str(path)
+    try:
+        with path.open(encoding="utf-8") as f:
+            return _read_arpa(f, path, where, max_order)
+    except UnicodeDecodeError as error:
+        raise ArpaError(f"{where} is not UTF-8 text (a binary KenLM file?): {error}") from None
+
+
+def _read_arpa(f, path: Path, where: str, max_order: int | None):
+    lines = ((number, raw.strip()) for number, raw in enumerate(f, 1))
+    number = 0
+    for _, text in lines:
+        if text == "\\data\\":
+            break
+    else:
+        raise ArpaError(f"{where}: no \\data\\ header; not an ARPA file")
+    if not _ends_with_end_marker(path):
+        raise ArpaError(f"{where} is truncated: it does not end with \\end\\")
+    declared: list[int] = []
+    text: str | None = None
+    for number, text in lines:
+        if not text.startswith("ngram "):
+            break
+        try:
+            n, count = (int(x) for x in text[len("ngram ") :].split("="))
+        except ValueError:
+            raise ArpaError(f"{where}:{number}: bad header line {text!r}") from None
+        if n != len(declared) + 1 or count < 0:
+            raise ArpaError(f"{where}:{number}: header lists order {n} out of sequence")
+        declared.append(count)
+    else:
+        text = None
+    if not declared:
+        raise ArpaError(f"{where}: the \\data\\ header declares no n-gram counts")
+    grams: list[ArpaTable] = []
+    for n, count in enumerate(declared, 1):
+        while text == "":
+            number, text = next(lines, (number + 1, None))
+        if text != f"\\{n}-grams:":
+            found = repr(text) if text is not None else "the end of the file"
+            raise ArpaError(f"{where}:{number}: expected the \\{n}-grams: section, found {found}")
+        read = max_order is None or n <= max_order
+        table: ArpaTable = {}
+        size = 0
+        number, text = next(lines, (number + 1, None))
+        while text and not text.startswith("\\"):
+            if read:
+                table_entry(table, text, n, f"{where}:{number}")
+            size += 1
+            number, text = next(lines, (number + 1, None))
+        if size != count:
+            name = "unigrams" if n == 1 else f"{n}-grams"
+            raise ArpaError(f"{where}: the header declares {count} {name}, the section has {size}")
+        if not read:
+            continue
+        if n > 1:
+            below, unigrams = grams[-1], grams[0]
+            for g in table:
+                if (g[-1],) not in unigrams:
+                    raise ArpaError(
+                        f"{where}: {n}-gram {' '.join(g)!r} ends in {g[-1]!r}, which is not "
+                        "among the unigrams"
                     )
-                seen_data = True
-                section = "data"
-                continue
-            if line.startswith("\\") and line.endswith("-grams:"):
-                section = int(line[1:].split("-")[0])
-                if section > 1:
-                    # Higher orders are not needed for the checks; skip to the end marker.
-                    for rest in f:
-                        if rest.strip() == "\\end\\":
-                            ended = True
-                    break
-                continue
-            if line == "\\end\\":
-                ended = True
-                break
-            if section == "data":
-                if not line.startswith("ngram ") or "=" not in line:
-                    raise ConfigError(f"language model {path}: bad header line {line!r}")
-                n, c = line[6:].split("=", 1)
-                counts[int(n)] = int(c)
-            elif section == 1:
-                fields = line.split()
-                if len(fields) < 2:
-                    raise ConfigError(f"language model {path}: bad unigram line {line!r}")
-                float(fields[0])
-                words.append(fields[1])
-    return counts, words, ended
+                if g[:-1] not in below:
+                    raise ArpaError(
+                        f"{where}: {n}-gram {' '.join(g)!r} has no {n - 1}-gram "
+                        f"{' '.join(g[:-1])!r} for its history"
+                    )
+        grams.append(table)
+    while text == "":
+        number, text = next(lines, (number + 1, None))
+    if text != "\\end\\":
+        raise ArpaError(f"{where}: no \\end\\ after the {len(declared)}-grams (a truncated file?)")
+    return declared, grams
+
+
+def table_entry(table: ArpaTable, line: str, n: int, where: str) -> None:
+    """Parses one `log10p w1 .. wn [backoff]` line of an ARPA section into `table`."""
+    parts = line.split()
+    if len(parts) not in (n + 1, n + 2):
+        raise ArpaError(
+            f"{where}: expected a log10 probability, {n} words and optionally a backoff weight, "
+            f"found {line!r}"
+        )
+    try:
+        p = float(parts[0])
+        b = float(parts[n + 1]) if len(parts) == n + 2 else None
+    except ValueError:
+        raise ArpaError(f"{where}: not a number in {line!r}") from None
+    if not math.isfinite(p) or p > 1e-6 or (b is not None and not math.isfinite(b)):
+        raise ArpaError(f"{where}: log10 probability {parts[0]} is not a finite number <= 0")
+    g = tuple(parts[1 : n + 1])
+    if g in table:
+        raise ArpaError(f"{where}: duplicate {n}-gram {' '.join(g)!r}")
+    table[g] = (p, b)
 
 
 def read_word_list_file(path: Path) -> frozenset[str]:
@@ -94,7 +183,8 @@ def inspect_lm(
         expected_order: refuse a model of another order (None: any).
         unigrams: a word list (one word a line) for a binary, whose vocabulary is not read here.
     Raises:
-        ConfigError: missing, unreadable, truncated or inconsistent file, or the wrong order.
+        ConfigError: missing, unreadable, truncated or inconsistent file (`ArpaError`, from
+            `read_arpa_tables`), or the wrong order.
     """
     path = Path(path)
     if not path.is_file():
@@ -110,22 +200,9 @@ def inspect_lm(
                 "to check it against the model's vocabulary"
             )
         return LMInfo(path, None, read_word_list_file(Path(unigrams)), True)
-    try:
-        counts, words, ended = _arpa_header_and_unigrams(path)
-    except (UnicodeDecodeError, ValueError) as e:
-        if isinstance(e, ConfigError):
-            raise
-        raise ConfigError(f"language model {path} is corrupt: {e}") from e
-    if not counts or 1 not in counts:
-        raise ConfigError(f"language model {path}: the ARPA header declares no unigrams")
-    if not ended:
-        raise ConfigError(f"language model {path} is truncated (no \\end\\ line)")
-    if counts[1] != len(words):
-        raise ConfigError(
-            f"language model {path} is corrupt: its header declares {counts[1]} unigrams, the "
-            f"file holds {len(words)}"
-        )
-    order = max(counts)
+    declared, grams = read_arpa_tables(path, max_order=1)
+    words = [gram[0] for gram in grams[0]]
+    order = len(declared)
     if expected_order is not None and order != expected_order:
         raise ConfigError(
             f"language model {path} is a {order}-gram model; this decoder expects order "

@@ -2,9 +2,9 @@
 
 pyctcdecode searches without a lexicon: it builds words from the tokens (a space, or a BPE piece
 starting with `▁`, ends one), scores each finished word with the LM and partial words against
-the LM's vocabulary, and supports hotwords. A Mandarin character model is given labels `▁字`,
-so that every character is a word of its character LM. Pinyin models have no pyctcdecode
-decoding: their words exist only through a pinyin lexicon, which pyctcdecode does not have.
+the LM's vocabulary, and supports hotwords. The labels are the tokenizer's `decoder_labels()`: a
+character-LM model (Mandarin) is given `▁字`, so that every character is a word of its LM. A
+tokenizer without labels (pinyin, whose words exist only through a lexicon) is refused.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 
 from ds2hub.decoding.config import DecoderConfig
 from ds2hub.decoding.lm import check_coverage, check_unit, coverage, inspect_lm, kenlm_scorer
-from ds2hub.decoding.vocabulary import decoding_vocabulary, spell
+from ds2hub.decoding.vocabulary import decoding_vocabulary, special_tokens, spell
 from ds2hub.errors import ConfigError
 from ds2hub.extras import PYCTCDECODE_MISSING
 from ds2hub.tokenizers.base import Tokenizer
@@ -40,8 +40,8 @@ class PyCTCDecoder:
         self.vocab = decoding_vocabulary(tokenizer)
         if self.vocab.pyctcdecode_labels is None:
             raise ConfigError(
-                f"pyctcdecode cannot decode {tokenizer.kind!r} models (their words exist only "
-                "through a lexicon, which pyctcdecode lacks): use backend flashlight"
+                f"pyctcdecode cannot decode {type(tokenizer).__name__} models (their words exist "
+                "only through a lexicon, which pyctcdecode lacks): use backend flashlight"
             )
         if config.lexicon:
             raise ConfigError("pyctcdecode searches without a lexicon: use backend flashlight")
@@ -56,12 +56,12 @@ class PyCTCDecoder:
         language_model = None
         if info is not None:
             if self.vocab.unit == "char":
-                chars = [t for t in tokenizer.vocab[1:] if t != "<unk>"]
+                chars = [t for t in tokenizer.vocab[1:] if t not in special_tokens()]
                 share = coverage(chars, info.vocabulary)
                 what = "model's characters"
             else:  # which LM words the model's tokens can write
                 words = sorted(info.vocabulary)
-                spellable = {w for w in words if spell(tokenizer, self.vocab, w) is not None}
+                spellable = {w for w in words if spell(tokenizer, w) is not None}
                 share = coverage(words, spellable)
                 what = "LM words as the model's tokens spell them"
             self.coverage = check_coverage(share, what, info.path)

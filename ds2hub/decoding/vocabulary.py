@@ -1,9 +1,10 @@
-"""How a tokenizer's outputs meet a language model: the LM's unit, word boundaries, and the token
-names each backend reads.
+"""How a tokenizer's outputs meet a language model, read from the tokenizer's own facts
+(`Tokenizer.lm_unit`, `word_boundary`, `decoder_labels`, `word_joiner`): no tokenizer is known
+here by name, so a plugin's tokenizer decodes exactly like the built-in one it derives from.
 
 | tokenizer     | LM unit   | word boundary             | flashlight          | pyctcdecode          |
 |---------------|-----------|---------------------------|---------------------|----------------------|
-| chars         | word      | the space token           | lexicon             | regular alphabet     |
+| chars (+ subclasses) | word | the space token        | lexicon             | regular alphabet     |
 | bigrams       | word      | the `_` token             | lexicon             | regular alphabet     |
 | sentencepiece | word      | `▁` starting a piece      | lexicon             | BPE alphabet         |
 | mandarin      | character | every character           | lexicon-free        | BPE alphabet, `▁字`  |
@@ -15,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ds2hub.errors import ConfigError
-from ds2hub.tokenizers.base import BLANK, Tokenizer
+from ds2hub.tokenizers.base import BLANK, LM_UNITS, Tokenizer
 
 SIL = "|"  # flashlight's word-boundary token
 BPE_BOUNDARY = "▁"  # SentencePiece's and pyctcdecode's word-start mark
@@ -40,50 +41,56 @@ class DecodingVocabulary:
     flashlight_tokens: tuple[str, ...]
     pyctcdecode_labels: tuple[str, ...] | None
     joiner: str
-    lexicon_required: bool = False  # pinyin: words exist only through the lexicon
+    lexicon_required: bool = False  # words exist only through a lexicon (pinyin)
 
     extra_sil: bool = False  # flashlight's `|` is an added column the model never emits
 
 
 def decoding_vocabulary(tokenizer: Tokenizer) -> DecodingVocabulary:
-    """The `DecodingVocabulary` of a built-in tokenizer (see the module table)."""
-    kind, vocab = tokenizer.kind, list(tokenizer.vocab)
-    if vocab[0] != BLANK:
+    """The `DecodingVocabulary` of `tokenizer`, from its facts (see the module doc).
+
+    Raises:
+        ConfigError: the tokenizer takes no LM (`lm_unit` None), names a unit or boundary token
+            it does not have, or gives labels that do not match its vocabulary. One line each.
+    """
+    name, vocab = type(tokenizer).__name__, list(tokenizer.vocab)
+    unit, boundary = tokenizer.lm_unit, tokenizer.word_boundary
+    if unit is None:
+        raise ConfigError(
+            f"{name} (kind {tokenizer.kind!r}) cannot decode with a language model: it declares "
+            "no lm_unit ('word' or 'char'); decode greedily"
+        )
+    if unit not in LM_UNITS:
+        raise ConfigError(f"{name}.lm_unit must be one of {LM_UNITS}, not {unit!r}")
+    if not vocab or vocab[0] != BLANK:
         raise ConfigError(f"{tokenizer!r}: id 0 must be the CTC blank")
-    if kind in ("chars", "bigrams"):
-        boundary = " " if kind == "chars" else "_"
-        if boundary not in vocab:
-            raise ConfigError(f"{tokenizer!r} has no word-boundary token {boundary!r}")
-        fl = tuple(BLANK if t == BLANK else SIL if t == boundary else t for t in vocab)
-        pc = tuple("" if t == BLANK else " " if t == boundary else t for t in vocab)
-        return DecodingVocabulary("word", fl, pc, " ")
-    if kind == "sentencepiece":
+    if boundary is not None and boundary not in vocab:
+        raise ConfigError(f"{tokenizer!r} has no word-boundary token {boundary!r}")
+    if boundary is not None:
+        fl = tuple(SIL if t == boundary else t for t in vocab)
+    else:  # flashlight needs a boundary token: one more column, never emitted
         fl = (*vocab, SIL)
-        pc = tuple("" if t == BLANK else t for t in vocab)
-        return DecodingVocabulary("word", fl, pc, " ", extra_sil=True)
-    if kind == "mandarin":
-        fl = (*vocab, SIL)
-        # Each character is a word of its own for pyctcdecode: a BPE-style label starting with ▁.
-        pc = tuple("" if t == BLANK else t if t in _SPECIAL else BPE_BOUNDARY + t for t in vocab)
-        return DecodingVocabulary("char", fl, pc, "", extra_sil=True)
-    if kind == "pinyin":
-        fl = tuple(BLANK if t == BLANK else SIL if t == " " else t for t in vocab)
-        return DecodingVocabulary("word", fl, None, "", lexicon_required=True)
-    raise ConfigError(f"no language-model decoding is defined for {kind!r} tokenizers")
+    labels = tokenizer.decoder_labels()
+    if labels is not None and len(labels) != len(vocab):
+        raise ConfigError(
+            f"{name}.decoder_labels() gives {len(labels)} labels for {len(vocab)} output ids"
+        )
+    return DecodingVocabulary(
+        unit,
+        fl,
+        None if labels is None else tuple(labels),
+        tokenizer.word_joiner,
+        lexicon_required=labels is None,
+        extra_sil=boundary is None,
+    )
 
 
-def spell(tokenizer: Tokenizer, vocab: DecodingVocabulary, word: str) -> tuple[str, ...] | None:
-    """`word` in the decoder's token names, or None if the model cannot write it as one word
-    (characters outside the vocabulary, an unknown piece, a boundary inside it, or a form its
-    normaliser changes)."""
-    try:
-        if tokenizer.normalize(word) != word:
-            return None
-        ids = tokenizer.encode(word)
-    except (ValueError, RuntimeError):
-        return None
-    tokens = tuple(vocab.flashlight_tokens[i] for i in ids)
-    if not tokens or SIL in tokens or any(t in _SPECIAL for t in tokens):
+def spell(tokenizer: Tokenizer, word: str) -> tuple[str, ...] | None:
+    """`word` in flashlight's token names (`Tokenizer.spell`: the tokens themselves, as only the
+    word boundary is renamed), or None if the model cannot write it as one word (see there) or
+    only with an unknown or control token."""
+    tokens = tokenizer.spell(word)
+    if not tokens or SIL in tokens or any(t in _SPECIAL or t == BLANK for t in tokens):
         return None
     return tokens
 

@@ -32,29 +32,27 @@ import torch
 from torch import nn
 
 from ds2hub.errors import ConfigError
-from ds2hub.model.conv import CLIP, conv_output_length
 from ds2hub.model.deepspeech2 import DeepSpeech2
-from ds2hub.model.recurrent import ClippedReLURNN
-from ds2hub.model.streaming import check_streamable, conv_layout
+from ds2hub.model.streaming import (
+    UNKNOWN_LENGTH,
+    check_streamable,
+    initial_state,
+    state_names,
+    stream_step,
+)
 
 if TYPE_CHECKING:
     from ds2hub.inference.recognizer import SpeechRecognizer
 
 OPSET = 17
-BIG = 1 << 40  # `total_frames` while the utterance has not ended
+BIG = UNKNOWN_LENGTH  # `total_frames` while the utterance has not ended
 
 
 class StreamingStep(nn.Module):
-    """One fixed-size streaming step of a forward-only `DeepSpeech2`, as a pure function of its
-    inputs (what ONNX needs): `chunk_frames` feature frames in, `chunk_frames / stride` logits out.
-
-    Unlike `ds2hub.model.streaming.stream_step` (any chunk size, outputs as soon as possible), the
-    step keeps every shape fixed: each conv layer's buffer starts further left (zeros), so its
-    first outputs lie before the utterance (negative frame indices); every output comes
-    `delay` frames after the step that could first emit it. Outputs are tagged with their frame
-    index: keep those with 0 <= index < the utterance's output length. Frames before the start and
-    past the end are masked exactly where the whole-utterance pass reads zero padding, so the
-    kept logits equal it.
+    """The model's incremental pass (`ds2hub.model.streaming.stream_step`) for one stream and a
+    fixed chunk of `chunk_frames` feature frames, as a module ONNX can trace: `chunk_frames`
+    frames in, `chunk_frames / stride` logits out, tagged with their frame index. Keep those with
+    0 <= index < the utterance's output length; they equal the whole-utterance pass.
 
     Inputs: features (1, F, K); frames_in (1,) int64, feature frames fed before this step (a
     multiple of K); total_frames (1,) int64, the utterance's feature frames once known, else
@@ -75,127 +73,19 @@ class StreamingStep(nn.Module):
         self.model = model
         self.train(model.training)
         self.chunk_frames = chunk_frames
-        self.layout = conv_layout(model)
-        self.tau = model.rowconv.lookahead if model.rowconv is not None else 0
-        self.kind = "rnn" if isinstance(model.rnns[0].rnn, ClippedReLURNN) else None
-        self.kind = self.kind or ("lstm" if isinstance(model.rnns[0].rnn, nn.LSTM) else "gru")
 
     def state_names(self) -> list[str]:
-        names = [f"conv{i}" for i in range(len(self.layout))] + ["hidden"]
-        names += ["cell"] if self.kind == "lstm" else []
-        return names + (["rowconv"] if self.tau else [])
+        return state_names(self.model)
 
     def initial_state(self) -> list[torch.Tensor]:
         """A fresh stream's states, in `state_names` order."""
-        param = next(self.model.parameters())
-        states, channels, freq = [], 1, self.model.config.n_features
-        for (_, _, width, _), conv in zip(self.layout, self.model.conv.convs):
-            states.append(param.new_zeros(1, channels, freq, width))
-            channels = conv.out_channels
-            freq = conv_output_length(freq, conv.kernel_size[0], conv.stride[0])
-        hidden = self.model.config.rnn_hidden
-        states.append(param.new_zeros(len(self.model.rnns), 1, hidden))
-        if self.kind == "lstm":
-            states.append(param.new_zeros(len(self.model.rnns), 1, hidden))
-        if self.tau:
-            states.append(param.new_zeros(1, self.tau, hidden))
-        return states
-
-    @property
-    def output_delay(self) -> int:
-        """Output frames between the first index a step emits and 0 (front padding + lookahead)."""
-        return -self.layout[-1][3] + self.tau
-
-    def _cell(self, layer, x_t, h, c):
-        """One time step of a recurrent layer; x_t is its input projection (1, G*H)."""
-        rnn = layer.rnn
-        if self.kind == "rnn":
-            return torch.clamp(x_t + rnn.recurrent[0](h), 0.0, CLIP), c
-        gates_h = h @ rnn.weight_hh_l0.T + rnn.bias_hh_l0
-        if self.kind == "gru":  # torch's gate order: reset, update, new
-            xr, xz, xn = x_t.chunk(3, dim=-1)
-            hr, hz, hn = gates_h.chunk(3, dim=-1)
-            r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
-            n = torch.tanh(xn + r * hn)
-            return (1 - z) * n + z * h, c
-        i, f, g, o = (x_t + gates_h).chunk(4, dim=-1)  # LSTM: input, forget, cell, output
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        return torch.sigmoid(o) * torch.tanh(c), c
+        return initial_state(self.model)
 
     def forward(self, features, frames_in, total_frames, *states):
-        model = self.model
-        n_conv = len(self.layout)
-        conv_states = list(states[:n_conv])
-        hidden = states[n_conv]
-        cell = states[n_conv + 1] if self.kind == "lstm" else None
-        rowconv = states[-1] if self.tau else None
-        new_states = []
-        x = features.unsqueeze(1)  # (1, 1, F, K)
-        done = torch.ones_like(frames_in)  # cumulative stride so far
-        length = total_frames
-        for (kt, st, _, first), conv, norm, buf in zip(
-            self.layout, model.conv.convs, model.conv.norms, conv_states
-        ):
-            full = torch.cat([buf, x], dim=-1)  # (1, C, F, W + k)
-            k = x.size(-1) // st  # outputs of this step
-            y = nn.functional.conv2d(
-                full[..., : full.size(-1) - (full.size(-1) - kt) % st],
-                conv.weight,
-                conv.bias,
-                (conv.stride[0], st),
-                (conv.padding[0], 0),
-            )[..., :k]  # (1, C', F', k)
-            if not isinstance(norm, nn.Identity):
-                b, c, f, t = y.shape
-                flat = y.permute(0, 3, 1, 2).reshape(b * t, c, f)
-                y = norm.bn(flat).view(b, t, c, f).permute(0, 2, 3, 1)
-            y = torch.clamp(y, 0.0, CLIP)
-            done = done * st
-            length = (length + 2 * (kt // 2) - kt) // st + 1
-            index = torch.arange(k) + first + frames_in // done  # (k,)
-            valid = (index >= 0) & (index < length)
-            y = y * valid.to(y.dtype)
-            new_states.append(full[..., k * st :])
-            x = y
-        b, c, f, t = x.shape
-        x = x.permute(0, 3, 1, 2).reshape(b, t, c * f)  # (1, k, C*F')
-        hs, cs = [], []
-        for i, layer in enumerate(model.rnns):
-            if layer.norm is not None:
-                x = layer.norm.bn(x[0])[None]
-            if self.kind == "rnn":
-                proj = layer.rnn.input_proj[0](x)
-            else:
-                proj = x @ layer.rnn.weight_ih_l0.T + layer.rnn.bias_ih_l0
-            h = hidden[i]  # (1, H)
-            c_state = cell[i] if cell is not None else None
-            outs = []
-            for step in range(x.size(1)):  # fixed K: unrolled in the graph
-                h_new, c_new = self._cell(layer, proj[:, step], h, c_state)
-                keep = valid[step]
-                h = torch.where(keep, h_new, h)
-                if c_state is not None:
-                    c_state = torch.where(keep, c_new, c_state)
-                outs.append(h * keep.to(h.dtype))
-            x = torch.stack(outs, dim=1)  # (1, k, H)
-            hs.append(h)
-            cs.append(c_state)
-        new_states.append(torch.stack(hs))  # (L, 1, H)
-        if cell is not None:
-            new_states.append(torch.stack(cs))
-        index = torch.arange(x.size(1)) + self.layout[-1][3] + frames_in // done
-        if self.tau:
-            window = torch.cat([rowconv, x], dim=1)  # (1, tau + k, H)
-            frames = window.unfold(1, self.tau + 1, 1)  # (1, k, H, tau + 1)
-            x = (frames * model.rowconv.weight[:, 0]).sum(dim=-1)
-            new_states.append(window[:, -self.tau :])
-            index = index - self.tau
-        x = x[0]
-        if model.head_norm is not None:
-            x = model.head_norm.bn(x)
-        if model.fc is not None:
-            x = torch.clamp(model.fc(x), 0.0, CLIP)
-        return (model.output(x)[None], index, *new_states)
+        logits, index, _, new_states = stream_step(
+            self.model, features, frames_in, total_frames, list(states), unrolled=True
+        )
+        return (logits, index[0], *new_states)
 
 
 def _require_onnx() -> None:

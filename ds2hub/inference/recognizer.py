@@ -27,7 +27,6 @@ from ds2hub.features import FeatureConfig, LogSpectrogram, check_network_input
 from ds2hub.model import DeepSpeech2, DeepSpeech2Config
 from ds2hub.tokenizers import Tokenizer, load_tokenizer, tokenizer_from_config
 from ds2hub.tokenizers.base import CONFIG_NAME as TOKENIZER_FILE
-from ds2hub.tokenizers.base import LEGACY_CONFIG_NAME as LEGACY_TOKENIZER_FILE
 from ds2hub.tokenizers.pinyin import LEXICON_NAME
 
 if TYPE_CHECKING:
@@ -38,7 +37,6 @@ HUB_FILES = [
     "config.json",
     "model.safetensors",
     TOKENIZER_FILE,
-    LEGACY_TOKENIZER_FILE,  # folders written before the rename
     "tokenizer.model",
     LEXICON_NAME,  # a PinyinTokenizer's own word list
     *HUB_PATTERNS,  # the decoding setup (ds2hub.decoding.bundle)

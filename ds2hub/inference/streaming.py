@@ -6,10 +6,12 @@
     print(session.finish())            # the final transcript
 
 A session keeps everything that crosses a chunk boundary: the samples of an unfinished STFT
-window, the network's `NetworkState` (convolution context, recurrent state, row-convolution
-lookahead). Its logits equal the whole-utterance forward pass of the same audio, so the final
-transcript does too. `step_batch` advances many sessions in one batched forward pass (Batch
-Dispatch, Deep Speech 2 section 7.1); `session.accept(x)` is `step_batch(rec, [session], [x])[0]`.
+window, the feature frames short of a whole output frame (the model's time stride), and the state
+of the model's incremental pass (`ds2hub.model.streaming.stream_step`: convolution context,
+recurrent state, row-convolution lookahead). Its logits equal the whole-utterance forward pass of
+the same audio, so the final transcript does too. `step_batch` advances many sessions in one
+batched forward pass (Batch Dispatch, Deep Speech 2 section 7.1); `session.accept(x)` is
+`step_batch(rec, [session], [x])[0]`.
 
 Only forward-only models with a causal front end (`features.normalization: global`) stream:
 `SpeechRecognizer.stream` refuses the others with a clear message.
@@ -26,17 +28,21 @@ from __future__ import annotations
 import copy
 from array import array
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ds2hub.decoding.config import GREEDY
+from ds2hub.model.deepspeech2 import DeepSpeech2
 from ds2hub.model.streaming import (
-    NetworkState,
+    UNKNOWN_LENGTH,
     StreamingError,
+    batch_dims,
     check_streamable,
+    flush_frames,
     initial_state,
     stream_step,
 )
@@ -141,7 +147,7 @@ class StreamSession:
         self._keep_logits = not self._greedy if keep_logits is None else keep_logits
         config = recognizer.features
         self._framer = _SampleFramer(config.n_fft, config.hop_length)
-        self.state: NetworkState = initial_state(recognizer.model)
+        self._net = _NetworkStream.start(recognizer.model)
         self._logits: list[torch.Tensor] = []  # (n, V) per step, on the CPU
         # Greedy best path so far, repeats and blanks collapsed: 4 bytes a token, not a list's 8+.
         self._ids = array("I")
@@ -219,6 +225,23 @@ class StreamSession:
 
 
 @dataclass
+class _NetworkStream:
+    """One stream's side of the incremental pass: `stream_step`'s states (a batch of one), the
+    (F, r) feature frames short of a whole time stride that wait for the next chunk, and the
+    frames fed so far. Immutable in practice: a step makes a new one."""
+
+    state: list[torch.Tensor]
+    pending: torch.Tensor
+    frames_in: int = 0
+    done: bool = False  # the final step ran
+
+    @classmethod
+    def start(cls, model: DeepSpeech2) -> _NetworkStream:
+        state = initial_state(model)
+        return cls(state, state[0].new_zeros(model.config.n_features, 0))
+
+
+@dataclass
 class _Update:
     logits: torch.Tensor  # (n, V) new output frames, on the CPU
     ids: list[int]  # new best-path tokens
@@ -236,6 +259,59 @@ def _check_batch(recognizer: SpeechRecognizer, sessions: Sequence[StreamSession]
             raise StreamingError("this stream has finished; start a new one with .stream()")
 
 
+def _network_step(
+    model: DeepSpeech2, streams: Sequence[_NetworkStream], frames: list[torch.Tensor], final: bool
+) -> tuple[list[torch.Tensor], list[_NetworkStream]]:
+    """Feeds each stream its new (F, n_b) feature frames in one batched `stream_step`.
+
+    Frames short of a whole time stride wait for the next chunk; the final step feeds them with
+    `flush_frames` of zeros after them, which emits every remaining output.
+
+    Returns:
+        per stream, its new (n_b', V) logits and its next `_NetworkStream` (the given ones are
+        left as they are, so a failed batch can be retried).
+    """
+    stride = model.config.time_stride
+    chunks, totals = [], []
+    for net, new in zip(streams, frames):
+        chunk = torch.cat([net.pending, new], dim=1)  # (F, r + n_b)
+        if final:
+            totals.append(net.frames_in + chunk.size(1))
+            size = -(-(chunk.size(1) + flush_frames(model)) // stride) * stride
+            chunk = F.pad(chunk, (0, size - chunk.size(1)))
+        else:
+            totals.append(UNKNOWN_LENGTH)
+        chunks.append(chunk)
+    counts = [c.size(1) // stride * stride for c in chunks]
+    longest = max(counts)
+    if longest == 0:  # no whole stride yet: nothing to run
+        return [c.new_zeros(0, model.vocab_size) for c in chunks], [
+            replace(net, pending=c) for net, c in zip(streams, chunks)
+        ]
+    features = torch.stack([F.pad(c[:, :n], (0, longest - n)) for c, n in zip(chunks, counts)])
+    device = features.device  # (B, F, K)
+    dims = batch_dims(model)
+    states = [torch.cat([n.state[i] for n in streams], dim=d) for i, d in enumerate(dims)]
+    logits, _, valid, states = stream_step(
+        model,
+        features,
+        torch.tensor([n.frames_in for n in streams], device=device),
+        torch.tensor(totals, device=device),
+        states,
+        None if min(counts) == longest else torch.tensor(counts, device=device),
+    )
+    nexts = [
+        _NetworkStream(
+            [state.narrow(d, b, 1) for state, d in zip(states, dims)],
+            chunks[b][:, counts[b] :],
+            streams[b].frames_in + counts[b],
+            final,
+        )
+        for b in range(len(streams))
+    ]
+    return [logits[b][valid[b]] for b in range(len(streams))], nexts
+
+
 def _advance(
     recognizer: SpeechRecognizer,
     sessions: Sequence[StreamSession],
@@ -246,23 +322,26 @@ def _advance(
         raise ValueError(f"{len(sessions)} sessions but {len(chunks)} chunks")
     _check_batch(recognizer, sessions)
     samples = [_as_samples(c) for c in chunks]
-    device = next(recognizer.model.parameters()).device
+    model = recognizer.model
+    check_streamable(model)  # still in eval mode
+    device = next(model.parameters()).device
     # A failed step (out of memory in a large batch, a tokenizer that raises, say) leaves every
     # session as it was: the server's dispatcher then retries each one alone with the same chunk,
-    # which must not be framed twice. Framers and states rebind their tensors, never write into
-    # them, so shallow copies keep them (no tensor is copied); the transcripts change only once
-    # every session's update is computed.
-    saved = [(copy.copy(s._framer), s.state.snapshot()) for s in sessions]
+    # which must not be framed twice. A framer rebinds its tensors, never writes into them, so a
+    # shallow copy keeps it; the network streams and transcripts change only once every
+    # session's update is computed.
+    saved = [copy.copy(s._framer) for s in sessions]
     try:
         frames = [s._frames(x, final).to(device) for s, x in zip(sessions, samples)]
-        states = [s.state for s in sessions]
-        logits = stream_step(recognizer.model, states, frames, [final] * len(sessions))
+        with torch.no_grad():
+            logits, nets = _network_step(model, [s._net for s in sessions], frames, final)
         updates = [s._update(out) for s, out in zip(sessions, logits)]
     except BaseException:
-        for s, (framer, state) in zip(sessions, saved):
-            s._framer, s.state = framer, state
+        for s, framer in zip(sessions, saved):
+            s._framer = framer
         raise
-    for s, update in zip(sessions, updates):
+    for s, net, update in zip(sessions, nets, updates):
+        s._net = net
         s._apply(update)
 
 
@@ -291,7 +370,7 @@ def finish_batch(recognizer: SpeechRecognizer, sessions: Sequence[StreamSession]
     _check_batch(recognizer, sessions)
     to_text = recognizer.best_path_text() if any(s._greedy for s in sessions) else None
     decoders = {id(s): recognizer.text_decoder(s._decoding) for s in sessions if not s._greedy}
-    pending = [s for s in sessions if not s.state.done]
+    pending = [s for s in sessions if not s._net.done]
     if pending:
         _advance(recognizer, pending, [torch.zeros(0)] * len(pending), final=True)
     texts = []

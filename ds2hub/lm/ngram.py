@@ -59,10 +59,6 @@ SPACE_TOKEN = "|"  # a kept space in character LMs: flashlight's word-boundary t
 Gram = tuple[str, ...]
 
 
-class ArpaError(ConfigError):
-    """An ARPA file that is not a valid backoff n-gram model (the message names file and line)."""
-
-
 # --- text -> tokens ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TextUnits:
@@ -140,15 +136,15 @@ def _jieba_segmenter() -> Callable[[str], list[str]]:
     return jieba.lcut
 
 
-# --- held-out text shared by the LM experiments ----------------------------------------------------
+# --- held-out text ------------------------------------------------------------------------------
 def heldout_split(lines: Iterable[str], n: int = 200, seed: int = 0) -> tuple[list[str], list[str]]:
     """Splits sentences into LM/training text and `n` held-out sentences.
 
     The held-out sentences are a seeded random sample of the non-empty lines, kept in file
     order. Training lines identical to a held-out sentence are dropped too (text corpora repeat
-    sentences), so nothing held out is in the training text. This is the split every English LM
-    experiment uses (`benchmarks/lm_build.py`: `ljspeech_sentences.txt`, n=200, seed=0), so the
-    acoustic model's test sentences and the LM's perplexity sentences are the same.
+    sentences), so nothing held out is in the training text. The split depends only on the lines,
+    `n` and `seed`, so a speech test set and an LM's perplexity text drawn from one corpus with
+    the same arguments are the same sentences.
 
     Returns:
         (training lines, held-out lines), both stripped.
@@ -487,101 +483,18 @@ def build_ngram(
 
 # --- reading ARPA --------------------------------------------------------------------------------
 def read_arpa(path: str | Path) -> NGramModel:
-    """Reads and checks an ARPA file (ds2hub's or KenLM's `lmplz`).
-
-    Checked: the `\\data\\` header and one section per declared order with as many n-grams as
-    declared, numbers that parse, log10 probabilities at most 0, no duplicate n-grams, every
-    n-gram's history present one order below, `<s>` and `</s>` in the unigrams, and the final
-    `\\end\\` (a truncated file fails).
+    """Reads and checks an ARPA file (ds2hub's or KenLM's `lmplz`) with every check of
+    `ds2hub.decoding.lm.read_arpa_tables`, and that `<s>` and `</s>` are among the unigrams.
 
     Raises:
-        ArpaError: what is wrong, with the file and line number.
+        ds2hub.decoding.lm.ArpaError: what is wrong, with the file and line number.
         FileNotFoundError: no such file.
     """
-    path = Path(path)
-    where = str(path)
-    with open(path, encoding="utf-8") as f:
-        try:
-            lines = f.read().splitlines()
-        except UnicodeDecodeError as error:
-            raise ArpaError(f"{where} is not UTF-8 text (a binary KenLM file?): {error}") from None
-    i = 0
-    while i < len(lines) and lines[i].strip() != "\\data\\":
-        i += 1
-    if i == len(lines):
-        raise ArpaError(f"{where}: no \\data\\ header; not an ARPA file")
-    i += 1
-    declared: list[int] = []
-    while i < len(lines) and lines[i].strip().startswith("ngram "):
-        text = lines[i].strip()[len("ngram ") :]
-        try:
-            n, count = (int(x) for x in text.split("="))
-        except ValueError:
-            raise ArpaError(f"{where}:{i + 1}: bad header line {lines[i]!r}") from None
-        if n != len(declared) + 1 or count < 0:
-            raise ArpaError(f"{where}:{i + 1}: header lists order {n} out of sequence")
-        declared.append(count)
-        i += 1
-    if not declared:
-        raise ArpaError(f"{where}: the \\data\\ header declares no n-gram counts")
-    grams: list[dict[Gram, tuple[float, float | None]]] = []
-    for n, count in enumerate(declared, 1):
-        while i < len(lines) and not lines[i].strip():
-            i += 1
-        if i == len(lines) or lines[i].strip() != f"\\{n}-grams:":
-            found = repr(lines[i]) if i < len(lines) else "the end of the file"
-            raise ArpaError(f"{where}:{i + 1}: expected the \\{n}-grams: section, found {found}")
-        i += 1
-        table: dict[Gram, tuple[float, float | None]] = {}
-        while i < len(lines) and lines[i].strip() and not lines[i].startswith("\\"):
-            table_entry(table, lines[i], n, f"{where}:{i + 1}")
-            i += 1
-        if len(table) != count:
-            raise ArpaError(
-                f"{where}: the header declares {count} {n}-grams, the section has {len(table)}"
-            )
-        if n > 1:
-            below, unigrams = grams[-1], grams[0]
-            for g in table:
-                if (g[-1],) not in unigrams:
-                    raise ArpaError(
-                        f"{where}: {n}-gram {' '.join(g)!r} ends in {g[-1]!r}, which is not "
-                        "among the unigrams"
-                    )
-                if g[:-1] not in below:
-                    raise ArpaError(
-                        f"{where}: {n}-gram {' '.join(g)!r} has no {n - 1}-gram "
-                        f"{' '.join(g[:-1])!r} for its history"
-                    )
-        grams.append(table)
-    while i < len(lines) and not lines[i].strip():
-        i += 1
-    if i == len(lines) or lines[i].strip() != "\\end\\":
-        raise ArpaError(f"{where}: no \\end\\ after the {len(declared)}-grams (a truncated file?)")
+    # Imported on use: the `ds2hub.decoding` package loads torch, which building an LM never needs.
+    from ds2hub.decoding.lm import ArpaError, read_arpa_tables
+
+    _, grams = read_arpa_tables(path)
     for token in (BOS, EOS):
         if (token,) not in grams[0]:
-            raise ArpaError(f"{where}: the unigrams lack {token}")
+            raise ArpaError(f"{path}: the unigrams lack {token}")
     return NGramModel(grams)
-
-
-def table_entry(
-    table: dict[Gram, tuple[float, float | None]], line: str, n: int, where: str
-) -> None:
-    """Parses one `log10p w1 .. wn [backoff]` line of an ARPA section into `table`."""
-    parts = line.split()
-    if len(parts) not in (n + 1, n + 2):
-        raise ArpaError(
-            f"{where}: expected a log10 probability, {n} words and optionally a backoff weight, "
-            f"found {line!r}"
-        )
-    try:
-        p = float(parts[0])
-        b = float(parts[n + 1]) if len(parts) == n + 2 else None
-    except ValueError:
-        raise ArpaError(f"{where}: not a number in {line!r}") from None
-    if not math.isfinite(p) or p > 1e-6 or (b is not None and not math.isfinite(b)):
-        raise ArpaError(f"{where}: log10 probability {parts[0]} is not a finite number <= 0")
-    g = tuple(parts[1 : n + 1])
-    if g in table:
-        raise ArpaError(f"{where}: duplicate {n}-gram {' '.join(g)!r}")
-    table[g] = (p, b)

@@ -27,6 +27,13 @@ from ds2hub.decoding.bundle import FOLDER_ENTRIES, save_decoding
 from ds2hub.decoding.config import DecoderConfig
 from ds2hub.decoding.decoder import text_decoder
 from ds2hub.errors import ConfigError
+from ds2hub.inference.evaluate import (
+    decoded_error_rate,
+    model_outputs,
+    reference_normalizer,
+    word_metric,
+)
+from ds2hub.training.runs import datamodule_from_config, find_run_config, stage_batches
 
 SURFACE_FILE = "tune.csv"
 DEFAULT_ALPHAS = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0)
@@ -46,23 +53,14 @@ class CachedLogits:
 def cache_logits(
     recognizer, datamodule, stage: str = "val", max_utterances: int | None = None
 ) -> CachedLogits:
-    """Runs the model once over a stage of `datamodule` (see `ds2hub.publish.push.evaluate`)."""
-    from ds2hub.publish.push import reference_normalizer
-    from ds2hub.training.data.dataset import is_empty_batch
-
-    datamodule.setup({"test": "test", "val": "validate"}[stage])
-    loader = datamodule.test_dataloader() if stage == "test" else datamodule.val_dataloader()
+    """Runs the model once over a stage of `datamodule` (as `ds2hub push` evaluates it)."""
     normalize, _ = reference_normalizer(recognizer.tokenizer)
     batches, refs, frames = [], [], 0
-    for batch in loader:
-        if is_empty_batch(batch):
-            continue
-        logits, lengths = recognizer(batch["features"], batch["feature_lengths"])
+    outputs = model_outputs(recognizer, stage_batches(datamodule, stage), max_utterances)
+    for logits, lengths, batch in outputs:
         batches.append((torch.log_softmax(logits.float(), dim=-1), lengths))
         refs += [normalize(t) for t in batch["texts"]]
         frames += int(batch["feature_lengths"].sum())
-        if max_utterances and len(refs) >= max_utterances:
-            break
     if not refs:
         raise ConfigError(f"no {stage} utterances to tune on")
     return CachedLogits(batches, refs, frames * recognizer.features.hop_ms / 1000)
@@ -72,13 +70,7 @@ def error_rate(
     decode: Callable, cached: CachedLogits, normalize: Callable[[str], str], metric: str
 ) -> float:
     """WER (`wer`) or CER of `decode` over the cached outputs."""
-    from torchmetrics.functional.text import char_error_rate, word_error_rate
-
-    hyps = [normalize(h) for logits, lengths in cached.batches for h in decode(logits, lengths)]
-    hyps = hyps[: len(cached.references)]
-    refs = cached.references[: len(hyps)]
-    rate = word_error_rate if metric == "wer" else char_error_rate
-    return float(rate(hyps, refs))
+    return decoded_error_rate(decode, cached.batches, cached.references, normalize, metric)
 
 
 def grid_search(
@@ -174,12 +166,6 @@ def tune_main(argv: list[str]) -> None:
     import yaml
 
     from ds2hub.inference.recognizer import from_pretrained
-    from ds2hub.publish.push import (
-        datamodule_from_config,
-        find_run_config,
-        reference_normalizer,
-        word_metric,
-    )
 
     model = Path(args.model).expanduser()
     if not model.exists():

@@ -15,8 +15,19 @@ from ds2hub.model.presets import size_tag
 from ds2hub.paths import is_hub_id
 
 TEMPLATE_NAME = "ds2hub.md"
-LANGUAGE_NAMES = {"en": "English", "zh": "Mandarin Chinese"}
-DEFAULT_LANGUAGE = {"chars": "en", "bigrams": "en", "mandarin": "zh", "pinyin": "zh"}
+# The card's words for ISO 639-1 codes (`Tokenizer.language`); other codes are shown as they are.
+LANGUAGE_NAMES = {
+    "de": "German",
+    "en": "English",
+    "es": "Spanish",
+    "fr": "French",
+    "it": "Italian",
+    "ja": "Japanese",
+    "nl": "Dutch",
+    "pt": "Portuguese",
+    "ru": "Russian",
+    "zh": "Mandarin Chinese",
+}
 METRIC_NAMES = {
     "wer": "word error rate",
     "cer": "character error rate",

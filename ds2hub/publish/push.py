@@ -20,7 +20,7 @@ import logging
 import re
 import shutil
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
@@ -28,16 +28,16 @@ from typing import Any
 import torch
 import yaml
 from huggingface_hub import HfApi
-from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from ds2hub.decoding import GREEDY, DecoderConfig, Decoding, describe_decoding
 from ds2hub.decoding.bundle import DECODING_FILE, FOLDER_ENTRIES, LM_DIR, load_decoding
-from ds2hub.features import FeatureConfig
+from ds2hub.errors import ConfigError
+from ds2hub.inference.evaluate import evaluate as evaluate_batches
+from ds2hub.inference.evaluate import reference_normalizer
 from ds2hub.inference.recognizer import CHECKPOINT_KEY, HUB_FILES, SpeechRecognizer
-from ds2hub.publish.card import DEFAULT_LANGUAGE, CardInfo, DecodingResult, render_card
-from ds2hub.tokenizers import Tokenizer
+from ds2hub.publish.card import CardInfo, DecodingResult, render_card
 from ds2hub.training.data import SpeechDataModule
-from ds2hub.training.data.dataset import is_empty_batch
+from ds2hub.training.runs import datamodule_from_config, find_run_config, stage_batches
 
 log = logging.getLogger(__name__)
 
@@ -46,34 +46,11 @@ PUBLISHED_TEXTS = ("recipe.yaml", "README.md")  # the files written from local f
 STAGE_NAMES = {"test": "test", "val": "validation"}
 
 
-class ExportError(ValueError):
+class ExportError(ConfigError):
     """`export` cannot go on without a different argument (a folder, a language, a recipe)."""
 
 
-# --- which data, which metric -----------------------------------------------------------------------
-def word_metric(tokenizer: Tokenizer) -> str:
-    """`wer`, or `ser` (sentence error rate) for text without spaces between words: a "word"
-    error rate over an unsegmented Chinese transcript counts wrong sentences."""
-    delimited = getattr(tokenizer, "word_delimited", None)  # Tokenizer property in newer ds2hub
-    return "wer" if (tokenizer.word_joiner != "" if delimited is None else delimited) else "ser"
-
-
-def reference_normalizer(tokenizer: Tokenizer) -> tuple[Callable[[str], str], str]:
-    """How transcripts (references and hypotheses alike) are normalised for scoring, and a
-    description of it for the card.
-
-    `Tokenizer.reference` keeps every word (digits too), so words the model cannot write count
-    as errors; older tokenizers only have `normalize`, which deletes them.
-    """
-    reference = getattr(tokenizer, "reference", None)
-    if callable(reference):
-        return reference, (
-            "case, width and punctuation folded in references and hypotheses alike; every letter, "
-            "accent and digit kept, so words the model cannot write count as errors"
-        )
-    return tokenizer.normalize, "the tokenizer's `normalize`"
-
-
+# --- which data ---------------------------------------------------------------------------------
 def evaluation_stage(datamodule: SpeechDataModule) -> str:
     """`test` if the recipe has test data, else `val`."""
     has_stage = getattr(datamodule, "has_stage", None)
@@ -103,27 +80,6 @@ def find_decoding(checkpoint: Path) -> DecoderConfig | None:
     return None
 
 
-def find_run_config(checkpoint: Path) -> Path | None:
-    """The `config.yaml` LightningCLI saved for the run that wrote `checkpoint`."""
-    for folder in (checkpoint.parent, checkpoint.parent.parent):
-        if (folder / "config.yaml").exists():
-            return folder / "config.yaml"
-    return None
-
-
-def datamodule_from_config(
-    config: dict[str, Any], recognizer: SpeechRecognizer
-) -> SpeechDataModule:
-    """The recipe's DataModule, with the trained model's tokenizer and features."""
-    args = {k: v for k, v in config.get("data", {}).items() if k not in ("tokenizer", "features")}
-    return SpeechDataModule(
-        tokenizer=recognizer.tokenizer,
-        features=FeatureConfig(**recognizer.features.to_dict()),
-        **args,
-    )
-
-
-@torch.inference_mode()
 def evaluate(
     recognizer: SpeechRecognizer,
     datamodule: SpeechDataModule,
@@ -134,27 +90,9 @@ def evaluate(
     (see `SpeechRecognizer.text_decoder`; None is the model's default).
 
     Returns:
-        `{"wer" or "ser": ..., "cer": ..., "utterances": n}` (see `word_metric`).
+        `{"wer" or "ser": ..., "cer": ..., "utterances": n}` (`ds2hub.inference.evaluate`).
     """
-    datamodule.setup({"test": "test", "val": "validate"}[stage])
-    loader = datamodule.test_dataloader() if stage == "test" else datamodule.val_dataloader()
-    words, cer, n = WordErrorRate(), CharErrorRate(), 0
-    normalize, _ = reference_normalizer(recognizer.tokenizer)
-    decode = recognizer.text_decoder(decoding)
-    for batch in loader:
-        if is_empty_batch(batch):  # nothing in it decoded
-            continue
-        logits, lengths = recognizer(batch["features"], batch["feature_lengths"])
-        hyps = [normalize(h) for h in decode(logits, lengths)]
-        refs = [normalize(t) for t in batch["texts"]]
-        words.update(hyps, refs)
-        cer.update(hyps, refs)
-        n += len(refs)
-    return {
-        word_metric(recognizer.tokenizer): float(words.compute()),
-        "cer": float(cer.compute()),
-        "utterances": n,
-    }
+    return evaluate_batches(recognizer, stage_batches(datamodule, stage), decoding)
 
 
 # --- local details in what is published ----------------------------------------------------------
@@ -315,7 +253,8 @@ def export(
             and recipe.yaml: a new or empty folder, or an earlier export's (see `overwrite`).
         repo_id: the hub id the card's usage snippet names.
         config: the run's resolved recipe (default: the `config.yaml` beside the checkpoint).
-        language: ISO code (default from the tokenizer: en for chars/bigrams, zh for mandarin/pinyin).
+        language: ISO 639-1 code (default: the tokenizer's `language`, e.g. en for English
+            characters, zh for Mandarin, de for the German plugin's characters).
         license: the card's licence.
         dataset_id: hub id of the evaluation data (default: the recipe's `data.path`).
         run_eval: evaluate on the recipe's test data, or its validation data if it has none (the
@@ -342,9 +281,12 @@ def export(
     recipe_text = config_path.read_text() if config_path else ""
     recipe = yaml.safe_load(recipe_text) if recipe_text else {}
     data_cfg = recipe.get("data", {})
-    language = language or DEFAULT_LANGUAGE.get(recognizer.tokenizer.kind)
+    language = language or recognizer.tokenizer.language
     if language is None:
-        raise ExportError(f"pass --language for a {recognizer.tokenizer.kind!r} model")
+        raise ExportError(
+            f"pass --language: the model's {type(recognizer.tokenizer).__name__} names no "
+            "language (its `language` is None)"
+        )
     if isinstance(decoding, (str, Path)):
         decoding = load_decoding(decoding)
         if decoding is None:

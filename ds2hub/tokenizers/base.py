@@ -16,9 +16,10 @@ from ds2hub.tokenizers.normalizers import normalize_reference
 
 BLANK = "<blank>"
 # Not `tokenizer.json`: that is the file name of Hugging Face's fast-tokenizer format, which hub
-# tooling would try (and fail) to parse. Folders written before the rename are still read.
+# tooling would try (and fail) to parse.
 CONFIG_NAME = "ds2hub_tokenizer.json"
-LEGACY_CONFIG_NAME = "tokenizer.json"
+LM_UNITS = ("word", "char")  # what an n-gram LM may score (`Tokenizer.lm_unit`)
+WORD_START = "▁"  # SentencePiece's word-start mark, which pyctcdecode reads too
 
 
 class Tokenizer(ABC):
@@ -27,6 +28,17 @@ class Tokenizer(ABC):
     Subclasses set `kind` (the name recorded in the tokenizer file and used for the entry-point
     registry), fill `self.vocab` with `vocab[0] == BLANK`, and implement `normalize`, `_split`
     (normalized text -> token strings) and `_join` (token strings -> text).
+
+    Decoders and model cards never ask which tokenizer they hold; they read its facts, which a
+    subclass inherits or overrides (a `CharTokenizer` subclass only sets `language`):
+
+    - `lm_unit`: what an n-gram LM scores, `word` or `char`; None: no LM decoding (a beam search
+      with an LM is refused, in one line, when its decoder is built).
+    - `word_boundary`: the token between words (`" "`, bigrams' `_`), or None where no token
+      marks them (SentencePiece pieces start words with `▁`; a character LM's units are tokens).
+    - `decoder_labels()`: the token texts a lexicon-free search (pyctcdecode) reads.
+    - `spell(word)`: how the vocabulary writes a word, for lexicon searches (flashlight).
+    - `language`: the ISO 639-1 code a model card names (`ds2hub push` needs no `--language`).
     """
 
     kind: ClassVar[str]
@@ -35,6 +47,11 @@ class Tokenizer(ABC):
     # Constructor arguments that name files; `load_tokenizer` keeps them inside the model folder.
     file_args: ClassVar[tuple[str, ...]] = ()
     vocab: list[str]
+
+    # --- what decoders and model cards read (see the class doc) --------------------------------
+    lm_unit: ClassVar[str | None] = None  # `word`, `char` (`LM_UNITS`) or None: no LM decoding
+    word_boundary: ClassVar[str | None] = None  # the token between words, if one marks them
+    language: str | None = None  # ISO 639-1 code (`en`, `de`); None: `push` asks for --language
 
     # --- what subclasses implement -------------------------------------------------------------
     @abstractmethod
@@ -91,9 +108,38 @@ class Tokenizer(ABC):
             ids.append(i)
         return ids
 
-    def spell(self, word: str) -> tuple[str, ...]:
-        """How this vocabulary writes `word` (token strings), as lexicon decoders need it."""
-        return tuple(self._split(self.normalize(word)))
+    def spell(self, word: str) -> tuple[str, ...] | None:
+        """How this vocabulary writes `word` as one word (token strings), as lexicon searches
+        need it; None if it cannot: characters outside the vocabulary, a form its normaliser
+        changes, or a word boundary inside it."""
+        try:
+            if self.normalize(word) != word:
+                return None
+            tokens = tuple(self.vocab[i] for i in self.encode(word))
+        except (ValueError, RuntimeError):  # outside the vocabulary, or not fitted yet
+            return None
+        if not tokens or (self.word_boundary is not None and self.word_boundary in tokens):
+            return None
+        return tokens
+
+    def decoder_labels(self) -> list[str] | None:
+        """One label per output id, as a lexicon-free word search (pyctcdecode) reads them: "" for
+        the blank, a space for `word_boundary`, each other token as written; for a character LM
+        (`lm_unit == "char"`) every token is a word of its own, `▁` + token (special tokens such as
+        `<unk>` as they are). None: the vocabulary's words exist only through a lexicon, so a
+        search without one cannot decode it.
+        """
+        labels = []
+        for token in self.vocab:
+            if token == BLANK:
+                labels.append("")
+            elif token == self.word_boundary:
+                labels.append(" ")
+            elif self.lm_unit == "char" and not (token.startswith("<") and token.endswith(">")):
+                labels.append(WORD_START + token)
+            else:
+                labels.append(token)
+        return labels
 
     def uncovered(self, text: str) -> set[str]:
         """Letters and digits of `text` the vocabulary cannot write (dropped by normalisation or

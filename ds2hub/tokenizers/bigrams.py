@@ -35,6 +35,9 @@ class BigramTokenizer(Tokenizer):
     """Blank, `_`, the 27 unigrams (`a`-`z`, `'`) and all 729 bigrams over them: 758 classes."""
 
     kind = "bigrams"
+    lm_unit = "word"
+    word_boundary = WORD_BOUNDARY
+    language = "en"
 
     def __init__(self) -> None:
         bigrams = [a + b for a in _LETTERS for b in _LETTERS]

@@ -23,11 +23,22 @@ class CharTokenizer(Tokenizer):
             one a language plugin registers) applied before characters outside the alphabet are
             dropped (it decides case too); None: the English normaliser for the English
             alphabet, else lowercasing.
+        language: ISO 639-1 code of the transcripts, named by model cards; None: `en` for the
+            English alphabet, else the class's `language` (a language plugin's subclass sets it).
+
+    Decoding: a word LM, words separated by the space token (a subclass inherits both).
     """
 
     kind = "chars"
+    lm_unit = "word"
+    word_boundary = SPACE
 
-    def __init__(self, alphabet: list[str] | None = None, normalizer: str | None = None) -> None:
+    def __init__(
+        self,
+        alphabet: list[str] | None = None,
+        normalizer: str | None = None,
+        language: str | None = None,
+    ) -> None:
         self.normalizer = normalizer
         # Looked up now: a recipe naming a normaliser that is not installed fails at start-up.
         self._normalize = get_normalizer(normalizer) if normalizer is not None else None
@@ -36,6 +47,11 @@ class CharTokenizer(Tokenizer):
             raise ValueError("alphabet must list distinct single characters")
         self.vocab = [BLANK, *self.alphabet]
         self._allowed = set(self.alphabet)
+        self._language = language
+        if language is not None:
+            self.language = language
+        elif self.alphabet == ENGLISH_ALPHABET:
+            self.language = "en"
 
     def normalize(self, text: str) -> str:
         if self._normalize is not None:  # the language's own rules, case included
@@ -59,4 +75,6 @@ class CharTokenizer(Tokenizer):
         config: dict = {} if self.alphabet == ENGLISH_ALPHABET else {"alphabet": self.alphabet}
         if self.normalizer is not None:
             config["normalizer"] = self.normalizer
+        if self._language is not None:
+            config["language"] = self._language
         return config

@@ -25,6 +25,8 @@ class MandarinTokenizer(Tokenizer):
 
     kind = "mandarin"
     word_joiner = ""
+    lm_unit = "char"  # every character a unit of a character LM; no token marks words
+    language = "zh"
     unk_id = 1
 
     def __init__(self, characters: list[str] | None = None, min_count: int = 1) -> None:

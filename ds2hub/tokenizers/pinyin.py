@@ -57,6 +57,10 @@ class PinyinTokenizer(Tokenizer):
     kind = "pinyin"
     word_joiner = ""
     file_args: ClassVar[tuple[str, ...]] = ("lexicon",)  # read from the model folder only
+    # A word LM over the word list's words; the space between syllables is the lexicon's boundary.
+    lm_unit = "word"
+    word_boundary = " "
+    language = "zh"
 
     def __init__(
         self, output: str = "hanzi", lexicon: str | None = None, lexicon_min_count: int = 5
@@ -79,6 +83,10 @@ class PinyinTokenizer(Tokenizer):
 
     def _join(self, tokens: list[str]) -> str:
         return " ".join("".join(tokens).split())
+
+    def decoder_labels(self) -> None:
+        # Words exist only through the word list (readings of Han words): no lexicon-free search.
+        return None
 
     def get_config(self) -> dict:
         return {

@@ -23,7 +23,7 @@ from typing import Any
 from ds2hub.errors import ConfigError
 from ds2hub.paths import inside
 from ds2hub.plugins import TOKENIZERS, load_group
-from ds2hub.tokenizers.base import CONFIG_NAME, LEGACY_CONFIG_NAME, Tokenizer
+from ds2hub.tokenizers.base import CONFIG_NAME, Tokenizer
 
 ENTRY_POINT_GROUP = TOKENIZERS  # the entry-point group plugins register in
 
@@ -61,18 +61,8 @@ def tokenizer_from_config(config: dict[str, Any]) -> Tokenizer:
     return cls.from_config(config)
 
 
-def config_file(directory: str | Path) -> Path:
-    """The tokenizer file of a model folder: `ds2hub_tokenizer.json`, or `tokenizer.json` in
-    folders written before the rename."""
-    directory = Path(directory)
-    legacy = directory / LEGACY_CONFIG_NAME
-    if not (directory / CONFIG_NAME).is_file() and legacy.is_file():
-        return legacy
-    return directory / CONFIG_NAME
-
-
 def load_tokenizer(directory: str | Path) -> Tokenizer:
-    """Loads the tokenizer saved in `directory` (see `config_file`).
+    """Loads the tokenizer saved in `directory` (its `ds2hub_tokenizer.json`).
 
     File arguments (the class's `file_args`) are read relative to `directory` and must stay inside
     it (see the module doc); None keeps the class's default (e.g. jieba's packaged dictionary).
@@ -81,7 +71,7 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
         TokenizerFileError: a file argument is absolute, climbs out with `..`, or is missing.
     """
     directory = Path(directory)
-    config = json.loads(config_file(directory).read_text())
+    config = json.loads((directory / CONFIG_NAME).read_text())
     cls = available_tokenizers().get(config.get("kind", ""))
     init_args = dict(config.get("init_args") or {})
     for name in getattr(cls, "file_args", ()):

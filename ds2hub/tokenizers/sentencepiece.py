@@ -24,9 +24,14 @@ class SentencePieceTokenizer(Tokenizer):
         model_type: `unigram` or `bpe`.
         character_coverage: SentencePiece's coverage (use ~0.9995 for large character sets).
         lowercase: lowercase text before encoding (typical for ASR transcripts).
+        language: ISO 639-1 code of the transcripts, named by model cards (None: unknown, so
+            `ds2hub push` asks for `--language`).
+
+    Decoding: a word LM; a piece starting with `▁` starts a word (no token between words).
     """
 
     kind = "sentencepiece"
+    lm_unit = "word"
     file_args: ClassVar[tuple[str, ...]] = ("model_file",)  # read from the model folder only
 
     def __init__(
@@ -37,6 +42,7 @@ class SentencePieceTokenizer(Tokenizer):
         character_coverage: float = 1.0,
         lowercase: bool = True,
         model_proto: str | None = None,
+        language: str | None = None,
     ) -> None:
         if model_type not in ("unigram", "bpe"):
             raise ValueError(f"model_type must be 'unigram' or 'bpe', got {model_type!r}")
@@ -44,6 +50,7 @@ class SentencePieceTokenizer(Tokenizer):
         self.model_type = model_type
         self.character_coverage = character_coverage
         self.lowercase = lowercase
+        self.language = language
         self.model_file = model_file
         self._sp: spm.SentencePieceProcessor | None = None
         self.vocab = [BLANK]
@@ -116,6 +123,8 @@ class SentencePieceTokenizer(Tokenizer):
             "character_coverage": self.character_coverage,
             "lowercase": self.lowercase,
         }
+        if self.language is not None:
+            config["language"] = self.language
         if self._sp is not None:
             # Embedded so that a checkpoint alone rebuilds the tokenizer.
             config["model_proto"] = base64.b64encode(self._proto).decode("ascii")

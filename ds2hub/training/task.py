@@ -12,11 +12,12 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import grad_norm
-from torchmetrics.text import CharErrorRate, WordErrorRate
+from torchmetrics import Metric
 
-from ds2hub.decoding import BeamSearchConfig, TextDecoder, text_decoder
+from ds2hub.decoding import DecoderConfig, TextDecoder, text_decoder
 from ds2hub.errors import ConfigError
 from ds2hub.features import FeatureConfig, LogSpectrogram, check_network_input, frame_statistics
+from ds2hub.inference.evaluate import Counts, ErrorRates
 from ds2hub.inference.recognizer import CHECKPOINT_KEY
 from ds2hub.model import DeepSpeech2, DeepSpeech2Config
 from ds2hub.tokenizers import Tokenizer, tokenizer_from_config
@@ -95,6 +96,25 @@ def ctc_loss(
         return per_utterance.mean()
 
 
+class CorpusErrorRate(Metric):
+    """A corpus error rate from the counts of `ds2hub.inference.evaluate.ErrorRates.score`,
+    summed over batches and across ranks: the figure `ds2hub push` reports on the same data."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("edits", torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("total", torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def update(self, counts: Counts) -> None:
+        self.edits += counts[0]
+        self.total += counts[1]
+
+    def compute(self) -> torch.Tensor:
+        return self.edits / self.total
+
+
 class DeepSpeech2Task(L.LightningModule):
     """Trains a `DeepSpeech2` network with CTC on batches from `SpeechDataModule`.
 
@@ -119,8 +139,7 @@ class DeepSpeech2Task(L.LightningModule):
     Logged: `train/loss`, `train/grad_norm` (the total 2-norm before clipping, so a recipe's
     `gradient_clip_val` can be checked against it), `train/audio_sec_per_sec`; `val/` and `test/`
     loss, `cer` and `wer` — or `ser`, the sentence error rate, for languages written without word
-    boundaries (a "word" error rate over an unsegmented Chinese transcript is the share of wrong
-    sentences). References are scored with `Tokenizer.reference`, which keeps every word.
+    boundaries — scored as `ds2hub.inference.evaluate` scores them for `ds2hub push`.
     """
 
     def __init__(
@@ -131,7 +150,7 @@ class DeepSpeech2Task(L.LightningModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         scheduler: LRSchedulerCallable | None = None,
         log_examples: int = 3,
-        beam_search: BeamSearchConfig | None = None,
+        beam_search: DecoderConfig | None = None,
         ctc_reduction: CTCReduction = "utterance",
         finetune: FineTuneConfig | None = None,
     ) -> None:
@@ -156,7 +175,7 @@ class DeepSpeech2Task(L.LightningModule):
         )
         self.hparams["arch"] = arch.to_dict()  # plain JSON, no pickled dataclass
         if isinstance(beam_search, dict):
-            beam_search = BeamSearchConfig(**beam_search)
+            beam_search = DecoderConfig(**beam_search)
         self.beam_search = beam_search
         self._decoder: TextDecoder | None = None
         self.arch, self.features = arch, features
@@ -173,13 +192,13 @@ class DeepSpeech2Task(L.LightningModule):
             check_freeze_names(self.model, finetune.freeze)
             self.hparams["finetune"] = finetune.to_dict()
         self.finetune = finetune
-        # Word-level error: WER, or SER where text has no word boundaries (see class docstring).
-        self.word_metric = "wer" if self.tokenizer.word_delimited else "ser"
+        self.scoring = ErrorRates(self.tokenizer)  # its rule and normaliser; Lightning sums
+        self.word_metric = self.scoring.metric  # `wer`, or `ser` without word boundaries
         self.metrics = torch.nn.ModuleDict(
             {
-                f"{stage}_{name}": cls()
+                f"{stage}_{name}": CorpusErrorRate()
                 for stage in ("val", "test")
-                for name, cls in ((self.word_metric, WordErrorRate), ("cer", CharErrorRate))
+                for name in (self.word_metric, "cer")
             }
         )
         self._examples: list[tuple[str, str]] = []
@@ -264,32 +283,17 @@ class DeepSpeech2Task(L.LightningModule):
         self._share_frontend_statistics(self.frontend.state_dict(prefix="frontend."))
 
     def _sample_spectra(self):
-        """Floored log spectra of up to FRONTEND_SAMPLE training utterances, spread evenly over
-        the split (the first ones of a stream), without augmentation."""
-        from itertools import islice
-
-        from ds2hub.audio import AudioDecodeError, load_audio
-        from ds2hub.training.data.dataset import audio_source
-
+        """Floored log spectra of up to FRONTEND_SAMPLE training utterances, without
+        augmentation (`SpeechDataModule.training_waveforms`)."""
         datamodule = getattr(self.trainer, "datamodule", None)
-        dataset = getattr(datamodule, "datasets", {}).get("train")
-        if dataset is None:
+        waveforms = getattr(datamodule, "training_waveforms", None)
+        if waveforms is None:
             raise ConfigError(
                 "features.normalization: global estimates its statistics from the "
                 "SpeechDataModule's training split; train with a SpeechDataModule"
             )
-        if hasattr(dataset, "__len__"):
-            size = len(dataset.data)  # rows, not items: word sequences are items after them
-            step = max(1, size // self.FRONTEND_SAMPLE)
-            rows = (dataset.data[i] for i in range(0, size, step))
-        else:
-            rows = iter(dataset.data)
         frontend = LogSpectrogram(self.features)
-        for row in islice(rows, self.FRONTEND_SAMPLE):
-            try:
-                waveform = load_audio(audio_source(row[dataset.audio_column]))
-            except AudioDecodeError:
-                continue  # counted when the training loader meets it
+        for waveform in waveforms(self.FRONTEND_SAMPLE):
             if waveform.numel() > self.features.n_fft:
                 yield frontend.unnormalized(waveform)
 
@@ -300,7 +304,7 @@ class DeepSpeech2Task(L.LightningModule):
         if self.frontend is None or target is None or not target.config.global_stats:
             return
         if "frontend.mean" not in state:
-            return  # a checkpoint from before the causal front end: load_state_dict says so
+            return  # no statistics in the state dict: load_state_dict reports them missing
         target.set_statistics(
             state["frontend.mean"].cpu(), state["frontend.std"].cpu(), int(state["frontend.count"])
         )
@@ -411,13 +415,10 @@ class DeepSpeech2Task(L.LightningModule):
         if self._empty(batch, stage):
             return None
         loss, logits, out_lengths = self._loss(batch, stage)
-        hyps = self.decode(logits, out_lengths)
-        # One normaliser for both sides, so only real differences count (see Tokenizer.reference).
-        hyps = [self.tokenizer.reference(h) for h in hyps]
-        refs = [self.tokenizer.reference(t) for t in batch["texts"]]
+        hyps, refs, counts = self.scoring.score(self.decode(logits, out_lengths), batch["texts"])
         names = (self.word_metric, "cer")
         for name in names:
-            self.metrics[f"{stage}_{name}"].update(hyps, refs)
+            self.metrics[f"{stage}_{name}"].update(counts[name])
         bs = len(refs)
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
         self.log(f"{stage}/utterances", float(bs), reduce_fx="sum", sync_dist=True, batch_size=1)

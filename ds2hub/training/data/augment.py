@@ -1,159 +1,138 @@
-"""Training-time augmentation: additive noise, speed and tempo perturbation, end trimming,
-vocal tract length perturbation, random equalisation, SpecAugment.
+"""Training-time augmentation: a list of transforms, chosen in the recipe, applied in its order.
+
+```yaml
+data:
+  augment:
+    - class_path: ds2hub.training.data.augment.Speed
+      init_args: {prob: 0.5, factors: [0.9, 1.1]}
+    - class_path: ds2hub.training.data.augment.Noise
+      init_args: {prob: 0.4, snr_db: [0.0, 30.0]}
+    - class_path: ds2hub.training.data.augment.SpecAugment
+      init_args: {freq_masks: 2, time_masks: 2}
+```
+
+Each transform is one small class (a `Transform`): waveform transforms change the 16 kHz audio
+before the front end, feature transforms the normalised (F, T) features after it, so every
+waveform transform comes before every feature transform in the list. A transform of your own
+(a plugin's, an experiment's) is a `Transform` subclass named by its class path, like these.
 
 Deep Speech 2 (section 5.2) adds noise to 40 % of utterances at random SNRs; speed perturbation
-(Ko et al., 2015) and SpecAugment (Park et al., 2019) are the later standard companions. Vocal
-tract length perturbation (VTLP, Jaitly & Hinton, 2013) stretches the spectrum alone, as if
-another speaker said the same words at the same speed. Tempo perturbation changes the speaking
-rate alone (a phase vocoder keeps the pitch and the formants), so speakers who talk faster or
-slower than the training speakers are covered without also turning every fast utterance into a
-child's voice, as speed perturbation does. Each is off by default and
-switched on from the recipe (`data.augment`).
+(Ko et al., 2015) and SpecAugment (Park et al., 2019) are the later standard companions. VTLP
+(Jaitly & Hinton, 2013) stretches the spectrum alone, as if another speaker said the same words
+at the same speed; tempo perturbation changes the speaking rate alone, at the same pitch.
+
+The maths are plain functions (`coloured_noise`, `change_tempo`, `warp_frequency`, `equalize`);
+the classes draw their parameters from the `Rng` they are given and call them.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import math
+import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 import torchaudio.functional as AF
-from torchaudio.transforms import FrequencyMasking, TimeMasking
 
 from ds2hub.audio import SAMPLE_RATE, AudioDecodeError, load_audio
+from ds2hub.errors import ConfigError
+from ds2hub.features import FeatureConfig
+
+__all__ = [
+    "VTLP",
+    "Augmenter",
+    "Equalizer",
+    "Narrowband",
+    "Noise",
+    "PadEnds",
+    "Rng",
+    "SpecAugment",
+    "Speed",
+    "Tempo",
+    "Transform",
+    "TrimEnds",
+    "build_transforms",
+    "change_tempo",
+    "coloured_noise",
+    "equalize",
+    "peaking_filter",
+    "warp_frequency",
+]
 
 
-@dataclass(frozen=True)
-class AugmentConfig:
-    """What to augment, and how strongly. All probabilities are per utterance."""
+@dataclass
+class Rng:
+    """The generators a transform draws from: `py` for numbers (whether to apply, which factor,
+    which SNR), `torch` for tensors (noise, masks). The same seed gives the same samples."""
 
-    noise_prob: float = 0.0  # share of utterances that get noise (paper: 0.4)
-    noise_snr_db: tuple[float, float] = (0.0, 30.0)  # SNR drawn uniformly from this range
-    noise_dir: str | None = (
-        None  # recordings to mix in (any format); None: synthetic coloured noise
-    )
-    speed_prob: float = 0.0  # share of utterances played faster or slower
-    speed_factors: tuple[float, ...] = (0.9, 1.1)
-    tempo_prob: float = 0.0  # share of utterances spoken faster or slower at the same pitch
-    tempo_range: tuple[float, float] = (0.8, 1.25)  # rate drawn uniformly (>1: faster, shorter)
-    freq_masks: int = 0  # SpecAugment frequency masks per utterance
-    freq_mask_width: int = 27  # at most this many feature bins (features.n_bins: 161 by default)
-    time_masks: int = 0  # SpecAugment time masks per utterance
-    time_mask_width: int = 40  # at most this many 10 ms frames per mask
-    time_mask_max_ratio: float = 0.1  # and at most this share of the utterance per mask
-    narrowband_prob: float = 0.0  # share of utterances band-limited to 4 kHz (as if 8 kHz audio)
-    # Corpora of isolated words are cut by hand or by a silence detector, some speakers' far
-    # tighter than others' (FSDD's nicolas: the first or last 20 ms are within 10 dB of the
-    # loudest frame in 41 % of his recordings, against 1-23 % for the others). Trimming a random
-    # amount off each end teaches the model words whose onset or coda was cut.
-    trim_prob: float = 0.0  # share of utterances with a random amount cut off each end
-    trim_max_ms: float = 60.0  # at most this much per end ...
-    trim_max_ratio: float = 0.15  # ... and at most this share of the utterance per end
-    # The opposite: quiet noise of random length added before and after the word. A model trained
-    # only on words cut tight reads the edges and the share of silence (which moves the
-    # per-utterance normalisation) as cues, and fails on the same words with a pause around
-    # them: 80 ms of noise 60 dB down on each side of FSDD's held-out speaker's words took a
-    # checkpoint from 138 to 244 errors of 500, and a training speaker's from 13 to 48.
-    # (Duration batching budgets with the corpus's durations, so padded batches run longer, as
-    # slowed ones do.)
-    pad_prob: float = 0.0  # share of utterances padded
-    pad_max_ms: float = 250.0  # each end gets a length drawn uniformly from [0, pad_max_ms]
-    pad_level_db: tuple[float, float] = (-70.0, -40.0)  # the noise's level re the word's peak
-    # Vocal tract length perturbation (Jaitly & Hinton, 2013): the frequency axis is warped by a
-    # factor drawn per utterance, as if a shorter (> 1) or longer (< 1) vocal tract said the same
-    # words: formants and harmonics move up or down, the timing does not.
-    vtlp_prob: float = 0.0  # share of utterances warped
-    vtlp_range: tuple[float, float] = (0.9, 1.1)  # warp factor drawn uniformly (>1: higher)
-    # Random equalisation: microphones, rooms and codecs colour the spectrum, and a model trained
-    # on a few recording set-ups learns their colouring (`benchmarks/fsdd_speakers.py
-    # --test-time` equalises a held-out speaker's words and counts the errors it adds). Each band
-    # is a peaking filter (an RBJ biquad) at a log-uniform centre frequency with a uniform gain
-    # and Q.
-    eq_prob: float = 0.0  # share of utterances equalised
-    eq_bands: int = 2  # peaking filters per equalised utterance
-    eq_gain_db: float = 10.0  # each band's gain drawn uniformly from [-eq_gain_db, eq_gain_db]
-    eq_freq_range_hz: tuple[float, float] = (100.0, 4000.0)  # centre frequencies (log-uniform)
-    eq_q_range: tuple[float, float] = (0.7, 2.0)  # bandwidths (higher Q: narrower)
+    py: random.Random
+    torch: torch.Generator
 
-    def __post_init__(self) -> None:
-        # Refused here, when the recipe is read, not in a loader worker halfway through training.
-        for name in (
-            "noise_prob",
-            "speed_prob",
-            "tempo_prob",
-            "narrowband_prob",
-            "trim_prob",
-            "pad_prob",
-            "vtlp_prob",
-            "eq_prob",
-        ):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"augment.{name} must be in [0, 1], not {getattr(self, name)}")
-        for name in ("tempo_range", "vtlp_range", "eq_q_range", "eq_freq_range_hz"):
-            low, high = getattr(self, name)
-            if not 0.0 < low <= high:
-                raise ValueError(f"augment.{name} must be [low, high] with 0 < low <= high")
-        if any(f <= 0 for f in self.speed_factors):
-            raise ValueError("augment.speed_factors must all be positive")
-        if self.eq_freq_range_hz[1] >= SAMPLE_RATE / 2:
-            raise ValueError(f"augment.eq_freq_range_hz must stay below {SAMPLE_RATE // 2} Hz")
-        if self.eq_bands < 0 or self.eq_gain_db < 0:
-            raise ValueError("augment.eq_bands and augment.eq_gain_db must not be negative")
-        if self.pad_max_ms < 0 or not self.pad_level_db[0] <= self.pad_level_db[1] <= 0:
-            raise ValueError(
-                "augment.pad_max_ms must not be negative and augment.pad_level_db must be "
-                "[low, high] with low <= high <= 0"
-            )
-
-    @property
-    def enabled(self) -> bool:
-        return bool(
-            self.noise_prob
-            or self.speed_prob
-            or self.tempo_prob
-            or self.freq_masks
-            or self.time_masks
-            or self.narrowband_prob
-            or self.trim_prob
-            or (self.pad_prob and self.pad_max_ms)
-            or self.vtlp_prob
-            or (self.eq_prob and self.eq_bands)
-        )
+    @classmethod
+    def seeded(cls, seed: int) -> Rng:
+        return cls(random.Random(seed), torch.Generator().manual_seed(seed))
 
 
-def coloured_noise(num_samples: int, exponent: float) -> torch.Tensor:
+class Transform:
+    """One augmentation step, applied to a share `prob` of the utterances.
+
+    Subclasses set `stage` and implement `apply`:
+
+    - `stage = "waveform"`: `apply(wave, rng)` takes (T,) audio at 16 kHz and returns (T',);
+    - `stage = "features"`: `apply(spec, rng)` takes the normalised (F, T) features and returns
+      (F, T).
+
+    Whether an utterance is transformed is the first draw from `rng.py` (at `prob` 1 too; none
+    at 0); `apply` then draws its own parameters from `rng`, never from the global generators, so a
+    seeded `Rng` reproduces the samples.
+    """
+
+    stage: ClassVar[str] = "waveform"
+
+    def __init__(self, prob: float = 1.0) -> None:
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"{type(self).__name__}: prob must be in [0, 1], not {prob}")
+        self.prob = prob
+
+    def setup(self, features: FeatureConfig) -> None:
+        """Called once with the recipe's front end before the first utterance."""
+
+    def __call__(self, x: torch.Tensor, rng: Rng) -> torch.Tensor:
+        if self.prob > 0 and rng.py.random() < self.prob:
+            return self.apply(x, rng)
+        return x
+
+    def apply(self, x: torch.Tensor, rng: Rng) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        names = inspect.signature(type(self).__init__).parameters
+        args = (f"{n}={getattr(self, n)!r}" for n in names if n != "self" and hasattr(self, n))
+        return f"{type(self).__name__}({', '.join(args)})"
+
+
+def _check_range(owner: Transform, name: str, value: Sequence[float]) -> tuple[float, float]:
+    low, high = (float(v) for v in value)
+    if not 0.0 < low <= high:
+        raise ValueError(f"{type(owner).__name__}: {name} must be [low, high], 0 < low <= high")
+    return low, high
+
+
+# --- the maths -------------------------------------------------------------------------------------
+def coloured_noise(
+    num_samples: int, exponent: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Noise with a 1/f^exponent power spectrum (0 white, 1 pink, 2 brown), unit variance."""
-    spectrum = torch.fft.rfft(torch.randn(num_samples))
+    spectrum = torch.fft.rfft(torch.randn(num_samples, generator=generator))
     freqs = torch.arange(1, spectrum.numel() + 1, dtype=torch.float32)
     noise = torch.fft.irfft(spectrum / freqs.pow(exponent / 2), n=num_samples)
     return noise / (noise.std() + 1e-8)
-
-
-def trim_ends(wave: torch.Tensor, max_ms: float, max_ratio: float) -> torch.Tensor:
-    """(T,) -> (T',): a random amount, up to `max_ms` and `max_ratio * T`, cut off each end."""
-    most = min(int(max_ms * SAMPLE_RATE / 1000), int(max_ratio * wave.numel()))
-    if most <= 0:
-        return wave
-    start, end = random.randint(0, most), random.randint(0, most)
-    return wave[start : wave.numel() - end]
-
-
-def pad_ends(wave: torch.Tensor, max_ms: float, level_db: tuple[float, float]) -> torch.Tensor:
-    """(T,) -> (T',): quiet pink noise of a random length, up to `max_ms`, before and after
-    `wave`, at a level drawn from `level_db` (dB re the peak of `wave`; silence stays silence)."""
-    most = int(max_ms * SAMPLE_RATE / 1000)
-    before, after = random.randint(0, most), random.randint(0, most)
-    if before + after < 2 or not wave.numel():
-        return wave  # (one sample of noise has no spread to scale by)
-    peak = wave.abs().max()
-    if not peak > 0:
-        return wave
-    noise = coloured_noise(before + after, 1.0)
-    noise = noise * peak * 10 ** (random.uniform(*level_db) / 20) / (noise.abs().max() + 1e-8)
-    return torch.cat([noise[:before], wave, noise[before:]])
 
 
 # Phase-vocoder frames: 32 ms windows, a quarter hop, as in librosa's time_stretch at 16 kHz.
@@ -254,92 +233,326 @@ def equalize(wave: torch.Tensor, bands: Sequence[tuple[float, float, float]]) ->
     return out * (peak / out_peak) if out_peak > peak > 0 else out
 
 
-def random_bands(
-    count: int, gain_db: float, freq_range_hz: tuple[float, float], q_range: tuple[float, float]
-) -> list[tuple[float, float, float]]:
-    """`count` random peaking bands for `equalize`: log-uniform centre frequencies in
-    `freq_range_hz`, gains uniform in +-`gain_db`, Q uniform in `q_range`."""
-    low, high = (math.log(f) for f in freq_range_hz)
-    return [
-        (
-            math.exp(random.uniform(low, high)),
-            random.uniform(-gain_db, gain_db),
-            random.uniform(*q_range),
-        )
-        for _ in range(count)
-    ]
+# --- waveform transforms ---------------------------------------------------------------------------
+class Narrowband(Transform):
+    """Band-limits to 4 kHz, as if the audio had been recorded at 8 kHz: telephone and 8 kHz
+    corpora have nothing above, and wideband speech taught through the same band keeps the model
+    from relying on what they lack."""
+
+    def apply(self, wave: torch.Tensor, rng: Rng) -> torch.Tensor:
+        return AF.resample(AF.resample(wave, SAMPLE_RATE, 8000), 8000, SAMPLE_RATE)
+
+
+class TrimEnds(Transform):
+    """Cuts a random amount, up to `max_ms` and `max_ratio` of the utterance, off each end:
+    corpora of isolated words are cut by hand or by a silence detector, some speakers' tighter
+    than others', and the model must read words whose onset or coda was cut."""
+
+    def __init__(self, prob: float = 1.0, max_ms: float = 60.0, max_ratio: float = 0.15) -> None:
+        super().__init__(prob)
+        if max_ms < 0 or not 0 <= max_ratio <= 0.5:
+            raise ValueError("TrimEnds: max_ms must be >= 0 and max_ratio in [0, 0.5]")
+        self.max_ms, self.max_ratio = max_ms, max_ratio
+
+    def apply(self, wave: torch.Tensor, rng: Rng) -> torch.Tensor:
+        most = min(int(self.max_ms * SAMPLE_RATE / 1000), int(self.max_ratio * wave.numel()))
+        if most <= 0:
+            return wave
+        start, end = rng.py.randint(0, most), rng.py.randint(0, most)
+        return wave[start : wave.numel() - end]
+
+
+class PadEnds(Transform):
+    """Puts quiet pink noise of a random length, up to `max_ms` per end, before and after the
+    utterance, at a level drawn from `level_db` (dB re the utterance's peak; silence stays
+    silence): a model that only met words cut tight reads the edges and the share of silence as
+    cues, and fails on the same words with a pause around them. (Duration batching budgets with
+    the corpus's durations, so padded batches run longer.)"""
+
+    def __init__(
+        self,
+        prob: float = 1.0,
+        max_ms: float = 250.0,
+        level_db: tuple[float, float] = (-70.0, -40.0),
+    ) -> None:
+        super().__init__(prob)
+        low, high = level_db
+        if max_ms < 0 or not low <= high <= 0:
+            raise ValueError(
+                "PadEnds: max_ms must not be negative and level_db must be [low, high] with "
+                "low <= high <= 0"
+            )
+        self.max_ms, self.level_db = max_ms, (float(low), float(high))
+
+    def apply(self, wave: torch.Tensor, rng: Rng) -> torch.Tensor:
+        most = int(self.max_ms * SAMPLE_RATE / 1000)
+        before, after = rng.py.randint(0, most), rng.py.randint(0, most)
+        if before + after < 2 or not wave.numel():
+            return wave  # (one sample of noise has no spread to scale by)
+        peak = wave.abs().max()
+        if not peak > 0:
+            return wave
+        noise = coloured_noise(before + after, 1.0, rng.torch)
+        level = 10 ** (rng.py.uniform(*self.level_db) / 20)
+        noise = noise * peak * level / (noise.abs().max() + 1e-8)
+        return torch.cat([noise[:before], wave, noise[before:]])
+
+
+class Speed(Transform):
+    """Plays the utterance faster or slower by a factor drawn from `factors` (Ko et al., 2015):
+    rate, pitch and formants move together, and the length changes."""
+
+    def __init__(self, prob: float = 1.0, factors: Sequence[float] = (0.9, 1.1)) -> None:
+        super().__init__(prob)
+        if not factors or any(f <= 0 for f in factors):
+            raise ValueError("Speed: factors must be positive, and at least one")
+        self.factors = tuple(float(f) for f in factors)
+
+    def apply(self, wave: torch.Tensor, rng: Rng) -> torch.Tensor:
+        return AF.speed(wave, SAMPLE_RATE, rng.py.choice(self.factors))[0]
+
+
+class Tempo(Transform):
+    """Changes the speaking rate alone, by a factor drawn uniformly from `rate_range` (> 1:
+    faster, shorter), at the same pitch (`change_tempo`): faster or slower speakers are covered
+    without turning every fast utterance into a child's voice, as `Speed` does."""
+
+    def __init__(self, prob: float = 1.0, rate_range: tuple[float, float] = (0.8, 1.25)) -> None:
+        super().__init__(prob)
+        self.rate_range = _check_range(self, "rate_range", rate_range)
+
+    def apply(self, wave: torch.Tensor, rng: Rng) -> torch.Tensor:
+        return change_tempo(wave, rng.py.uniform(*self.rate_range))
+
+
+class Equalizer(Transform):
+    """Colours the spectrum as microphones, rooms and codecs do: `bands` peaking filters (RBJ
+    biquads, `equalize`) at log-uniform centre frequencies in `freq_range_hz`, with gains
+    uniform in +-`gain_db` and Q uniform in `q_range` (higher: narrower); a model trained on a
+    few recording set-ups otherwise learns their colouring."""
+
+    def __init__(
+        self,
+        prob: float = 1.0,
+        bands: int = 2,
+        gain_db: float = 10.0,
+        freq_range_hz: tuple[float, float] = (100.0, 4000.0),
+        q_range: tuple[float, float] = (0.7, 2.0),
+    ) -> None:
+        super().__init__(prob)
+        if bands < 1 or gain_db < 0:
+            raise ValueError("Equalizer: bands must be >= 1 and gain_db >= 0")
+        self.bands, self.gain_db = bands, gain_db
+        self.freq_range_hz = _check_range(self, "freq_range_hz", freq_range_hz)
+        self.q_range = _check_range(self, "q_range", q_range)
+        if self.freq_range_hz[1] >= SAMPLE_RATE / 2:
+            raise ValueError(f"Equalizer: freq_range_hz must stay below {SAMPLE_RATE // 2} Hz")
+
+    def draw_bands(self, rng: Rng) -> list[tuple[float, float, float]]:
+        """`bands` random `(centre_hz, gain_db, q)` for `equalize`."""
+        low, high = (math.log(f) for f in self.freq_range_hz)
+        return [
+            (
+                math.exp(rng.py.uniform(low, high)),
+                rng.py.uniform(-self.gain_db, self.gain_db),
+                rng.py.uniform(*self.q_range),
+            )
+            for _ in range(self.bands)
+        ]
+
+    def apply(self, wave: torch.Tensor, rng: Rng) -> torch.Tensor:
+        return equalize(wave, self.draw_bands(rng))
+
+
+class Noise(Transform):
+    """Adds noise at an SNR drawn uniformly from `snr_db` (Deep Speech 2: 40 % of utterances):
+    a random stretch of a recording from `noise_dir` (any format, searched recursively), or,
+    without one, white, pink or brown synthetic noise. Silent utterances stay silent."""
+
+    def __init__(
+        self,
+        prob: float = 1.0,
+        snr_db: tuple[float, float] = (0.0, 30.0),
+        noise_dir: str | None = None,
+    ) -> None:
+        super().__init__(prob)
+        low, high = snr_db
+        if low > high:
+            raise ValueError("Noise: snr_db must be [low, high] with low <= high")
+        self.snr_db, self.noise_dir = (float(low), float(high)), noise_dir
+        self.files: list[Path] = []
+        if noise_dir:
+            self.files = sorted(p for p in Path(noise_dir).rglob("*") if p.is_file())
+            if not self.files:
+                raise FileNotFoundError(f"no noise recordings in {noise_dir}")
+
+    def noise(self, num_samples: int, rng: Rng) -> torch.Tensor:
+        if not self.files:
+            return coloured_noise(num_samples, rng.py.choice([0.0, 1.0, 2.0]), rng.torch)
+        try:
+            noise = load_audio(rng.py.choice(self.files))
+        except AudioDecodeError:
+            noise = coloured_noise(num_samples, 1.0, rng.torch)
+        if noise.numel() < num_samples:
+            noise = noise.repeat(num_samples // max(noise.numel(), 1) + 1)
+        start = rng.py.randint(0, noise.numel() - num_samples)
+        return noise[start : start + num_samples]
+
+    def apply(self, wave: torch.Tensor, rng: Rng) -> torch.Tensor:
+        if not wave.abs().max() > 0:
+            return wave
+        snr = torch.tensor([rng.py.uniform(*self.snr_db)])
+        return AF.add_noise(wave[None], self.noise(wave.numel(), rng)[None], snr)[0]
+
+
+# --- feature transforms ----------------------------------------------------------------------------
+class VTLP(Transform):
+    """Vocal tract length perturbation (Jaitly & Hinton, 2013): the frequency axis warped by a
+    factor drawn uniformly from `warp_range` (`warp_frequency`), as if a shorter (> 1) or longer
+    (< 1) vocal tract said the same words: formants and harmonics move, the timing does not.
+    Mel features are warped in hertz (the front end's bin frequencies)."""
+
+    stage = "features"
+
+    def __init__(self, prob: float = 1.0, warp_range: tuple[float, float] = (0.9, 1.1)) -> None:
+        super().__init__(prob)
+        self.warp_range = _check_range(self, "warp_range", warp_range)
+        self.frequencies: torch.Tensor | None = None
+
+    def setup(self, features: FeatureConfig) -> None:
+        # Equally spaced FFT bins need no table of frequencies.
+        self.frequencies = features.bin_frequencies if features.n_mels else None
+
+    def apply(self, spec: torch.Tensor, rng: Rng) -> torch.Tensor:
+        alpha = rng.py.uniform(*self.warp_range)
+        return warp_frequency(spec, alpha, frequencies=self.frequencies)
+
+
+class SpecAugment(Transform):
+    """SpecAugment's masks (Park et al., 2019), on every utterance: `freq_masks` bands of up to
+    `freq_mask_width` features, then `time_masks` stretches of up to `time_mask_width` frames
+    and `time_mask_max_ratio` of the utterance each; a mask's width is uniform from 0.
+
+    Masks hold the utterance's mean: zero for the per-utterance mean-normalised front ends, below
+    zero for `peak`, whose zero is 30 dB under the loudest bin, brighter than most of a word; for
+    `global`, the utterance's own mean rather than the training data's zero.
+    """
+
+    stage = "features"
+
+    def __init__(
+        self,
+        freq_masks: int = 0,
+        freq_mask_width: int = 27,
+        time_masks: int = 0,
+        time_mask_width: int = 40,
+        time_mask_max_ratio: float = 0.1,
+    ) -> None:
+        super().__init__(1.0)
+        if min(freq_masks, freq_mask_width, time_masks, time_mask_width) < 0:
+            raise ValueError("SpecAugment: mask counts and widths must not be negative")
+        if not 0.0 <= time_mask_max_ratio <= 1.0:
+            raise ValueError("SpecAugment: time_mask_max_ratio must be in [0, 1]")
+        self.freq_masks, self.freq_mask_width = freq_masks, freq_mask_width
+        self.time_masks, self.time_mask_width = time_masks, time_mask_width
+        self.time_mask_max_ratio = time_mask_max_ratio
+
+    def __call__(self, spec: torch.Tensor, rng: Rng) -> torch.Tensor:
+        return self.apply(spec, rng)  # no draw of its own: every utterance is masked
+
+    def apply(self, spec: torch.Tensor, rng: Rng) -> torch.Tensor:
+        if not (self.freq_masks or self.time_masks):
+            return spec
+        mean = float(spec.mean())
+        for _ in range(self.freq_masks):
+            spec = _mask(spec, 0, self.freq_mask_width, mean, rng.torch)
+        ratio = self.time_mask_max_ratio
+        for _ in range(self.time_masks):
+            # At most `ratio` of the frames (torchaudio's rule: p = 1 leaves the width alone).
+            width = self.time_mask_width
+            if ratio != 1.0:
+                width = min(width, int(spec.shape[1] * ratio))
+            spec = _mask(spec, 1, width, mean, rng.torch)
+        return spec
+
+
+def _mask(
+    spec: torch.Tensor, axis: int, width: int, value: float, generator: torch.Generator
+) -> torch.Tensor:
+    """(F, T) with one mask along `axis` of a width uniform in [0, width), as
+    `torchaudio.functional.mask_along_axis` draws it (its draws, from `generator`)."""
+    if width < 1:
+        return spec
+    size = torch.rand(1, generator=generator) * width
+    start = torch.rand(1, generator=generator) * (spec.shape[axis] - size)
+    first, last = int(start.long()), int(start.long() + size.long())
+    positions = torch.arange(spec.shape[axis])
+    mask = (positions >= first) & (positions < last)
+    return spec.masked_fill(mask[:, None] if axis == 0 else mask, value)
+
+
+# --- the pipeline ----------------------------------------------------------------------------------
+def build_transforms(items: Sequence[Any] | None) -> list[Transform]:
+    """Transforms from a recipe's `data.augment`: `Transform` objects (LightningCLI builds them),
+    or plain `{class_path, init_args}` dicts (a run's saved config.yaml, read by `ds2hub push`)."""
+    transforms = []
+    for item in items or []:
+        if isinstance(item, dict):
+            if "class_path" not in item:
+                raise ConfigError(f"data.augment: each entry needs a class_path, not {item!r}")
+            module, _, name = str(item["class_path"]).rpartition(".")
+            try:
+                cls = getattr(importlib.import_module(module), name)
+            except (ImportError, AttributeError, ValueError) as error:
+                raise ConfigError(f"data.augment: no class {item['class_path']!r}") from error
+            item = cls(**(item.get("init_args") or {}))
+        if not isinstance(item, Transform):
+            raise ConfigError(f"data.augment: {item!r} is not a Transform")
+        transforms.append(item)
+    return transforms
 
 
 class Augmenter:
-    """Applies an `AugmentConfig` to waveforms (before features) and spectrograms (after)."""
+    """A recipe's transforms, in order: the waveform ones before the front end (`waveform`), the
+    feature ones after it (`features`).
 
-    def __init__(self, config: AugmentConfig, frequencies: torch.Tensor | None = None) -> None:
-        """
-        Args:
-            frequencies: the features' bin centre frequencies (`FeatureConfig.bin_frequencies`),
-                which VTLP warps; None: equally spaced bins (a linear spectrogram).
-        """
-        self.config = config
-        self.frequencies = frequencies
-        self.noise_files = []
-        if config.noise_dir:
-            self.noise_files = sorted(p for p in Path(config.noise_dir).rglob("*") if p.is_file())
-            if not self.noise_files:
-                raise FileNotFoundError(f"no noise recordings in {config.noise_dir}")
-        self.freq_mask = FrequencyMasking(config.freq_mask_width) if config.freq_masks else None
-        self.time_mask = (
-            TimeMasking(config.time_mask_width, p=config.time_mask_max_ratio)
-            if config.time_masks
-            else None
-        )
+    Without an explicit `rng`, each process draws from its own `Rng`, seeded from the process's
+    torch seed when it first augments: in a DataLoader worker the worker's seed, which the loader
+    (and Lightning's `seed_everything`) derive from the run's seed.
+    """
 
-    def _noise(self, num_samples: int) -> torch.Tensor:
-        if self.noise_files:
-            try:
-                noise = load_audio(random.choice(self.noise_files))
-            except AudioDecodeError:
-                noise = coloured_noise(num_samples, 1.0)
-            if noise.numel() < num_samples:
-                noise = noise.repeat(num_samples // max(noise.numel(), 1) + 1)
-            start = random.randint(0, noise.numel() - num_samples)
-            return noise[start : start + num_samples]
-        return coloured_noise(num_samples, random.choice([0.0, 1.0, 2.0]))
+    def __init__(self, transforms: Sequence[Transform], features: FeatureConfig) -> None:
+        self.transforms = list(transforms)
+        stages = [t.stage for t in self.transforms]
+        if unknown := set(stages) - {"waveform", "features"}:
+            raise ConfigError(f"data.augment: unknown transform stage(s) {sorted(unknown)}")
+        if "features" in stages and "waveform" in stages[stages.index("features") :]:
+            raise ConfigError(
+                "data.augment: waveform transforms run before the front end and feature "
+                f"transforms after it, so list every waveform one first (got {stages})"
+            )
+        for transform in self.transforms:
+            transform.setup(features)
+        self._rng: Rng | None = None
+        self._pid = -1
 
-    def waveform(self, wave: torch.Tensor) -> torch.Tensor:
-        """(T,) at 16 kHz -> augmented (T',) (speed changes the length)."""
-        c = self.config
-        if c.narrowband_prob and random.random() < c.narrowband_prob:
-            # Telephone/8 kHz corpora have nothing above 4 kHz; wideband training speech taught
-            # through the same band keeps the model from relying on what they lack.
-            wave = AF.resample(AF.resample(wave, SAMPLE_RATE, 8000), 8000, SAMPLE_RATE)
-        if c.trim_prob and random.random() < c.trim_prob:
-            wave = trim_ends(wave, c.trim_max_ms, c.trim_max_ratio)
-        if c.pad_prob and random.random() < c.pad_prob:
-            wave = pad_ends(wave, c.pad_max_ms, c.pad_level_db)
-        if c.speed_prob and random.random() < c.speed_prob:
-            wave, _ = AF.speed(wave, SAMPLE_RATE, random.choice(c.speed_factors))
-        if c.tempo_prob and random.random() < c.tempo_prob:
-            wave = change_tempo(wave, random.uniform(*c.tempo_range))
-        if c.eq_prob and c.eq_bands and random.random() < c.eq_prob:
-            bands = random_bands(c.eq_bands, c.eq_gain_db, c.eq_freq_range_hz, c.eq_q_range)
-            wave = equalize(wave, bands)
-        if c.noise_prob and random.random() < c.noise_prob and wave.abs().max() > 0:
-            snr = torch.tensor([random.uniform(*c.noise_snr_db)])
-            wave = AF.add_noise(wave[None], self._noise(wave.numel())[None], snr)[0]
-        return wave
+    def rng(self) -> Rng:
+        """This process's generators (a forked worker gets its own, not a copy of its parent's)."""
+        if self._rng is None or self._pid != os.getpid():
+            self._rng, self._pid = Rng.seeded(torch.initial_seed()), os.getpid()
+        return self._rng
 
-    def spectrogram(self, spec: torch.Tensor) -> torch.Tensor:
-        """(F, T) normalised features -> warped (VTLP) and masked features (masks are set to the
-        utterance's mean: zero for the per-utterance mean-normalised front ends, below zero for
-        `peak`, whose zero is 30 dB under the loudest bin, brighter than most of a word; for
-        `global`, the utterance's own mean rather than the training data's zero)."""
-        c = self.config
-        if c.vtlp_prob and random.random() < c.vtlp_prob:
-            spec = warp_frequency(spec, random.uniform(*c.vtlp_range), frequencies=self.frequencies)
-        if c.freq_masks or c.time_masks:
-            mean = float(spec.mean())
-            for _ in range(c.freq_masks):
-                spec = self.freq_mask(spec, mean)
-            for _ in range(c.time_masks):
-                spec = self.time_mask(spec, mean)
-        return spec
+    def _run(self, stage: str, x: torch.Tensor, rng: Rng | None) -> torch.Tensor:
+        rng = self.rng() if rng is None else rng
+        for transform in self.transforms:
+            if transform.stage == stage:
+                x = transform(x, rng)
+        return x
+
+    def waveform(self, wave: torch.Tensor, rng: Rng | None = None) -> torch.Tensor:
+        """(T,) at 16 kHz -> (T',) through the waveform transforms."""
+        return self._run("waveform", wave, rng)
+
+    def features(self, spec: torch.Tensor, rng: Rng | None = None) -> torch.Tensor:
+        """(F, T) normalised features -> (F, T) through the feature transforms."""
+        return self._run("features", spec, rng)

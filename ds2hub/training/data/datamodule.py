@@ -8,18 +8,21 @@ import math
 import random
 import re
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import datasets
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
-from ds2hub.audio import AudioDecodeError, audio_duration
+from ds2hub.audio import AudioDecodeError, audio_duration, load_audio
 from ds2hub.errors import ConfigError
 from ds2hub.features import FeatureConfig, LogSpectrogram
 from ds2hub.tokenizers import Tokenizer
-from ds2hub.training.data.augment import AugmentConfig, Augmenter
+from ds2hub.training.data.augment import Augmenter, Transform, build_transforms
 from ds2hub.training.data.corpora import available_layouts, detect_layout
 from ds2hub.training.data.dataset import (
     SpeechDataset,
@@ -31,7 +34,6 @@ from ds2hub.training.data.dataset import (
 )
 from ds2hub.training.data.loader import EpochLoader, EpochOrder
 from ds2hub.training.data.sampler import DurationBatchSampler
-from ds2hub.training.data.sequences import SequenceConfig, SequencedDataset, plan_sequences
 
 log = logging.getLogger(__name__)
 
@@ -196,10 +198,9 @@ class SpeechDataModule(L.LightningDataModule):
         max_batch_seconds: padded seconds of audio per training batch (duration-based batching).
         sortagrad: first epoch in increasing length order (Deep Speech 2, section 3.1).
         bucketing: batch utterances of similar length together (less padding).
-        augment: training augmentation (noise, speed, tempo, end trimming, padding, VTLP,
-            random equalisation, SpecAugment, narrowband).
-        sequences: word sequences joined from the training split's own utterances and added to
-            it (`ds2hub.training.data.sequences`; corpora of isolated words). Not with `streaming`.
+        augment: training augmentation: `Transform`s applied in the list's order
+            (`ds2hub.training.data.augment`: noise, speed, tempo, SpecAugment, ...), each given
+            as `class_path` and `init_args`. Training only.
         streaming: read the training split (and `extra_train`) as a stream (corpora larger than
             the disk): shuffled through a buffer, reseeded every epoch. Needs `sortagrad: false`;
             holdouts only as listed `holdout_values` / `test_holdout_values`.
@@ -241,8 +242,7 @@ class SpeechDataModule(L.LightningDataModule):
         max_batch_seconds: float | None = None,
         sortagrad: bool = True,
         bucketing: bool = True,
-        augment: AugmentConfig = AugmentConfig(),
-        sequences: SequenceConfig = SequenceConfig(),
+        augment: list[Transform] | None = None,
         streaming: bool = False,
         shuffle_buffer: int = 1000,
         stream_batches_per_epoch: int | None = None,
@@ -277,18 +277,16 @@ class SpeechDataModule(L.LightningDataModule):
         self.sortagrad, self.bucketing, self.streaming = sortagrad, bucketing, streaming
         self.shuffle_buffer = shuffle_buffer
         self.stream_batches_per_epoch = stream_batches_per_epoch
-        # Plain dicts too: `ds2hub push` rebuilds the DataModule from a run's saved config.yaml.
-        self.augment = augment if isinstance(augment, AugmentConfig) else AugmentConfig(**augment)
-        self.sequences = (
-            sequences if isinstance(sequences, SequenceConfig) else SequenceConfig(**sequences)
-        )
         self.num_workers, self.seed = num_workers, seed
         self.features = features
         self.frontend = LogSpectrogram(features)
-        self.datasets: dict[str, SpeechDataset | SequencedDataset | StreamingSpeechDataset] = {}
+        # Plain dicts too: `ds2hub push` rebuilds the DataModule from a run's saved config.yaml.
+        # Built here, so a list it cannot run is refused when the recipe is read.
+        self.augment = build_transforms(augment)
+        self.augmenter = Augmenter(self.augment, features) if self.augment else None
+        self.datasets: dict[str, SpeechDataset | StreamingSpeechDataset] = {}
         self.dropped: dict[str, Counter[str]] = {}
         self._train_loader: DataLoader | None = None
-        self._own_groups: list[str] = []  # set by _split_rows("train"): see _with_sequences
         if holdout_column and not (holdout_values or holdout_fraction):
             raise ConfigError("holdout_column needs holdout_values or a holdout_fraction > 0")
         if (test_holdout_values or test_holdout_fraction) and not holdout_column:
@@ -303,12 +301,6 @@ class SpeechDataModule(L.LightningDataModule):
 
     def _check_streaming(self) -> None:
         """Refuses, before any data is read, what a stream cannot do."""
-        if self.sequences.count:
-            raise ConfigError(
-                "data.streaming: data.sequences joins utterances drawn from the whole training "
-                "split, which a stream does not hold; set data.sequences.count: 0, or "
-                "data.streaming: false"
-            )
         if self.sortagrad:
             raise ConfigError(
                 "data.streaming: SortaGrad visits the first epoch shortest utterance first, which "
@@ -449,12 +441,6 @@ class SpeechDataModule(L.LightningDataModule):
     def _split_rows(self, stage: str) -> datasets.Dataset:
         """The rows of a stage: its split, minus or restricted to held-out groups, plus extras."""
         rows = self._own_rows(stage)
-        if stage == "train" and self.sequences.count:
-            # The corpus's own rows come first (below, extras after them): the rows that word
-            # sequences may join, with their groups. A list beside the rows, not an added column,
-            # which would copy a held-out selection of the split, audio and all, into the cache.
-            own = rows[self.holdout_column] if self.holdout_column else [""] * len(rows)
-            self._own_groups = [str(g) for g in own]
         if stage != "train" or not self.extra_train:
             return rows
         parts = [rows.select_columns([self.audio_column, self.text_column])]
@@ -535,11 +521,9 @@ class SpeechDataModule(L.LightningDataModule):
             return "empty transcript"
         return None
 
-    def _filter(
-        self, ds: datasets.Dataset, stage: str
-    ) -> tuple[datasets.Dataset, list[float], list[int]]:
+    def _filter(self, ds: datasets.Dataset, stage: str) -> tuple[datasets.Dataset, list[float]]:
         """Drops utterances that cannot train or score, counting each reason in the log; returns
-        the rows kept, their durations and their positions in `ds`."""
+        the rows kept and their durations."""
         dropped: Counter[str] = Counter()
         keep, durations = [], []
         has_duration = "duration" in ds.column_names
@@ -574,23 +558,16 @@ class SpeechDataModule(L.LightningDataModule):
             raise ConfigError(
                 f"{stage} data of {self.path} has no usable utterances ({dict(dropped)})"
             )
-        return ds.select(keep), durations, keep
+        return ds.select(keep), durations
 
-    def _dataset(self, stage: str) -> SpeechDataset | SequencedDataset | StreamingSpeechDataset:
+    def _dataset(self, stage: str) -> SpeechDataset | StreamingSpeechDataset:
         if stage not in self.datasets:
-            augmenter = (
-                # VTLP warps hertz; equally spaced FFT bins need no table of them.
-                Augmenter(
-                    self.augment, self.features.bin_frequencies if self.features.n_mels else None
-                )
-                if stage == "train" and self.augment.enabled
-                else None
-            )
+            augmenter = self.augmenter if stage == "train" else None
             if stage == "train" and self.streaming:
                 self.datasets[stage] = self._streaming_train(augmenter)
                 return self.datasets[stage]
-            ds, durations, kept = self._filter(self._split_rows(stage), stage)
-            dataset = SpeechDataset(
+            ds, durations = self._filter(self._split_rows(stage), stage)
+            self.datasets[stage] = SpeechDataset(
                 ds,
                 self.tokenizer,
                 self.frontend,
@@ -600,30 +577,25 @@ class SpeechDataModule(L.LightningDataModule):
                 augmenter,
             )
             log.info("%s: %d utterances, %.1f min", stage, len(ds), sum(durations) / 60)
-            if stage == "train" and self.sequences.count:
-                dataset = self._with_sequences(dataset, kept)
-            self.datasets[stage] = dataset
         return self.datasets[stage]
 
-    def _with_sequences(self, dataset: SpeechDataset, kept: list[int]) -> SequencedDataset:
-        """`dataset` and word sequences of its own rows (`kept`: their places in `_split_rows`,
-        where the corpus's own rows come before any extra corpus, whose group is None)."""
-        own = self._own_groups
-        groups = [own[i] if i < len(own) else None for i in kept]
-        plans = plan_sequences(
-            groups,
-            dataset.durations,
-            self.sequences,
-            self.max_duration,
-            self.seed,
-        )
-        joined = SequencedDataset(dataset, plans, self.tokenizer.word_joiner)
-        added = joined.durations[len(dataset) :]
-        log.info(
-            "train: + %d word sequences of its own utterances, %.1f min",
-            len(plans), sum(added) / 60,
-        )  # fmt: skip
-        return joined
+    def training_waveforms(self, count: int) -> Iterator[torch.Tensor]:
+        """Up to `count` training utterances as decoded (T,) audio, without augmentation: spread
+        evenly over the split (the first ones of a stream). What the front end's statistics
+        (`features.normalization: global`) are estimated from; utterances that do not decode are
+        skipped (the training loader counts them)."""
+        dataset = self._dataset("train")
+        if isinstance(dataset, StreamingSpeechDataset):
+            rows = iter(dataset.data)
+        else:
+            size = len(dataset.data)
+            step = max(1, size // count)
+            rows = (dataset.data[i] for i in range(0, size, step))
+        for row in islice(rows, count):
+            try:
+                yield load_audio(audio_source(row[self.audio_column]))
+            except AudioDecodeError:
+                continue
 
     def _streaming_train(self, augmenter: Augmenter | None) -> StreamingSpeechDataset:
         """This rank's share of the training stream, batched: the same number of batches on every

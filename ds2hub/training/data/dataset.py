@@ -93,7 +93,7 @@ def featurize(waveform: torch.Tensor, text: str, index: int, source: Any) -> dic
             waveform = source.augmenter.waveform(waveform)
         features = source.frontend(waveform)  # (F, T)
         if source.augmenter is not None:
-            features = source.augmenter.spectrogram(features)
+            features = source.augmenter.features(features)
     return {
         "features": features,
         "tokens": torch.tensor(source.tokenizer.encode(text), dtype=torch.long),

@@ -15,9 +15,13 @@ class GermanTokenizer(CharTokenizer):
 
     The first 29 tokens are ds2hub's English characters in the same order, so fine-tuning from an
     English character model keeps their output rows (`model.finetune.copy_shared_tokens`).
+
+    Everything decoders need (a word LM, the space between words, the labels of each backend) is
+    `CharTokenizer`'s; `language` names German on model cards.
     """
 
     kind = "german"
+    language = "de"
 
     def __init__(self) -> None:
         super().__init__(alphabet=GERMAN_ALPHABET)

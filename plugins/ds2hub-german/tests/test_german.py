@@ -16,14 +16,18 @@ from importlib.resources import files
 from pathlib import Path
 
 import datasets
+import numpy as np
 import pytest
 import soundfile as sf
+import torch
 import yaml
 from ds2hub_german import GermanTokenizer, normalize_german, spell_numbers
 from ds2hub_german.make_corpus import DIGITS, PHRASES, write_metadata
+from huggingface_hub import ModelCard
 
 import ds2hub
 from ds2hub.cli.main import main
+from ds2hub.decoding import DecoderConfig
 from ds2hub.tokenizers import available_tokenizers, load_tokenizer
 
 RECIPES = files("ds2hub_german") / "recipes"
@@ -73,6 +77,8 @@ def test_tokenizer_round_trip_and_registration(tmp_path):
     assert available_tokenizers()["german"] is GermanTokenizer
     tokenizer.save(tmp_path)
     assert load_tokenizer(tmp_path).vocab == tokenizer.vocab
+    # What decoders and cards read, inherited from CharTokenizer but for the language.
+    assert (tokenizer.lm_unit, tokenizer.word_boundary, tokenizer.language) == ("word", " ", "de")
 
 
 def test_entry_points_name_this_package():
@@ -190,3 +196,89 @@ def test_a_transcript_null_survives_loading(corpus, tmp_path):
     )
     dataset = datasets.load_dataset("audiofolder", data_dir=str(tmp_path), split="train")
     assert dataset["text"] == ["null"]
+
+
+# --- the user's path: fit, push, `ds2hub lm build`, decode with the LM ------------------------------
+LM_TEXT = "Grüße aus München!\nZwölf grüne Äpfel.\nGrüße an alle.\nGuten Morgen, München.\n"
+
+
+@pytest.fixture(scope="module")
+def noise_corpus(tmp_path_factory) -> Path:
+    """A 12-utterance audiofolder of noise with German transcripts: enough for a few `fit`
+    steps without espeak-ng (what the model learns does not matter here)."""
+    out = tmp_path_factory.mktemp("noise") / "corpus"
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("validation", 2), ("test", 2)):
+        folder = out / split
+        folder.mkdir(parents=True)
+        rows = []
+        for i in range(n):
+            sf.write(folder / f"{i}.wav", 0.1 * rng.standard_normal(16000), 16000)
+            text = PHRASES[i % len(PHRASES)]
+            rows.append({"file_name": f"{i}.wav", "text": text, "voice": "noise", "duration": 1.0})
+        write_metadata(folder, rows)
+    return out
+
+
+def _emissions(vocab: list[str], frames: list[dict[str, float]]) -> torch.Tensor:
+    """(1, T, V) log-probabilities from per-frame token probabilities (the rest share 1e-4)."""
+    probs = torch.full((len(frames), len(vocab)), 1e-4)
+    for t, frame in enumerate(frames):
+        for token, p in frame.items():
+            probs[t, vocab.index(token)] = p
+    return (probs / probs.sum(-1, keepdim=True)).log()[None]
+
+
+def test_a_german_model_decodes_with_an_lm_from_lm_build_and_pushes_its_card_as_german(
+    noise_corpus, tmp_path, capsys
+):
+    root = tmp_path / "run"
+    status = main(
+        [
+            "fit", "--config", "german_digits", "--data.path", str(noise_corpus),
+            "--trainer.max_steps", "2", "--trainer.val_check_interval", "1.0",
+            "--trainer.accelerator", "cpu", "--trainer.default_root_dir", str(root),
+            "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+            "--data.batch_size", "4", "--data.num_workers", "0",
+        ]
+    )  # fmt: skip
+    assert status == 0
+    checkpoint = root / "checkpoints" / "last.ckpt"
+
+    # `push` names the language from the tokenizer: no --language.
+    folder = tmp_path / "hub"
+    argv = ["push", str(checkpoint), "--repo-id", "someone/de", "--output-dir", str(folder)]
+    capsys.readouterr()
+    assert main([*argv, "--dry-run", "--no-eval"]) == 0, capsys.readouterr().err
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.language == ["de"] and "(German)" in card.text
+
+    # A word LM built by the console command, normalised by the model's own tokenizer.
+    (tmp_path / "de.txt").write_text(LM_TEXT, encoding="utf-8")
+    lm = tmp_path / "lm"
+    args = ["lm", "build", str(tmp_path / "de.txt"), "--order", "2", "--unit", "word"]
+    assert main([*args, "--tokenizer", str(folder), "--out", str(lm)]) == 0
+    words = set((lm / "unigrams.txt").read_text(encoding="utf-8").split())
+    assert {"grüße", "münchen", "äpfel", "zwölf"} <= words
+
+    # Both backends, on emissions that spell "grüße münchen" with the ü of münchen heard as u.
+    model = ds2hub.from_pretrained(folder)
+    frames: list[dict[str, float]] = []
+    for ch in "grüße münchen":
+        frames += [{ch: 0.9}, {"<blank>": 0.9}]
+    frames[2 * "grüße m".index("m") + 2] = {"u": 0.5, "ü": 0.4}
+    logits = _emissions(model.tokenizer.vocab, frames)
+    lengths = torch.tensor([logits.shape[1]])
+    assert model.text_decoder()(logits, lengths) == ["grüße munchen"]  # greedy keeps the slip
+    for backend in ("flashlight", "pyctcdecode"):
+        config = DecoderConfig(backend=backend, lm=str(lm / "lm.arpa"), beam_size=16)
+        assert model.text_decoder(config)(logits, lengths) == ["grüße münchen"], backend
+
+        # And through `ds2hub transcribe`: the lexicon search writes only the LM's words.
+        capsys.readouterr()
+        audio = next((noise_corpus / "test").glob("*.wav"))
+        argv = ["transcribe", str(audio), "--model", str(folder), "--lm", str(lm / "lm.arpa")]
+        assert main([*argv, "--backend", backend, "--beam-size", "8"]) == 0
+        transcript = capsys.readouterr().out.rstrip("\n").split("\t")[-1]
+        if backend == "flashlight":
+            assert set(transcript.split()) <= words

@@ -15,6 +15,7 @@ class SpanishTokenizer(CharTokenizer):
     """Spanish characters; punctuation (¿¡, …) is dropped, numbers must be spelled out beforehand."""
 
     kind = "spanish"
+    language = "es"  # model cards; LM decoding (words, the space between them) is CharTokenizer's
 
     def __init__(self) -> None:
         super().__init__(alphabet=SPANISH_ALPHABET)
