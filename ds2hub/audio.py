@@ -24,8 +24,7 @@ def _decode(source: str | Path | bytes) -> tuple[np.ndarray, int]:
     through libsndfile; torchcodec (FFmpeg) is the fallback for anything else (m4a, webm ...)."""
     handle = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
-        data, rate = sf.read(handle, dtype="float32", always_2d=True)
-        return data, rate
+        return sf.read(handle, dtype="float32", always_2d=True)
     except Exception as sf_error:  # noqa: BLE001 - any libsndfile failure: try FFmpeg next
         try:
             from torchcodec.decoders import AudioDecoder
@@ -68,17 +67,10 @@ def as_float_samples(samples: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 
 def to_mono_16k(waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
-    """Downmixes (T,), (C, T) or (T, C) audio to mono and resamples it to 16 kHz.
+    """(T,), (C, T) or (T, C) float audio at `sample_rate` Hz -> (T',) float32 mono at 16 kHz.
 
-    Two-dimensional input is read with channels along its smaller dimension (recordings have
-    far more samples than channels), so `soundfile.read`'s (T, C) and torchaudio's (C, T) both
-    work; the channels are averaged.
-
-    Args:
-        waveform: (T,), (C, T) or (T, C) float tensor.
-        sample_rate: its rate in Hz.
-    Returns:
-        (T',) float32 tensor at 16 kHz.
+    Channels lie along the smaller dimension (recordings have far more samples than channels), so
+    `soundfile.read`'s (T, C) and torchaudio's (C, T) both work; they are averaged.
     """
     if waveform.dim() == 2:
         waveform = waveform.mean(dim=0 if waveform.size(0) <= waveform.size(1) else 1)

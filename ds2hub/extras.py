@@ -1,14 +1,11 @@
-"""Optional dependencies ("extras"): imported on first use, with a message naming the extra.
-
-`pip install ds2hub` installs what every English recipe needs. Mandarin text processing
-(`ds2hub[mandarin]`: jieba, pypinyin), Weights & Biases (`ds2hub[wandb]`) and the others are
-extras: `import ds2hub` never imports them, and using a feature without its extra raises
-`MissingExtra`, which the `ds2hub` command prints as one line naming the `pip install`.
-"""
+"""Optional dependencies ("extras", e.g. `ds2hub[mandarin]`): `import ds2hub` never imports them,
+and a feature used without its extra raises `MissingExtra`, which names the `pip install`."""
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -46,8 +43,17 @@ def require(module: str, extra: str) -> ModuleType:
         raise MissingExtra(top, extra) from error
 
 
+def package_folder(module: str, extra: str) -> Path:
+    """The folder of an extra's package, found without importing it (jieba's import pulls in the
+    deprecated pkg_resources), for the data files it ships; `MissingExtra` when it is absent."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise MissingExtra(module, extra)
+    return Path(spec.origin).parent
+
+
 class LazyAttr:
-    """Stands for `module.attr` and imports `module` on first use (call, attribute, `in`, `[]`).
+    """Stands for `module.attr` and imports `module` on first use (call, attribute, `in`).
 
     Written here because a module-level `from pypinyin import Style` would import the extra with
     `import ds2hub`; the standard library's `importlib.util.LazyLoader` defers the execution of a
@@ -71,9 +77,6 @@ class LazyAttr:
 
     def __contains__(self, item: object) -> bool:
         return item in self._target()
-
-    def __getitem__(self, key: Any) -> Any:
-        return self._target()[key]
 
     def __repr__(self) -> str:
         module, attr, extra = self._where

@@ -1,8 +1,7 @@
 """The paper's front end: log power spectrogram of 20 ms windows every 10 ms (161 bins at 16 kHz),
 normalised per utterance (bidirectional models) or with fixed statistics of the training data
 (`normalization: global`, the causal front end forward-only models need to stream). `n_mels`
-pools the bins into a log-mel filterbank instead (a front end like the log-mel ones of NeMo,
-SpeechBrain and PaddleSpeech's `fbank`)."""
+pools the bins into a log-mel filterbank instead."""
 
 from __future__ import annotations
 
@@ -34,29 +33,23 @@ class FeatureConfig:
     dynamic_range_db: float = 60.0  # utterance, peak: log power floored this far below the peak
     # "utterance": each utterance normalised with its own statistics and floored against its own
     # peak, so frame t depends on the whole utterance (fine for bidirectional models).
-    # "peak": log power relative to the utterance's loudest bin, scaled so that the floor
-    # (dynamic_range_db down) is -1 and the peak +1; digital silence is all -1. "utterance"
-    # moves every frame when a pause is added around a word (the mean falls, the spread grows);
-    # this one leaves the word's frames as they were (those whose windows do not
-    # reach into the pause), as long as the pause is quieter than the word's peak. Its zero is
-    # 30 dB down, brighter than most of a word: the conv's "same" padding and batch padding
-    # put that level around every utterance, alike in training and inference.
+    # "peak": log power relative to the utterance's loudest bin, the floor at -1 and the peak at
+    # +1 (digital silence all -1). Unlike "utterance", a pause added around a word leaves the
+    # word's frames as they were, as long as the pause is quieter than the word's peak. Its zero,
+    # 30 dB down, is what conv and batch padding put around every utterance.
     # "global": causal — an absolute floor and fixed per-bin statistics estimated on training
     # data and stored with the model (`LogSpectrogram.mean`/`std`); frame t depends on the audio
     # up to t + 10 ms only, so chunked (streaming) recognition reproduces it exactly.
     normalization: str = "utterance"
     floor_db: float = -80.0  # global: log power floored at this level (dB re 1; below 16-bit noise)
-    # Keep only the bins up to this frequency (None: all, up to sample_rate / 2). For corpora
-    # recorded at 8 kHz (telephone) 4000 drops the empty upper half: what is left there is
-    # resampling residue that differs between recordings, and wideband extra corpora (synthetic
-    # voices) would otherwise teach the model cues the 8 kHz speech never has.
+    # Keep only the bins up to this frequency (None: all). For 8 kHz (telephone) corpora, 4000
+    # drops the upper half: resampling residue, which wideband extra corpora (synthetic voices)
+    # would teach the model to rely on.
     max_frequency_hz: float | None = None
-    # None: the paper's linear bins. A number: that many triangular mel filters (HTK mel scale,
-    # unnormalised, torchaudio's `melscale_fbanks`) from 0 Hz up to max_frequency_hz (or
-    # sample_rate / 2), summed in power before the log. Filters widen with frequency (40 up to
-    # 4 kHz: 160 Hz wide at 1 kHz, 350 Hz at 3 kHz), so above the first formant they pool
-    # several harmonics of a low voice: the envelope (formants) stays, much of the pitch goes.
-    # Every filter must cover at least one FFT bin (50 Hz apart for 20 ms windows).
+    # None: the paper's linear bins. A number: that many triangular mel filters (HTK scale,
+    # unnormalised, torchaudio's `melscale_fbanks`) from 0 Hz to `top_frequency_hz`, summed in
+    # power before the log: the envelope (formants) stays, much of the pitch goes. Every filter
+    # must cover at least one FFT bin.
     n_mels: int | None = None
 
     def __post_init__(self) -> None:
@@ -120,9 +113,7 @@ class FeatureConfig:
         if self.n_mels is not None:
             return self.n_mels
         bins = self.n_fft // 2 + 1
-        if self.max_frequency_hz is None:
-            return bins
-        return min(bins, int(self.max_frequency_hz * self.n_fft / self.sample_rate) + 1)
+        return min(bins, int(self.top_frequency_hz * self.n_fft / self.sample_rate) + 1)
 
     def _fft_frequencies(self) -> torch.Tensor:
         """The frequency of every FFT bin in Hz, 0 to sample_rate / 2 (float64)."""
@@ -180,12 +171,11 @@ def frame_statistics(spectra: Iterable[torch.Tensor]) -> tuple[torch.Tensor, tor
         average std, so a band that was (nearly) silent in training is not blown up when audio
         has energy there.
     """
-    total = sq = None
+    total = sq = 0.0
     count = 0
     for spec in spectra:
         spec = spec.to(torch.float64)
-        s, q = spec.sum(dim=1), spec.pow(2).sum(dim=1)
-        total, sq = (s, q) if total is None else (total + s, sq + q)
+        total, sq = total + spec.sum(dim=1), sq + spec.pow(2).sum(dim=1)
         count += spec.size(1)
     if not count:
         raise ValueError("no frames to estimate feature statistics from")
@@ -199,10 +189,9 @@ class LogSpectrogram(nn.Module):
     """Waveform (T,) at 16 kHz -> log power spectrogram (F, frames) with F = 161 by default.
 
     Frames are `1 + T // hop` (centred windows), so the frame count depends on the utterance alone.
-    With `normalization: global` the module holds `mean`, `std` (F,) and `count` buffers (the
-    statistics and how many training frames they came from; count 0 = not estimated yet, then the
-    features pass unnormalised). They are part of the state dict, so checkpoints and hub folders
-    carry them.
+    With `normalization: global` the state dict (so checkpoints and hub folders) holds `mean`,
+    `std` (F,) and `count`, the number of training frames they came from (0: not estimated yet;
+    the features then pass unnormalised).
     """
 
     def __init__(self, config: FeatureConfig | None = None) -> None:
@@ -218,10 +207,8 @@ class LogSpectrogram(nn.Module):
         self.spectrogram.register_buffer(
             "window", self.spectrogram.window.clone(), persistent=False
         )
-        self.mel_fbanks: torch.Tensor | None
-        if self.config.n_mels is None:
-            self.register_buffer("mel_fbanks", None, persistent=False)
-        else:  # (FFT bins, n_mels), derived from the config like the window
+        fbanks = None  # (FFT bins, n_mels), derived from the config like the window
+        if self.config.n_mels is not None:
             fbanks = melscale_fbanks(
                 self.config.n_fft // 2 + 1,
                 0.0,
@@ -230,7 +217,8 @@ class LogSpectrogram(nn.Module):
                 self.config.sample_rate,
                 mel_scale="htk",
             )
-            self.register_buffer("mel_fbanks", fbanks, persistent=False)
+        self.mel_fbanks: torch.Tensor | None
+        self.register_buffer("mel_fbanks", fbanks, persistent=False)
         if self.config.global_stats:
             n = self.config.n_bins
             self.register_buffer("mean", torch.zeros(n))
@@ -263,8 +251,7 @@ class LogSpectrogram(nn.Module):
             # Causal: an absolute floor (digital silence stays finite, nothing looks ahead).
             return spec.clamp_min(self.config.floor_db * _DB_TO_LOG)
         # Floored relative to the loudest bin, not absolutely, so the gain does not matter and
-        # digital silence stays finite. Whisper keeps 80 dB of log-mel; 60 dB of linear bins
-        # also puts the resampling residue above 4 kHz of 8 kHz recordings at the floor.
+        # digital silence stays finite.
         floor = spec.amax(dim=(-2, -1), keepdim=True) - self.config.dynamic_range_db * _DB_TO_LOG
         return torch.maximum(spec, floor)
 

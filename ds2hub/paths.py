@@ -1,8 +1,6 @@
-"""What a name given to ds2hub means: a hub id or a local path, and files a folder may name.
-
-One rule each, used by every command and loader: `looks_local` (the CLI, serving, fine-tuning,
-model cards) and `inside` (tokenizer and decoding files of a downloaded model folder).
-"""
+"""What a name given to ds2hub means: a hub id or a local path (`looks_local`,
+`missing_local`), and the files a
+downloaded model folder may name (`inside`): one rule each, used by every command and loader."""
 
 from __future__ import annotations
 
@@ -24,6 +22,12 @@ def looks_local(name: str) -> bool:
     if not _HUB_ID.match(name.split("@")[0]):
         return True
     return "/" in name and Path(name.split("/")[0]).is_dir()
+
+
+def missing_local(name: str) -> bool:
+    """Whether `name` can only be a local path and nothing is there: the caller's cue for a
+    one-line "does not exist" instead of the hub client's errors."""
+    return looks_local(name) and not Path(name).expanduser().exists()
 
 
 def is_hub_id(name: str) -> bool:

@@ -1,15 +1,9 @@
 """Plugin entry-point groups: how other packages add to ds2hub without touching it.
 
-A plugin package registers objects in its own `pyproject.toml` (see CONTRIBUTING.md):
-
-    [project.entry-points."ds2hub.recipes"]      # a package whose `recipes/*.yaml` are recipes
-    german = "ds2hub_german"
-    [project.entry-points."ds2hub.tokenizers"]   # kind -> Tokenizer subclass
-    german = "ds2hub_german:GermanTokenizer"
-    [project.entry-points."ds2hub.normalizers"]  # name -> callable str -> str
-    german = "ds2hub_german:normalize_german"
-    [project.entry-points."ds2hub.corpora"]      # layout -> (root: Path, split: str) -> Dataset
-    german_tts = "ds2hub_german:load_tts_folder"
+A plugin package registers, in its own `pyproject.toml` (the example is in CONTRIBUTING.md), a
+package whose `recipes/*.yaml` are recipes (`ds2hub.recipes`), `Tokenizer` subclasses by kind
+(`ds2hub.tokenizers`), text normalisers `str -> str` by name (`ds2hub.normalizers`) and corpus
+layouts `(root: Path, split: str) -> Dataset` (`ds2hub.corpora`).
 
 Loading is per entry point: one plugin that fails to import, or a name registered twice, is
 reported by name (`PluginProblem`) while the others load.
@@ -31,7 +25,6 @@ RECIPES = "ds2hub.recipes"
 TOKENIZERS = "ds2hub.tokenizers"
 NORMALIZERS = "ds2hub.normalizers"
 CORPORA = "ds2hub.corpora"
-GROUPS = (RECIPES, TOKENIZERS, NORMALIZERS, CORPORA)
 BUILTIN_SOURCE = "ds2hub"  # the distribution whose registrations are the built-ins
 
 
@@ -66,10 +59,9 @@ def load_entry_point(group: str, ep: EntryPoint) -> tuple[Any, PluginProblem | N
 
 
 def load_group(group: str) -> tuple[dict[str, Any], list[PluginProblem]]:
-    """Loads every entry point of `group`, keeping going past failures.
+    """Loads every entry point of `group`, keeping going past failures (each is logged).
 
-    ds2hub registers its own tokenizers, normalisers and corpus layouts in these same groups (its
-    `pyproject.toml`), so built-ins and plugins are found one way; ds2hub's registrations are read
+    ds2hub registers its own tokenizers, normalisers and corpus layouts in these same groups, read
     first, so a plugin cannot take over a built-in name.
 
     Returns:
@@ -79,8 +71,7 @@ def load_group(group: str) -> tuple[dict[str, Any], list[PluginProblem]]:
     found: dict[str, Any] = {}
     origin: dict[str, str] = {}
     problems: list[PluginProblem] = []
-    eps = sorted(entry_points(group=group), key=lambda ep: source_of(ep) != BUILTIN_SOURCE)
-    for ep in eps:
+    for ep in sorted(entry_points(group=group), key=lambda ep: source_of(ep) != BUILTIN_SOURCE):
         source = source_of(ep)
         if ep.name in found and origin[ep.name] == source:
             continue  # the same distribution seen twice (an editable install beside a wheel)
@@ -90,14 +81,8 @@ def load_group(group: str) -> tuple[dict[str, Any], list[PluginProblem]]:
             continue
         if ep.name in found:
             if found[ep.name] is not obj:
-                problems.append(
-                    PluginProblem(
-                        group,
-                        ep.name,
-                        source,
-                        f"already registered by {origin[ep.name]}; this one is ignored",
-                    )
-                )
+                message = f"already registered by {origin[ep.name]}; this one is ignored"
+                problems.append(PluginProblem(group, ep.name, source, message))
             continue
         found[ep.name], origin[ep.name] = obj, source
     for problem in problems:
@@ -106,18 +91,10 @@ def load_group(group: str) -> tuple[dict[str, Any], list[PluginProblem]]:
 
 
 def registry_problems() -> list[PluginProblem]:
-    """What fails in the tokenizer, normaliser and corpus-layout groups: an entry point that does
-    not load or a name registered twice (`ds2hub recipes --strict` reports these besides the
-    recipes' own, so a typo in a plugin's tokenizer entry point fails its contribution check,
-    not the first user who loads its model)."""
-    return [
-        problem for group in (TOKENIZERS, NORMALIZERS, CORPORA) for problem in load_group(group)[1]
-    ]
-
-
-def available_normalizers() -> dict[str, Callable[[str], str]]:
-    """Text normalisers by name: ds2hub's (`english`, `mandarin`, `reference`) and plugins'."""
-    return load_group(NORMALIZERS)[0]
+    """The problems of the tokenizer, normaliser and corpus-layout groups (`load_group`), which
+    `ds2hub recipes --strict` reports besides the recipes' own: a typo in a plugin's entry point
+    fails its contribution check, not the first user who loads its model."""
+    return [p for group in (TOKENIZERS, NORMALIZERS, CORPORA) for p in load_group(group)[1]]
 
 
 def get_normalizer(name: str) -> Callable[[str], str]:

@@ -22,6 +22,10 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["HF_HOME"] = str(cache / "home")
     os.environ["HF_HUB_OFFLINE"] = "1"
     config.add_cleanup(lambda: shutil.rmtree(cache, ignore_errors=True))
+    # Lightning's log handler takes `sys.stderr` when Lightning is first imported: imported here,
+    # it writes to the real stream, not to the capture of whichever test imported it first (which
+    # pytest closes afterwards, so later tests would read "--- Logging error ---" in their stderr).
+    import lightning.pytorch  # noqa: F401
 
 
 @pytest.fixture(autouse=True)

@@ -257,6 +257,17 @@ def test_a_registered_normaliser_is_used_by_name_and_saved_with_the_tokenizer(in
         CharTokenizer(normalizer="nope")
 
 
+def test_lm_build_normalises_with_a_plugins_normaliser_by_name(installed, tmp_path, capsys):
+    text = tmp_path / "text.txt"
+    text.write_text("one two!\nthree one!\n")
+    out = tmp_path / "lm"
+    args = ["lm", "build", str(text), "--order", "2", "--unit", "word", "--out", str(out)]
+    assert main([*args, "--normalize", "shout"]) == 0
+    assert sorted((out / "unigrams.txt").read_text().split()) == ["ONE", "THREE", "TWO"]
+    assert main([*args, "--normalize", "whisper", "--overwrite"]) == 2
+    assert "no text normaliser named 'whisper'" in capsys.readouterr().err
+
+
 def test_the_smoke_harness_runs_plugin_recipes_and_names_the_broken_one(site):
     env = {**os.environ, "PYTHONPATH": str(site)}
     result = subprocess.run(

@@ -4,7 +4,6 @@ so the other commands start without Lightning)."""
 from __future__ import annotations
 
 import shlex
-from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import Trainer
@@ -13,7 +12,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 
 from ds2hub.cli.args import CKPT_KEYWORDS, require_file
 from ds2hub.errors import UsageError
-from ds2hub.paths import looks_local
+from ds2hub.paths import missing_local
 from ds2hub.training.checkpoint import AtomicCheckpointIO
 
 
@@ -40,12 +39,9 @@ class DS2CLI(LightningCLI):
         )
 
     def parse_arguments(self, parser, args) -> None:
+        """LightningCLI's, then missing local files named by the command become one-line errors
+        before anything is read or built, not tracebacks deep inside `datasets` or `torch.load`."""
         super().parse_arguments(parser, args)
-        self._check_paths()  # before LightningCLI reads the checkpoint or builds anything
-
-    def _check_paths(self) -> None:
-        """Missing local files named by the command become one-line errors, not tracebacks deep
-        inside `datasets` or `torch.load`."""
         subcommand = self.config.get("subcommand")
         if not subcommand:
             return
@@ -55,7 +51,7 @@ class DS2CLI(LightningCLI):
         if ckpt and not keyword and "://" not in ckpt:  # URLs are read by fsspec
             require_file(ckpt, "checkpoint (--ckpt_path)")
         path = config.get("data.path")
-        if path and looks_local(str(path)) and not Path(str(path)).expanduser().exists():
+        if path and missing_local(str(path)):
             raise UsageError(f"data path {path!r} (data.path) does not exist")
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:

@@ -13,9 +13,11 @@ that does not parse are reported (`Catalog.problems`) while the others are liste
 
 from __future__ import annotations
 
+import argparse
 import importlib.resources
 import json
 import re
+import sys
 from dataclasses import dataclass, field
 from importlib.abc import Traversable
 from importlib.metadata import entry_points
@@ -90,19 +92,11 @@ class Catalog:
 
 def describe(text: str) -> str:
     """The first `# ` comment line of a recipe (its one-line description), or ''."""
-    for line in text.splitlines():
-        if line.startswith("# "):
-            return line[2:].strip()
-    return ""
+    return next((line[2:].strip() for line in text.splitlines() if line.startswith("# ")), "")
 
 
 def recipe_folder(package: ModuleType) -> Traversable | None:
-    """The `recipes/` resource folder of a package, if it has one.
-
-    ds2hub in a source checkout keeps its recipes in the repository's `recipes/` folder (the
-    README, tests and CI use those paths); the wheel force-includes that folder as
-    `ds2hub/recipes/`.
-    """
+    """The `recipes/` resource folder of a package, if it has one (ds2hub's: see the module doc)."""
     folder = importlib.resources.files(package) / RECIPE_FOLDER
     if folder.is_dir():
         return folder
@@ -117,16 +111,14 @@ def read_recipes(package: ModuleType, catalog: Catalog, source: str) -> None:
     """Adds the recipes of `package` to `catalog`; one that does not parse becomes a problem."""
     folder = recipe_folder(package)
     if folder is None:
-        catalog.problems.append(
-            PluginProblem(RECIPES, package.__name__, source, f"has no {RECIPE_FOLDER}/ folder")
-        )
+        message = f"has no {RECIPE_FOLDER}/ folder"
+        catalog.problems.append(PluginProblem(RECIPES, package.__name__, source, message))
         return
-    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-        if not entry.name.endswith(".yaml") or not entry.is_file():
+    # Resource folders of installed packages are plain directories (wheels are unpacked); a
+    # zipped package could not be run by LightningCLI anyway.
+    for path in sorted(Path(str(folder)).glob("*.yaml")):
+        if not path.is_file():
             continue
-        # Resource folders of installed packages are plain directories (wheels are unpacked);
-        # a zipped package could not be run by LightningCLI anyway.
-        path = Path(str(entry))
         name = path.stem
         try:
             text = path.read_text(encoding="utf-8")
@@ -153,27 +145,17 @@ def find_recipes() -> Catalog:
             catalog.problems.append(problem)
             continue
         if not isinstance(package, ModuleType):
-            catalog.problems.append(
-                PluginProblem(RECIPES, ep.name, source, f"{ep.value} is not a package")
-            )
+            message = f"{ep.value} is not a package"
+            catalog.problems.append(PluginProblem(RECIPES, ep.name, source, message))
             continue
         if package.__name__ in seen:
             continue
         seen.add(package.__name__)
         read_recipes(package, catalog, source)
     for name, found in catalog.clashes().items():
-        shipped = " and ".join(r.qualified for r in found)
-        catalog.problems.append(
-            PluginProblem(
-                RECIPES, name, found[-1].package, f"name used twice ({shipped}): use package:name"
-            )
-        )
+        message = f"name used twice ({' and '.join(r.qualified for r in found)}): use package:name"
+        catalog.problems.append(PluginProblem(RECIPES, name, found[-1].package, message))
     return catalog
-
-
-def resolve_recipe(name: str) -> Recipe | None:
-    """The installed recipe called `name` (`digits`, `ds2hub:digits`), or None."""
-    return find_recipes().find(name)
 
 
 _NAME = re.compile(r"^[\w.-]+(:[\w.-]+)?$")
@@ -213,12 +195,9 @@ def shipped_data_options(recipe: Recipe) -> list[str]:
 
 
 def resolve_recipe_names(argv: list[str]) -> list[str]:
-    """`argv` with every `--config NAME` that is not a file replaced by the recipe's path.
-
-    A file of that name wins over a recipe. A named recipe whose relative `data.path` (or an
-    `extra_train` path) is shipped in its package gets `--data.path <absolute path>` (and
-    `--data.extra_train` with absolute paths) right after it, so it runs from any folder; options
-    given after it still override it.
+    """`argv` with every `--config NAME` that is not a file replaced by the recipe's path and its
+    `shipped_data_options` (options given after it still override them). A file of that name wins
+    over a recipe.
 
     Raises:
         ConfigError: NAME is neither a file nor a recipe, or two packages ship it.
@@ -250,9 +229,6 @@ def resolve_recipe_names(argv: list[str]) -> list[str]:
 def main(argv: list[str]) -> None:
     """`ds2hub recipes`: lists every recipe with its package and description; what could not be
     read is reported on stderr by name."""
-    import argparse
-    import sys
-
     parser = argparse.ArgumentParser(
         prog="ds2hub recipes",
         description="List the recipes of ds2hub and of installed plugins "

@@ -8,11 +8,11 @@ import logging
 import os
 import socket
 import sys
-from pathlib import Path
+from dataclasses import fields
 
 from ds2hub.errors import UsageError
 from ds2hub.extras import require
-from ds2hub.paths import looks_local
+from ds2hub.paths import missing_local
 from ds2hub.serving.config import ServeConfig
 
 logger = logging.getLogger(__name__)
@@ -26,15 +26,10 @@ def _url_host(host: str) -> str:
 
 def bind_sockets(host: str, port: int) -> list[socket.socket]:
     """The server's listening sockets, one per address `host` resolves to, bound and listening
-    before the model loads. A port in use, no address this machine can bind or a name that does
-    not resolve is a one-line user error at once (`ds2hub: error: ...`, status 2), not uvicorn's
-    startup failure after the model has loaded; uvicorn then serves on these very sockets, so no
-    other process can take the port meanwhile. (uvicorn binds inside `Server.run` and exits on
-    failure, so it cannot be asked first.)
-
-    Where a name resolves to several addresses (`localhost` may give 127.0.0.1 and ::1), one the
-    machine does not have (::1 with IPv6 off) is skipped as long as another binds; `--port 0`
-    picks one free port for all of them."""
+    before the model loads, so that a busy port or a bad host is a `UsageError` at once (uvicorn
+    binds inside `Server.run` and exits on failure); uvicorn then serves on these very sockets.
+    An address this machine lacks (::1 with IPv6 off) is skipped as long as another binds;
+    `--port 0` picks one free port for all of them."""
     bare = host.strip("[]")  # `[::1]`, as in a URL
     where = f"{_url_host(bare)}:{port}"
     if not 0 <= port <= 65535:
@@ -80,22 +75,22 @@ def bind_sockets(host: str, port: int) -> list[socket.socket]:
     return sockets
 
 
-def build_parser() -> argparse.ArgumentParser:
+def main(argv: list[str]) -> None:
+    """Loads the model and serves it on `bind_sockets` with uvicorn until interrupted."""
     defaults = ServeConfig()
     parser = argparse.ArgumentParser(
         prog="ds2hub serve",
         description="Serve a model: WebSocket streaming (/stream), whole files (POST "
         "/transcribe), Prometheus metrics (/metrics) and /health, with Batch Dispatch.",
     )
-    parser.add_argument("model", help="hub id, local folder, or .ckpt from ds2hub fit")
-    parser.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, ...")
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's)"
-    )
     add = parser.add_argument
+    add("model", help="hub id, local folder, or .ckpt from ds2hub fit")
+    add("--revision", help="hub revision (branch, tag or commit)")
+    add("--host", default="127.0.0.1")
+    add("--port", type=int, default=8000)
+    add("--device", default="cpu", help="cpu (default), cuda, ...")
+    add("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    # The server's limits: each `dest` but --max-upload-mb's is a `ServeConfig` field.
     add(
         "--max-batch-size",
         type=int,
@@ -124,72 +119,54 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-file-seconds", type=float, default=defaults.max_file_seconds)
     add(
         "--idle-timeout",
+        dest="idle_timeout_s",
         type=float,
         default=defaults.idle_timeout_s,
         help="seconds without a message before a stream is closed",
     )
     add("--max-stream-seconds", type=float, default=defaults.max_stream_seconds)
     add("--log-level", default="info")
-    return parser  # fmt: skip
-
-
-def main(argv: list[str]) -> None:
-    """Runs the server until interrupted."""
-    args = build_parser().parse_args(argv)
+    args = parser.parse_args(argv)
     for module in SERVE_MODULES:  # before the model loads: say which extra is missing
         require(module, "serve")
-    config = ServeConfig(
-        max_batch_size=args.max_batch_size,
-        max_wait_ms=args.max_wait_ms,
-        max_streams=args.max_streams,
-        max_pending_files=args.max_pending_files,
-        max_upload_bytes=int(args.max_upload_mb * 2**20),
-        max_file_seconds=args.max_file_seconds,
-        idle_timeout_s=args.idle_timeout,
-        max_stream_seconds=args.max_stream_seconds,
-    )
-    if looks_local(args.model) and not Path(args.model).expanduser().exists():
+    limits = {f.name: getattr(args, f.name) for f in fields(ServeConfig) if hasattr(args, f.name)}
+    config = ServeConfig(**limits, max_upload_bytes=int(args.max_upload_mb * 2**20))
+    if missing_local(args.model):
         raise UsageError(f"model {args.model!r} does not exist")
-    sockets = bind_sockets(args.host, args.port)
-    try:
-        _serve(args, config, sockets)
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def _serve(args: argparse.Namespace, config: ServeConfig, sockets: list[socket.socket]) -> None:
-    """Loads the model and runs uvicorn on `sockets` until interrupted."""
     import torch
     import uvicorn
 
     from ds2hub.inference.recognizer import from_pretrained, usable_device
     from ds2hub.serving.app import create_app
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = usable_device(args.device)
-    recognizer = from_pretrained(args.model, revision=args.revision).to(device)
-    app = create_app(recognizer, config)
-    stream_error = app.state.engine.stream_error
-    if stream_error:
-        logger.warning("WebSocket streaming is off for this model: %s", stream_error)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            log_level=args.log_level,
-            ws_max_size=config.max_message_bytes,
-            ws_ping_interval=20.0,
-            ws_ping_timeout=20.0,
+    sockets = bind_sockets(args.host, args.port)
+    try:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        device = usable_device(args.device)
+        recognizer = from_pretrained(args.model, revision=args.revision).to(device)
+        app = create_app(recognizer, config)
+        stream_error = app.state.engine.stream_error
+        if stream_error:
+            logger.warning("WebSocket streaming is off for this model: %s", stream_error)
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                log_level=args.log_level,
+                ws_max_size=config.max_message_bytes,
+                ws_ping_interval=20.0,
+                ws_ping_timeout=20.0,
+            )
         )
-    )
-    for sock in sockets:  # uvicorn does not say where pre-bound sockets listen
-        address, port = sock.getsockname()[:2]
-        logger.info("ds2hub serve: listening on http://%s:%d", _url_host(address), port)
-    # When the app's own startup (its lifespan: the Batch Dispatch worker) fails, uvicorn logs
-    # the traceback and, from 0.50 on, exits with its status 3 from inside `run`; earlier ones
-    # return without starting, and this exits the same way.
-    server.run(sockets=sockets)
+        for sock in sockets:  # uvicorn does not say where pre-bound sockets listen
+            address, port = sock.getsockname()[:2]
+            logger.info("ds2hub serve: listening on http://%s:%d", _url_host(address), port)
+        # When the app's own startup (its lifespan: the Batch Dispatch worker) fails, uvicorn logs
+        # the traceback and exits with status 3 (older versions return unstarted: see below).
+        server.run(sockets=sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
     if not server.started:
         print("ds2hub: error: the server did not start (the log above says why)", file=sys.stderr)
         raise SystemExit(3)

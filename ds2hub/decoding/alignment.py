@@ -34,11 +34,6 @@ class WordTiming:
         return asdict(self)
 
 
-def _words(text: str, tokenizer: Tokenizer) -> list[str]:
-    # Without spaces between words (Chinese), each character is a unit of timing.
-    return text.split() if tokenizer.word_delimited else [c for c in text if not c.isspace()]
-
-
 def _spans(path: torch.Tensor, blank: int) -> list[tuple[int, int, int]]:
     """(token, first frame, end frame) of each token of a frame-level CTC path (T,)."""
     return [
@@ -61,7 +56,8 @@ def word_timestamps(
         one `WordTiming` per word (per character without word delimiters), or None when the
         transcript cannot be aligned to these logits (then a warning is logged).
     """
-    words = _words(text, tokenizer)
+    # Without spaces between words (Chinese), each character is a unit of timing.
+    words = text.split() if tokenizer.word_delimited else [c for c in text if not c.isspace()]
     if not words:
         return []
     try:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ds2hub.decoding.config import DecoderConfig
 from ds2hub.decoding.lm import inspect_lm
-from ds2hub.decoding.vocabulary import decoding_vocabulary
+from ds2hub.decoding.vocabulary import BPE_BOUNDARY, decoding_vocabulary
 from ds2hub.errors import ConfigError
 from ds2hub.paths import inside
 from ds2hub.tokenizers.base import Tokenizer
@@ -73,7 +73,7 @@ def save_decoding(directory: str | Path, config: DecoderConfig, tokenizer: Token
         stored["lexicon"] = LEXICON_FILE
     if vocab.pyctcdecode_labels is not None:
         labels = list(vocab.pyctcdecode_labels)
-        alphabet = {"labels": labels, "is_bpe": any(x.startswith("▁") for x in labels)}
+        alphabet = {"labels": labels, "is_bpe": any(x.startswith(BPE_BOUNDARY) for x in labels)}
         (directory / ALPHABET_FILE).write_text(json.dumps(alphabet, ensure_ascii=False) + "\n")
     path = directory / DECODING_FILE
     path.write_text(json.dumps(stored, ensure_ascii=False, indent=2) + "\n")
@@ -97,9 +97,7 @@ def load_decoding(directory: str | Path) -> DecoderConfig | None:
         raise ConfigError(f"{path} is not valid JSON: {e}") from e
     for name in ("lm", "lexicon"):
         if stored.get(name) is not None:
-            stored[name] = inside(
-                directory, stored[name], f"{directory / DECODING_FILE}: {name}", ConfigError
-            )
+            stored[name] = inside(directory, stored[name], f"{path}: {name}", ConfigError)
     attrs_path = directory / LM_DIR / ATTRS_FILE
     if stored.get("lm") and attrs_path.is_file():
         attrs = json.loads(attrs_path.read_text())

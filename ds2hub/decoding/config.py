@@ -45,9 +45,7 @@ class DecoderConfig:
         object.__setattr__(self, "hotwords", tuple(self.hotwords or ()))
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["hotwords"] = list(self.hotwords)
-        return d
+        return {**asdict(self), "hotwords": list(self.hotwords)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DecoderConfig:

@@ -18,6 +18,7 @@ import torch
 
 from ds2hub.decoding.config import GREEDY, DecoderConfig
 from ds2hub.decoding.greedy import greedy_decode
+from ds2hub.decoding.vocabulary import decoding_vocabulary
 from ds2hub.errors import ConfigError
 from ds2hub.tokenizers.base import Tokenizer
 from ds2hub.tokenizers.pinyin import PinyinTokenizer
@@ -26,14 +27,8 @@ TextDecoder = Callable[[torch.Tensor, torch.Tensor], list[str]]
 Decoding = DecoderConfig | str | None  # a beam search, GREEDY, or None (greedy here)
 
 
-def _hanzi_converter(tokenizer: Tokenizer) -> Callable[[str], str] | None:
-    """For a pinyin model that writes characters: pinyin text -> characters (word unigram DP)."""
-    if not isinstance(tokenizer, PinyinTokenizer) or tokenizer.output != "hanzi":
-        return None
-    from ds2hub.decoding.hanzi import hanzi_lexicon, split_syllables
-
-    lexicon = hanzi_lexicon(tokenizer.lexicon_path, tokenizer.lexicon_min_count)
-    return lambda text: lexicon.to_hanzi(split_syllables(text))
+def _writes_hanzi(tokenizer: Tokenizer) -> bool:
+    return isinstance(tokenizer, PinyinTokenizer) and tokenizer.output == "hanzi"
 
 
 def best_path_text(tokenizer: Tokenizer) -> Callable[[list[int]], str]:
@@ -41,10 +36,12 @@ def best_path_text(tokenizer: Tokenizer) -> Callable[[list[int]], str]:
     tokenizer's decoding, and for a pinyin model that writes characters, its syllables turned into
     characters through its word list (a unigram search, `HanziLexicon`). A stream that decoded its
     best path as it went finishes with this, without keeping its logits."""
-    to_hanzi = _hanzi_converter(tokenizer)
-    if to_hanzi is None:
+    if not _writes_hanzi(tokenizer):
         return tokenizer.decode
-    return lambda ids: to_hanzi(tokenizer.decode(ids))
+    from ds2hub.decoding.hanzi import hanzi_lexicon, split_syllables
+
+    lexicon = hanzi_lexicon(tokenizer.lexicon_path, tokenizer.lexicon_min_count)
+    return lambda ids: lexicon.to_hanzi(split_syllables(tokenizer.decode(ids)))
 
 
 def greedy_text_decoder(tokenizer: Tokenizer) -> TextDecoder:
@@ -87,15 +84,13 @@ def describe_decoding(decoding: Decoding, tokenizer: Tokenizer) -> str:
     """How figures were decoded, in words, for model cards and logs; derived from the setting
     that ran, so a card never names a decoding it did not use."""
     if decoding is None or decoding == GREEDY:
-        if _hanzi_converter(tokenizer) is not None:
+        if _writes_hanzi(tokenizer):
             return (
                 "greedy CTC decoding (best path); syllables turned into characters by a word "
                 "unigram search over the model's word list, no n-gram language model"
             )
         return "greedy CTC decoding (best path), no language model"
     d = decoding if isinstance(decoding, DecoderConfig) else DecoderConfig.from_dict(decoding)
-    from ds2hub.decoding.vocabulary import decoding_vocabulary
-
     unit = decoding_vocabulary(tokenizer).unit
     if d.lm:
         order = f"{d.lm_order}-gram " if d.lm_order else "n-gram "
@@ -104,16 +99,13 @@ def describe_decoding(decoding: Decoding, tokenizer: Tokenizer) -> str:
         lm = "a unigram word LM from the word list's counts"
     else:
         lm = "no language model"
-    if d.backend == "flashlight":
-        search = (
-            "flashlight lexicon-free beam search"
-            if unit == "char"
-            else (
-                "flashlight lexicon beam search"
-                + (f" (lexicon `{PurePath(d.lexicon).name}`)" if d.lexicon else "")
-            )
-        )
-    else:
+    if d.backend == "pyctcdecode":
         search = "pyctcdecode beam search"
+    elif unit == "char":
+        search = "flashlight lexicon-free beam search"
+    else:
+        search = "flashlight lexicon beam search"
+        if d.lexicon:
+            search += f" (lexicon `{PurePath(d.lexicon).name}`)"
     extra = f", {len(d.hotwords)} hotwords" if d.hotwords else ""
     return f"{search}, beam {d.beam_size}, {lm}, α = {d.lm_weight:g}, β = {d.word_score:g}{extra}"

@@ -5,8 +5,7 @@ Two modes, chosen by the LM's unit (see `ds2hub.decoding.vocabulary`):
 - lexicon (word LMs): hypotheses may only spell words of a lexicon, and each finished word adds
   α log P(word | history) + β. The lexicon is the LM's own words (those the model's tokens can
   spell, `Tokenizer.spell`), a given word list, or for pinyin models (`PinyinTokenizer` and its
-  subclasses) every reading of every word of the tokenizer's word list, so the LM chooses
-  between homophones (事/市/室 all spell `shi4`).
+  subclasses) the tokenizer's word list by reading (`hanzi.pinyin_lexicon`).
 - lexicon-free (character LMs, Mandarin characters): every token is scored by the LM as it is
   emitted (β does not apply: flashlight's lexicon-free search has no per-word score).
 """
@@ -30,7 +29,7 @@ from ds2hub.decoding.lexicon import (
     write_unigram_arpa,
 )
 from ds2hub.decoding.lm import LMInfo, check_coverage, check_unit, coverage, inspect_lm
-from ds2hub.decoding.vocabulary import SIL, decoding_vocabulary, special_tokens, spell
+from ds2hub.decoding.vocabulary import SIL, decoding_vocabulary, lm_characters, spell
 from ds2hub.errors import ConfigError
 from ds2hub.tokenizers.base import BLANK, Tokenizer
 from ds2hub.tokenizers.pinyin import LETTERS, PinyinTokenizer
@@ -64,11 +63,8 @@ def lexicon_entries(
             "word list (lexicon=)"
         )
     priors = unigram_priors(counts)
-    entries = []
-    for word in sorted(counts):
-        spelling = spell(tokenizer, word)
-        if spelling is not None:
-            entries.append(LexiconEntry(word, spelling, priors[word]))
+    spellings = {word: spell(tokenizer, word) for word in sorted(counts)}
+    entries = [LexiconEntry(w, s, priors[w]) for w, s in spellings.items() if s is not None]
     if not entries:
         raise ConfigError(
             f"no word of the {'lexicon' if config.lexicon else 'LM'} can be spelled with the "
@@ -90,13 +86,11 @@ def lexicon_entries(
 def _pinyin_entries(path: str | None, min_count: int) -> tuple[LexiconEntry, ...]:
     # Cached per process: reading every word of jieba's dictionary takes seconds, and tuning
     # builds one decoder per (alpha, beta).
-    letters = set(LETTERS) - {" "}
-    entries = []
-    for w in pinyin_lexicon(word_counts(path, min_count)):
-        spelling = tuple(SIL if t == " " else t for t in w.spelling)
-        if set(spelling) <= letters | {SIL}:  # a reading pypinyin writes outside a-z, 1-5
-            entries.append(LexiconEntry(w.word, spelling, w.log10_prob))
-    return tuple(entries)
+    allowed = set(LETTERS) - {" "} | {SIL}
+    words = pinyin_lexicon(word_counts(path, min_count))
+    spelled = [(w, tuple(SIL if t == " " else t for t in w.spelling)) for w in words]
+    # left out: a reading pypinyin writes outside a-z, 1-5
+    return tuple(LexiconEntry(w.word, s, w.log10_prob) for w, s in spelled if set(s) <= allowed)
 
 
 def keep_per_spelling(
@@ -111,17 +105,13 @@ def keep_per_spelling(
     by_spelling: dict[tuple[str, ...], list[LexiconEntry]] = {}
     for e in entries:
         by_spelling.setdefault(e.spelling, []).append(e)
-    kept, dropped = [], 0
-    for group in by_spelling.values():
-        group.sort(key=lambda e: -e.log10_prob)
-        kept += group[:limit]
-        dropped += max(0, len(group) - limit)
-    if dropped:
+    kept = [e for g in by_spelling.values() for e in sorted(g, key=lambda e: -e.log10_prob)[:limit]]
+    if len(kept) < len(entries):
         log.info(
             "flashlight keeps %d words per spelling: %d of %d lexicon entries left out "
             "(the least frequent homophones)",
             limit,
-            dropped,
+            len(entries) - len(kept),
             len(entries),
         )
     return kept
@@ -147,7 +137,6 @@ class FlashlightDecoder:
         info = inspect_lm(config.lm, config.lm_order) if config.lm else None
         if info is not None:
             check_unit(info, self.vocab.unit)
-        self.lm_info = info
         self.coverage: float | None = None
         with tempfile.TemporaryDirectory(prefix="ds2hub-decoder-") as tmp:
             lexicon_file = lm_dict = None
@@ -158,31 +147,26 @@ class FlashlightDecoder:
                         "a character model decodes with a character LM: pass lm= (build one "
                         "with `ds2hub lm build --unit char`)"
                     )
-                chars = [t for t in tokenizer.vocab[1:] if t not in special_tokens()]
-                self.coverage = check_coverage(
-                    coverage(chars, info.vocabulary), "model's characters", info.path
-                )
+                units, what = lm_characters(tokenizer), "model's characters"
                 # The lexicon-free search asks the LM about token ids: its dictionary must list
                 # the tokens in id order (torchaudio's default builds it from an unordered map).
-                lm_dict = str(Path(tmp) / "lm_tokens.txt")
+                lm_dict = str(Path(tmp, "lm_tokens.txt"))
                 Path(lm_dict).write_text(
                     "".join(f"{t}\n" for t in self.vocab.flashlight_tokens), encoding="utf-8"
                 )
             else:
                 entries = keep_per_spelling(lexicon_entries(tokenizer, config, info))
-                words = {e.text for e in entries}
-                if info is not None:
-                    self.coverage = check_coverage(
-                        coverage(words, info.vocabulary), "lexicon words", info.path
-                    )
-                lexicon_file = str(Path(tmp) / "lexicon.txt")
+                units, what = {e.text for e in entries}, "lexicon words"
+                lexicon_file = str(Path(tmp, "lexicon.txt"))
                 write_lexicon(entries, Path(lexicon_file))
                 if lm_file is None:  # a unigram LM from the word list's counts
-                    lm_file = str(Path(tmp) / "unigram.arpa")
+                    lm_file = str(Path(tmp, "unigram.arpa"))
                     priors: dict[str, float] = {}
                     for e in entries:
                         priors[e.text] = max(priors.get(e.text, -99.0), e.log10_prob)
                     write_unigram_arpa(priors, Path(lm_file))
+            if info is not None:
+                self.coverage = check_coverage(coverage(units, info.vocabulary), what, info.path)
             self._decoder = ctc_decoder(
                 lexicon=lexicon_file,
                 tokens=list(self.vocab.flashlight_tokens),

@@ -6,9 +6,8 @@ is a language-model question (是/事/市/室 all read `shi4`). Two searches ans
 - `HanziLexicon.to_hanzi`: best path's syllables -> the most probable word sequence under a word
   unigram model (jieba's frequencies), a dynamic programme as jieba itself segments text. It is the
   "greedy" decoding of a pinyin model, and needs no LM file.
-- `pinyin_lexicon`: every word of a word list with EVERY reading (homophones and a character's
-  other readings each get their own line), for the flashlight lexicon beam search, where a real
-  word n-gram LM over characters chooses between homophones.
+- `pinyin_lexicon`: every word of a word list by its reading, homophones never merged, for the
+  flashlight lexicon beam search, where a word n-gram LM over characters chooses between them.
 
 jieba's 350k-word dictionary and pypinyin's phrase-aware readings are the field's standard
 Mandarin resources; only the search is written here.
@@ -16,7 +15,6 @@ Mandarin resources; only the search is written here.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -25,7 +23,7 @@ from functools import cache
 from pathlib import Path
 
 from ds2hub.decoding.lexicon import read_word_counts
-from ds2hub.extras import LazyAttr
+from ds2hub.extras import LazyAttr, package_folder
 from ds2hub.tokenizers.mandarin import UNK_TEXT
 from ds2hub.tokenizers.pinyin import to_pinyin
 
@@ -52,12 +50,8 @@ def _toneless(syllables: Sequence[str]) -> tuple[str, ...]:
 
 
 def jieba_dictionary() -> Path:
-    """The word-frequency dictionary that ships inside the `jieba` package."""
-    # Found, not imported: importing jieba pulls in the deprecated pkg_resources.
-    spec = importlib.util.find_spec("jieba")
-    if spec is None or spec.origin is None:
-        raise ModuleNotFoundError("the default Mandarin lexicon needs `jieba` (pip install jieba)")
-    return Path(spec.origin).parent / "dict.txt"
+    """The word-frequency dictionary that ships inside the `jieba` package (`mandarin` extra)."""
+    return package_folder("jieba", "mandarin") / "dict.txt"
 
 
 def is_han(word: str) -> bool:
@@ -96,8 +90,7 @@ def pinyin_lexicon(counts: dict[str, float], other_readings: bool = False) -> li
     Args:
         other_readings: also list a single character's less common readings (了 liao3). Off for
             the LM beam search: a word LM gives all readings of a word one probability, so 的
-            read `di4` would be as likely as 的 read `de5` and outvote 地/第; on HSK validation
-            words that cost CER (see README, "LM decoding").
+            read `di4` would be as likely as 的 read `de5` and outvote 地/第.
     """
     han = {w: c for w, c in counts.items() if is_han(w) and c > 0}
     if not han:
@@ -117,10 +110,7 @@ class HanziLexicon:
         counts: (word, count) pairs; words of Han characters only are kept.
     """
 
-    def __init__(
-        self, counts: Iterable[tuple[str, float]], word_penalty: float = WORD_PENALTY
-    ) -> None:
-        self.word_penalty = word_penalty
+    def __init__(self, counts: Iterable[tuple[str, float]]) -> None:
         counts = [(w, c) for w, c in counts if is_han(w) and c > 0]
         if not counts:
             raise ValueError("HanziLexicon: no Han words with positive counts")
@@ -136,12 +126,6 @@ class HanziLexicon:
                     if k not in table or table[k][1] < score:
                         table[k] = (word, score)
 
-    @classmethod
-    def from_file(cls, path: str | Path, min_count: int = 1) -> HanziLexicon:
-        """Reads `word count [tag]` lines (jieba's format); single characters are always kept."""
-        counts = read_word_counts(path)
-        return cls((w, c) for w, c in counts.items() if c >= min_count or len(w) == 1)
-
     def to_hanzi(self, syllables: Sequence[str]) -> str:
         """The most probable word sequence for `syllables`, as text.
 
@@ -152,8 +136,7 @@ class HanziLexicon:
         # best[i]: (log score, start of the last word, its text) for the first i syllables
         best: list[tuple[float, int, str]] = [(0.0, 0, "")] + [(-math.inf, 0, "")] * n
         for i in range(1, n + 1):
-            score, _, _ = best[i - 1]
-            best[i] = (score + UNREADABLE_PENALTY, i - 1, UNK_TEXT)
+            best[i] = (best[i - 1][0] + UNREADABLE_PENALTY, i - 1, UNK_TEXT)
             for j in range(max(0, i - MAX_WORD_SYLLABLES), i):
                 span = tuple(syllables[j:i])
                 hit, penalty = self.exact.get(span), 0.0
@@ -161,14 +144,13 @@ class HanziLexicon:
                     hit, penalty = self.toneless.get(_toneless(span)), TONE_PENALTY * len(span)
                 if hit is None:
                     continue
-                score = best[j][0] + hit[1] + penalty + self.word_penalty
+                score = best[j][0] + hit[1] + penalty + WORD_PENALTY
                 if score > best[i][0]:
                     best[i] = (score, j, hit[0])
         words, i = [], n
         while i > 0:
-            _, j, word = best[i]
+            _, i, word = best[i]  # i: where the last word starts
             words.append(word)
-            i = j
         return "".join(reversed(words))
 
 

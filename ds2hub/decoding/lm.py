@@ -14,6 +14,7 @@ import json
 import logging
 import math
 from collections.abc import Collection, Iterable
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,13 +45,6 @@ class ArpaError(ConfigError):
 ArpaTable = dict[tuple[str, ...], tuple[float, float | None]]  # n-gram -> (log10 p, backoff)
 
 
-def _ends_with_end_marker(path: Path) -> bool:
-    with path.open("rb") as f:
-        f.seek(0, 2)
-        f.seek(max(0, f.tell() - 64))
-        return f.read().strip().endswith(b"\\end\\")
-
-
 def read_arpa_tables(
     path: str | Path, max_order: int | None = None
 ) -> tuple[list[int], list[ArpaTable]]:
@@ -72,79 +66,71 @@ def read_arpa_tables(
         FileNotFoundError: no such file.
     """
     path = Path(path)
-    where = str(path)
     try:
         with path.open(encoding="utf-8") as f:
-            return _read_arpa(f, path, where, max_order)
+            return _read_arpa(f, path, max_order)
     except UnicodeDecodeError as error:
-        raise ArpaError(f"{where} is not UTF-8 text (a binary KenLM file?): {error}") from None
+        raise ArpaError(f"{path} is not UTF-8 text (a binary KenLM file?): {error}") from None
 
 
-def _read_arpa(f, path: Path, where: str, max_order: int | None):
+def _read_arpa(f, path: Path, max_order: int | None) -> tuple[list[int], list[ArpaTable]]:
     lines = ((number, raw.strip()) for number, raw in enumerate(f, 1))
-    number = 0
-    for _, text in lines:
-        if text == "\\data\\":
-            break
-    else:
-        raise ArpaError(f"{where}: no \\data\\ header; not an ARPA file")
-    if not _ends_with_end_marker(path):
-        raise ArpaError(f"{where} is truncated: it does not end with \\end\\")
+    if not any(text == "\\data\\" for _, text in lines):  # stops after the header line
+        raise ArpaError(f"{path}: no \\data\\ header; not an ARPA file")
+    with path.open("rb") as tail:
+        tail.seek(max(0, tail.seek(0, 2) - 64))  # the last 64 bytes
+        if not tail.read().strip().endswith(b"\\end\\"):
+            raise ArpaError(f"{path} is truncated: it does not end with \\end\\")
     declared: list[int] = []
-    text: str | None = None
-    for number, text in lines:
-        if not text.startswith("ngram "):
-            break
+    number, text = next(lines, (1, None))
+    while text is not None and text.startswith("ngram "):
         try:
             n, count = (int(x) for x in text[len("ngram ") :].split("="))
         except ValueError:
-            raise ArpaError(f"{where}:{number}: bad header line {text!r}") from None
+            raise ArpaError(f"{path}:{number}: bad header line {text!r}") from None
         if n != len(declared) + 1 or count < 0:
-            raise ArpaError(f"{where}:{number}: header lists order {n} out of sequence")
+            raise ArpaError(f"{path}:{number}: header lists order {n} out of sequence")
         declared.append(count)
-    else:
-        text = None
+        number, text = next(lines, (number + 1, None))
     if not declared:
-        raise ArpaError(f"{where}: the \\data\\ header declares no n-gram counts")
+        raise ArpaError(f"{path}: the \\data\\ header declares no n-gram counts")
     grams: list[ArpaTable] = []
     for n, count in enumerate(declared, 1):
         while text == "":
             number, text = next(lines, (number + 1, None))
         if text != f"\\{n}-grams:":
             found = repr(text) if text is not None else "the end of the file"
-            raise ArpaError(f"{where}:{number}: expected the \\{n}-grams: section, found {found}")
+            raise ArpaError(f"{path}:{number}: expected the \\{n}-grams: section, found {found}")
         read = max_order is None or n <= max_order
         table: ArpaTable = {}
         size = 0
         number, text = next(lines, (number + 1, None))
         while text and not text.startswith("\\"):
             if read:
-                table_entry(table, text, n, f"{where}:{number}")
+                table_entry(table, text, n, f"{path}:{number}")
             size += 1
             number, text = next(lines, (number + 1, None))
         if size != count:
             name = "unigrams" if n == 1 else f"{n}-grams"
-            raise ArpaError(f"{where}: the header declares {count} {name}, the section has {size}")
+            raise ArpaError(f"{path}: the header declares {count} {name}, the section has {size}")
         if not read:
             continue
-        if n > 1:
-            below, unigrams = grams[-1], grams[0]
-            for g in table:
-                if (g[-1],) not in unigrams:
-                    raise ArpaError(
-                        f"{where}: {n}-gram {' '.join(g)!r} ends in {g[-1]!r}, which is not "
-                        "among the unigrams"
-                    )
-                if g[:-1] not in below:
-                    raise ArpaError(
-                        f"{where}: {n}-gram {' '.join(g)!r} has no {n - 1}-gram "
-                        f"{' '.join(g[:-1])!r} for its history"
-                    )
+        for g in table if n > 1 else ():  # every word a unigram, every history one order below
+            if (g[-1],) not in grams[0]:
+                raise ArpaError(
+                    f"{path}: {n}-gram {' '.join(g)!r} ends in {g[-1]!r}, which is not "
+                    "among the unigrams"
+                )
+            if g[:-1] not in grams[-1]:
+                raise ArpaError(
+                    f"{path}: {n}-gram {' '.join(g)!r} has no {n - 1}-gram "
+                    f"{' '.join(g[:-1])!r} for its history"
+                )
         grams.append(table)
     while text == "":
         number, text = next(lines, (number + 1, None))
     if text != "\\end\\":
-        raise ArpaError(f"{where}: no \\end\\ after the {len(declared)}-grams (a truncated file?)")
+        raise ArpaError(f"{path}: no \\end\\ after the {len(declared)}-grams (a truncated file?)")
     return declared, grams
 
 
@@ -169,10 +155,6 @@ def table_entry(table: ArpaTable, line: str, n: int, where: str) -> None:
     table[g] = (p, b)
 
 
-def read_word_list_file(path: Path) -> frozenset[str]:
-    return frozenset(w for w in path.read_text(encoding="utf-8").split() if w not in SPECIAL_WORDS)
-
-
 def inspect_lm(
     path: str | Path, expected_order: int | None = None, unigrams: str | Path | None = None
 ) -> LMInfo:
@@ -181,7 +163,8 @@ def inspect_lm(
     Args:
         path: ARPA text or a KenLM binary.
         expected_order: refuse a model of another order (None: any).
-        unigrams: a word list (one word a line) for a binary, whose vocabulary is not read here.
+        unigrams: a word list (one word a line) for a binary, whose vocabulary is not read here;
+            default: `unigrams.txt` beside it (pyctcdecode's layout).
     Raises:
         ConfigError: missing, unreadable, truncated or inconsistent file (`ArpaError`, from
             `read_arpa_tables`), or the wrong order.
@@ -192,23 +175,22 @@ def inspect_lm(
     with path.open("rb") as f:
         binary = f.read(len(KENLM_BINARY_MAGIC)) == KENLM_BINARY_MAGIC
     if binary:
-        if unigrams is None and (path.parent / "unigrams.txt").is_file():
-            unigrams = path.parent / "unigrams.txt"  # pyctcdecode's layout keeps it beside
-        if unigrams is None or not Path(unigrams).is_file():
+        unigrams = Path(unigrams or path.parent / "unigrams.txt")
+        if not unigrams.is_file():
             raise ConfigError(
                 f"language model {path} is a KenLM binary: its word list (unigrams.txt) is needed "
                 "to check it against the model's vocabulary"
             )
-        return LMInfo(path, None, read_word_list_file(Path(unigrams)), True)
+        words = unigrams.read_text(encoding="utf-8").split()
+        return LMInfo(path, None, frozenset(words) - SPECIAL_WORDS, True)
     declared, grams = read_arpa_tables(path, max_order=1)
-    words = [gram[0] for gram in grams[0]]
-    order = len(declared)
-    if expected_order is not None and order != expected_order:
+    if expected_order is not None and len(declared) != expected_order:
         raise ConfigError(
-            f"language model {path} is a {order}-gram model; this decoder expects order "
+            f"language model {path} is a {len(declared)}-gram model; this decoder expects order "
             f"{expected_order}"
         )
-    return LMInfo(path, order, frozenset(words) - SPECIAL_WORDS, False)
+    vocabulary = frozenset(g[0] for g in grams[0]) - SPECIAL_WORDS
+    return LMInfo(path, len(declared), vocabulary, False)
 
 
 def check_unit(info: LMInfo, unit: str) -> None:
@@ -220,11 +202,8 @@ def check_unit(info: LMInfo, unit: str) -> None:
     """
     record = info.path.parent / ".ds2hub-lm.json"
     built = None
-    if record.is_file():
-        try:
-            built = json.loads(record.read_text(encoding="utf-8")).get("unit")
-        except (OSError, ValueError):
-            built = None
+    with suppress(OSError, ValueError):  # no record, or an unreadable one
+        built = json.loads(record.read_text(encoding="utf-8")).get("unit")
     words = [w for w in info.vocabulary if w != "|"]  # `|`: a kept space in a character LM
     if built is None and len(words) >= 10:
         built = "char" if all(len(w) == 1 for w in words) else None
@@ -239,10 +218,8 @@ def check_unit(info: LMInfo, unit: str) -> None:
 
 def coverage(units: Collection[str], vocabulary: Collection[str]) -> float:
     """Share of `units` (lexicon words, or output characters) the LM's vocabulary knows."""
-    if not units:
-        return 0.0
-    vocab = vocabulary if isinstance(vocabulary, (set, frozenset)) else set(vocabulary)
-    return sum(u in vocab for u in units) / len(units)
+    vocab = set(vocabulary)
+    return sum(u in vocab for u in units) / len(units) if units else 0.0
 
 
 def check_coverage(share: float, what: str, lm: Path) -> float:
@@ -260,15 +237,6 @@ def check_coverage(share: float, what: str, lm: Path) -> float:
     return share
 
 
-# --- the LM scorer for pyctcdecode ------------------------------------------------------------
-def _pyctcdecode_lm_base() -> type:
-    try:
-        from pyctcdecode.language_model import AbstractLanguageModel
-    except ImportError as e:  # pragma: no cover - depends on the install
-        raise ConfigError(PYCTCDECODE_MISSING) from e
-    return AbstractLanguageModel
-
-
 def kenlm_scorer(
     path: str | Path,
     unigrams: Iterable[str],
@@ -280,24 +248,24 @@ def kenlm_scorer(
 ):
     """pyctcdecode's language model over a KenLM file, scored by flashlight-text's KenLM.
 
-    Why not pyctcdecode's own `LanguageModel`: it calls the `kenlm` Python module, which is not
-    on PyPI as a wheel (it compiles from source and needs a C++ toolchain). flashlight-text, which
-    ds2hub already depends on for torchaudio's decoder, ships a compiled KenLM; this class puts
-    it behind pyctcdecode's `AbstractLanguageModel` interface and scores exactly as
-    `LanguageModel.score` does (log10 -> natural log, α, β, the unknown-word offset and the
-    sentence-end score), so both backends read the same files.
+    Not pyctcdecode's own `LanguageModel`: it needs the `kenlm` module, which PyPI has only as
+    source (a C++ toolchain to install). flashlight-text, already needed for torchaudio's decoder,
+    ships a compiled KenLM; this class scores exactly as `LanguageModel.score` does (log10 ->
+    natural log, α, β, the unknown-word offset and the sentence-end score), so both backends read
+    the same files.
     """
+    try:
+        from pyctcdecode.constants import AVG_TOKEN_LEN, LOG_BASE_CHANGE_FACTOR
+        from pyctcdecode.language_model import AbstractLanguageModel
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise ConfigError(PYCTCDECODE_MISSING) from e
     from flashlight.lib.text.decoder.kenlm import KenLM
     from flashlight.lib.text.dictionary import Dictionary
-    from pyctcdecode.constants import AVG_TOKEN_LEN, LOG_BASE_CHANGE_FACTOR
     from pygtrie import CharTrie
 
-    base = _pyctcdecode_lm_base()
-
-    class FlashlightKenLM(base):
+    class FlashlightKenLM(AbstractLanguageModel):
         def __init__(self) -> None:
-            self._unigrams = frozenset(unigrams)
-            words = sorted(self._unigrams)
+            words = sorted(frozenset(unigrams))
             dictionary = Dictionary()
             for w in [*words, "<unk>"]:
                 dictionary.add_entry(w)
@@ -305,13 +273,12 @@ def kenlm_scorer(
             self._unk = len(words)
             self._lm = KenLM(str(path), dictionary)
             self._trie = CharTrie.fromkeys(words)
-            self._order = order
             self.alpha, self.beta = alpha, beta
             self.unk_score_offset, self.score_boundary = unk_score_offset, score_boundary
 
         @property
         def order(self) -> int:
-            return self._order
+            return order
 
         def get_start_state(self):  # pyctcdecode keeps LM states opaque
             return self._lm.start(not self.score_boundary)

@@ -2,9 +2,8 @@
 
 pyctcdecode searches without a lexicon: it builds words from the tokens (a space, or a BPE piece
 starting with `▁`, ends one), scores each finished word with the LM and partial words against
-the LM's vocabulary, and supports hotwords. The labels are the tokenizer's `decoder_labels()`: a
-character-LM model (Mandarin) is given `▁字`, so that every character is a word of its LM. A
-tokenizer without labels (pinyin, whose words exist only through a lexicon) is refused.
+the LM's vocabulary, and supports hotwords. The labels are the tokenizer's `decoder_labels()`
+(`ds2hub.decoding.vocabulary`): `▁字` for Mandarin makes every character a word of its LM.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ import torch
 
 from ds2hub.decoding.config import DecoderConfig
 from ds2hub.decoding.lm import check_coverage, check_unit, coverage, inspect_lm, kenlm_scorer
-from ds2hub.decoding.vocabulary import decoding_vocabulary, special_tokens, spell
+from ds2hub.decoding.vocabulary import BPE_BOUNDARY, decoding_vocabulary, lm_characters, spell
 from ds2hub.errors import ConfigError
 from ds2hub.extras import PYCTCDECODE_MISSING
 from ds2hub.tokenizers.base import Tokenizer
@@ -46,18 +45,16 @@ class PyCTCDecoder:
         if config.lexicon:
             raise ConfigError("pyctcdecode searches without a lexicon: use backend flashlight")
         labels = list(self.vocab.pyctcdecode_labels)
-        is_bpe = any(label.startswith("▁") for label in labels)
+        is_bpe = any(label.startswith(BPE_BOUNDARY) for label in labels)
         _verify_alphabet(labels, is_bpe)
         self.alphabet = Alphabet(labels, is_bpe)
-        self.lm_info = info = inspect_lm(config.lm, config.lm_order) if config.lm else None
-        if info is not None:
-            check_unit(info, self.vocab.unit)
         self.coverage: float | None = None
         language_model = None
-        if info is not None:
+        if config.lm:
+            info = inspect_lm(config.lm, config.lm_order)
+            check_unit(info, self.vocab.unit)
             if self.vocab.unit == "char":
-                chars = [t for t in tokenizer.vocab[1:] if t not in special_tokens()]
-                share = coverage(chars, info.vocabulary)
+                share = coverage(lm_characters(tokenizer), info.vocabulary)
                 what = "model's characters"
             else:  # which LM words the model's tokens can write
                 words = sorted(info.vocabulary)

@@ -21,7 +21,7 @@ from ds2hub.tokenizers.base import BLANK, LM_UNITS, Tokenizer
 SIL = "|"  # flashlight's word-boundary token
 BPE_BOUNDARY = "▁"  # SentencePiece's and pyctcdecode's word-start mark
 # Tokens no LM word contains (SentencePiece's control pieces, unknown tokens).
-_SPECIAL = ("<unk>", "<s>", "</s>", "<pad>")
+SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>")
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,6 @@ class DecodingVocabulary:
     flashlight_tokens: tuple[str, ...]
     pyctcdecode_labels: tuple[str, ...] | None
     joiner: str
-    lexicon_required: bool = False  # words exist only through a lexicon (pinyin)
-
     extra_sil: bool = False  # flashlight's `|` is an added column the model never emits
 
 
@@ -80,7 +78,6 @@ def decoding_vocabulary(tokenizer: Tokenizer) -> DecodingVocabulary:
         fl,
         None if labels is None else tuple(labels),
         tokenizer.word_joiner,
-        lexicon_required=labels is None,
         extra_sil=boundary is None,
     )
 
@@ -90,11 +87,11 @@ def spell(tokenizer: Tokenizer, word: str) -> tuple[str, ...] | None:
     word boundary is renamed), or None if the model cannot write it as one word (see there) or
     only with an unknown or control token."""
     tokens = tokenizer.spell(word)
-    if not tokens or SIL in tokens or any(t in _SPECIAL or t == BLANK for t in tokens):
+    if not tokens or SIL in tokens or any(t in SPECIAL_TOKENS or t == BLANK for t in tokens):
         return None
     return tokens
 
 
-def special_tokens() -> tuple[str, ...]:
-    """Token names that are never part of an LM word."""
-    return _SPECIAL
+def lm_characters(tokenizer: Tokenizer) -> list[str]:
+    """The output tokens a character LM scores: all but the blank and `SPECIAL_TOKENS`."""
+    return [t for t in tokenizer.vocab[1:] if t not in SPECIAL_TOKENS]

@@ -26,12 +26,13 @@ import argparse
 import json
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from ds2hub.errors import ConfigError
+from ds2hub.extras import require
+from ds2hub.inference.recognizer import SpeechRecognizer, from_pretrained
 from ds2hub.model.deepspeech2 import DeepSpeech2
 from ds2hub.model.streaming import (
     UNKNOWN_LENGTH,
@@ -40,9 +41,7 @@ from ds2hub.model.streaming import (
     state_names,
     stream_step,
 )
-
-if TYPE_CHECKING:
-    from ds2hub.inference.recognizer import SpeechRecognizer
+from ds2hub.paths import missing_local
 
 OPSET = 17
 BIG = UNKNOWN_LENGTH  # `total_frames` while the utterance has not ended
@@ -56,7 +55,7 @@ class StreamingStep(nn.Module):
 
     Inputs: features (1, F, K); frames_in (1,) int64, feature frames fed before this step (a
     multiple of K); total_frames (1,) int64, the utterance's feature frames once known, else
-    `BIG`; then the states (see `state_names`). To finish, feed zero chunks with total_frames
+    `BIG`; then the states (see `ds2hub.model.streaming.state_names`). To finish, feed zero chunks with total_frames
     set until the last output index reaches the output length.
     Outputs: logits (1, K/stride, V); frame_index (K/stride,) int64; the new states.
     """
@@ -71,11 +70,8 @@ class StreamingStep(nn.Module):
                 f"of the model's time stride ({stride} frames)"
             )
         self.model = model
-        self.train(model.training)
+        self.eval()  # the exporter restores this mode afterwards, the network's batch norms too
         self.chunk_frames = chunk_frames
-
-    def state_names(self) -> list[str]:
-        return state_names(self.model)
 
     def initial_state(self) -> list[torch.Tensor]:
         """A fresh stream's states, in `state_names` order."""
@@ -86,23 +82,6 @@ class StreamingStep(nn.Module):
             self.model, features, frames_in, total_frames, list(states), unrolled=True
         )
         return (logits, index[0], *new_states)
-
-
-def _require_onnx() -> None:
-    try:
-        import onnx  # noqa: F401
-    except ImportError:
-        raise ConfigError(
-            "ONNX export needs the onnx package: pip install 'ds2hub[export]'"
-        ) from None
-
-
-def _check_exportable(model: DeepSpeech2) -> None:
-    if model.config.rnn_type == "rnn":
-        raise ConfigError(
-            "ONNX export of the whole-utterance graph supports gru and lstm layers; the clipped "
-            "ReLU rnn loops over time in Python, which a traced graph would fix to one length"
-        )
 
 
 def _check_output(out: Path, overwrite: bool) -> None:
@@ -122,6 +101,12 @@ def _check_output(out: Path, overwrite: bool) -> None:
         raise ConfigError(f"{str(out)!r} holds an earlier export; pass --overwrite to replace it")
 
 
+def _export(module: nn.Module, args: tuple, path: Path, **names) -> None:
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the tracer's notes on packed sequences and sizes
+        torch.onnx.export(module, args, path, opset_version=OPSET, dynamo=False, **names)
+
+
 def export_onnx(
     recognizer: SpeechRecognizer,
     out_dir: str | Path,
@@ -135,34 +120,31 @@ def export_onnx(
     Returns:
         the files written.
     """
-    _require_onnx()
+    require("onnx", "export")
     model = recognizer.model.eval()
-    _check_exportable(model)
+    if model.config.rnn_type == "rnn":
+        raise ConfigError(
+            "ONNX export of the whole-utterance graph supports gru and lstm layers; the clipped "
+            "ReLU rnn loops over time in Python, which a traced graph would fix to one length"
+        )
     out = Path(out_dir)
     _check_output(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    written = []
     n_features = model.config.n_features
-    features = torch.randn(2, n_features, 40)
-    lengths = torch.tensor([40, 31])
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the tracer's notes on packed sequences and sizes
-        torch.onnx.export(
-            model,
-            (features, lengths),
-            out / "model.onnx",
-            input_names=["features", "lengths"],
-            output_names=["logits", "output_lengths"],
-            dynamic_axes={
-                "features": {0: "batch", 2: "frames"},
-                "lengths": {0: "batch"},
-                "logits": {0: "batch", 1: "output_frames"},
-                "output_lengths": {0: "batch"},
-            },
-            opset_version=OPSET,
-            dynamo=False,
-        )
-    written.append(out / "model.onnx")
+    _export(
+        model,
+        (torch.randn(2, n_features, 40), torch.tensor([40, 31])),
+        out / "model.onnx",
+        input_names=["features", "lengths"],
+        output_names=["logits", "output_lengths"],
+        dynamic_axes={
+            "features": {0: "batch", 2: "frames"},
+            "lengths": {0: "batch"},
+            "logits": {0: "batch", 1: "output_frames"},
+            "output_lengths": {0: "batch"},
+        },
+    )
+    written = [out / "model.onnx"]
     info = {
         "format": "ds2hub-onnx/1",
         "arch": model.config.to_dict(),
@@ -177,28 +159,22 @@ def export_onnx(
         info["mean"] = recognizer.frontend.mean.tolist()
         info["std"] = recognizer.frontend.std.tolist()
     if chunk_frames is not None and not model.config.bidirectional:
-        # eval() on the wrapper too: the exporter restores the module's mode afterwards, and a
-        # new module is in training mode (which would put the network's batch norms back in it).
-        step = StreamingStep(model, chunk_frames).eval()
+        step = StreamingStep(model, chunk_frames)
         state = step.initial_state()
-        names = step.state_names()
+        names = state_names(model)
         args = (
             torch.zeros(1, n_features, chunk_frames),
             torch.zeros(1, dtype=torch.long),
             torch.full((1,), BIG, dtype=torch.long),
             *state,
         )
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                step,
-                args,
-                out / "stream_step.onnx",
-                input_names=["features", "frames_in", "total_frames", *names],
-                output_names=["logits", "frame_index", *[f"next_{n}" for n in names]],
-                opset_version=OPSET,
-                dynamo=False,
-            )
+        _export(
+            step,
+            args,
+            out / "stream_step.onnx",
+            input_names=["features", "frames_in", "total_frames", *names],
+            output_names=["logits", "frame_index", *[f"next_{n}" for n in names]],
+        )
         written.append(out / "stream_step.onnx")
         info["stream_step"] = {
             "chunk_frames": chunk_frames,
@@ -235,11 +211,8 @@ def main(argv: list[str]) -> None:
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier export")
     args = parser.parse_args(argv)
-    local = args.model.startswith((".", "/", "~")) or args.model.count("/") > 1
-    if local and not Path(args.model).expanduser().exists():
+    if missing_local(args.model):
         raise ConfigError(f"model {args.model!r} does not exist")
-    from ds2hub.inference.recognizer import from_pretrained
-
     recognizer = from_pretrained(args.model)
     chunk = None
     if args.chunk_ms:

@@ -1,18 +1,16 @@
 """Scoring transcripts: the error rates `validate`, `test`, `push` and `lm tune` report.
 
-One rule each, used by all three:
+One rule each, used by all of them:
 
 - which word-level rate a language gets (`word_metric`): the word error rate, or for text written
   without spaces between words the sentence error rate (a "word" error rate over an unsegmented
   Chinese transcript counts wrong sentences);
 - how references and hypotheses are normalised before scoring (`reference_normalizer`);
 - how a corpus error rate is counted (`edit_counts`): Levenshtein edits summed over the corpus,
-  divided by the references' summed length (words, or characters with spaces), the definition of
-  torchmetrics' `WordErrorRate` and `CharErrorRate`, so figures match those of earlier versions;
-- how batches are decoded and scored (`ErrorRates.update`, `evaluate`).
-
-Training keeps its own loop (a Lightning step per batch, synchronised across ranks) but scores each
-batch with `ErrorRates.score` and the same counts.
+  divided by the references' summed length (words, or characters with spaces), as torchmetrics'
+  `WordErrorRate` and `CharErrorRate` define it;
+- how batches are decoded and scored (`ErrorRates`, `evaluate`; training scores its batches with
+  `ErrorRates.score` in its own loop).
 """
 
 from __future__ import annotations
@@ -37,12 +35,8 @@ def word_metric(tokenizer: Tokenizer) -> str:
 
 
 def reference_normalizer(tokenizer: Tokenizer) -> tuple[Callable[[str], str], str]:
-    """How transcripts (references and hypotheses alike) are normalised for scoring, and a
-    description of it for the model card.
-
-    `Tokenizer.reference` keeps every word (digits too), so words the model cannot write count
-    as errors.
-    """
+    """How transcripts (references and hypotheses alike) are normalised for scoring
+    (`Tokenizer.reference`), and a description of it for the model card."""
     return tokenizer.reference, (
         "case, width and punctuation folded in references and hypotheses alike; every letter, "
         "accent and digit kept, so words the model cannot write count as errors"
@@ -102,14 +96,13 @@ class ErrorRates:
         refs = [self.normalize(r) for r in refs]
         return hyps, refs, {name: edit_counts(hyps, refs, name) for name in self.counts}
 
-    def update(self, hyps: Sequence[str], refs: Sequence[str]) -> tuple[list[str], list[str]]:
-        """Adds a batch of raw transcripts; returns them normalised."""
-        hyps, refs, counts = self.score(hyps, refs)
+    def update(self, hyps: Sequence[str], refs: Sequence[str]) -> None:
+        """Adds a batch of raw transcripts."""
+        _, _, counts = self.score(hyps, refs)
         for name, (edits, total) in counts.items():
-            old = self.counts[name]
-            self.counts[name] = (old[0] + edits, old[1] + total)
+            old_edits, old_total = self.counts[name]
+            self.counts[name] = (old_edits + edits, old_total + total)
         self.utterances += len(refs)
-        return hyps, refs
 
     def compute(self) -> dict[str, float]:
         """`{"wer" or "ser": ..., "cer": ...}` over everything added."""

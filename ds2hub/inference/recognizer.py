@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin, snapshot_download
@@ -24,13 +24,12 @@ from ds2hub.decoding.bundle import HUB_PATTERNS, load_decoding, save_decoding
 from ds2hub.decoding.decoder import best_path_text
 from ds2hub.errors import ConfigError
 from ds2hub.features import FeatureConfig, LogSpectrogram, check_network_input
+from ds2hub.inference.streaming import StreamSession
+from ds2hub.inference.transcribe import transcribe
 from ds2hub.model import DeepSpeech2, DeepSpeech2Config
 from ds2hub.tokenizers import Tokenizer, load_tokenizer, tokenizer_from_config
 from ds2hub.tokenizers.base import CONFIG_NAME as TOKENIZER_FILE
 from ds2hub.tokenizers.pinyin import LEXICON_NAME
-
-if TYPE_CHECKING:
-    from ds2hub.inference.streaming import StreamSession
 
 CHECKPOINT_KEY = "ds2hub"  # where Lightning checkpoints keep the tokenizer, features and run facts
 HUB_FILES = [
@@ -138,21 +137,16 @@ class SpeechRecognizer(
         Args:
             audio: file path(s), encoded bytes, or (T,), (C, T) or (T, C) float or int16 arrays
                 (then give `sample_rate`); the model's device is used.
-            batch_size: chunks decoded together.
+            batch_size: windows decoded together.
             sample_rate: the rate of raw arrays; files carry their own.
-            chunk_seconds: longer recordings are recognised in overlapping windows this long,
-                whose logits are joined at the middle of each overlap.
-            progress: show progress bars (default: for more than 10 inputs).
-            decoding: None: the model's default (its LM if the folder carries one, else greedy);
-                `"greedy"`; or a `DecoderConfig` (backend, beam size, LM, α, β).
+            chunk_seconds: longer recordings are recognised in overlapping windows this long
+                (`ds2hub.inference.transcribe`).
+            progress: show a progress bar (default: for more than 10 inputs).
+            decoding: as for `text_decoder`.
         Returns:
             the transcript, or a list of transcripts for a list input.
         """
-        from ds2hub.inference.transcribe import transcribe
-
-        single = isinstance(audio, (str, Path, bytes)) or (
-            hasattr(audio, "shape") and not isinstance(audio, list)
-        )
+        single = isinstance(audio, (str, Path, bytes)) or hasattr(audio, "shape")  # an array
         sources = [audio] if single else list(audio)
         show = progress if progress is not None else len(sources) > 10
         texts = transcribe(self, sources, batch_size, sample_rate, chunk_seconds, show, decoding)
@@ -163,8 +157,6 @@ class SpeechRecognizer(
         (see `ds2hub.inference.streaming`). Forward-only models with a causal front end only; others raise
         `StreamingError` saying why. `keep_logits`: keep every frame's logits (`session.logits`);
         None keeps them only when the default decoder is a beam search, which needs them."""
-        from ds2hub.inference.streaming import StreamSession
-
         return StreamSession(self, keep_logits)
 
     # --- hub folder -----------------------------------------------------------------------------
@@ -199,10 +191,8 @@ class SpeechRecognizer(
                 token=token,
                 allow_patterns=HUB_FILES,
             )
-        model_kwargs["tokenizer"] = load_tokenizer(folder)
-        model = cls(
-            **{k: v for k, v in model_kwargs.items() if k in ("arch", "features", "tokenizer")}
-        )
+        config = {k: v for k, v in model_kwargs.items() if k in ("arch", "features")}
+        model = cls(**config, tokenizer=load_tokenizer(folder))
         model = cls._load_as_safetensor(
             model, os.path.join(folder, "model.safetensors"), map_location, strict
         )

@@ -7,28 +7,26 @@
 
 A session keeps everything that crosses a chunk boundary: the samples of an unfinished STFT
 window, the feature frames short of a whole output frame (the model's time stride), and the state
-of the model's incremental pass (`ds2hub.model.streaming.stream_step`: convolution context,
-recurrent state, row-convolution lookahead). Its logits equal the whole-utterance forward pass of
-the same audio, so the final transcript does too. `step_batch` advances many sessions in one
-batched forward pass (Batch Dispatch, Deep Speech 2 section 7.1); `session.accept(x)` is
-`step_batch(rec, [session], [x])[0]`.
+of the model's incremental pass (`ds2hub.model.streaming.stream_step`). Its logits equal the
+whole-utterance forward pass of the same audio, so the final transcript does too. `step_batch`
+advances many sessions in one batched forward pass (Batch Dispatch, Deep Speech 2 section 7.1);
+`session.accept(x)` is `step_batch(rec, [session], [x])[0]`.
 
 Only forward-only models with a causal front end (`features.normalization: global`) stream:
 `SpeechRecognizer.stream` refuses the others with a clear message.
 
 Memory: a stream decoded greedily (the default unless the model carries an LM) keeps only its
-best path, so an hour of audio costs it under a megabyte. A beam search needs every frame's scores
-when the stream finishes, so a session whose decoder is one keeps its logits: 4 bytes per output
-class per output frame (an hour of a 29-character model at 50 frames/s: 21 MB; of a 758-bigram
-model at 25 frames/s: 270 MB), which `ServeConfig.max_stream_seconds` bounds on the server.
+best path. A beam search needs every frame's scores when the stream finishes, so a session whose
+decoder is one keeps its logits: 4 bytes per output class per output frame, which
+`ServeConfig.max_stream_seconds` bounds on the server.
 """
 
 from __future__ import annotations
 
 import copy
 from array import array
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -82,12 +80,10 @@ class _SampleFramer:
         self.head = torch.zeros(0)  # samples before the left reflection can be built
         self.buffer: torch.Tensor | None = None  # padded signal from the next window's start
         self.tail = torch.zeros(0)  # the last pad + 1 samples, for the right reflection
-        self.received = 0
 
     def push(self, samples: torch.Tensor, final: bool = False) -> torch.Tensor | None:
         """Adds samples; returns the padded signal (L,) whose windows are now complete (their
         count is 1 + (L - n_fft) // hop), or None if none is."""
-        self.received += samples.numel()
         self.tail = torch.cat([self.tail, samples])[-(self.pad + 1) :]
         if self.buffer is None:
             self.head = torch.cat([self.head, samples])
@@ -123,6 +119,18 @@ def _as_samples(chunk: Any) -> torch.Tensor:
     return tensor
 
 
+@dataclass(frozen=True)
+class _NetworkStream:
+    """One stream's side of the incremental pass: `stream_step`'s states (a batch of one), the
+    (F, r) feature frames short of a whole time stride that wait for the next chunk, and the
+    frames fed so far. A step makes a new one."""
+
+    state: list[torch.Tensor]
+    pending: torch.Tensor
+    frames_in: int = 0
+    done: bool = False  # the final step ran
+
+
 class StreamSession:
     """One audio stream being transcribed (see the module docstring). Not thread-safe: a server
     feeds a session from one task at a time."""
@@ -147,8 +155,10 @@ class StreamSession:
         self._keep_logits = not self._greedy if keep_logits is None else keep_logits
         config = recognizer.features
         self._framer = _SampleFramer(config.n_fft, config.hop_length)
-        self._net = _NetworkStream.start(recognizer.model)
-        self._logits: list[torch.Tensor] = []  # (n, V) per step, on the CPU
+        state = initial_state(recognizer.model)
+        self._net = _NetworkStream(state, state[0].new_zeros(config.n_bins, 0))
+        # (n, V) logits per step, on the CPU
+        self._logits = [torch.zeros(0, recognizer.tokenizer.vocab_size)]
         # Greedy best path so far, repeats and blanks collapsed: 4 bytes a token, not a list's 8+.
         self._ids = array("I")
         self._last = -1  # best token of the last frame (a repeat across chunks is merged)
@@ -172,13 +182,7 @@ class StreamSession:
                 "this session keeps no logits (its greedy decoding needs none); open it with "
                 "recognizer.stream(keep_logits=True) to read them"
             )
-        if not self._logits:
-            return torch.zeros(0, self.recognizer.tokenizer.vocab_size)
         return torch.cat(self._logits)
-
-    @property
-    def samples_received(self) -> int:
-        return self._framer.received
 
     def accept(self, samples: Any) -> str:
         """Feeds a 1-D float chunk (any size, even empty) at the model's sample rate; returns the
@@ -193,18 +197,16 @@ class StreamSession:
     # --- used by step_batch ---------------------------------------------------------------------
     def _frames(self, samples: torch.Tensor, final: bool) -> torch.Tensor:
         padded = self._framer.push(samples, final)
-        bins = self.recognizer.features.n_bins
         if padded is None:
-            return torch.zeros(bins, 0)
+            return torch.zeros(self.recognizer.features.n_bins, 0)
         with torch.no_grad():
             frontend = self.recognizer.frontend
             return frontend.frames(padded.to(frontend.spectrogram.window.device))
 
-    def _update(self, logits: torch.Tensor) -> _Update | None:
-        """What new output frames change, computed without changing the session (so that a
-        failure anywhere in a batch leaves every session of it as it was)."""
-        if logits.size(0) == 0:
-            return None
+    def _update(self, net: _NetworkStream, logits: torch.Tensor) -> Callable[[], None]:
+        """Computes what a step's new (n, V) output frames change without changing the session
+        (so that a failure anywhere in a batch leaves every session of it as it was); returns the
+        function that commits it, which cannot fail."""
         logits = logits.detach().float().cpu()
         new, last, blank = [], self._last, self.recognizer.tokenizer.blank_id
         for token in logits.argmax(dim=-1).tolist():
@@ -212,41 +214,14 @@ class StreamSession:
                 new.append(token)
             last = token
         text = self.recognizer.tokenizer.decode(self._ids.tolist() + new) if new else self._text
-        return _Update(logits, new, last, text)
 
-    def _apply(self, update: _Update | None) -> None:
-        """Commits `_update`'s result; nothing here can fail."""
-        if update is None:
-            return
-        if self._keep_logits:
-            self._logits.append(update.logits)
-        self._ids.extend(update.ids)
-        self._last, self._text = update.last, update.text
+        def commit() -> None:
+            self._net, self._last, self._text = net, last, text
+            self._ids.extend(new)
+            if self._keep_logits and len(logits):
+                self._logits.append(logits)
 
-
-@dataclass
-class _NetworkStream:
-    """One stream's side of the incremental pass: `stream_step`'s states (a batch of one), the
-    (F, r) feature frames short of a whole time stride that wait for the next chunk, and the
-    frames fed so far. Immutable in practice: a step makes a new one."""
-
-    state: list[torch.Tensor]
-    pending: torch.Tensor
-    frames_in: int = 0
-    done: bool = False  # the final step ran
-
-    @classmethod
-    def start(cls, model: DeepSpeech2) -> _NetworkStream:
-        state = initial_state(model)
-        return cls(state, state[0].new_zeros(model.config.n_features, 0))
-
-
-@dataclass
-class _Update:
-    logits: torch.Tensor  # (n, V) new output frames, on the CPU
-    ids: list[int]  # new best-path tokens
-    last: int  # best token of the last frame
-    text: str  # the partial transcript with them
+        return commit
 
 
 def _check_batch(recognizer: SpeechRecognizer, sessions: Sequence[StreamSession]) -> None:
@@ -262,32 +237,23 @@ def _check_batch(recognizer: SpeechRecognizer, sessions: Sequence[StreamSession]
 def _network_step(
     model: DeepSpeech2, streams: Sequence[_NetworkStream], frames: list[torch.Tensor], final: bool
 ) -> tuple[list[torch.Tensor], list[_NetworkStream]]:
-    """Feeds each stream its new (F, n_b) feature frames in one batched `stream_step`.
-
-    Frames short of a whole time stride wait for the next chunk; the final step feeds them with
-    `flush_frames` of zeros after them, which emits every remaining output.
+    """Feeds each stream its new (F, n_b) feature frames in one batched `stream_step`; frames
+    short of a whole time stride wait for the next chunk, and the final step flushes them.
 
     Returns:
         per stream, its new (n_b', V) logits and its next `_NetworkStream` (the given ones are
         left as they are, so a failed batch can be retried).
     """
     stride = model.config.time_stride
-    chunks, totals = [], []
-    for net, new in zip(streams, frames):
-        chunk = torch.cat([net.pending, new], dim=1)  # (F, r + n_b)
-        if final:
-            totals.append(net.frames_in + chunk.size(1))
-            size = -(-(chunk.size(1) + flush_frames(model)) // stride) * stride
-            chunk = F.pad(chunk, (0, size - chunk.size(1)))
-        else:
-            totals.append(UNKNOWN_LENGTH)
-        chunks.append(chunk)
+    chunks = [torch.cat([n.pending, new], dim=1) for n, new in zip(streams, frames)]  # (F, r + n_b)
+    totals = [n.frames_in + c.size(1) if final else UNKNOWN_LENGTH for n, c in zip(streams, chunks)]
+    if final:  # zeros that complete the last stride (counts round down), then `flush_frames` more
+        chunks = [F.pad(c, (0, stride - 1 + flush_frames(model))) for c in chunks]
     counts = [c.size(1) // stride * stride for c in chunks]
     longest = max(counts)
     if longest == 0:  # no whole stride yet: nothing to run
-        return [c.new_zeros(0, model.vocab_size) for c in chunks], [
-            replace(net, pending=c) for net, c in zip(streams, chunks)
-        ]
+        nexts = [_NetworkStream(n.state, c, n.frames_in) for n, c in zip(streams, chunks)]
+        return [c.new_zeros(0, model.vocab_size) for c in chunks], nexts
     features = torch.stack([F.pad(c[:, :n], (0, longest - n)) for c, n in zip(chunks, counts)])
     device = features.device  # (B, F, K)
     dims = batch_dims(model)
@@ -328,21 +294,19 @@ def _advance(
     # A failed step (out of memory in a large batch, a tokenizer that raises, say) leaves every
     # session as it was: the server's dispatcher then retries each one alone with the same chunk,
     # which must not be framed twice. A framer rebinds its tensors, never writes into them, so a
-    # shallow copy keeps it; the network streams and transcripts change only once every
-    # session's update is computed.
+    # shallow copy keeps it; the rest of a session changes only once every update is computed.
     saved = [copy.copy(s._framer) for s in sessions]
     try:
         frames = [s._frames(x, final).to(device) for s, x in zip(sessions, samples)]
         with torch.no_grad():
             logits, nets = _network_step(model, [s._net for s in sessions], frames, final)
-        updates = [s._update(out) for s, out in zip(sessions, logits)]
+        commits = [s._update(net, out) for s, net, out in zip(sessions, nets, logits)]
     except BaseException:
         for s, framer in zip(sessions, saved):
             s._framer = framer
         raise
-    for s, net, update in zip(sessions, nets, updates):
-        s._net = net
-        s._apply(update)
+    for commit in commits:
+        commit()
 
 
 def step_batch(
@@ -373,16 +337,16 @@ def finish_batch(recognizer: SpeechRecognizer, sessions: Sequence[StreamSession]
     pending = [s for s in sessions if not s._net.done]
     if pending:
         _advance(recognizer, pending, [torch.zeros(0)] * len(pending), final=True)
-    texts = []
-    for s in sessions:
+
+    def final_text(s: StreamSession) -> str:
         if s._greedy:
-            texts.append(to_text(s._ids.tolist()) if s._ids else "")
-        else:
-            logits, decode = s.logits, decoders[id(s)]
-            empty_stream = logits.size(0) == 0
-            texts.append(
-                "" if empty_stream else decode(logits[None], torch.tensor([len(logits)]))[0]
-            )
+            return to_text(s._ids.tolist()) if s._ids else ""
+        logits = s.logits  # (T', V)
+        if len(logits) == 0:
+            return ""
+        return decoders[id(s)](logits[None], torch.tensor([len(logits)]))[0]
+
+    texts = [final_text(s) for s in sessions]
     for s, text in zip(sessions, texts):  # all or none: a failed batch can be retried whole
         s._final = text
     return texts

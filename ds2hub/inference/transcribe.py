@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from tqdm.auto import tqdm
 
 from ds2hub.audio import SAMPLE_RATE, AudioSource, load_audio
 from ds2hub.decoding.alignment import WordTiming, word_timestamps
@@ -60,10 +61,6 @@ class WindowPlan:
     @property
     def hop_samples(self) -> int:
         return self.hop_frames * self.frame_samples
-
-    @property
-    def frame_seconds(self) -> float:
-        return self.frame_samples / SAMPLE_RATE
 
     def num_windows(self, num_samples: int) -> int:
         if num_samples <= self.window_samples:
@@ -147,25 +144,17 @@ class _Failure:
     error: str
 
 
+@dataclass
 class AudioWindows(IterableDataset):
     """Sources -> their overlapping windows, decoded lazily (one source at a time per worker).
 
     Workers take every `num_workers`-th source, so each source is read once.
     """
 
-    def __init__(
-        self,
-        sources: Sequence[AudioSource],
-        plan: WindowPlan,
-        sample_rate: int | None,
-        skip_errors: bool,
-    ) -> None:
-        self.sources, self.plan, self.sample_rate, self.skip_errors = (
-            sources,
-            plan,
-            sample_rate,
-            skip_errors,
-        )
+    sources: Sequence[AudioSource]
+    plan: WindowPlan
+    sample_rate: int | None
+    skip_errors: bool
 
     def __iter__(self) -> Iterator[_Window | _Failure]:
         info = get_worker_info()
@@ -189,10 +178,6 @@ class _Recording:
     count: int
     samples: int = 0
     logits: dict[int, torch.Tensor] = field(default_factory=dict)  # window -> kept (T_k, V)
-
-
-def _identity(item):
-    return item
 
 
 @torch.inference_mode()
@@ -234,17 +219,13 @@ def iter_transcripts(
     decode = recognizer.text_decoder(decoding)
     device = next(recognizer.parameters()).device
     min_samples = recognizer.features.n_fft
+    # batch_size=None: one item at a time, passed through unchanged (no collation)
     loader = DataLoader(
         AudioWindows(sources, plan, sample_rate, skip_errors),
         batch_size=None,
         num_workers=num_workers,
-        collate_fn=_identity,
     )
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(sources), desc="transcribing", unit="file")
+    bar = tqdm(total=len(sources), desc="transcribing", unit="file", disable=not progress)
     pool_size = 4 * batch_size  # windows gathered before sorting them by length into batches
     pool: list[_Window] = []
     open_: dict[int, _Recording] = {}
@@ -254,16 +235,14 @@ def iter_transcripts(
     def finish(i: int) -> None:
         rec = open_.pop(i)
         duration = rec.samples / SAMPLE_RATE
-        parts = [rec.logits[k] for k in range(rec.count) if k in rec.logits]
-        if not parts:  # shorter than one analysis window
-            done[i] = Transcript("", duration, [] if timestamps else None)
-            return
-        logits = torch.cat(parts)  # (T, V)
+        logits = torch.cat([rec.logits[k] for k in range(rec.count)])  # (T, V)
         length = torch.tensor([logits.size(0)])
         (text,) = decode(logits.log_softmax(-1)[None], length)  # decoders take log-probs
         words = None
         if timestamps:
-            words = word_timestamps(logits, text, recognizer.tokenizer, plan.frame_seconds)
+            words = word_timestamps(
+                logits, text, recognizer.tokenizer, plan.frame_samples / SAMPLE_RATE
+            )
             # The last frame's window reaches past the end of the audio.
             words = words and [replace(w, end=min(w.end, round(duration, 3))) for w in words]
         done[i] = Transcript(text, duration, words)
@@ -286,8 +265,7 @@ def iter_transcripts(
     def ready() -> Iterator[Transcript]:
         nonlocal next_out
         while next_out in done:
-            if bar is not None:
-                bar.update(1)
+            bar.update(1)
             yield done.pop(next_out)
             next_out += 1
 
@@ -310,8 +288,7 @@ def iter_transcripts(
         yield from ready()
     run_pool()
     yield from ready()
-    if bar is not None:
-        bar.close()
+    bar.close()
 
 
 def transcribe(

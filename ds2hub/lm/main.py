@@ -6,9 +6,6 @@ writes `DIR/lm.arpa` (the model, see `ds2hub.lm.ngram`), `DIR/unigrams.txt` (its
 a line, as pyctcdecode's `language_model/` folder lists them) and `DIR/.ds2hub-lm.json` (how it
 was built; hidden, because pyctcdecode's folder loader counts the visible files). Mistakes in the
 command or its files raise `ConfigError` (the console prints one line and exits with status 2).
-
-Normalisation: `--normalize english|mandarin|lower|none`, or `--tokenizer DIR` to use the
-`normalize` of the tokenizer saved in a model folder, so the LM's words are the decoder's words.
 """
 
 from __future__ import annotations
@@ -22,25 +19,12 @@ from pathlib import Path
 
 from ds2hub.errors import ConfigError
 from ds2hub.lm.ngram import UNITS, NGramModel, TextUnits, build_ngram
+from ds2hub.plugins import get_normalizer
 
 LM_FILE = "lm.arpa"
 UNIGRAMS_FILE = "unigrams.txt"
 BUILD_MARKER = ".ds2hub-lm.json"  # written with every build: marks the files as ds2hub's
 OUTPUT_FILES = (LM_FILE, UNIGRAMS_FILE)
-
-
-def _normalizer(name: str) -> Callable[[str], str] | None:
-    from ds2hub.tokenizers.normalizers import normalize_english, normalize_mandarin
-
-    return {
-        "none": None,
-        "lower": str.lower,
-        "english": normalize_english,
-        "mandarin": normalize_mandarin,
-    }[name]
-
-
-NORMALIZERS = ("none", "lower", "english", "mandarin")
 
 
 def check_out_dir(out: Path, overwrite: bool) -> None:
@@ -103,7 +87,9 @@ def _word_list(lines: list[str], paths: list[str]) -> tuple[list[str], list[int]
 
 
 def _units(args: argparse.Namespace) -> TextUnits:
-    normalize = _normalizer(args.normalize)
+    normalize = {"none": None, "lower": str.lower}.get(args.normalize)
+    if args.normalize not in ("none", "lower"):  # any registered normaliser, plugins' included
+        normalize = get_normalizer(args.normalize)
     if args.tokenizer:
         if args.normalize != "none":
             raise ConfigError("give --tokenizer or --normalize, not both")
@@ -113,10 +99,7 @@ def _units(args: argparse.Namespace) -> TextUnits:
             raise ConfigError(f"--tokenizer {args.tokenizer!r} is not a folder")
         normalize = load_tokenizer(args.tokenizer).normalize
     return TextUnits(
-        unit=args.unit,
-        normalize=normalize,
-        segment=args.segment,
-        keep_spaces=args.keep_spaces,
+        unit=args.unit, normalize=normalize, segment=args.segment, keep_spaces=args.keep_spaces
     )
 
 
@@ -133,10 +116,10 @@ def build_main(argv: list[str]) -> None:
     parser.add_argument("--out", required=True, help="folder for lm.arpa and unigrams.txt")
     parser.add_argument(
         "--normalize",
-        choices=NORMALIZERS,
         default="none",
-        help="text normalisation before splitting (english: a-z, apostrophe; mandarin: Han "
-        "characters, ASCII letters and digits)",
+        help="text normalisation before splitting: none, lower, or a registered normaliser "
+        "(english: a-z, apostrophe; mandarin: Han characters, ASCII letters and digits; "
+        "plugins add theirs, e.g. german)",
     )
     parser.add_argument(
         "--tokenizer", default=None, help="model folder whose saved tokenizer normalises the text"
@@ -178,30 +161,24 @@ def build_main(argv: list[str]) -> None:
 def _write(
     model: NGramModel, out: Path, args: argparse.Namespace, lines: list[str], seconds: float
 ) -> None:
+    record = {
+        "created_by": "ds2hub lm build",
+        "text": [os.path.abspath(p) for p in args.text],
+        "lines": len(lines),
+        "order": model.order,
+        "unit": args.unit,
+        "normalize": "tokenizer" if args.tokenizer else args.normalize,
+        "segment": args.segment,
+        "keep_spaces": args.keep_spaces,
+        "word_list": args.word_list,
+        "counts": model.counts,
+        "discounts": model.discounts,
+        "seconds": round(seconds, 3),
+    }
     check_out_dir(out, args.overwrite)  # again: the folder may have changed meanwhile
     try:
         out.mkdir(parents=True, exist_ok=True)
-        (out / BUILD_MARKER).write_text(
-            json.dumps(
-                {
-                    "created_by": "ds2hub lm build",
-                    "text": [os.path.abspath(p) for p in args.text],
-                    "lines": len(lines),
-                    "order": model.order,
-                    "unit": args.unit,
-                    "normalize": "tokenizer" if args.tokenizer else args.normalize,
-                    "segment": args.segment,
-                    "keep_spaces": args.keep_spaces,
-                    "word_list": args.word_list,
-                    "counts": model.counts,
-                    "discounts": model.discounts,
-                    "seconds": round(seconds, 3),
-                },
-                indent=2,
-            )
-            + "\n",
-            encoding="utf-8",
-        )
+        (out / BUILD_MARKER).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         model.write_arpa(out / LM_FILE)
         tmp = out / f".{UNIGRAMS_FILE}.tmp"
         tmp.write_text("".join(f"{w}\n" for w in model.vocabulary), encoding="utf-8")
@@ -211,11 +188,7 @@ def _write(
 
 
 def _summary(
-    model: NGramModel,
-    out: Path,
-    units: TextUnits,
-    heldout: list[str] | None,
-    seconds: float,
+    model: NGramModel, out: Path, units: TextUnits, heldout: list[str] | None, seconds: float
 ) -> None:
     counts = ", ".join(f"{n}-grams {c:,}" for n, c in enumerate(model.counts, 1))
     print(f"order {model.order} {units.unit} LM: {counts}")
@@ -236,17 +209,14 @@ def _summary(
         )
 
 
-# One entry per subcommand: `ds2hub lm NAME ARGS...` calls SUBCOMMANDS[NAME](ARGS).
-SUBCOMMANDS: dict[str, Callable[[list[str]], None]] = {"build": build_main}
-
-
 def _tune(argv: list[str]) -> None:
     from ds2hub.lm.tune import tune_main  # imported on use: it loads the training stack
 
     tune_main(argv)
 
 
-SUBCOMMANDS["tune"] = _tune
+# One entry per subcommand: `ds2hub lm NAME ARGS...` calls SUBCOMMANDS[NAME](ARGS).
+SUBCOMMANDS: dict[str, Callable[[list[str]], None]] = {"build": build_main, "tune": _tune}
 
 
 def lm_main(argv: list[str]) -> None:

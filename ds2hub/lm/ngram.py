@@ -20,22 +20,17 @@ Heafield et al. 2013, "Scalable modified Kneser-Ney language model estimation"):
   the backoff weight gamma(h) on each history h, so p(w | h) = gamma(h) p(w | h') for unseen hw
   and every history's probabilities sum to 1.
 
-Why estimate here: `lmplz` is a C++ program that no Python package installs. The `kenlm` package on
-PyPI (0.3.0) is a source distribution only; it compiles where a C++ compiler is present, and gives
-KenLM's query API (`kenlm.Model`), neither `lmplz` nor `build_binary`. The corpora ds2hub builds
-LMs from (tens of thousands of sentences) take seconds in pure Python. For corpora of millions or
-billions of words run KenLM's `lmplz -o N < text > lm.arpa` (and `build_binary` for a compact
-file) and pass that file instead: it is the same kind of model, and `read_arpa` checks any ARPA
-file before a decoder uses it. ds2hub writes ARPA only, as no installable package here writes
-KenLM's binary format.
-
-Text becomes tokens through `TextUnits`: whitespace-separated words (optionally segmented by jieba
-for Chinese) or single characters (Mandarin character LMs; spaces dropped, or kept as a `|` token).
-Give it the tokenizer's `normalize` so the LM's vocabulary is what the decoder emits.
+Why estimate here: `lmplz` is a C++ program that no Python package installs (PyPI's `kenlm` gives
+only KenLM's query API), and the corpora ds2hub builds LMs from (tens of thousands of sentences)
+take seconds in pure Python. For millions of sentences run KenLM's `lmplz -o N < text > lm.arpa`
+(and `build_binary`) and pass that file instead: it is the same kind of model, and `read_arpa`
+checks any ARPA file before a decoder uses it. ds2hub writes ARPA only. Text becomes tokens
+through `TextUnits`.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -57,6 +52,8 @@ FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)  # lmplz --discount_fallback
 UNITS = ("word", "char")
 SPACE_TOKEN = "|"  # a kept space in character LMs: flashlight's word-boundary token
 Gram = tuple[str, ...]
+Table = dict[Gram, tuple[float, float | None]]  # n-gram -> (log10 p(w | h), log10 backoff)
+Discounts = tuple[float, float, float]  # (D1, D2, D3+)
 
 
 # --- text -> tokens ------------------------------------------------------------------------------
@@ -70,16 +67,14 @@ class TextUnits:
             vocabulary is what the decoder emits. None: the text as it is.
         segment: words only: `"jieba"` (Chinese word segmentation, imported only when used) or a
             callable `str -> list[str]`. None: split on whitespace.
-        keep_spaces: characters only: a run of whitespace becomes the token `space_token`
-            (default: dropped, as Mandarin character LMs ignore segmentation spaces).
-        space_token: the token for a kept space.
+        keep_spaces: characters only: a run of whitespace becomes the token `|` (`SPACE_TOKEN`;
+            default: dropped, as Mandarin character LMs ignore segmentation spaces).
     """
 
     unit: str = "word"
     normalize: Callable[[str], str] | None = None
     segment: str | Callable[[str], list[str]] | None = None
     keep_spaces: bool = False
-    space_token: str = SPACE_TOKEN
     _segmenter: Callable[[str], list[str]] | None = field(
         default=None, init=False, repr=False, compare=False
     )
@@ -91,13 +86,15 @@ class TextUnits:
             raise ConfigError("segmentation (segment=...) applies to unit 'word' only")
         if self.keep_spaces and self.unit != "char":
             raise ConfigError("keep_spaces applies to unit 'char' only")
-        if self.keep_spaces and (
-            not self.space_token or any(ch.isspace() for ch in self.space_token)
-        ):
-            raise ConfigError(f"space_token must be a non-empty token, not {self.space_token!r}")
         segmenter = self.segment
         if segmenter == "jieba":
-            segmenter = _jieba_segmenter()
+            from ds2hub.extras import require
+
+            # Lazily (loading its dictionary takes a second), and with a one-line message naming
+            # the `mandarin` extra when jieba is missing.
+            jieba = require("jieba", "mandarin")
+            jieba.setLogLevel(logging.WARNING)
+            segmenter = jieba.lcut
         elif isinstance(segmenter, str):
             raise ConfigError(f"unknown segmenter {segmenter!r}; known: 'jieba' or a callable")
         object.__setattr__(self, "_segmenter", segmenter)
@@ -109,31 +106,12 @@ class TextUnits:
         if self.unit == "char":
             if not self.keep_spaces:
                 return [ch for ch in line if not ch.isspace()]
-            return [self.space_token if w is None else w for w in _chars_with_spaces(line)]
+            # each inner run of whitespace becomes one space token; the ends are stripped
+            return [SPACE_TOKEN if ch == " " else ch for ch in " ".join(line.split())]
         if self._segmenter is not None:
             # whitespace inside a segment would split it in the ARPA file: make it two words
             return [t for w in self._segmenter(line) for t in w.split()]
         return line.split()
-
-
-def _chars_with_spaces(line: str) -> list[str | None]:
-    """Characters, with each inner run of whitespace as one None (ends stripped)."""
-    out: list[str | None] = []
-    for word in line.split():
-        if out:
-            out.append(None)
-        out.extend(word)
-    return out
-
-
-def _jieba_segmenter() -> Callable[[str], list[str]]:
-    from ds2hub.extras import require
-
-    # Lazily (loading its dictionary takes a second), and with a one-line message naming the
-    # `mandarin` extra when jieba is missing.
-    jieba = require("jieba", "mandarin")
-    jieba.setLogLevel(logging.WARNING)
-    return jieba.lcut
 
 
 # --- held-out text ------------------------------------------------------------------------------
@@ -149,8 +127,7 @@ def heldout_split(lines: Iterable[str], n: int = 200, seed: int = 0) -> tuple[li
     Returns:
         (training lines, held-out lines), both stripped.
     """
-    text = [line.strip() for line in lines]
-    text = [line for line in text if line]
+    text = [line for line in map(str.strip, lines) if line]
     if not 0 < n < len(text):
         raise ConfigError(f"cannot hold out {n} of {len(text)} non-empty lines")
     picked = set(random.Random(seed).sample(range(len(text)), n))
@@ -174,11 +151,9 @@ def lines_without(lines: Iterable[str], words: Iterable[str], min_length: int = 
     kept = []
     for line in lines:
         text = line.strip()
-        if text in whole or text in inner:
-            continue
-        if any(text[i : i + k] in inner for k in lengths for i in range(len(text) - k + 1)):
-            continue
-        kept.append(line)
+        spans = (text[i : i + k] for k in lengths for i in range(len(text) - k + 1))
+        if text not in whole and not any(span in inner for span in spans):
+            kept.append(line)
     return kept
 
 
@@ -213,11 +188,7 @@ class NGramModel:
         discounts: per order, the (D1, D2, D3+) it was estimated with (empty when read from ARPA).
     """
 
-    def __init__(
-        self,
-        grams: list[dict[Gram, tuple[float, float | None]]],
-        discounts: Sequence[tuple[float, float, float]] = (),
-    ) -> None:
+    def __init__(self, grams: list[Table], discounts: Sequence[Discounts] = ()) -> None:
         if not grams or not grams[0]:
             raise ValueError("an n-gram model needs unigrams")
         self.grams = grams
@@ -254,24 +225,17 @@ class NGramModel:
         keep = self.order - 1
         context = tuple(w if (w,) in unigrams else UNK for w in history)[-keep:] if keep else ()
         penalty = 0.0
-        while True:
-            entry = self.grams[len(context)].get((*context, word))
-            if entry is not None:
-                return penalty + entry[0]
+        while (entry := self.grams[len(context)].get((*context, word))) is None:
             if not context:  # cannot happen: every known word is a unigram
                 raise KeyError(word)
-            if context in self.grams[len(context) - 1]:
-                penalty += self.grams[len(context) - 1][context][1] or 0.0
+            penalty += self.grams[len(context) - 1].get(context, (0.0, None))[1] or 0.0
             context = context[1:]
+        return penalty + entry[0]
 
-    def score(self, tokens: Sequence[str], bos: bool = True, eos: bool = True) -> float:
+    def score(self, tokens: Sequence[str]) -> float:
         """log10 p of a token sequence (`<s>` as its first history and `</s>` at its end)."""
-        history: list[str] = [BOS] if bos else []
-        total = 0.0
-        for token in [*tokens, EOS] if eos else tokens:
-            total += self.logprob(token, history)
-            history.append(token)
-        return total
+        padded = [BOS, *tokens, EOS]
+        return sum(self.logprob(padded[i], padded[:i]) for i in range(1, len(padded)))
 
     def perplexity(self, sentences: Iterable[Sequence[str]]) -> Perplexity:
         """Perplexity of tokenized sentences (see `TextUnits.split`)."""
@@ -302,16 +266,12 @@ class NGramModel:
         tmp = path.with_name(f".{path.name}.tmp")
         with open(tmp, "w", encoding="utf-8") as f:
             f.write("\\data\\\n")
-            for n, grams in enumerate(self.grams, 1):
-                f.write(f"ngram {n}={len(grams)}\n")
+            f.writelines(f"ngram {n}={len(grams)}\n" for n, grams in enumerate(self.grams, 1))
             for n, grams in enumerate(self.grams, 1):
                 f.write(f"\n\\{n}-grams:\n")
-                f.writelines(
-                    f"{p:.7g}\t{' '.join(g)}\n"
-                    if b is None
-                    else f"{p:.7g}\t{' '.join(g)}\t{b:.7g}\n"
-                    for g, (p, b) in grams.items()
-                )
+                for g, (p, b) in grams.items():
+                    backoff = "" if b is None else f"\t{b:.7g}"
+                    f.write(f"{p:.7g}\t{' '.join(g)}{backoff}\n")
             f.write("\n\\end\\\n")
         os.replace(tmp, path)
 
@@ -326,33 +286,19 @@ def count_ngrams(
     """Raw counts of every n-gram up to `order` in `<s> tokens </s>` padded sentences, each
     sentence counted `repeats[i]` times (default once)."""
     counts: list[Counter[Gram]] = [Counter() for _ in range(order)]
-    if repeats is None:
-        for tokens in sentences:
-            padded = (BOS, *tokens, EOS)
-            for n in range(1, order + 1):
-                counts[n - 1].update(padded[i : i + n] for i in range(len(padded) - n + 1))
-        return counts
-    for tokens, k in zip(sentences, repeats, strict=True):
+    for tokens, k in zip(sentences, repeats or itertools.repeat(1)):
         padded = (BOS, *tokens, EOS)
-        for n in range(1, order + 1):
-            table = counts[n - 1]
-            for i in range(len(padded) - n + 1):
-                table[padded[i : i + n]] += k
+        for n, table in enumerate(counts, 1):
+            grams = (padded[i : i + n] for i in range(len(padded) - n + 1))
+            if k == 1:
+                table.update(grams)  # Counter's C loop: the common case, and the fast one
+            else:
+                for g in grams:
+                    table[g] += k
     return counts
 
 
-def kneser_ney_counts(raw: list[Counter[Gram]]) -> list[dict[Gram, int]]:
-    """Modified Kneser-Ney counts: raw for the highest order and for n-grams starting with `<s>`,
-    otherwise the number of distinct words seen before the n-gram."""
-    order = len(raw)
-    adjusted: list[dict[Gram, int]] = [dict(raw[-1])]
-    for n in range(order - 1, 0, -1):  # n: the order being adjusted
-        left = Counter(g[1:] for g in raw[n])  # (n+1)-grams by their n-word suffix
-        adjusted.insert(0, {g: (c if g[0] == BOS else left[g]) for g, c in raw[n - 1].items()})
-    return adjusted
-
-
-def discounts_from(counts: Iterable[int], order: int) -> tuple[float, float, float]:
+def discounts_from(counts: Iterable[int], order: int) -> Discounts:
     """(D1, D2, D3+) from the count-of-counts, or lmplz's fallback where they do not exist."""
     t = Counter(c for c in counts if c <= 4)
     if all(t[k] for k in range(1, 5)):
@@ -370,8 +316,7 @@ def discounts_from(counts: Iterable[int], order: int) -> tuple[float, float, flo
 
 
 def estimate_kneser_ney(
-    raw: list[Counter[Gram]],
-    discounts: Sequence[tuple[float, float, float]] | None = None,
+    raw: list[Counter[Gram]], discounts: Sequence[Discounts] | None = None
 ) -> NGramModel:
     """Interpolated modified Kneser-Ney from raw counts (see the module doc for the formulas).
 
@@ -380,7 +325,11 @@ def estimate_kneser_ney(
         discounts: (D1, D2, D3+) per order instead of those estimated from the counts.
     """
     order = len(raw)
-    adjusted = kneser_ney_counts(raw)
+    # Modified Kneser-Ney counts (see "Counts" in the module doc)
+    adjusted: list[dict[Gram, int]] = [dict(raw[-1])]
+    for n in range(order - 1, 0, -1):  # n: the order being adjusted
+        left = Counter(g[1:] for g in raw[n])  # (n+1)-grams by their n-word suffix
+        adjusted.insert(0, {g: (c if g[0] == BOS else left[g]) for g, c in raw[n - 1].items()})
     adjusted[0].pop((BOS,), None)  # never predicted: no count, no probability mass
     adjusted[0].setdefault((EOS,), 0)
     adjusted[0].setdefault((UNK,), 0)
@@ -393,12 +342,11 @@ def estimate_kneser_ney(
             f"discounts must be {order} triples (D1, D2, D3+) with 0 < D_k <= k, not {discounts}"
         )
 
-    grams: list[dict[Gram, tuple[float, float | None]]] = []
+    grams: list[Table] = []
     lower: dict[Gram, float] = {}  # p(w | h') of the order below, as probabilities
     uniform = 1.0 / len(adjusted[0])  # every unigram but <s>
     for n in range(1, order + 1):
-        d1, d2, d3 = discounts[n - 1]
-        discount = (0.0, d1, d2)  # by count; d3 from 3 on (count 0: <unk>, </s> never counted)
+        discount = (0.0, *discounts[n - 1])  # by count, up to 3+ (0: <unk>, </s> never counted)
         counts = adjusted[n - 1]
         # Two passes over the n-grams instead of grouping them: per history h, the total count
         # and the discounted mass D1 N1(h) + D2 N2(h) + D3+ N3+(h), so gamma(h) = mass / total.
@@ -407,20 +355,18 @@ def estimate_kneser_ney(
         for g, c in counts.items():
             h = g[:-1]
             total[h] += c
-            mass[h] += discount[c] if c < 3 else d3
+            mass[h] += discount[min(c, 3)]
         probs: dict[Gram, float] = {}
         for g, c in counts.items():
             h = g[:-1]
             below = uniform if n == 1 else lower[g[1:]]
-            probs[g] = (c - (discount[c] if c < 3 else d3) + mass[h] * below) / total[h]
+            probs[g] = (c - discount[min(c, 3)] + mass[h] * below) / total[h]
         # backoff weights of this order's histories sit on the order below
         if n > 1:
             previous = grams[n - 2]
             for h, t in total.items():
                 previous[h] = (previous[h][0], math.log10(mass[h] / t))
-        table: dict[Gram, tuple[float, float | None]] = {}
-        if n == 1:
-            table[(BOS,)] = (LOG10_ZERO, None)
+        table: Table = {(BOS,): (LOG10_ZERO, None)} if n == 1 else {}
         table.update((g, (math.log10(p), None)) for g, p in probs.items())
         grams.append(table)
         lower = probs
@@ -431,7 +377,7 @@ def build_ngram(
     lines: Iterable[str],
     order: int,
     units: TextUnits | str = "word",
-    discounts: Sequence[tuple[float, float, float]] | None = None,
+    discounts: Sequence[Discounts] | None = None,
     repeats: Iterable[int] | None = None,
 ) -> NGramModel:
     """Estimates an interpolated modified Kneser-Ney n-gram model from text, one sentence a line.

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -95,11 +94,10 @@ def grid_search(
 
 def format_surface(surface: list[tuple[float, float, float]], metric: str) -> str:
     """The surface as a table: rows α, columns β, error rates in percent."""
-    alphas = sorted({a for a, _, _ in surface})
     betas = sorted({b for _, b, _ in surface})
     table = {(a, b): r for a, b, r in surface}
     lines = [f"{metric.upper()} %  " + "".join(f"b={b:<7g}" for b in betas)]
-    for a in alphas:
+    for a in sorted({a for a, _, _ in surface}):
         lines.append(f"a={a:<6g} " + "".join(f"{100 * table[(a, b)]:<9.2f}" for b in betas))
     return "\n".join(lines)
 
@@ -170,7 +168,7 @@ def tune_main(argv: list[str]) -> None:
     model = Path(args.model).expanduser()
     if not model.exists():
         raise ConfigError(f"model {args.model!r} does not exist")
-    if args.lm and not Path(args.lm).expanduser().is_file():
+    if not Path(args.lm).expanduser().is_file():
         raise ConfigError(f"language model {args.lm!r} (--lm) does not exist")
     is_ckpt = model.suffix == ".ckpt"
     config = Path(args.config) if args.config else (find_run_config(model) if is_ckpt else None)
@@ -192,15 +190,8 @@ def tune_main(argv: list[str]) -> None:
     print(f"tuning on {len(cached.references)} {args.stage} utterances ({metric.upper()})")
     greedy = error_rate(text_decoder(recognizer.tokenizer), cached, normalize, metric)
     print(f"greedy: {metric.upper()} {100 * greedy:.2f} %")
-    surface = grid_search(
-        recognizer.tokenizer,
-        base,
-        cached,
-        normalize,
-        metric,
-        _floats(args.alphas),
-        _floats(args.betas),
-    )
+    alphas, betas = _floats(args.alphas), _floats(args.betas)
+    surface = grid_search(recognizer.tokenizer, base, cached, normalize, metric, alphas, betas)
     print(format_surface(surface, metric))
     alpha, beta, best = min(surface, key=lambda s: s[2])
     print(
@@ -209,9 +200,6 @@ def tune_main(argv: list[str]) -> None:
     )
     out.mkdir(parents=True, exist_ok=True)
     save_decoding(out, base.replace(lm_weight=alpha, word_score=beta), recognizer.tokenizer)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["alpha", "beta", metric])
-    writer.writerows(surface)
-    (out / SURFACE_FILE).write_text(buffer.getvalue())
+    with (out / SURFACE_FILE).open("w", newline="") as f:
+        csv.writer(f).writerows([("alpha", "beta", metric), *surface])
     print(f"wrote {out} (ds2hub push ships it with the model)")

@@ -16,11 +16,8 @@ def lengths_to_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
 
 
 class SequenceWiseBatchNorm(nn.Module):
-    """Batch norm over (batch x time) of a padded sequence.
-
-    Input is (B, T, C, *rest); channel dim is 2. Wraps `nn.BatchNorm1d`, so
-    `nn.SyncBatchNorm.convert_sync_batchnorm` turns it into synchronised BN under DDP.
-    """
+    """Batch norm over (batch x time) of a padded sequence. Wraps `nn.BatchNorm1d`, so
+    `nn.SyncBatchNorm.convert_sync_batchnorm` turns it into synchronised BN under DDP."""
 
     def __init__(self, num_features: int, momentum: float = 0.1) -> None:
         super().__init__()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
@@ -32,13 +33,7 @@ class DeepSpeech2Config:
     fc_hidden: int = 0  # width of a fully connected layer before the output (0: none)
 
     def __post_init__(self) -> None:
-        conv = (
-            "conv_channels",
-            "conv_kernel_freq",
-            "conv_kernel_time",
-            "conv_stride_freq",
-            "conv_stride_time",
-        )
+        conv = tuple(f.name for f in fields(self) if f.name.startswith("conv_"))
         for name in conv:  # JSON and YAML give lists; keep the dataclass hashable
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
         n = len(self.conv_channels)
@@ -62,10 +57,7 @@ class DeepSpeech2Config:
     @property
     def time_stride(self) -> int:
         """Input frames per output frame."""
-        stride = 1
-        for s in self.conv_stride_time:
-            stride *= s
-        return stride
+        return math.prod(self.conv_stride_time)
 
     @property
     def streaming(self) -> bool:
@@ -77,8 +69,7 @@ class DeepSpeech2Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DeepSpeech2Config:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
+        unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"unknown DeepSpeech2Config fields: {sorted(unknown)}")
         return cls(**data)

@@ -37,16 +37,9 @@ class ConvStack(nn.Module):
             config.conv_stride_freq,
             config.conv_stride_time,
         ):
-            self.convs.append(
-                nn.Conv2d(
-                    in_ch,
-                    ch,
-                    (kf, kt),
-                    (sf, st),
-                    padding=(kf // 2, kt // 2),
-                    bias=not config.batch_norm,
-                )
-            )
+            padding = (kf // 2, kt // 2)  # centred windows
+            conv = nn.Conv2d(in_ch, ch, (kf, kt), (sf, st), padding, bias=not config.batch_norm)
+            self.convs.append(conv)
             self.norms.append(SequenceWiseBatchNorm(ch) if config.batch_norm else nn.Identity())
             in_ch, freq = ch, conv_output_length(freq, kf, sf)
         self.output_size = in_ch * freq

@@ -30,10 +30,8 @@ class DeepSpeech2(nn.Module):
         self.vocab_size = vocab_size
         self.conv = ConvStack(config)
         self.rnns = recurrent_stack(self.conv.output_size, config)
-        self.rowconv = (
-            RowConvolution(config.rnn_hidden, config.lookahead) if config.lookahead else None
-        )
         width = config.rnn_hidden
+        self.rowconv = RowConvolution(width, config.lookahead) if config.lookahead else None
         self.head_norm = SequenceWiseBatchNorm(width) if config.batch_norm else None
         self.fc = nn.Linear(width, config.fc_hidden) if config.fc_hidden else None
         self.output = nn.Linear(config.fc_hidden or width, vocab_size)

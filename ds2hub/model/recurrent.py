@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from ds2hub.model.batchnorm import SequenceWiseBatchNorm, lengths_to_mask
+from ds2hub.model.batchnorm import SequenceWiseBatchNorm
 from ds2hub.model.conv import CLIP
 
 
@@ -69,9 +69,7 @@ class RecurrentLayer(nn.Module):
             self.rnn: nn.Module = ClippedReLURNN(input_size, hidden_size, bidirectional)
         else:
             cls = nn.GRU if rnn_type == "gru" else nn.LSTM
-            self.rnn = cls(
-                input_size, hidden_size, batch_first=True, bidirectional=bidirectional, bias=True
-            )
+            self.rnn = cls(input_size, hidden_size, batch_first=True, bidirectional=bidirectional)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x: (B, T, C), zero on padding -> (B, T, H), zero on padding."""
@@ -84,34 +82,21 @@ class RecurrentLayer(nn.Module):
             packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
             out, _ = self.rnn(packed)
             out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
-            if self.bidirectional:
-                out = out.view(out.size(0), out.size(1), 2, self.hidden_size).sum(
-                    dim=2
-                )  # (B, T, H)
+            if self.bidirectional:  # (B, T, 2, H) -> (B, T, H)
+                out = out.view(out.size(0), out.size(1), 2, self.hidden_size).sum(dim=2)
         return out * mask[..., None].to(out.dtype)
 
 
 def recurrent_stack(input_size: int, config) -> nn.ModuleList:
-    """The `rnn_layers` recurrent layers of a `DeepSpeech2Config`."""
-    layers = nn.ModuleList()
-    for i in range(config.rnn_layers):
-        layers.append(
-            RecurrentLayer(
-                input_size if i == 0 else config.rnn_hidden,
-                config.rnn_hidden,
-                config.rnn_type,
-                config.bidirectional,
-                # The paper found BN on the first recurrent layer's input helps as on the others.
-                config.batch_norm,
-            )
+    """The `rnn_layers` recurrent layers of a `DeepSpeech2Config` (the paper found BN on the first
+    recurrent layer's input helps as on the others)."""
+    return nn.ModuleList(
+        RecurrentLayer(
+            input_size if i == 0 else config.rnn_hidden,
+            config.rnn_hidden,
+            config.rnn_type,
+            config.bidirectional,
+            config.batch_norm,
         )
-    return layers
-
-
-__all__ = [
-    "ClippedReLURNN",
-    "RecurrentLayer",
-    "lengths_to_mask",
-    "recurrent_stack",
-    "reverse_padded",
-]
+        for i in range(config.rnn_layers)
+    )

@@ -2,39 +2,35 @@
 chunk by chunk.
 
 A forward-only model with a row convolution looks a bounded number of frames ahead (Deep Speech 2,
-section 7), so it can run while audio arrives. `stream_step` is its one incremental pass: streaming
-sessions (`ds2hub.inference.streaming`) and the exported ONNX step (`ds2hub.export.onnx`) both call
-it. It carries what crosses a chunk boundary in a list of state tensors (`state_names`), and the
-logits it emits equal those of the whole-utterance forward pass (eval mode):
+section 7), so it can run while audio arrives. `stream_step` is its one incremental pass, called by
+streaming sessions (`ds2hub.inference.streaming`) and the exported ONNX step (`ds2hub.export.onnx`).
+What crosses a chunk boundary is carried in state tensors (`state_names`), and the logits equal
+those of the whole-utterance forward pass (eval mode):
 
-- convolutions: every layer keeps the last input frames its next output still needs, starting
-  with the left zero padding; frames before the start and past the end of the utterance read as
-  zeros, exactly as the whole-utterance pass pads them;
+- convolutions: each layer keeps the input frames its next output still needs (`conv_layout`);
+  frames before the start and past the end of the utterance read as zeros, as the whole pass pads;
 - recurrent layers: the hidden state (and an LSTM's cell), frozen on frames outside the utterance;
 - the row convolution: its last `lookahead` inputs, so output t waits for frame t + lookahead;
 - batch norm in eval mode uses running statistics, a per-frame affine map.
 
 Every shape is fixed by the chunk size, so the step traces to ONNX: a chunk of K feature frames (a
-multiple of the model's time stride S) gives K / S output frames, each tagged with its index in the
-utterance's output; only those with 0 <= index < output length are real (`valid`). The first
-indices are negative (the left padding and the lookahead), so an output leaves in the first step
-that has everything it depends on. Once the utterance's length is known (`total_frames`), chunks
-of zeros flush the rest; `flush_frames` is enough of them.
-
-Several streams advance in one batched pass, each with its own number of new frames (`counts`):
-what a Batch Dispatch server needs. Written here because no library streams CTC models built from
-torch's layers.
+multiple of the time stride S) gives K / S outputs, each tagged with its index in the utterance's
+output; only those with 0 <= index < output length are real (`valid`). The first indices are
+negative (the left padding and the lookahead), so an output leaves in the first step that has
+everything it depends on. Once the utterance's length is known (`total_frames`), `flush_frames`
+zero frames emit the rest. Several streams advance in one batched pass, each with its own number
+of new frames (`counts`), as a Batch Dispatch server needs. (No library streams CTC models built
+from torch's layers.)
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_sequence
+from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
 
 from ds2hub.model.conv import CLIP, conv_output_length
 from ds2hub.model.deepspeech2 import DeepSpeech2
-from ds2hub.model.recurrent import ClippedReLURNN
 
 # `total_frames` while the utterance has not ended: larger than any stream's frame count, small
 # enough that the conv length arithmetic stays exact in int64 and in ONNX.
@@ -82,18 +78,11 @@ def conv_layout(model: DeepSpeech2) -> list[tuple[int, int, int, int]]:
     return layout
 
 
-def _recurrent_kind(model: DeepSpeech2) -> str:
-    rnn = model.rnns[0].rnn
-    if isinstance(rnn, ClippedReLURNN):
-        return "rnn"
-    return "lstm" if isinstance(rnn, torch.nn.LSTM) else "gru"
-
-
 def state_names(model: DeepSpeech2) -> list[str]:
     """Names of the state tensors, in `stream_step`'s order: `conv0..` (B, C, F, width) per conv
     layer, `hidden` (L, B, H), `cell` (L, B, H) for LSTMs, `rowconv` (B, lookahead, H)."""
     names = [f"conv{i}" for i in range(len(model.conv.convs))] + ["hidden"]
-    names += ["cell"] if _recurrent_kind(model) == "lstm" else []
+    names += ["cell"] if model.config.rnn_type == "lstm" else []
     return names + (["rowconv"] if model.rowconv is not None else [])
 
 
@@ -113,7 +102,7 @@ def initial_state(model: DeepSpeech2, batch: int = 1) -> list[torch.Tensor]:
         freq = conv_output_length(freq, conv.kernel_size[0], conv.stride[0])
     hidden = model.config.rnn_hidden
     states.append(param.new_zeros(len(model.rnns), batch, hidden))
-    if _recurrent_kind(model) == "lstm":
+    if model.config.rnn_type == "lstm":
         states.append(param.new_zeros(len(model.rnns), batch, hidden))
     if model.rowconv is not None:
         states.append(param.new_zeros(batch, model.rowconv.lookahead, hidden))
@@ -129,8 +118,7 @@ def flush_frames(model: DeepSpeech2) -> int:
     for kt, st in zip(model.config.conv_kernel_time, model.config.conv_stride_time):
         frames += (kt // 2) * scale
         scale *= st
-    tau = model.rowconv.lookahead if model.rowconv is not None else 0
-    frames += (tau + 2) * scale
+    frames += (model.config.lookahead + 2) * scale
     return -(-frames // scale) * scale
 
 
@@ -162,10 +150,7 @@ def _cell(kind: str, rnn: torch.nn.Module, x_t, h, c):
 
 def _recurrent_unrolled(kind, rnn, x, valid, h, c):
     """The recurrence frame by frame, frozen on invalid frames: fixed shapes, so it traces."""
-    if kind == "rnn":
-        proj = rnn.input_proj[0](x)
-    else:
-        proj = x @ rnn.weight_ih_l0.T + rnn.bias_ih_l0
+    proj = rnn.input_proj[0](x) if kind == "rnn" else x @ rnn.weight_ih_l0.T + rnn.bias_ih_l0
     outs = []
     for t in range(x.size(1)):  # fixed K: unrolled in a traced graph
         h_new, c_new = _cell(kind, rnn, proj[:, t], h, c)
@@ -187,10 +172,8 @@ def _recurrent_packed(kind, rnn, x, valid, h, c):
         return out, h, c
     first = valid.int().argmax(dim=1).tolist()
     counts = n.tolist()
-    seqs = pad_sequence([x[b, first[b] : first[b] + counts[b]] for b in active], batch_first=True)
-    packed = pack_padded_sequence(
-        seqs, torch.tensor([counts[b] for b in active]), batch_first=True, enforce_sorted=False
-    )
+    runs = [x[b, first[b] : first[b] + counts[b]] for b in active]
+    packed = pack_sequence(runs, enforce_sorted=False)
     h0 = h[active][None]  # (1, A, H)
     if kind == "lstm":
         y, (hn, cn) = rnn(packed, (h0, c[active][None]))
@@ -232,7 +215,7 @@ def stream_step(
         stream's count); and the new states. Each output index is valid in exactly one step.
     """
     n_conv = len(model.conv.convs)
-    kind = _recurrent_kind(model)
+    kind = model.config.rnn_type
     hidden = states[n_conv]
     cell = states[n_conv + 1] if kind == "lstm" else None
     rowconv = states[-1] if model.rowconv is not None else None
@@ -292,16 +275,3 @@ def stream_step(
     if model.fc is not None:
         x = torch.clamp(model.fc(x), 0.0, CLIP)
     return model.output(x).view(b, t, -1), index, valid, new_states
-
-
-__all__ = [
-    "UNKNOWN_LENGTH",
-    "StreamingError",
-    "batch_dims",
-    "check_streamable",
-    "conv_layout",
-    "flush_frames",
-    "initial_state",
-    "state_names",
-    "stream_step",
-]

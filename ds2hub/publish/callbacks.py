@@ -21,8 +21,7 @@ class PushToHub(L.Callback):
         output_dir: where to write the hub folder (default: `<log_dir>/hub`): a new or empty
             folder, or an earlier export's with `overwrite`; any other folder is left untouched.
         dry_run: write the folder only (no upload), e.g. on machines without a token.
-        run_eval: evaluate on the recipe's test data (or validation data if it has none) for
-            the model card.
+        run_eval: evaluate for the model card (see `export`).
         private: create the repository as private.
         overwrite: replace an earlier export in `output_dir`.
         redact: replace local paths, the user and host name in recipe.yaml and the card; without
@@ -44,21 +43,20 @@ class PushToHub(L.Callback):
         self.overwrite, self.redact = overwrite, redact
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.global_rank != 0 or trainer.checkpoint_callback is None:
+        saver = trainer.checkpoint_callback
+        if trainer.global_rank != 0 or saver is None:
             return
-        checkpoint = (
-            trainer.checkpoint_callback.best_model_path
-            or trainer.checkpoint_callback.last_model_path
-        )
+        checkpoint = saver.best_model_path or saver.last_model_path
         if not checkpoint:
             log.warning("PushToHub: no checkpoint was saved; nothing to publish")
             return
+        log_dir = Path(trainer.log_dir or ".")
         config = next((cb for cb in trainer.callbacks if isinstance(cb, SaveConfigCallback)), None)
         recipe = None
         if config is not None:
-            recipe = Path(trainer.log_dir or ".") / "run_config.yaml"
+            recipe = log_dir / "run_config.yaml"
             recipe.write_text(config.parser.dump(config.config, skip_none=False))
-        out = Path(self.output_dir or Path(trainer.log_dir or ".") / "hub")
+        out = Path(self.output_dir or log_dir / "hub")
         try:
             folder = export(
                 checkpoint,
@@ -78,10 +76,8 @@ class PushToHub(L.Callback):
                     summarize(details),
                 )
             if not self.dry_run:
-                log.info(
-                    "PushToHub: uploaded %s",
-                    push(folder, self.repo_id, private=self.private or None),
-                )
+                url = push(folder, self.repo_id, private=self.private or None)
+                log.info("PushToHub: uploaded %s", url)
         except Exception as error:  # noqa: BLE001 - training succeeded; publishing can be retried
             log.error(
                 "PushToHub failed (retry with `ds2hub push %s --repo-id %s`): %s",

@@ -31,7 +31,7 @@ LANGUAGE_NAMES = {
 METRIC_NAMES = {
     "wer": "word error rate",
     "cer": "character error rate",
-    "ser": "sentence error rate",  # for text without spaces between words (see push.word_metric)
+    "ser": "sentence error rate",  # for text without spaces between words
 }
 STAGE_LABELS = {"test": "Test", "val": "Validation"}
 
@@ -39,10 +39,8 @@ STAGE_LABELS = {"test": "Test", "val": "Validation"}
 def template_path() -> Path:
     """`model_cards/ds2hub.md` from a checkout, or its copy packaged inside the wheel."""
     package = Path(__file__).resolve().parents[1]  # ds2hub/
-    for candidate in (
-        package / "model_cards" / TEMPLATE_NAME,
-        package.parent / "model_cards" / TEMPLATE_NAME,
-    ):
+    for folder in (package, package.parent):
+        candidate = folder / "model_cards" / TEMPLATE_NAME
         if candidate.exists():
             return candidate
     raise FileNotFoundError(f"model card template {TEMPLATE_NAME} not found next to {package}")
@@ -89,17 +87,8 @@ class CardInfo:
     @property
     def results(self) -> list[DecodingResult]:
         """Every decoding's figures, the default (`metrics`) first."""
-        if not self.metrics:
-            return []
-        return [
-            DecodingResult(self.decoding, self.metrics, self.decoding_short),
-            *self.more_results,
-        ]
-
-
-def _transcribe_default(name: str) -> float:
-    # The card states what `transcribe` does by default: read it from its signature.
-    return inspect.signature(SpeechRecognizer.transcribe).parameters[name].default
+        default = DecodingResult(self.decoding, self.metrics, self.decoding_short)
+        return [default, *self.more_results] if self.metrics else []
 
 
 def _duration(seconds: float | None) -> str:
@@ -128,6 +117,10 @@ def render_card(recognizer: SpeechRecognizer, info: CardInfo) -> ModelCard:
     if info.eval_stage not in STAGE_LABELS:
         raise ValueError(f"eval_stage must be 'test' or 'val', not {info.eval_stage!r}")
     arch = recognizer.arch
+    # The card states what `transcribe` does by default: read it from its signature.
+    chunk_seconds = (
+        inspect.signature(SpeechRecognizer.transcribe).parameters["chunk_seconds"].default
+    )
     stage = STAGE_LABELS[info.eval_stage]
     split = info.dataset_split
     if info.eval_stage == "val":
@@ -150,22 +143,14 @@ def render_card(recognizer: SpeechRecognizer, info: CardInfo) -> ModelCard:
         for name, value in result.metrics.items()
     ]
     model_name = info.repo_id.split("/")[-1]
+    tags = {"deepspeech2", "ctc", "ds2hub", "automatic-speech-recognition", *info.extra_tags}
+    tags |= {f"tokenizer-{recognizer.tokenizer.kind}", size_tag(recognizer.num_parameters)}
     data = ModelCardData(
         language=[info.language],
         license=info.license,
         library_name="ds2hub",
         pipeline_tag="automatic-speech-recognition",
-        tags=sorted(
-            {
-                "deepspeech2",
-                "ctc",
-                "ds2hub",
-                "automatic-speech-recognition",
-                f"tokenizer-{recognizer.tokenizer.kind}",
-                size_tag(recognizer.num_parameters),
-                *info.extra_tags,
-            }
-        ),
+        tags=sorted(tags),
         datasets=[info.dataset_id],
         metrics=list(info.metrics),
         model_name=model_name,
@@ -201,7 +186,6 @@ def render_card(recognizer: SpeechRecognizer, info: CardInfo) -> ModelCard:
         dataset_split=info.dataset_split,
         eval_stage=info.eval_stage,
         eval_utterances=info.eval_utterances,
-        decoding=info.decoding,
         results=[
             {
                 "decoding": r.decoding,
@@ -217,7 +201,7 @@ def render_card(recognizer: SpeechRecognizer, info: CardInfo) -> ModelCard:
         training_time=_duration(info.train_seconds),
         hardware=info.hardware or "unknown hardware",
         train_description=info.train_description or info.dataset_id,
-        chunk_seconds=_transcribe_default("chunk_seconds"),
+        chunk_seconds=chunk_seconds,
         overlap_seconds=DEFAULT_OVERLAP_SECONDS,
         streams=not arch.bidirectional and recognizer.frontend.config.normalization == "global",
         normalization_kind=recognizer.frontend.config.normalization,

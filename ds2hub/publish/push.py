@@ -35,7 +35,7 @@ from ds2hub.errors import ConfigError
 from ds2hub.inference.evaluate import evaluate as evaluate_batches
 from ds2hub.inference.evaluate import reference_normalizer
 from ds2hub.inference.recognizer import CHECKPOINT_KEY, HUB_FILES, SpeechRecognizer
-from ds2hub.publish.card import CardInfo, DecodingResult, render_card
+from ds2hub.publish.card import STAGE_LABELS, CardInfo, DecodingResult, render_card
 from ds2hub.training.data import SpeechDataModule
 from ds2hub.training.runs import datamodule_from_config, find_run_config, stage_batches
 
@@ -43,35 +43,13 @@ log = logging.getLogger(__name__)
 
 EXPORT_MARKER = ".ds2hub-export"  # in every folder `export` creates; nothing else is replaced
 PUBLISHED_TEXTS = ("recipe.yaml", "README.md")  # the files written from local facts
-STAGE_NAMES = {"test": "test", "val": "validation"}
 
 
 class ExportError(ConfigError):
     """`export` cannot go on without a different argument (a folder, a language, a recipe)."""
 
 
-# --- which data ---------------------------------------------------------------------------------
-def evaluation_stage(datamodule: SpeechDataModule) -> str:
-    """`test` if the recipe has test data, else `val`."""
-    has_stage = getattr(datamodule, "has_stage", None)
-    if callable(has_stage):
-        return "test" if has_stage("test") else "val"
-    return "test" if datamodule.splits.get("test") is not None else "val"
-
-
-def describe_stage(datamodule: SpeechDataModule, stage: str) -> str:
-    """One line saying which data a stage reads (`test of openslr/librispeech_asr`)."""
-    describe = getattr(datamodule, "describe", None)
-    if callable(describe):
-        return describe(stage)
-    if stage == "val" and datamodule.holdout_column:
-        return (
-            f"held-out {datamodule.holdout_column} groups of {datamodule.splits['train']} "
-            f"of {datamodule.path}"
-        )
-    return f"{datamodule.splits[stage]} of {datamodule.path}"
-
-
+# --- evaluation ---------------------------------------------------------------------------------
 def find_decoding(checkpoint: Path) -> DecoderConfig | None:
     """A decoding setup `ds2hub lm tune` stored beside the run (`<run>/decoding/decoding.json`)."""
     for folder in (checkpoint.parent, checkpoint.parent.parent):
@@ -127,8 +105,9 @@ class LocalDetail:
         return f"{self.text}  ({self.kind}{where})"
 
 
-def _names() -> list[tuple[str, str]]:
-    """This machine's user and host names, where they are specific enough to look for."""
+def _names() -> list[tuple[str, re.Pattern[str]]]:
+    """Patterns of this machine's user and host names (as whole words), where they are specific
+    enough to look for."""
     found = []
     for kind, get in (("user name", getpass.getuser), ("host name", socket.gethostname)):
         try:
@@ -136,7 +115,7 @@ def _names() -> list[tuple[str, str]]:
         except Exception:  # noqa: BLE001 - no user database or hostname: nothing to find
             continue
         if len(name) >= 3 and name not in ("localhost", "root"):
-            found.append((kind, name))
+            found.append((kind, re.compile(rf"(?<![\w]){re.escape(name)}(?![\w])")))
     return found
 
 
@@ -149,12 +128,9 @@ def find_local_details(text: str, keep: str = "") -> list[LocalDetail]:
     """Absolute and home paths, the user and host name in `text`, leaving out `keep`."""
     found: dict[str, LocalDetail] = {}
     for part in _outside(text, keep):
-        for kind, pattern in _PATTERNS:
+        for kind, pattern in (*_PATTERNS, *_names()):
             for match in pattern.finditer(part):
                 found.setdefault(match.group(), LocalDetail(match.group(), kind))
-        for kind, name in _names():
-            if re.search(rf"(?<![\w]){re.escape(name)}(?![\w])", part):
-                found.setdefault(name, LocalDetail(name, kind))
     return list(found.values())
 
 
@@ -253,21 +229,17 @@ def export(
             and recipe.yaml: a new or empty folder, or an earlier export's (see `overwrite`).
         repo_id: the hub id the card's usage snippet names.
         config: the run's resolved recipe (default: the `config.yaml` beside the checkpoint).
-        language: ISO 639-1 code (default: the tokenizer's `language`, e.g. en for English
-            characters, zh for Mandarin, de for the German plugin's characters).
+        language: ISO 639-1 code (default: the tokenizer's `language`).
         license: the card's licence.
         dataset_id: hub id of the evaluation data (default: the recipe's `data.path`).
-        run_eval: evaluate on the recipe's test data, or its validation data if it has none (the
-            card says which).
-        overwrite: replace the files of an earlier export in `output_dir`. A folder ds2hub did not
-            write is never touched.
+        run_eval: evaluate on the recipe's test data, or its validation data if it has none.
+        overwrite: replace the files of an earlier export in `output_dir` (see `check_output_dir`).
         redact: replace local paths, the user and host name in recipe.yaml and the card (see
-            `local_details`, which lists them).
+            `local_details`).
         decoding: the model's default decoding, shipped in the folder (LM, lexicon): a
             `DecoderConfig` or a folder holding `decoding.json` (what `ds2hub lm tune` writes).
             Default: the setup `lm tune` stored beside the run, else the recipe's
-            `model.beam_search`, else none (greedy). The card reports greedy figures and, with a
-            decoding, its figures too, each labelled with how it was decoded.
+            `model.beam_search`, else greedy. The card reports its figures and greedy ones.
 
     Raises:
         ExportError: the folder may not be written, no language is known, or there is no recipe
@@ -291,33 +263,27 @@ def export(
         decoding = load_decoding(decoding)
         if decoding is None:
             raise ExportError(f"{DECODING_FILE} not found in the decoding folder")
+    beam = (recipe.get("model") or {}).get("beam_search")  # score as the recipe decodes
     if decoding is None:
-        decoding = find_decoding(checkpoint)
-    if decoding is None:
-        beam = (recipe.get("model") or {}).get("beam_search")  # score as the recipe decodes
-        decoding = DecoderConfig.from_dict(beam) if beam else None
+        decoding = find_decoding(checkpoint) or (DecoderConfig.from_dict(beam) if beam else None)
     recognizer.decoding = decoding
-    metrics: dict[str, float] = {}
-    more: list[DecodingResult] = []
+    results: list[DecodingResult] = []
     utterances, stage, split = 0, "test", str(data_cfg.get("test_split") or "test")
     if run_eval:
         if not data_cfg:
             raise ExportError("no recipe found to evaluate with: pass --config or --no-eval")
         datamodule = datamodule_from_config(recipe, recognizer)
-        stage = evaluation_stage(datamodule)
-        split = describe_stage(datamodule, stage)
+        stage = "test" if datamodule.has_stage("test") else "val"
+        split = datamodule.describe(stage)
         # The default decoding first (what the card's usage snippet does), then greedy beside it.
         for setting in [decoding, GREEDY] if decoding is not None else [GREEDY]:
             result = evaluate(recognizer, datamodule, stage, setting)
             utterances = result.pop("utterances")
             label = describe_decoding(setting, recognizer.tokenizer)
-            if metrics:
-                more.append(DecodingResult(label, result, "greedy"))
-            else:
-                metrics = result
+            results.append(DecodingResult(label, result, "greedy"))
             log.info(
                 "%s data (%s, %d utterances), %s: %s",
-                STAGE_NAMES[stage],
+                STAGE_LABELS[stage].lower(),
                 split,
                 utterances,
                 label,
@@ -333,13 +299,14 @@ def export(
         return redact_text(text, keep=repo_id) if redact else text
 
     recipe_text = hide(recipe_text)
+    described = describe_decoding(decoding, recognizer.tokenizer)
     info = CardInfo(
         repo_id=repo_id,
         language=language,
         dataset_id=hide(dataset_id),
         dataset_config=data_cfg.get("name"),
         dataset_split=hide(split),
-        metrics=metrics,
+        metrics=results[0].metrics if results else {},
         eval_utterances=utterances,
         license=license,
         recipe=recipe_text,
@@ -349,19 +316,16 @@ def export(
         hardware=extra.get("hardware"),
         train_description=hide(f"the {data_cfg.get('train_split', 'train')} split of {path}"),
         eval_stage=stage,
-        decoding=describe_decoding(decoding, recognizer.tokenizer),
+        decoding=described,
         decoding_short="greedy" if decoding is None else "LM",
-        more_results=more,
-        default_decoding=(
-            None if decoding is None else describe_decoding(decoding, recognizer.tokenizer)
-        ),
+        more_results=results[1:],
+        default_decoding=None if decoding is None else described,
         normalization=normalization,
         finetuned_from=hide(extra.get("finetuned_from") or ""),
     )
     _prepare_output_dir(output_dir, overwrite, {"repo_id": repo_id, "checkpoint": checkpoint.name})
-    render_card(recognizer, info).save(
-        output_dir / "README.md"
-    )  # before save_pretrained, which keeps it
+    # Before save_pretrained, which keeps an existing README.md.
+    render_card(recognizer, info).save(output_dir / "README.md")
     recognizer.save_pretrained(output_dir)
     if recipe_text:
         (output_dir / "recipe.yaml").write_text(recipe_text)

@@ -31,7 +31,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import soxr
 import torch
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -40,6 +42,8 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ds2hub.audio import SAMPLE_RATE, audio_duration, load_audio
+from ds2hub.inference.streaming import check_stream_ready, finish_batch, step_batch
+from ds2hub.inference.transcribe import iter_transcripts
 from ds2hub.serving.config import ServeConfig
 from ds2hub.serving.dispatcher import BatchDispatcher, QueueFull
 from ds2hub.serving.metrics import ServerMetrics
@@ -87,38 +91,37 @@ class Engine:
         )
 
     # --- batched functions (worker thread only) ----------------------------------------------
-    def _files(self, payloads: list[tuple[torch.Tensor, bool]]) -> list[Any]:
-        from ds2hub.inference.transcribe import iter_transcripts
-
+    def _files(self, payloads: list[tuple[torch.Tensor, bool]]) -> list[dict]:
+        """Transcript dicts, with `words` only for the files that asked for timestamps."""
         waves = [wave for wave, _ in payloads]
-        timestamps = any(t for _, t in payloads)
-        results = list(
-            iter_transcripts(
-                self.recognizer,
-                waves,
-                batch_size=max(1, len(waves)),
-                sample_rate=SAMPLE_RATE,
-                timestamps=timestamps,
-            )
+        results = iter_transcripts(
+            self.recognizer,
+            waves,
+            batch_size=len(waves),
+            sample_rate=SAMPLE_RATE,
+            timestamps=any(t for _, t in payloads),
         )
         return [
-            r.to_dict() if t else {**r.to_dict(), "words": None}
+            {k: v for k, v in r.to_dict().items() if t or k != "words"}
             for r, (_, t) in zip(results, payloads)
         ]
 
     def _steps(self, payloads: list[tuple[Any, np.ndarray]]) -> list[str]:
-        from ds2hub.inference.streaming import step_batch
-
         with torch.inference_mode():
             return step_batch(self.recognizer, [s for s, _ in payloads], [c for _, c in payloads])
 
     def _finishes(self, sessions: list[Any]) -> list[str]:
-        from ds2hub.inference.streaming import finish_batch
-
         with torch.inference_mode():
             return finish_batch(self.recognizer, sessions)
 
     # --- event-loop side ----------------------------------------------------------------------
+    def refuse(self, reason: str, status: int, message: str) -> JSONResponse:
+        """Counts a refused request under `reason` and answers it with HTTP `status` (503, the
+        server is busy: with Retry-After)."""
+        self.metrics.rejected.labels(reason).inc()
+        headers = {"Retry-After": str(self.config.retry_after_s)} if status == 503 else None
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
+
     async def run(self, kind: str, payload: Any) -> Any:
         future = self.dispatcher.submit(kind, payload)
         try:
@@ -128,7 +131,6 @@ class Engine:
             raise
 
     def health(self) -> dict:
-        arch = self.recognizer.arch
         return {
             "status": "ok",
             "streaming": self.stream_error is None,
@@ -140,7 +142,7 @@ class Engine:
             "max_batch_size": self.config.max_batch_size,
             "max_wait_ms": self.config.max_wait_ms,
             "model": {
-                "bidirectional": arch.bidirectional,
+                "bidirectional": self.recognizer.arch.bidirectional,
                 "parameters": self.recognizer.num_parameters,
                 "tokenizer": self.recognizer.tokenizer.kind,
                 "device": str(next(self.recognizer.parameters()).device),
@@ -151,18 +153,10 @@ class Engine:
 def _stream_error(recognizer: SpeechRecognizer) -> str | None:
     """Why this model cannot stream, or None if it can."""
     try:
-        from ds2hub.inference.streaming import check_stream_ready
-    except ImportError:  # pragma: no cover - a ds2hub without streaming
-        return "this ds2hub has no streaming recognition"
-    try:
         check_stream_ready(recognizer)
     except Exception as error:  # noqa: BLE001 - StreamingError and friends: report the reason
         return " ".join(str(error).split())
     return None
-
-
-def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 # --- HTTP endpoints ---------------------------------------------------------------------------
@@ -171,8 +165,6 @@ async def health(request: Request) -> JSONResponse:
 
 
 async def metrics(request: Request) -> Response:
-    from prometheus_client import CONTENT_TYPE_LATEST
-
     return Response(request.app.state.engine.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -194,35 +186,28 @@ async def transcribe_file(request: Request) -> JSONResponse:
     config = engine.config
     start = time.perf_counter()
     if request.headers.get("content-type", "").startswith("multipart/"):
-        engine.metrics.rejected.labels("not_audio").inc()
-        return _error(415, "send the audio file itself as the body (curl --data-binary @a.wav)")
+        message = "send the audio file itself as the body (curl --data-binary @a.wav)"
+        return engine.refuse("not_audio", 415, message)
     body = await _read_body(request, config.max_upload_bytes)
     if body is None:
-        engine.metrics.rejected.labels("too_large").inc()
-        return _error(413, f"uploads are limited to {config.max_upload_bytes} bytes")
+        message = f"uploads are limited to {config.max_upload_bytes} bytes"
+        return engine.refuse("too_large", 413, message)
     if not body:
-        engine.metrics.rejected.labels("not_audio").inc()
-        return _error(400, "the request body is empty; send an audio file")
+        return engine.refuse("not_audio", 400, "the request body is empty; send an audio file")
     try:
         seconds = await run_in_threadpool(audio_duration, body)
         if seconds > config.max_file_seconds:
-            engine.metrics.rejected.labels("too_long").inc()
-            return _error(
-                413, f"{seconds:.0f} s of audio; the limit is {config.max_file_seconds:g} s"
-            )
+            message = f"{seconds:.0f} s of audio; the limit is {config.max_file_seconds:g} s"
+            return engine.refuse("too_long", 413, message)
         wave = await run_in_threadpool(load_audio, body)
     except Exception as error:  # noqa: BLE001 - whatever the decoders say: not audio we can read
-        engine.metrics.rejected.labels("not_audio").inc()
-        return _error(415, f"not audio ds2hub can read: {' '.join(str(error).split())[:300]}")
+        message = f"not audio ds2hub can read: {' '.join(str(error).split())[:300]}"
+        return engine.refuse("not_audio", 415, message)
     timestamps = request.query_params.get("timestamps", "").lower() in ("1", "true", "yes")
     try:
         result = await engine.run("file", (wave, timestamps))
     except QueueFull:
-        engine.metrics.rejected.labels("busy").inc()
-        headers = {"Retry-After": str(config.retry_after_s)}
-        return _error(503, "too many files are waiting; retry later", headers)
-    if result.get("words") is None:
-        result.pop("words", None)
+        return engine.refuse("busy", 503, "too many files are waiting; retry later")
     engine.metrics.observe_latency("file", time.perf_counter() - start)
     return JSONResponse(result)
 
@@ -244,6 +229,10 @@ class _StreamState:
 
     def buffered_seconds(self) -> float:
         return sum(c.samples.size for c in self.buffered) / SAMPLE_RATE
+
+    def seconds(self) -> float:
+        """Audio received so far, in seconds."""
+        return round(self.received / self.rate, 3)
 
 
 def _stream_params(ws: WebSocket, config: ServeConfig) -> tuple[int, np.dtype]:
@@ -279,19 +268,15 @@ def _decode_pcm(data: bytes, state: _StreamState, config: ServeConfig) -> np.nda
             INVALID,
             "malformed PCM",
         )
-    samples = np.frombuffer(data, dtype=state.dtype)
+    samples = np.frombuffer(data, dtype=state.dtype).astype(np.float32)
     if state.dtype.kind == "i":
-        samples = samples.astype(np.float32) / 32768.0
-    else:
-        samples = samples.astype(np.float32)
-        if not np.isfinite(samples).all() or (
-            samples.size and np.abs(samples).max() > MAX_FLOAT_SAMPLE
-        ):
-            raise StreamError(
-                "float samples must be finite and near full scale 1.0 (is this float PCM?)",
-                INVALID,
-                "invalid samples",
-            )
+        samples /= 32768.0
+    elif not (np.abs(samples) <= MAX_FLOAT_SAMPLE).all():  # NaN and infinities fail it too
+        raise StreamError(
+            "float samples must be finite and near full scale 1.0 (is this float PCM?)",
+            INVALID,
+            "invalid samples",
+        )
     state.received += samples.size
     if state.received > config.max_stream_seconds * state.rate:
         raise StreamError(
@@ -316,11 +301,14 @@ def _parse_control(text: str) -> str:
     return "end"
 
 
-async def _deny(ws: WebSocket, status: int, message: str, code: int, headers: dict | None = None):
-    """Refuses a connection before accepting it: HTTP `status` where the server supports denial
-    responses (uvicorn does), otherwise accept, send the error and close with `code`."""
+async def _deny(
+    ws: WebSocket, engine: Engine, reason: str, status: int, message: str, code: int
+) -> None:
+    """Refuses a connection before accepting it (`Engine.refuse`): HTTP `status` where the server
+    supports denial responses (uvicorn does), otherwise accept, send the error and close with
+    `code`."""
     try:
-        await ws.send_denial_response(_error(status, message, headers))
+        await ws.send_denial_response(engine.refuse(reason, status, message))
     except RuntimeError:
         await ws.accept()
         await ws.send_json({"type": "error", "error": message})
@@ -331,38 +319,33 @@ async def stream(ws: WebSocket) -> None:
     engine: Engine = ws.app.state.engine
     config = engine.config
     if engine.stream_error is not None:
-        engine.metrics.rejected.labels("not_streamable").inc()
-        await _deny(ws, 400, f"this model cannot stream: {engine.stream_error}", UNSUPPORTED)
+        message = f"this model cannot stream: {engine.stream_error}"
+        await _deny(ws, engine, "not_streamable", 400, message, UNSUPPORTED)
         return
     try:
         rate, dtype = _stream_params(ws, config)
     except StreamError as error:
-        engine.metrics.rejected.labels("bad_request").inc()
-        await _deny(ws, 400, str(error), error.code)
+        await _deny(ws, engine, "bad_request", 400, str(error), error.code)
         return
     if engine.live_streams >= config.max_streams:
-        engine.metrics.rejected.labels("busy").inc()
         message = f"the server is at capacity ({config.max_streams} streams); retry later"
-        await _deny(ws, 503, message, TRY_AGAIN, {"Retry-After": str(config.retry_after_s)})
+        await _deny(ws, engine, "busy", 503, message, TRY_AGAIN)
         return
     engine.live_streams += 1
     engine.metrics.live_streams.set(engine.live_streams)
     try:
         await ws.accept()
         await _serve_stream(ws, engine, rate, dtype)
-    except StreamError as error:
+    except (WebSocketDisconnect, OSError):  # the client left (uvicorn's ClientDisconnected)
+        engine.metrics.rejected.labels("disconnected").inc()
+    except Exception as error:  # noqa: BLE001 - one stream's failure must not reach the others
+        if not isinstance(error, StreamError):
+            logger.exception("stream failed")
+            error = StreamError(f"server error: {error}", SERVER_ERROR, "server error")
         engine.metrics.rejected.labels(error.reason.replace(" ", "_")).inc()
         with contextlib.suppress(Exception):
             await ws.send_json({"type": "error", "error": str(error)})
             await ws.close(error.code, error.reason)
-    except (WebSocketDisconnect, OSError):  # the client left (uvicorn's ClientDisconnected)
-        engine.metrics.rejected.labels("disconnected").inc()
-    except Exception as error:  # noqa: BLE001 - one stream's failure must not reach the others
-        logger.exception("stream failed")
-        engine.metrics.rejected.labels("server_error").inc()
-        with contextlib.suppress(Exception):
-            await ws.send_json({"type": "error", "error": f"server error: {error}"})
-            await ws.close(SERVER_ERROR, "server error")
     finally:
         engine.live_streams -= 1
         engine.metrics.live_streams.set(engine.live_streams)
@@ -374,8 +357,6 @@ async def _serve_stream(ws: WebSocket, engine: Engine, rate: int, dtype: np.dtyp
     config = engine.config
     state = _StreamState(rate, dtype)
     if rate != SAMPLE_RATE:
-        import soxr
-
         state.resampler = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32")
     session = engine.recognizer.stream()
     engine.sessions.add(session)
@@ -405,7 +386,7 @@ async def _serve_stream(ws: WebSocket, engine: Engine, rate: int, dtype: np.dtyp
                     engine.metrics.observe_latency("stream", sent - chunk.arrived)
                 in_step = []
                 await ws.send_json(
-                    {"type": "partial", "text": text, "audio_seconds": _seconds(state)}
+                    {"type": "partial", "text": text, "audio_seconds": state.seconds()}
                 )
             if receive is not None and receive in done:
                 message = receive.result()
@@ -435,16 +416,12 @@ async def _serve_stream(ws: WebSocket, engine: Engine, rate: int, dtype: np.dtyp
             if tail.size:
                 await engine.run("step", (session, np.ascontiguousarray(tail, np.float32)))
         final = await engine.run("finish", session)
-        await ws.send_json({"type": "final", "text": final, "audio_seconds": _seconds(state)})
+        await ws.send_json({"type": "final", "text": final, "audio_seconds": state.seconds()})
         await ws.close(NORMAL)
     finally:
         for future in (receive, step):
             if future is not None and not future.done():
                 future.cancel()
-
-
-def _seconds(state: _StreamState) -> float:
-    return round(state.received / state.rate, 3)
 
 
 # --- the app ------------------------------------------------------------------------------------
@@ -458,11 +435,8 @@ def create_app(recognizer: SpeechRecognizer, config: ServeConfig | None = None) 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        engine.dispatcher.start()
-        try:
+        with engine.dispatcher:
             yield
-        finally:
-            engine.dispatcher.stop()
 
     app = Starlette(
         routes=[

@@ -6,9 +6,6 @@ from dataclasses import dataclass
 
 from ds2hub.errors import ConfigError
 
-# Rates a client may declare for raw PCM on the streaming endpoint (resampled to 16 kHz).
-COMMON_RATES = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000)
-
 
 @dataclass(frozen=True)
 class ServeConfig:
@@ -35,7 +32,8 @@ class ServeConfig:
     # Audio the client sent but the model has not consumed yet; beyond it the server stops reading
     # (TCP back-pressure) until the model catches up.
     max_buffered_seconds: float = 10.0
-    sample_rates: tuple[int, ...] = COMMON_RATES
+    # Rates a client may declare for raw PCM on the streaming endpoint (resampled to 16 kHz).
+    sample_rates: tuple[int, ...] = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000)
 
     def __post_init__(self) -> None:
         checks = {

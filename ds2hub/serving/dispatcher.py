@@ -176,26 +176,16 @@ class BatchDispatcher:
             if len(results) != len(batch):
                 raise RuntimeError(f"{kind}: {len(results)} results for {len(batch)} items")
         except Exception as error:  # noqa: BLE001
-            if len(batch) == 1:
-                batch[0].future.set_exception(error)
+            if len(batch) > 1:  # one bad item must not fail its batch mates: run each alone
+                logger.warning(
+                    "%s batch of %d failed (%s); retrying one by one", kind, len(batch), error
+                )
+                for item in batch:
+                    self._run(kind, [item])
                 return
-            # One bad item must not fail its batch mates: run each alone to find it.
-            logger.warning(
-                "%s batch of %d failed (%s); retrying one by one", kind, len(batch), error
-            )
-            for item in batch:
-                try:
-                    (result,) = function([item.payload])
-                except Exception as single:  # noqa: BLE001
-                    result = single
-                self._resolve(item, result)
-            return
+            results = [error]
         for item, result in zip(batch, results):
-            self._resolve(item, result)
-
-    @staticmethod
-    def _resolve(item: _Item, result: Any) -> None:
-        if isinstance(result, BaseException):
-            item.future.set_exception(result)
-        else:
-            item.future.set_result(result)
+            if isinstance(result, BaseException):
+                item.future.set_exception(result)
+            else:
+                item.future.set_result(result)

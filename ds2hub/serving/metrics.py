@@ -30,24 +30,18 @@ class _RecentQuantiles:
         with self._lock:
             self._values[kind].append(value)
 
-    def quantiles(self, kind: str) -> dict[float, float]:
-        with self._lock:
-            values = np.asarray(self._values.get(kind, ()), dtype=np.float64)
-        if values.size == 0:
-            return {}
-        return {q: float(np.quantile(values, q)) for q in QUANTILES}
-
     def collect(self):
         metric = Metric(self.name, self.documentation, "summary")
         with self._lock:
-            kinds = list(self._values)
-        for kind in kinds:
-            with self._lock:
-                values = list(self._values[kind])
-            for q, v in self.quantiles(kind).items():
-                metric.add_sample(self.name, {"kind": kind, "quantile": str(q)}, v)
-            metric.add_sample(self.name + "_count", {"kind": kind}, len(values))
-            metric.add_sample(self.name + "_sum", {"kind": kind}, float(sum(values)))
+            recent = {
+                kind: np.array(values, dtype=np.float64) for kind, values in self._values.items()
+            }
+        for kind, values in recent.items():
+            for q in QUANTILES:  # `observe` made the kind: it has a value
+                value = float(np.quantile(values, q))
+                metric.add_sample(self.name, {"kind": kind, "quantile": str(q)}, value)
+            metric.add_sample(self.name + "_count", {"kind": kind}, values.size)
+            metric.add_sample(self.name + "_sum", {"kind": kind}, float(values.sum()))
         yield metric
 
 
@@ -56,34 +50,29 @@ class ServerMetrics:
 
     def __init__(self, max_batch_size: int) -> None:
         self.registry = CollectorRegistry()
+        by_kind = {"labelnames": ["kind"], "registry": self.registry}
         sizes = sorted({1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, max_batch_size})
         self.batch_size = Histogram(
             "ds2hub_batch_size",
             "Work items per batched forward pass",
-            ["kind"],
             buckets=[s for s in sizes if s <= max_batch_size],
-            registry=self.registry,
+            **by_kind,
         )
-        self.items = Counter("ds2hub_items", "Work items run", ["kind"], registry=self.registry)
+        self.items = Counter("ds2hub_items", "Work items run", **by_kind)
         self.batched_items = Counter(
-            "ds2hub_batched_items",
-            "Work items run in batches of two or more",
-            ["kind"],
-            registry=self.registry,
+            "ds2hub_batched_items", "Work items run in batches of two or more", **by_kind
         )
         self.queue_seconds = Histogram(
             "ds2hub_queue_seconds",
             "Time a work item waited for its batch",
-            ["kind"],
             buckets=_SECONDS,
-            registry=self.registry,
+            **by_kind,
         )
         self.latency_seconds = Histogram(
             "ds2hub_latency_seconds",
             "Stream chunk arrival to its partial result, or file request to its transcript",
-            ["kind"],
             buckets=_SECONDS,
-            registry=self.registry,
+            **by_kind,
         )
         self.recent_latency = _RecentQuantiles(
             "ds2hub_recent_latency_seconds", "Latency percentiles of the last 2000 results"

@@ -8,7 +8,6 @@ from ds2hub.tokenizers.mandarin import MandarinTokenizer
 from ds2hub.tokenizers.normalizers import normalize_english, normalize_mandarin
 from ds2hub.tokenizers.pinyin import PinyinTokenizer
 from ds2hub.tokenizers.registry import (
-    ENTRY_POINT_GROUP,
     available_tokenizers,
     load_tokenizer,
     tokenizer_from_config,
@@ -17,7 +16,6 @@ from ds2hub.tokenizers.sentencepiece import SentencePieceTokenizer
 
 __all__ = [
     "BLANK",
-    "ENTRY_POINT_GROUP",
     "BigramTokenizer",
     "CharTokenizer",
     "MandarinTokenizer",

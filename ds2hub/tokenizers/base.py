@@ -25,20 +25,14 @@ WORD_START = "▁"  # SentencePiece's word-start mark, which pyctcdecode reads t
 class Tokenizer(ABC):
     """Maps text to CTC target ids and back.
 
-    Subclasses set `kind` (the name recorded in the tokenizer file and used for the entry-point
-    registry), fill `self.vocab` with `vocab[0] == BLANK`, and implement `normalize`, `_split`
-    (normalized text -> token strings) and `_join` (token strings -> text).
+    Subclasses set `kind` (the name recorded in the tokenizer file and the entry-point registry),
+    fill `self.vocab` with `vocab[0] == BLANK` and implement the abstract methods.
 
-    Decoders and model cards never ask which tokenizer they hold; they read its facts, which a
-    subclass inherits or overrides (a `CharTokenizer` subclass only sets `language`):
-
-    - `lm_unit`: what an n-gram LM scores, `word` or `char`; None: no LM decoding (a beam search
-      with an LM is refused, in one line, when its decoder is built).
-    - `word_boundary`: the token between words (`" "`, bigrams' `_`), or None where no token
-      marks them (SentencePiece pieces start words with `▁`; a character LM's units are tokens).
-    - `decoder_labels()`: the token texts a lexicon-free search (pyctcdecode) reads.
-    - `spell(word)`: how the vocabulary writes a word, for lexicon searches (flashlight).
-    - `language`: the ISO 639-1 code a model card names (`ds2hub push` needs no `--language`).
+    Decoders and model cards read a tokenizer's facts below (`lm_unit`, `word_boundary`,
+    `language`, `decoder_labels()`, `spell()`), which a subclass inherits or overrides (a
+    `CharTokenizer` subclass only sets `language`), instead of asking which tokenizer they hold.
+    One exception: pinyin targets decoded into Han characters through a word lexicon are
+    recognised by class (`PinyinTokenizer`), as that lexicon search lives in `ds2hub.decoding`.
     """
 
     kind: ClassVar[str]
@@ -48,9 +42,13 @@ class Tokenizer(ABC):
     file_args: ClassVar[tuple[str, ...]] = ()
     vocab: list[str]
 
-    # --- what decoders and model cards read (see the class doc) --------------------------------
-    lm_unit: ClassVar[str | None] = None  # `word`, `char` (`LM_UNITS`) or None: no LM decoding
-    word_boundary: ClassVar[str | None] = None  # the token between words, if one marks them
+    # --- what decoders and model cards read --------------------------------------------------
+    # What an n-gram LM scores: `word`, `char` (`LM_UNITS`) or None: no LM decoding (a beam search
+    # with an LM is then refused, in one line, when its decoder is built).
+    lm_unit: ClassVar[str | None] = None
+    # The token between words (`" "`, bigrams' `_`), or None where no token marks them
+    # (SentencePiece pieces start words with `▁`; a character LM's units are tokens).
+    word_boundary: ClassVar[str | None] = None
     language: str | None = None  # ISO 639-1 code (`en`, `de`); None: `push` asks for --language
 
     # --- what subclasses implement -------------------------------------------------------------
@@ -100,13 +98,8 @@ class Tokenizer(ABC):
             ValueError: if a token is outside the vocabulary and the tokenizer has no unknown token.
         """
         index = self._token_to_id()
-        ids = []
-        for tok in self._split(self.normalize(text)):
-            i = index.get(tok)
-            if i is None:
-                i = self._unknown_id(tok)
-            ids.append(i)
-        return ids
+        tokens = self._split(self.normalize(text))
+        return [index[tok] if tok in index else self._unknown_id(tok) for tok in tokens]
 
     def spell(self, word: str) -> tuple[str, ...] | None:
         """How this vocabulary writes `word` as one word (token strings), as lexicon searches
@@ -143,11 +136,8 @@ class Tokenizer(ABC):
 
     def uncovered(self, text: str) -> set[str]:
         """Letters and digits of `text` the vocabulary cannot write (dropped by normalisation or
-        mapped to an unknown token). A transcript with any no longer matches its audio.
-
-        The default checks the characters of the normalised text against the vocabulary's
-        characters; tokenizers whose normaliser deletes characters override it.
-        """
+        mapped to an unknown token): a transcript with any no longer matches its audio. (Checked
+        after `normalize`: tokenizers whose normaliser deletes characters override it.)"""
         known = {ch for tok in self.vocab for ch in tok}
         return {ch for ch in self.normalize(text) if ch.isalnum() and ch not in known}
 
@@ -171,11 +161,8 @@ class Tokenizer(ABC):
         return self._join([self.vocab[i] for i in ids if i != self.blank_id])
 
     def to_config(self) -> dict[str, Any]:
-        """Everything needed to rebuild the tokenizer, as JSON (stored in checkpoints and hubs).
-
-        It is jsonargparse's `class_path`/`init_args` form, so LightningCLI reads a checkpoint's
-        tokenizer exactly like a recipe's.
-        """
+        """Everything needed to rebuild the tokenizer, as JSON for checkpoints, in jsonargparse's
+        `class_path`/`init_args` form: LightningCLI reads it exactly like a recipe's."""
         return {"class_path": self.class_path(), "init_args": self.get_config()}
 
     @classmethod

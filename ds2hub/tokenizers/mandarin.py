@@ -41,9 +41,8 @@ class MandarinTokenizer(Tokenizer):
     def fit(self, texts: Iterable[str]) -> MandarinTokenizer:
         counts = Counter(ch for text in texts for ch in self.normalize(text))
         # Sorted by frequency, then code point: the same transcripts always give the same ids.
-        chars = sorted(
-            (c for c, n in counts.items() if n >= self.min_count), key=lambda c: (-counts[c], c)
-        )
+        frequent = (c for c, n in counts.items() if n >= self.min_count)
+        chars = sorted(frequent, key=lambda c: (-counts[c], c))
         if not chars:
             raise ValueError("MandarinTokenizer.fit: the transcripts contain no characters")
         self.characters = chars

@@ -7,6 +7,9 @@ import unicodedata
 
 _ENGLISH_DROP = re.compile(r"[^a-z' ]+")
 _SPACES = re.compile(r"\s+")
+# All but ASCII lowercase letters, digits and Han characters (CJK Unified Ideographs, Extension A,
+# Extensions B-F, Compatibility Ideographs).
+_NOT_MANDARIN = re.compile(r"[^a-z0-9\u4e00-\u9fff\u3400-\u4dbf\U00020000-\U0002ebef\uf900-\ufaff]")
 
 
 def normalize_english(text: str) -> str:
@@ -29,11 +32,9 @@ def normalize_reference(text: str, word_delimited: bool = True) -> str:
     the model can write.
 
     Folds case and width (NFKC, `casefold`), turns dashes and other punctuation or symbols into
-    spaces and keeps every letter, combining mark and digit of any script: `call 911` stays
-    `call 911`, so a model that cannot write digits is charged for them instead of the word
-    leaving the reference, and accents stay (`пошёл`, `नमस्ते`): an English character model that
-    writes `cafe` for `café` is charged for it. Apostrophes inside words stay. For languages written
-    without word boundaries (`word_delimited=False`) spaces (e.g. AISHELL's segmentation) go too.
+    spaces and keeps every letter, combining mark and digit of any script, so a model that cannot
+    write digits or accents (`911`, `café`, `пошёл`) is charged for them. Apostrophes inside words
+    stay. For languages written without word boundaries (`word_delimited=False`) spaces go too.
 
     >>> normalize_reference("Call 911 — now, Café!")
     'call 911 now café'
@@ -46,16 +47,6 @@ def normalize_reference(text: str, word_delimited: bool = True) -> str:
     return (" " if word_delimited else "").join(w for w in words if w)
 
 
-def _is_cjk(ch: str) -> bool:
-    cp = ord(ch)
-    return (
-        0x4E00 <= cp <= 0x9FFF  # CJK Unified Ideographs
-        or 0x3400 <= cp <= 0x4DBF  # Extension A
-        or 0x20000 <= cp <= 0x2EBEF  # Extensions B-F
-        or 0xF900 <= cp <= 0xFAFF  # Compatibility Ideographs
-    )
-
-
 def normalize_mandarin(text: str) -> str:
     """NFKC-normalizes (full-width Latin becomes ASCII), lowercases, and keeps Han characters and
     ASCII letters/digits only. Word-segmentation spaces (AISHELL) and punctuation are removed,
@@ -64,8 +55,7 @@ def normalize_mandarin(text: str) -> str:
     >>> normalize_mandarin("甚至 出现 交易 几乎 停滞 的 情况。ＡＢ")
     '甚至出现交易几乎停滞的情况ab'
     """
-    text = unicodedata.normalize("NFKC", text).lower()
-    return "".join(ch for ch in text if _is_cjk(ch) or ("a" <= ch <= "z") or ("0" <= ch <= "9"))
+    return _NOT_MANDARIN.sub("", unicodedata.normalize("NFKC", text).lower())
 
 
 def uncovered_letters(text: str, alphabet: set[str]) -> set[str]:

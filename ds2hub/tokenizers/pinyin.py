@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import ClassVar
 
-from ds2hub.extras import LazyAttr
+from ds2hub.extras import LazyAttr, MissingExtra, package_folder
 from ds2hub.tokenizers.base import BLANK, Tokenizer
 from ds2hub.tokenizers.normalizers import normalize_mandarin
 
@@ -34,19 +34,15 @@ def to_pinyin(text: str) -> list[str]:
 
 
 def _packaged_dictionary() -> Path | None:
-    # jieba's own dictionary, found without importing jieba (which pulls in pkg_resources).
-    import importlib.util
-
-    spec = importlib.util.find_spec("jieba")
-    return None if spec is None or spec.origin is None else Path(spec.origin).parent / "dict.txt"
+    try:
+        return package_folder("jieba", "mandarin") / "dict.txt"
+    except MissingExtra:
+        return None
 
 
 class PinyinTokenizer(Tokenizer):
-    """Mandarin transcripts as toned pinyin letters.
-
-    `decode` returns pinyin. The other arguments say which text the model's decoders write,
-    and with which word list (`ds2hub.decoding` reads them; they are stored with the tokenizer so
-    a model folder keeps its word list):
+    """Mandarin transcripts as toned pinyin letters; `decode` returns pinyin. The arguments tell
+    the model's decoders (`ds2hub.decoding`) which text to write, with which word list.
 
     Args:
         output: `hanzi` (decoders turn syllables into characters) or `pinyin`.

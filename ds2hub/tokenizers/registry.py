@@ -1,17 +1,5 @@
-"""Finds tokenizer classes by `kind` through the `ds2hub.tokenizers` entry-point group.
-
-A third-party package registers a tokenizer in its own `pyproject.toml`:
-
-    [project.entry-points."ds2hub.tokenizers"]
-    spanish = "ds2hub_spanish:SpanishTokenizer"
-
-after which `load_tokenizer` and `from_pretrained` rebuild it from a saved tokenizer file (`ds2hub_tokenizer.json`) whose
-`kind` is `spanish`.
-
-A tokenizer whose constructor reads files (a lexicon, a SentencePiece model) lists those arguments
-in `file_args`. A tokenizer file comes from a folder that may have been downloaded: `load_tokenizer`
-lets such arguments name only files inside that folder, so a published model cannot make ds2hub
-read anything else on the user's machine.
+"""Finds tokenizer classes by `kind` through the `ds2hub.tokenizers` entry-point group (a plugin
+registers its own there, see `ds2hub.plugins`): a saved tokenizer file names its class by `kind`.
 """
 
 from __future__ import annotations
@@ -25,8 +13,6 @@ from ds2hub.paths import inside
 from ds2hub.plugins import TOKENIZERS, load_group
 from ds2hub.tokenizers.base import CONFIG_NAME, Tokenizer
 
-ENTRY_POINT_GROUP = TOKENIZERS  # the entry-point group plugins register in
-
 
 class TokenizerFileError(ConfigError):
     """A saved tokenizer names a file it may not read (outside its folder) or that is missing."""
@@ -35,7 +21,7 @@ class TokenizerFileError(ConfigError):
 def available_tokenizers() -> dict[str, type[Tokenizer]]:
     """All registered tokenizer classes by kind (the built-in ones and those of plugins)."""
     # A plugin that fails to import or reuses a kind is logged by name; the others still load.
-    return load_group(ENTRY_POINT_GROUP)[0]
+    return load_group(TOKENIZERS)[0]
 
 
 def tokenizer_from_config(config: dict[str, Any]) -> Tokenizer:
@@ -47,25 +33,21 @@ def tokenizer_from_config(config: dict[str, Any]) -> Tokenizer:
     kinds = available_tokenizers()
     if "kind" in config:
         cls = kinds.get(config["kind"])
-        if cls is None:
-            raise KeyError(
-                f"unknown tokenizer kind {config['kind']!r}; installed kinds: {sorted(kinds)}"
-            )
+        problem = f"unknown tokenizer kind {config['kind']!r}"
     else:
-        by_path = {c.class_path(): c for c in kinds.values()}
-        cls = by_path.get(config.get("class_path", ""))
-        if cls is None:
-            raise KeyError(
-                f"tokenizer {config.get('class_path')!r} is not registered; installed kinds: {sorted(kinds)}"
-            )
+        cls = {c.class_path(): c for c in kinds.values()}.get(config.get("class_path", ""))
+        problem = f"tokenizer {config.get('class_path')!r} is not registered"
+    if cls is None:
+        raise KeyError(f"{problem}; installed kinds: {sorted(kinds)}")
     return cls.from_config(config)
 
 
 def load_tokenizer(directory: str | Path) -> Tokenizer:
     """Loads the tokenizer saved in `directory` (its `ds2hub_tokenizer.json`).
 
-    File arguments (the class's `file_args`) are read relative to `directory` and must stay inside
-    it (see the module doc); None keeps the class's default (e.g. jieba's packaged dictionary).
+    File arguments (the class's `file_args`: a lexicon, a SentencePiece model) are read relative
+    to `directory` and must stay inside it (`ds2hub.paths.inside`), so a downloaded model cannot
+    make ds2hub read other files; None keeps the class's default (e.g. jieba's dictionary).
 
     Raises:
         TokenizerFileError: a file argument is absolute, climbs out with `..`, or is missing.

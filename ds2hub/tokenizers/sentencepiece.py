@@ -24,8 +24,7 @@ class SentencePieceTokenizer(Tokenizer):
         model_type: `unigram` or `bpe`.
         character_coverage: SentencePiece's coverage (use ~0.9995 for large character sets).
         lowercase: lowercase text before encoding (typical for ASR transcripts).
-        language: ISO 639-1 code of the transcripts, named by model cards (None: unknown, so
-            `ds2hub push` asks for `--language`).
+        language: ISO 639-1 code of the transcripts (`Tokenizer.language`).
 
     Decoding: a word LM; a piece starting with `▁` starts a word (no token between words).
     """
@@ -102,13 +101,10 @@ class SentencePieceTokenizer(Tokenizer):
     def uncovered(self, text: str) -> set[str]:
         if self._sp is None:
             return set()
-        pieces = self._sp.encode(self.normalize(text), out_type=str)
-        unk = {
-            p
-            for p, i in zip(pieces, self._sp.encode(self.normalize(text)))
-            if i == self._sp.unk_id()
-        }
-        return {ch for p in unk for ch in p.replace("▁", "") if ch.isalnum()}
+        text = self.normalize(text)
+        pieces = zip(self._sp.encode(text, out_type=str), self._sp.encode(text))
+        unknown = "".join(piece for piece, i in pieces if i == self._sp.unk_id())
+        return {ch for ch in unknown if ch.isalnum()}  # (not the word-start mark `▁`)
 
     def _split(self, text: str) -> list[str]:  # encode/decode are overridden
         raise NotImplementedError

@@ -88,11 +88,11 @@ class WandbExtras(L.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if trainer.sanity_checking or not outputs or len(self._rows) >= self.num_examples:
+        if trainer.sanity_checking or not outputs:
             return
-        for index, ref, hyp in zip(batch["indices"], outputs["refs"], outputs["hyps"]):
-            if len(self._rows) < self.num_examples:
-                self._rows.append([int(index), ref, hyp])
+        rows = zip(batch["indices"], outputs["refs"], outputs["hyps"])
+        self._rows += [[int(index), ref, hyp] for index, ref, hyp in rows]
+        del self._rows[self.num_examples :]
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         logger = self._wandb(trainer)
@@ -112,14 +112,6 @@ class WandbExtras(L.Callback):
                 log.warning("no audio for validation example %d: %s", index, error)
                 audio = None
             data.append([trainer.current_epoch, audio, ref, hyp, float(word_error_rate(hyp, ref))])
-        logger.log_table(
-            "val/predictions",
-            columns=[
-                "epoch",
-                "audio",
-                "reference",
-                "prediction",
-                getattr(pl_module, "word_metric", "wer"),
-            ],
-            data=data,
-        )
+        metric = getattr(pl_module, "word_metric", "wer")
+        columns = ["epoch", "audio", "reference", "prediction", metric]
+        logger.log_table("val/predictions", columns=columns, data=data)

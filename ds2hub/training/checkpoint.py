@@ -1,12 +1,9 @@
 """Checkpoints that survive a killed or crashed run: never a half-written `last.ckpt`.
 
-Lightning (2.6) serialises a checkpoint into memory, then writes it through an fsspec
-transaction: a temporary file from `tempfile.mkstemp()`, i.e. in `$TMPDIR`, moved onto the target
-with `shutil.move`. When `$TMPDIR` and the checkpoint folder are on one filesystem the move is a
-rename (atomic, though never fsync'ed). When they are not (a local `/tmp` and checkpoints on
-NFS/Lustre, the usual cluster setup) `shutil.move` *copies* into the target path, so a run
-killed during the copy leaves a truncated checkpoint where the previous good one was; a run killed
-before the move also leaves a checkpoint-sized orphan in `$TMPDIR`.
+Lightning (2.6) writes a checkpoint to a temporary file in `$TMPDIR` and `shutil.move`s it onto
+the target: a rename (atomic, though never fsync'ed) on one filesystem, but a *copy* into the
+target path when `$TMPDIR` is elsewhere (a local `/tmp`, checkpoints on NFS/Lustre), so a run
+killed during the copy leaves a truncated checkpoint where the previous good one was.
 
 `AtomicCheckpointIO` writes the temporary file beside the target, fsyncs it, renames it over the
 target (atomic on POSIX within one folder) and fsyncs the folder. The `ds2hub` CLI installs it

@@ -1,20 +1,15 @@
 """Fine-tuning: start a training run from a published model instead of random weights.
 
-A recipe names the model to start from under `model.finetune` (see `FineTuneConfig`); the model is
-loaded with the same `from_pretrained` call users make (hub id, `save_pretrained`/`ds2hub push`
-folder, or a `.ckpt` from `ds2hub fit`). Its convolutional and recurrent layers (and everything else
-that does not depend on the vocabulary: row convolution, head batch norm, fully connected layer)
-are copied into the recipe's network; the output layer is made for the recipe's tokenizer, keeping
-the rows of tokens both vocabularies share (the blank, space, apostrophe and `a`-`z` of English and
-German characters) unless `copy_shared_tokens: false`. The recipe's `model.arch` and `data.features` must
-equal the model's: a network built differently cannot take its weights, and features computed
-differently (another sample rate, window or hop) would feed it input it never saw; either is
-refused with a `ConfigError` that names each setting that differs. The network's weights are what
-is copied: a front end with `normalization: global` estimates its statistics again on the recipe's
-training data, as any fit does, rather than keeping the source corpus's.
-
-Optionally the kept layers are frozen for the first `freeze_steps` optimizer steps, so the new
-output layer first learns to read the pretrained features before their weights move.
+A recipe names the model under `model.finetune` (`FineTuneConfig`); it is loaded with the same
+`from_pretrained` call users make. Every layer that does not depend on the vocabulary is copied
+into the recipe's network; the output layer is made for the recipe's tokenizer, keeping the rows
+of tokens both vocabularies share. The recipe's `model.arch` and `data.features` must equal the
+model's: a network built differently cannot take its weights, and features computed differently
+(another sample rate, window or hop) would feed it input it never saw. Only the network's weights
+are copied: a front end with `normalization: global` estimates its statistics again on the
+recipe's training data, as any fit does. The kept layers may be frozen for the first
+`freeze_steps` optimizer steps, so the new output layer first learns to read the pretrained
+features before their weights move.
 
     model:
       finetune:
@@ -37,7 +32,7 @@ from ds2hub.errors import ConfigError
 from ds2hub.features import FeatureConfig
 from ds2hub.inference.recognizer import SpeechRecognizer, from_pretrained
 from ds2hub.model import DeepSpeech2, DeepSpeech2Config
-from ds2hub.paths import looks_local
+from ds2hub.paths import missing_local
 
 log = logging.getLogger(__name__)
 
@@ -101,19 +96,10 @@ def _differences(source: dict[str, Any], recipe: dict[str, Any]) -> list[str]:
 
 
 def check_compatible(
-    source: SpeechRecognizer,
-    arch: DeepSpeech2Config,
-    features: FeatureConfig,
-    name: str,
+    source: SpeechRecognizer, arch: DeepSpeech2Config, features: FeatureConfig, name: str
 ) -> None:
-    """Raises `ConfigError` naming every front-end or architecture setting that differs.
-
-    Args:
-        source: the model fine-tuning starts from.
-        arch: the recipe's `model.arch`.
-        features: the recipe's front end (`data.features`, sample rate included).
-        name: how the user named the source, for the message.
-    """
+    """Raises `ConfigError` naming every setting in which the front end or architecture of
+    `source` (the user's `name` for it) differs from the recipe's `features` and `arch`."""
     front_end = _differences(source.features.to_dict(), features.to_dict())
     if front_end:
         raise ConfigError(
@@ -135,7 +121,7 @@ def load_source(config: FineTuneConfig) -> SpeechRecognizer:
     path = Path(source).expanduser()
     # Not a hub id and not here: a missing path (clearer than the hub client's "repo id must be
     # in the form ...").
-    if looks_local(source) and not path.exists():
+    if missing_local(source):
         raise ConfigError(f"model.finetune.source {source!r} does not exist")
     if path.exists():
         return from_pretrained(str(path))
@@ -213,9 +199,6 @@ def drop_frozen_gradients(model: nn.Module, names: Sequence[str]) -> None:
     synchronise layers unfrozen later. torch optimizers skip parameters whose `grad` is None (no
     step, no weight decay, no momentum), and gradient clipping ignores them.
     """
-    for name in names:
-        module = getattr(model, name, None)
-        if module is None:
-            continue
-        for p in module.parameters():
+    for name in names:  # layers of `model` (`check_freeze_names`)
+        for p in getattr(model, name).parameters():
             p.grad = None

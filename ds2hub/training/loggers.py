@@ -1,14 +1,14 @@
 """Weights & Biases logging that never stops a training run, and runs without W&B installed.
 
 Recipes list a `CSVLogger` (always there: `metrics.csv` is the run's record) and
-`ds2hub.training.loggers.wandb_if_installed`, which is a `DS2WandbLogger` when `wandb` (the `wandb` extra)
-is installed and otherwise logs one line and records nothing, so `pip install ds2hub` runs every
-recipe.
+`wandb_if_installed`.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import netrc
 import os
 from typing import Any
 
@@ -25,8 +25,6 @@ def wandb_has_credentials() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
     try:
-        import netrc
-
         host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1]
         return netrc.netrc().authenticators(host) is not None
     except (FileNotFoundError, netrc.NetrcParseError, OSError):
@@ -39,17 +37,10 @@ class DS2WandbLogger(WandbLogger):
     - Without an API key (and no explicit `WANDB_MODE`) the run is written offline under
       `save_dir/wandb`; `wandb sync` uploads it later.
     - If the W&B service cannot be reached, the run falls back to offline instead of failing.
-
-    Use `group` for the recipe and language and `tags` for anything to filter by; the
-    `WandbExtras` callback adds tokenizer and model-size tags and the validation table.
     """
 
     def __init__(self, *args: Any, init_timeout: float = 60.0, **kwargs: Any) -> None:
-        if (
-            not kwargs.get("offline")
-            and "WANDB_MODE" not in os.environ
-            and not wandb_has_credentials()
-        ):
+        if not (kwargs.get("offline") or "WANDB_MODE" in os.environ or wandb_has_credentials()):
             log.info("no W&B API key found: logging offline (upload later with `wandb sync`)")
             kwargs["offline"] = True
         wandb = require("wandb", "wandb")
@@ -71,8 +62,6 @@ class DS2WandbLogger(WandbLogger):
 
 def wandb_installed() -> bool:
     """Whether the `wandb` package can be imported (the `wandb` extra)."""
-    import importlib.util
-
     return importlib.util.find_spec("wandb") is not None
 
 
@@ -99,19 +88,11 @@ def wandb_if_installed(
         log_model: upload checkpoints as W&B artifacts (`all`, True or False).
         init_timeout: seconds to wait for the W&B service before going offline.
     """
+    arguments = dict(locals())  # the parameters above, passed on unchanged
     if not wandb_installed():
         log.warning(
             "wandb is not installed: this run logs to CSV only "
             "(pip install 'ds2hub[wandb]' for Weights & Biases)"
         )
         return DummyLogger()
-    return DS2WandbLogger(
-        save_dir=save_dir,
-        project=project,
-        name=name,
-        group=group,
-        tags=tags,
-        offline=offline,
-        log_model=log_model,
-        init_timeout=init_timeout,
-    )
+    return DS2WandbLogger(**arguments)

@@ -131,10 +131,8 @@ class DeepSpeech2Task(L.LightningModule):
         ctc_reduction: `utterance` (the paper's per-utterance cost averaged over the batch) or
             `token` (also divided by transcript length); see `ctc_loss`. Optimiser settings
             (learning rate, `trainer.gradient_clip_val`) depend on it.
-        finetune: start `fit` from a published model (`from_pretrained` id, folder or .ckpt):
-            every layer but the output layer is copied (conv, recurrent ...), the output layer
-            is made for this tokenizer, and layers may be frozen for the first steps; see
-            `ds2hub.training.finetune`.
+        finetune: start `fit` from a published model (`from_pretrained` id, folder or .ckpt);
+            see `ds2hub.training.finetune`.
 
     Logged: `train/loss`, `train/grad_norm` (the total 2-norm before clipping, so a recipe's
     `gradient_clip_val` can be checked against it), `train/audio_sec_per_sec`; `val/` and `test/`
@@ -183,9 +181,6 @@ class DeepSpeech2Task(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.log_examples = log_examples
-        # Fine-tuning (ds2hub/training/finetune.py): weights are copied in `setup("fit")`, so validate,
-        # test and predict never load the source model (a resumed fit loads it, then Lightning
-        # replaces its weights with the checkpoint's).
         if isinstance(finetune, dict):
             finetune = FineTuneConfig(**finetune)
         if finetune is not None:
@@ -231,8 +226,8 @@ class DeepSpeech2Task(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.finetune is not None:
-            # Before Lightning restores a `--ckpt_path` (which then overwrites these weights), so
-            # a resumed run continues from its checkpoint.
+            # Only `fit` loads the source model, and before Lightning restores a `--ckpt_path`
+            # (which then overwrites these weights), so a resumed run continues from it.
             start_from(self.finetune, self.model, self.arch, self.features, self.tokenizer.vocab)
 
     def on_fit_start(self) -> None:
@@ -258,9 +253,8 @@ class DeepSpeech2Task(L.LightningModule):
         cls, checkpoint_path: Any, map_location: Any = None, **kwargs: Any
     ) -> DeepSpeech2Task:
         """Lightning's loader, with the tokenizer and features taken from the checkpoint."""
-        extra = torch.load(checkpoint_path, map_location="cpu", weights_only=True).get(
-            CHECKPOINT_KEY, {}
-        )
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        extra = checkpoint.get(CHECKPOINT_KEY, {})
         kwargs.setdefault("tokenizer", extra.get("tokenizer"))
         kwargs.setdefault("features", extra.get("features", FeatureConfig().to_dict()))
         return super().load_from_checkpoint(checkpoint_path, map_location=map_location, **kwargs)
@@ -333,13 +327,7 @@ class DeepSpeech2Task(L.LightningModule):
             log.warning(
                 "%s: skipped %d utterance(s) whose transcript is too long for CTC", stage, skipped
             )
-            self.log(
-                f"{stage}/skipped_ctc",
-                float(skipped),
-                reduce_fx="sum",
-                on_step=False,
-                on_epoch=True,
-            )
+            self._count(f"{stage}/skipped_ctc", skipped)
         if feasible.any():
             loss = ctc_loss(
                 logits[feasible],
@@ -366,23 +354,20 @@ class DeepSpeech2Task(L.LightningModule):
             zero = zero + logits.float().sum() * 0.0
         return zero
 
+    def _count(self, name: str, count: int) -> None:
+        """Logs a count summed over the epoch."""
+        self.log(name, float(count), reduce_fx="sum", on_step=False, on_epoch=True)
+
     def _empty(self, batch: dict[str, Any], stage: str) -> bool:
         """Counts utterances that failed to decode at load time; True if none is left, in which
         case the step is skipped instead of failing the run."""
         if batch.get("skipped_undecodable"):
-            self.log(
-                f"{stage}/skipped_undecodable",
-                float(batch["skipped_undecodable"]),
-                reduce_fx="sum",
-                on_step=False,
-                on_epoch=True,
-            )
+            self._count(f"{stage}/skipped_undecodable", batch["skipped_undecodable"])
         return is_empty_batch(batch)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         if self._empty(batch, "train"):
-            # Nothing decoded. Returning None would skip this rank's backward while the others
-            # wait for its gradients; a zero loss keeps every rank in step.
+            # Nothing decoded: a zero loss, not None, keeps this rank in step (see `_zero_loss`).
             return self._zero_loss()
         self._last_inputs = (batch["features"][:1].detach(), batch["feature_lengths"][:1])
         loss, _, _ = self._loss(batch, "train")
@@ -416,19 +401,13 @@ class DeepSpeech2Task(L.LightningModule):
             return None
         loss, logits, out_lengths = self._loss(batch, stage)
         hyps, refs, counts = self.scoring.score(self.decode(logits, out_lengths), batch["texts"])
-        names = (self.word_metric, "cer")
-        for name in names:
-            self.metrics[f"{stage}_{name}"].update(counts[name])
         bs = len(refs)
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
         self.log(f"{stage}/utterances", float(bs), reduce_fx="sum", sync_dist=True, batch_size=1)
-        for name in names:
-            self.log(
-                f"{stage}/{name}",
-                self.metrics[f"{stage}_{name}"],
-                prog_bar=name == self.word_metric,
-                batch_size=bs,
-            )
+        for name in (self.word_metric, "cer"):
+            metric = self.metrics[f"{stage}_{name}"]
+            metric.update(counts[name])
+            self.log(f"{stage}/{name}", metric, prog_bar=name == self.word_metric, batch_size=bs)
         if stage == "val" and len(self._examples) < self.log_examples:
             self._examples.extend(list(zip(refs, hyps))[: self.log_examples - len(self._examples)])
         return {"refs": refs, "hyps": hyps}

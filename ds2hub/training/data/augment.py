@@ -15,12 +15,6 @@ Each transform is one small class (a `Transform`): waveform transforms change th
 before the front end, feature transforms the normalised (F, T) features after it, so every
 waveform transform comes before every feature transform in the list. A transform of your own
 (a plugin's, an experiment's) is a `Transform` subclass named by its class path, like these.
-
-Deep Speech 2 (section 5.2) adds noise to 40 % of utterances at random SNRs; speed perturbation
-(Ko et al., 2015) and SpecAugment (Park et al., 2019) are the later standard companions. VTLP
-(Jaitly & Hinton, 2013) stretches the spectrum alone, as if another speaker said the same words
-at the same speed; tempo perturbation changes the speaking rate alone, at the same pitch.
-
 The maths are plain functions (`coloured_noise`, `change_tempo`, `warp_frequency`, `equalize`);
 the classes draw their parameters from the `Rng` they are given and call them.
 """
@@ -44,27 +38,6 @@ from ds2hub.audio import SAMPLE_RATE, AudioDecodeError, load_audio
 from ds2hub.errors import ConfigError
 from ds2hub.features import FeatureConfig
 
-__all__ = [
-    "VTLP",
-    "Augmenter",
-    "Equalizer",
-    "Narrowband",
-    "Noise",
-    "PadEnds",
-    "Rng",
-    "SpecAugment",
-    "Speed",
-    "Tempo",
-    "Transform",
-    "TrimEnds",
-    "build_transforms",
-    "change_tempo",
-    "coloured_noise",
-    "equalize",
-    "peaking_filter",
-    "warp_frequency",
-]
-
 
 @dataclass
 class Rng:
@@ -82,15 +55,11 @@ class Rng:
 class Transform:
     """One augmentation step, applied to a share `prob` of the utterances.
 
-    Subclasses set `stage` and implement `apply`:
-
-    - `stage = "waveform"`: `apply(wave, rng)` takes (T,) audio at 16 kHz and returns (T',);
-    - `stage = "features"`: `apply(spec, rng)` takes the normalised (F, T) features and returns
-      (F, T).
-
+    Subclasses set `stage` and implement `apply(x, rng)`: at `"waveform"` it takes (T,) audio at
+    16 kHz and returns (T',), at `"features"` the normalised (F, T) features and returns (F, T).
     Whether an utterance is transformed is the first draw from `rng.py` (at `prob` 1 too; none
-    at 0); `apply` then draws its own parameters from `rng`, never from the global generators, so a
-    seeded `Rng` reproduces the samples.
+    at 0); `apply` then draws its own parameters from `rng`, never from the global generators, so
+    a seeded `Rng` reproduces the samples.
     """
 
     stage: ClassVar[str] = "waveform"
@@ -140,11 +109,8 @@ _TEMPO_N_FFT, _TEMPO_HOP = 512, 128
 
 
 def change_tempo(wave: torch.Tensor, rate: float) -> torch.Tensor:
-    """(T,) -> about (T / rate,): the same words at `rate` times the speed and the same pitch.
-
-    torchaudio's phase vocoder stretches the STFT; the inverse STFT turns it back into audio (sox's
-    `tempo` effect, which Kaldi recipes use, left torchaudio with its sox bindings).
-    """
+    """(T,) -> about (T / rate,): the same words at `rate` times the speed and the same pitch,
+    through torchaudio's phase vocoder (sox's `tempo`, which Kaldi uses, left torchaudio)."""
     if rate <= 0:
         raise ValueError(f"tempo rate must be positive, not {rate}")
     if rate == 1.0 or wave.numel() < _TEMPO_N_FFT:
@@ -201,13 +167,10 @@ def warp_frequency(
 
 
 def peaking_filter(centre_hz: float, gain_db: float, q: float) -> tuple[list[float], list[float]]:
-    """The RBJ audio-EQ-cookbook peaking filter: biquad coefficients `(b, a)` (numerator first,
-    as in the cookbook and scipy; `AF.lfilter` takes them the other way round).
-
-    The formulas of torchaudio's `equalizer_biquad`, which cannot be used as is: it filters with
-    `clamp=True`, clipping every sample past [-1, 1], and a boost (or a phase shift of a
-    peak-normalised word) goes past that.
-    """
+    """The RBJ audio-EQ-cookbook peaking filter: biquad coefficients `(b, a)`, numerator first
+    (`AF.lfilter` takes them the other way round). torchaudio's `equalizer_biquad` has the same
+    formulas but filters with `clamp=True`, clipping what a boost (or the phase shift of a
+    peak-normalised word) pushes past [-1, 1]."""
     amplitude = 10 ** (gain_db / 40)
     w0 = 2 * math.pi * centre_hz / SAMPLE_RATE
     alpha = math.sin(w0) / (2 * q)
@@ -224,10 +187,7 @@ def equalize(wave: torch.Tensor, bands: Sequence[tuple[float, float, float]]) ->
         return wave
     out = wave
     for centre, gain, q in bands:
-        b, a = (
-            torch.tensor(c, dtype=wave.dtype, device=wave.device)
-            for c in peaking_filter(centre, gain, q)
-        )
+        b, a = (wave.new_tensor(c) for c in peaking_filter(centre, gain, q))
         out = AF.lfilter(out, a, b, clamp=False)
     peak, out_peak = float(wave.abs().max()), float(out.abs().max())
     return out * (peak / out_peak) if out_peak > peak > 0 else out
@@ -278,10 +238,7 @@ class PadEnds(Transform):
         super().__init__(prob)
         low, high = level_db
         if max_ms < 0 or not low <= high <= 0:
-            raise ValueError(
-                "PadEnds: max_ms must not be negative and level_db must be [low, high] with "
-                "low <= high <= 0"
-            )
+            raise ValueError("PadEnds: max_ms must be >= 0 and level_db low <= high <= 0")
         self.max_ms, self.level_db = max_ms, (float(low), float(high))
 
     def apply(self, wave: torch.Tensor, rng: Rng) -> torch.Tensor:
@@ -461,17 +418,13 @@ class SpecAugment(Transform):
         return self.apply(spec, rng)  # no draw of its own: every utterance is masked
 
     def apply(self, spec: torch.Tensor, rng: Rng) -> torch.Tensor:
-        if not (self.freq_masks or self.time_masks):
-            return spec
         mean = float(spec.mean())
         for _ in range(self.freq_masks):
             spec = _mask(spec, 0, self.freq_mask_width, mean, rng.torch)
-        ratio = self.time_mask_max_ratio
+        width = self.time_mask_width
+        if self.time_mask_max_ratio != 1.0:  # torchaudio's rule: p = 1 leaves the width alone
+            width = min(width, int(spec.shape[1] * self.time_mask_max_ratio))
         for _ in range(self.time_masks):
-            # At most `ratio` of the frames (torchaudio's rule: p = 1 leaves the width alone).
-            width = self.time_mask_width
-            if ratio != 1.0:
-                width = min(width, int(spec.shape[1] * ratio))
             spec = _mask(spec, 1, width, mean, rng.torch)
         return spec
 
@@ -514,11 +467,9 @@ def build_transforms(items: Sequence[Any] | None) -> list[Transform]:
 
 class Augmenter:
     """A recipe's transforms, in order: the waveform ones before the front end (`waveform`), the
-    feature ones after it (`features`).
-
-    Without an explicit `rng`, each process draws from its own `Rng`, seeded from the process's
-    torch seed when it first augments: in a DataLoader worker the worker's seed, which the loader
-    (and Lightning's `seed_everything`) derive from the run's seed.
+    feature ones after it (`features`). Without an explicit `rng`, each process draws from its own
+    `Rng`, seeded from the process's torch seed when it first augments: in a DataLoader worker the
+    worker's seed, which the loader (and Lightning's `seed_everything`) derive from the run's seed.
     """
 
     def __init__(self, transforms: Sequence[Transform], features: FeatureConfig) -> None:

@@ -24,7 +24,6 @@ import datasets
 
 from ds2hub.plugins import CORPORA, load_group
 
-ENTRY_POINT_GROUP = CORPORA  # the entry-point group plugins register in
 Loader = Callable[[Path, str], datasets.Dataset]
 
 
@@ -71,7 +70,7 @@ def load_commonvoice(root: Path, split: str) -> datasets.Dataset:
 def available_layouts() -> dict[str, Loader]:
     """Release-folder layouts by name: the built-in ones and those of plugins."""
     # A plugin that fails to import or reuses a name is logged by name; the others still load.
-    return load_group(ENTRY_POINT_GROUP)[0]
+    return load_group(CORPORA)[0]
 
 
 def detect_layout(path: str) -> str | None:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import datasets
 import lightning as L
@@ -30,9 +31,8 @@ from ds2hub.training.data.dataset import (
     StreamOrder,
     audio_source,
     collate,
-    duration_problem,
 )
-from ds2hub.training.data.loader import EpochLoader, EpochOrder
+from ds2hub.training.data.loader import EpochLoader
 from ds2hub.training.data.sampler import DurationBatchSampler
 
 log = logging.getLogger(__name__)
@@ -61,22 +61,16 @@ def load_split(
             raise KeyError(f"unknown corpus layout {kind!r}; known: {sorted(loaders)}")
         ds = loaders[kind](Path(path), split)
         if streaming:
-            rows = len(ds)
-            ds = ds.to_iterable_dataset()
             # Keep the row count, as a hub dataset's card gives it (DDP streams need it).
-            ds.info.splits = datasets.SplitDict()
-            ds.info.splits.add(datasets.SplitInfo(name=split, num_examples=rows))
+            ds = _with_size(ds.to_iterable_dataset(), split, len(ds))
     elif streaming and (rows := stream_slice(split)) is not None:
         # `datasets` reads slices (`train[:800]`) of map-style splits only; a stream takes them
         # with skip/take (the same rows, as the slice names absolute row numbers).
         base, start, stop = rows
         ds = load_split(path, base, name, audio_column, data_dir, revision, layout, True)
         known = stream_size(ds, base)
-        ds = ds.skip(start).take(stop - start)
-        ds.info.splits = datasets.SplitDict()
         size = stop - start if known is None else max(0, min(stop, known) - start)
-        ds.info.splits.add(datasets.SplitInfo(name=split, num_examples=size))
-        return ds
+        return _with_size(ds.skip(start).take(stop - start), split, size)
     else:
         ds = datasets.load_dataset(
             path, name, split=split, data_dir=data_dir, revision=revision, streaming=streaming
@@ -85,6 +79,12 @@ def load_split(
     if audio_column not in columns:
         raise KeyError(f"{path}[{split}] has no audio column {audio_column!r}; columns: {columns}")
     return ds.cast_column(audio_column, datasets.Audio(decode=False))
+
+
+def _with_size(stream: datasets.IterableDataset, split: str, rows: int) -> datasets.IterableDataset:
+    stream.info.splits = datasets.SplitDict()
+    stream.info.splits.add(datasets.SplitInfo(name=split, num_examples=rows))
+    return stream
 
 
 _SLICE = re.compile(r"^([\w.-]+)\[(.*)\]$")
@@ -198,9 +198,8 @@ class SpeechDataModule(L.LightningDataModule):
         max_batch_seconds: padded seconds of audio per training batch (duration-based batching).
         sortagrad: first epoch in increasing length order (Deep Speech 2, section 3.1).
         bucketing: batch utterances of similar length together (less padding).
-        augment: training augmentation: `Transform`s applied in the list's order
-            (`ds2hub.training.data.augment`: noise, speed, tempo, SpecAugment, ...), each given
-            as `class_path` and `init_args`. Training only.
+        augment: training-only augmentation: `Transform`s (`ds2hub.training.data.augment`)
+            applied in the list's order, each given as `class_path` and `init_args`.
         streaming: read the training split (and `extra_train`) as a stream (corpora larger than
             the disk): shuffled through a buffer, reseeded every epoch. Needs `sortagrad: false`;
             holdouts only as listed `holdout_values` / `test_holdout_values`.
@@ -265,10 +264,8 @@ class SpeechDataModule(L.LightningDataModule):
         self.audio_column, self.text_column = audio_column, text_column
         self.holdout_column, self.holdout_values = holdout_column, holdout_values
         self.holdout_fraction, self.holdout_seed = holdout_fraction, holdout_seed
-        self.test_holdout_values, self.test_holdout_fraction = (
-            test_holdout_values,
-            test_holdout_fraction,
-        )
+        self.test_holdout_values = test_holdout_values
+        self.test_holdout_fraction = test_holdout_fraction
         self.extra_train = [
             e if isinstance(e, ExtraCorpus) else ExtraCorpus(**e) for e in extra_train or []
         ]
@@ -329,20 +326,8 @@ class SpeechDataModule(L.LightningDataModule):
 
     # --- loading ---------------------------------------------------------------------------------
     def _load(self, split: str, streaming: bool = False):
-        return load_split(
-            self.path,
-            split,
-            self.name,
-            self.audio_column,
-            self.data_dir,
-            self.revision,
-            self.layout,
-            streaming,
-        )
-
-    @property
-    def _test_held_out(self) -> bool:
-        return bool(self.test_holdout_values or self.test_holdout_fraction)
+        source = self.name, self.audio_column, self.data_dir, self.revision, self.layout
+        return load_split(self.path, split, *source, streaming)
 
     def _held_stage(self, stage: str) -> bool:
         """Whether a stage's rows are groups held out of the train split (validation, and test or
@@ -351,11 +336,12 @@ class SpeechDataModule(L.LightningDataModule):
             return False
         if stage == "predict" and self._predict_split_given:
             return False
-        return stage == "val" or (stage in ("test", "predict") and self._test_held_out)
+        test_held_out = self.test_holdout_values or self.test_holdout_fraction
+        return stage == "val" or bool(stage in ("test", "predict") and test_held_out)
 
     def _heldout(self, values: list[str]) -> tuple[set[str], set[str]]:
         """The validation groups and the test groups (disjoint), given the train split's
-        holdout column."""
+        holdout column (streams list their groups, see `_check_streaming`, and pass none)."""
         if self.holdout_values:
             val = {str(v) for v in self.holdout_values}
         else:
@@ -368,14 +354,6 @@ class SpeechDataModule(L.LightningDataModule):
             test = holdout_groups(rest, n / max(1, len(set(rest))), self.holdout_seed + 1)
         else:
             test = set()
-        if val & test:
-            raise ConfigError(f"groups held out for both validation and test: {sorted(val & test)}")
-        return val, test
-
-    def _listed_heldout(self) -> tuple[set[str], set[str]]:
-        """The listed validation and test groups (streams: no fraction, see _check_streaming)."""
-        val = {str(v) for v in self.holdout_values or []}
-        test = {str(v) for v in self.test_holdout_values or []}
         if val & test:
             raise ConfigError(f"groups held out for both validation and test: {sorted(val & test)}")
         return val, test
@@ -393,67 +371,57 @@ class SpeechDataModule(L.LightningDataModule):
                     f"{self.path}[{split}] has no holdout column {self.holdout_column!r}; "
                     f"columns: {stream.column_names}"
                 )
-            val, test = self._listed_heldout()
+            val, test = self._heldout([])
             stream = stream.filter(GroupFilter(self.holdout_column, val | test, keep=False))
+        return self._with_extras(stream, size)
+
+    def _with_extras(self, rows, size: int | None = None):
+        """`rows` followed by each `extra_train` corpus (audio and transcript columns only), and
+        the total row count if every part's is known (`size`: that of `rows`).
+
+        Concatenated, not interleaved: a stream's shuffle then draws the shards of every corpus in
+        a random order and mixes them in its buffer, each utterance once per pass."""
         if not self.extra_train:
-            return stream, size
-        parts = [stream.select_columns([self.audio_column, self.text_column])]
+            return rows, size
+        streaming = isinstance(rows, datasets.IterableDataset)
+        parts = [rows.select_columns([self.audio_column, self.text_column])]
         for extra in self.extra_train:
             ds = load_split(
                 extra.path, extra.split, extra.name, self.audio_column, layout=extra.layout,
-                streaming=True,
+                streaming=streaming,
             )  # fmt: skip
-            extra_size = stream_size(ds, extra.split)
+            extra_size = stream_size(ds, extra.split) if streaming else len(ds)
             size = None if size is None or extra_size is None else size + extra_size
+            if not streaming:
+                log.info("train: + %d utterances from %s[%s]", len(ds), extra.path, extra.split)
             ds = ds.select_columns([self.audio_column, extra.text_column])
             if extra.text_column != self.text_column:
                 ds = ds.rename_column(extra.text_column, self.text_column)
             parts.append(ds.cast(parts[0].features))
-        # Concatenated, not interleaved: the shuffle then draws the shards of every corpus in a
-        # random order and mixes them in its buffer, each utterance once per pass.
         return datasets.concatenate_datasets(parts), size
 
     def has_stage(self, stage: str) -> bool:
         """Whether the recipe gives `stage` (train, val, test, predict) any data."""
-        if stage == "test":
-            return self.splits["test"] is not None or self._test_held_out
-        if stage == "predict":
-            return self.splits["predict"] is not None or self._held_stage("predict")
+        if stage in ("test", "predict"):
+            return self.splits[stage] is not None or self._held_stage(stage)
         return True
 
     def describe(self, stage: str) -> str:
         """Where a stage's utterances come from, in words (for logs and model cards)."""
         corpus = self.path + (f" ({self.name})" if self.name else "")
+        split = self.splits.get(stage)
         if self._held_stage(stage):
             val = stage == "val"
             listed = self.holdout_values if val else self.test_holdout_values
             share = self.holdout_fraction if val else self.test_holdout_fraction
             which = ", ".join(map(str, listed)) if listed else f"a random {share:.0%}"
-            return (
-                f"held-out {self.holdout_column} groups ({which}) of "
-                f"{self.splits['train']} of {corpus}"
-            )
-        split = self.splits.get(stage)
-        if split is None:
-            return f"no {stage} data"
-        return f"{split} of {corpus}"
+            split = f"held-out {self.holdout_column} groups ({which}) of {self.splits['train']}"
+        return f"no {stage} data" if split is None else f"{split} of {corpus}"
 
     def _split_rows(self, stage: str) -> datasets.Dataset:
         """The rows of a stage: its split, minus or restricted to held-out groups, plus extras."""
         rows = self._own_rows(stage)
-        if stage != "train" or not self.extra_train:
-            return rows
-        parts = [rows.select_columns([self.audio_column, self.text_column])]
-        for extra in self.extra_train:
-            ds = load_split(
-                extra.path, extra.split, extra.name, self.audio_column, layout=extra.layout
-            )
-            ds = ds.select_columns([self.audio_column, extra.text_column])
-            if extra.text_column != self.text_column:
-                ds = ds.rename_column(extra.text_column, self.text_column)
-            parts.append(ds.cast(parts[0].features))
-            log.info("train: + %d utterances from %s[%s]", len(ds), extra.path, extra.split)
-        return datasets.concatenate_datasets(parts)
+        return self._with_extras(rows)[0] if stage == "train" else rows
 
     def _own_rows(self, stage: str) -> datasets.Dataset:
         """A stage's rows: its own split, or whole groups held out of (or kept in) the train split."""
@@ -470,11 +438,9 @@ class SpeechDataModule(L.LightningDataModule):
             ds = self._load(self.splits["train"])
             column = [str(v) for v in ds[self.holdout_column]]  # read once: it decodes no audio
             val, test = self._heldout(column)
-            groups = {"train": None, "val": val}.get(stage, test)
-            if groups is None:  # training: everything not held out
-                keep = [i for i, v in enumerate(column) if v not in val and v not in test]
-            else:
-                keep = [i for i, v in enumerate(column) if v in groups]
+            groups = {"train": val | test, "val": val}.get(stage, test)
+            # Training keeps the rows outside every held-out group, the others those inside theirs.
+            keep = [i for i, v in enumerate(column) if (v in groups) != (stage == "train")]
             log.info(
                 "%s: %d rows (%d validation and %d test %s groups held out)",
                 stage, len(keep), len(val), len(test), self.holdout_column,
@@ -486,7 +452,7 @@ class SpeechDataModule(L.LightningDataModule):
         """A held-out stage of a streamed corpus: its groups' rows, gathered in one pass over the
         train split's stream and kept in memory (held-out groups are small; the rest of the
         corpus is never stored)."""
-        val, test = self._listed_heldout()
+        val, test = self._heldout([])
         groups = val if stage == "val" else test
         stream = self._load(self.splits["train"], streaming=True)
         rows = list(stream.filter(GroupFilter(self.holdout_column, groups, keep=True)))
@@ -507,45 +473,42 @@ class SpeechDataModule(L.LightningDataModule):
         return self._split_rows("train")[self.text_column]
 
     # --- filtering ------------------------------------------------------------------------------
-    def _problem(self, text: str | None, training: bool = True) -> str | None:
-        """Why a transcript cannot train (or, with training=False, be scored), or None."""
+    def _check(self, row: dict[str, Any], training: bool = True) -> tuple[str | None, float]:
+        """Why a row cannot train (or, with training=False, be scored), or None, and its duration
+        in seconds, from a `duration` column or the audio header (nothing is decoded)."""
+        text = row.get(self.text_column)
         if not text or not text.strip():
-            return "empty transcript"
-        if not training:
-            # Evaluation keeps what the vocabulary cannot write ("911" for a-z): those words count
-            # as errors, as they should. Only a transcript with nothing to score is dropped.
-            return None if self.tokenizer.reference(text) else "empty transcript"
-        if self.tokenizer.uncovered(text):
-            return "characters outside the tokenizer"
-        if not self.tokenizer.encode(text):
-            return "empty transcript"
-        return None
+            return "empty transcript", 0.0
+        if training and self.tokenizer.uncovered(text):
+            return "characters outside the tokenizer", 0.0
+        # Evaluation keeps what the vocabulary cannot write ("911" for a-z): those words count as
+        # errors, as they should. Only a transcript with nothing to score is dropped.
+        if not (self.tokenizer.encode(text) if training else self.tokenizer.reference(text)):
+            return "empty transcript", 0.0
+        try:
+            if row.get("duration") is not None:
+                seconds = float(row["duration"])
+            else:
+                seconds = audio_duration(audio_source(row[self.audio_column]))
+        except (AudioDecodeError, OSError, TypeError, ValueError) as error:
+            log.debug("undecodable audio: %s", error)
+            return "undecodable audio", 0.0
+        if seconds <= 0:
+            return "zero-length audio", seconds  # nothing to decode; scored by nobody
+        # Evaluation keeps every other length (see `min_duration`).
+        if training and seconds < self.min_duration:
+            return "shorter than min_duration", seconds
+        if training and seconds > self.max_duration:
+            return "longer than max_duration", seconds
+        return None, seconds
 
     def _filter(self, ds: datasets.Dataset, stage: str) -> tuple[datasets.Dataset, list[float]]:
         """Drops utterances that cannot train or score, counting each reason in the log; returns
         the rows kept and their durations."""
         dropped: Counter[str] = Counter()
         keep, durations = [], []
-        has_duration = "duration" in ds.column_names
-        texts = ds[self.text_column]
-        for i, text in enumerate(texts):
-            reason = self._problem(text, training=stage == "train")
-            seconds = 0.0
-            if reason is None:
-                try:
-                    row = ds[i]
-                    seconds = (
-                        float(row["duration"])
-                        if has_duration
-                        else audio_duration(audio_source(row[self.audio_column]))
-                    )
-                except (AudioDecodeError, OSError, TypeError, ValueError) as error:
-                    reason = "undecodable audio"
-                    log.debug("%s[%d]: %s", stage, i, error)
-            if stage == "train":
-                reason = reason or duration_problem(seconds, self.min_duration, self.max_duration)
-            elif reason is None and seconds <= 0:
-                reason = "zero-length audio"  # nothing to decode; scored by nobody
+        for i in range(len(ds)):
+            reason, seconds = self._check(ds[i], training=stage == "train")
             if reason:
                 dropped[reason] += 1
                 continue
@@ -584,13 +547,11 @@ class SpeechDataModule(L.LightningDataModule):
         evenly over the split (the first ones of a stream). What the front end's statistics
         (`features.normalization: global`) are estimated from; utterances that do not decode are
         skipped (the training loader counts them)."""
-        dataset = self._dataset("train")
-        if isinstance(dataset, StreamingSpeechDataset):
-            rows = iter(dataset.data)
+        data = self._dataset("train").data
+        if isinstance(data, datasets.IterableDataset):
+            rows = iter(data)
         else:
-            size = len(dataset.data)
-            step = max(1, size // count)
-            rows = (dataset.data[i] for i in range(0, size, step))
+            rows = (data[i] for i in range(0, len(data), max(1, len(data) // count)))
         for row in islice(rows, count):
             try:
                 yield load_audio(audio_source(row[self.audio_column]))
@@ -609,7 +570,6 @@ class SpeechDataModule(L.LightningDataModule):
             batch_size=self.batch_size,
             max_batch_seconds=self.max_batch_seconds,
             bucketing=self.bucketing,
-            window=self.shuffle_buffer,
             shuffle_buffer=self.shuffle_buffer,
             seed=self.seed,
             batches_per_epoch=per_epoch,
@@ -621,13 +581,12 @@ class SpeechDataModule(L.LightningDataModule):
         )  # fmt: skip
         return StreamingSpeechDataset(
             stream, self.tokenizer, self.frontend, self.audio_column, self.text_column, order,
-            self.min_duration, self.max_duration, augmenter, self._problem,
+            augmenter, self._check,
         )  # fmt: skip
 
     def _stream_batches(self, world: int, size: int | None) -> int | None:
-        """Batches per epoch and rank of a stream: as configured; else, under DDP, from the
-        split's known size (ranks must take the same number of steps, or one waits forever in
-        the gradient all-reduce); else None (one pass)."""
+        """Batches per epoch and rank of a stream, None for one pass per epoch (as documented
+        for `stream_batches_per_epoch`; refused under DDP when it cannot be known)."""
         if self.stream_batches_per_epoch is not None or world == 1:
             return self.stream_batches_per_epoch
         if self.max_batch_seconds is not None:
@@ -654,13 +613,9 @@ class SpeechDataModule(L.LightningDataModule):
             self._train_loader = None  # a new fit gets a new loader (and new workers)
             if self.max_batch_seconds and not self.streaming:
                 self._reload_every_epoch()
-        wanted = {
-            "fit": ("train", "val"),
-            "validate": ("val",),
-            "test": ("test",),
-            "predict": ("predict",),
-        }[stage]
-        for name in wanted:
+        # `stage` is Lightning's TrainerFn (a str enum): map it by value, never format it.
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
+        for name in wanted.get(stage, ("predict",)):
             self._dataset(name)
 
     def _reload_every_epoch(self) -> None:
@@ -718,7 +673,7 @@ class SpeechDataModule(L.LightningDataModule):
         }
         if isinstance(dataset, StreamingSpeechDataset):
             common["collate_fn"] = _already_collated  # the stream yields whole batches
-            if stage == "train" and isinstance(dataset, EpochOrder):
+            if stage == "train":
                 # Workers are started afresh each epoch, so they see the epoch and resume point.
                 common["persistent_workers"] = False
                 return EpochLoader(
@@ -733,9 +688,7 @@ class SpeechDataModule(L.LightningDataModule):
         return DataLoader(dataset, batch_sampler=sampler, **common)
 
     def train_dataloader(self) -> DataLoader:
-        # One loader per fit: Lightning reloads it every epoch under a duration budget (to recount
-        # its batches), and a new DataLoader would start its worker processes again each epoch
-        # (~10 s on 2 cores); the same object keeps its persistent workers.
+        # One loader per fit: each epoch's reload (`_reload_every_epoch`) keeps its workers.
         if self._train_loader is None:
             self._train_loader = self._loader("train")
         return self._train_loader

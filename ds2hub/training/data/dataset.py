@@ -9,12 +9,13 @@ import random
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from ds2hub.audio import AudioDecodeError, audio_duration, load_audio
+from ds2hub.audio import AudioDecodeError, load_audio
 from ds2hub.features import LogSpectrogram
 from ds2hub.tokenizers import Tokenizer
 from ds2hub.training.data.augment import Augmenter
@@ -48,46 +49,26 @@ class SpeechDataset(Dataset):
         durations: list[float],
         augmenter: Augmenter | None = None,
     ) -> None:
-        self.data = hf_dataset
-        self.augmenter = augmenter
-        self.tokenizer = tokenizer
-        self.frontend = frontend
-        self.audio_column = audio_column
-        self.text_column = text_column
-        self.durations = durations
+        self.data, self.tokenizer, self.frontend = hf_dataset, tokenizer, frontend
+        self.audio_column, self.text_column = audio_column, text_column
+        self.durations, self.augmenter = durations, augmenter
 
     def __len__(self) -> int:
         return len(self.data)
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
-        row = self.data[int(index)]
-        return make_item(row, int(index), self)
-
-
-def duration_problem(seconds: float, min_duration: float, max_duration: float) -> str | None:
-    """Why an utterance of this length cannot be used, or None (reasons as counted in logs)."""
-    if seconds <= 0:
-        return "zero-length audio"
-    if seconds < min_duration:
-        return "shorter than min_duration"
-    if seconds > max_duration:
-        return "longer than max_duration"
-    return None
+        return make_item(self.data[int(index)], int(index), self)
 
 
 def make_item(row: dict[str, Any], index: int, source: Any) -> dict[str, Any] | None:
-    """Decodes, augments and featurises one row (None, logged, if its audio does not decode)."""
+    """Decodes, augments and featurises one row into an item of `source`'s dataset (with its
+    augmenter, front end and tokenizer); None, logged, if its audio does not decode."""
     try:
         waveform = load_audio(audio_source(row[source.audio_column]))
     except AudioDecodeError as error:
         log.warning("skipping utterance %d: %s", index, error)
         return None
-    return featurize(waveform, row[source.text_column], index, source)
-
-
-def featurize(waveform: torch.Tensor, text: str, index: int, source: Any) -> dict[str, Any]:
-    """Augments and featurises a decoded utterance: an item of `source`'s dataset (its augmenter,
-    front end and tokenizer)."""
+    text = row[source.text_column]
     with torch.no_grad():
         if source.augmenter is not None:
             waveform = source.augmenter.waveform(waveform)
@@ -105,26 +86,14 @@ def featurize(waveform: torch.Tensor, text: str, index: int, source: Any) -> dic
 
 @dataclass(frozen=True)
 class StreamOrder:
-    """How a stream becomes an epoch of batches.
-
-    Args:
-        batch_size: utterances per batch (at most, with `max_batch_seconds`).
-        max_batch_seconds: padded seconds per batch (`pack_greedy`, the rule of
-            `DurationBatchSampler`); None: `batch_size` utterances per batch.
-        bucketing: sort each `window` of arriving utterances by length before packing it, then
-            shuffle that window's batches (little padding, order still random).
-        window: utterances gathered for bucketing.
-        shuffle_buffer: `datasets`' buffered shuffle (0: the stream's own order).
-        seed: seed of the shuffle; epoch e reshuffles with `set_epoch(e)`.
-        batches_per_epoch: exactly this many batches per epoch, passing over the stream again
-            (reshuffled) if it runs short: under DDP every rank must take the same number of
-            steps. None: one pass per epoch, however many batches it makes.
-    """
+    """How a stream becomes an epoch of batches: the streaming settings of `SpeechDataModule`
+    (`batches_per_epoch` is its `stream_batches_per_epoch`). Batches are packed by `pack_greedy`;
+    with `bucketing`, each window of `shuffle_buffer` (at least `batch_size`) arriving utterances
+    is sorted by length before packing, and its batches are shuffled."""
 
     batch_size: int
     max_batch_seconds: float | None = None
     bucketing: bool = False
-    window: int = 1000
     shuffle_buffer: int = 1000
     seed: int = 0
     batches_per_epoch: int | None = None
@@ -140,23 +109,17 @@ class Utterance:
 
 
 class StreamingSpeechDataset(IterableDataset):
-    """A streamed split (`datasets.IterableDataset`) as an iterable of ready batches.
-
-    Durations are unknown ahead of a stream, so utterances are filtered as they arrive (counted
-    by reason in `dropped`) on their transcript and their duration (a `duration` column or the
-    audio header, as for map-style corpora), then batched by `order`. Under DDP the stream is
-    this rank's share already (`ds2hub.training.data.datamodule.rank_share`).
+    """A streamed split (`datasets.IterableDataset`; under DDP this rank's share, see
+    `rank_share`) as an iterable of ready batches. Durations are unknown ahead of a stream, so
+    utterances are filtered as they arrive (`check`, each reason counted in `dropped`), then
+    batched by `order`.
 
     Which utterances form which batch is decided before any audio is decoded, from the rank's
     stream, the seed and the epoch alone. So `skip_batches` (resuming mid-epoch) skips batches
-    without decoding them, and DataLoader workers share the work exactly: every worker reads the
-    rank's whole stream and decodes every `num_workers`-th batch, so the batches and their order
-    do not depend on `num_workers` (reading the raw stream is repeated per worker; decoding and
-    features, the costly part, are not).
-
-    The epoch (`set_epoch`) and a resume point (`skip_batches`) are set by
-    `ds2hub.training.data.loader.EpochLoader` in the main process before it starts its (non-persistent)
-    workers, which is how they reach the workers.
+    without decoding them, and every DataLoader worker reads the rank's whole stream but decodes
+    only every `num_workers`-th batch: batches and their order do not depend on `num_workers`.
+    `EpochLoader` sets the epoch and resume point in the main process before it starts its
+    (non-persistent) workers, which is how they reach the workers.
     """
 
     def __init__(
@@ -167,15 +130,12 @@ class StreamingSpeechDataset(IterableDataset):
         audio_column: str,
         text_column: str,
         order: StreamOrder,
-        min_duration: float,
-        max_duration: float,
         augmenter: Augmenter | None,
-        problem: Callable[[str | None], str | None],
+        check: Callable[[dict[str, Any]], tuple[str | None, float]],
     ) -> None:
         self.data, self.tokenizer, self.frontend = stream, tokenizer, frontend
         self.audio_column, self.text_column, self.order = audio_column, text_column, order
-        self.min_duration, self.max_duration = min_duration, max_duration
-        self.augmenter, self.problem = augmenter, problem
+        self.augmenter, self.check = augmenter, check
         self.dropped: Counter[str] = Counter()
         self.epoch = 0
         self._skip = 0
@@ -214,26 +174,11 @@ class StreamingSpeechDataset(IterableDataset):
         for chunk in stream.iter(batch_size=64):
             yield from (dict(zip(chunk, values)) for values in zip(*chunk.values()))
 
-    def _check(self, row: dict[str, Any]) -> tuple[str | None, float]:
-        """Why a row cannot train (None if it can) and its duration, without decoding it."""
-        reason = self.problem(row.get(self.text_column))
-        if reason is not None:
-            return reason, 0.0
-        try:
-            if row.get("duration") is not None:
-                seconds = float(row["duration"])
-            else:
-                seconds = audio_duration(audio_source(row[self.audio_column]))
-        except (AudioDecodeError, OSError, TypeError, ValueError) as error:
-            log.debug("stream: %s", error)
-            return "undecodable audio", 0.0
-        return duration_problem(seconds, self.min_duration, self.max_duration), seconds
-
     def usable(self, number: int = 0, loud: bool = True) -> Iterator[Utterance]:
         """The usable utterances of pass `number` of the epoch, in stream order (`loud`: log
         what is dropped)."""
         for index, row in enumerate(self._rows(self._pass(number))):
-            reason, seconds = self._check(row)
+            reason, seconds = self.check(row)
             if reason:
                 self.dropped[reason] += 1
                 if loud and sum(self.dropped.values()) % 100 == 1:
@@ -252,9 +197,9 @@ class StreamingSpeechDataset(IterableDataset):
             # Each pass is batched on its own, so no batch (or bucket) holds an utterance twice.
             utterances = self.usable(number, loud)
             if order.bucketing:
-                window = max(order.window, order.batch_size)
+                window = max(order.shuffle_buffer, order.batch_size)
                 return _bucketed(utterances, window, budget, order.batch_size, rng)
-            return pack_greedy(utterances, _seconds_of, budget, order.batch_size)
+            return pack_greedy(utterances, attrgetter("seconds"), budget, order.batch_size)
 
         if order.batches_per_epoch is None:
             return batches(0)
@@ -286,10 +231,6 @@ class StreamingSpeechDataset(IterableDataset):
                 yield collate([make_item(u.row, u.index, self) for u in batch])
 
 
-def _seconds_of(utterance: Utterance) -> float:
-    return utterance.seconds
-
-
 def _bucketed(
     utterances: Iterator[Utterance],
     window_size: int,
@@ -303,7 +244,9 @@ def _bucketed(
     while window := list(itertools.islice(utterances, window_size)):
         keys = [u.seconds * (1 + 0.1 * (rng.random() - 0.5)) for u in window]
         ordered = [window[i] for i in sorted(range(len(window)), key=keys.__getitem__)]
-        batches = list(pack_greedy(ordered, _seconds_of, max_batch_seconds, max_batch_size))
+        batches = list(
+            pack_greedy(ordered, attrgetter("seconds"), max_batch_seconds, max_batch_size)
+        )
         rng.shuffle(batches)
         yield from batches
 

@@ -1,39 +1,33 @@
 """`EpochLoader`: a DataLoader whose batch order follows the Trainer's epoch and survives a restart.
 
-Two things a plain DataLoader cannot do for Deep Speech 2's data order:
+Three things a plain DataLoader cannot do for Deep Speech 2's data order:
 
 - **Know the epoch.** SortaGrad sorts epoch 0 and shuffles every later one, so the batch sampler
   (or the stream) must be told the epoch. Lightning 2.6 calls `set_epoch` only on
   `dataloader.sampler` and `dataloader.batch_sampler.sampler`, never on a batch sampler itself or
-  on an iterable dataset, so those calls never reach `DurationBatchSampler` or a streamed corpus.
-  The loader asks for the epoch itself when an epoch's iteration starts (`epoch_fn`, the Trainer's
-  `current_epoch`) and hands it on.
+  on an iterable dataset. The loader asks for the epoch itself when an epoch's iteration starts
+  (`epoch_fn`, the Trainer's `current_epoch`) and hands it on.
 - **Report each epoch's length.** A padded-seconds budget packs a different number of batches
-  every epoch, and Lightning reads a loader's length when it (re)loads it; `len()` answers for the
-  epoch about to run, and `SpeechDataModule` has Lightning reload the training loader every epoch
-  (`trainer.reload_dataloaders_every_n_epochs = 1`) so that no batch is cut off and no validation
-  is skipped. The reload hands back the same loader, whose persistent workers keep running.
+  every epoch: `len()` answers for the epoch about to run, and `SpeechDataModule` has Lightning
+  reload (recount) the training loader every epoch.
 - **Resume mid-epoch.** Lightning saves the `state_dict()` of every train loader that has one in the
   checkpoint (`loops.fit_loop.state_dict.combined_loader`) and gives it back through
   `load_state_dict()` before iterating again. The state is the epoch and the number of batches this
   loader has delivered in it; after a restart the order skips those batches, so a run killed
   mid-epoch neither repeats nor skips any.
 
-Lightning does not prefetch from loaders that have a length, so the batches delivered are the batches
-the training loop has taken. A streamed corpus has no length and Lightning fetches one batch ahead:
-its count is then one ahead of the training step when a checkpoint is written, and the loader
-corrects for that (`lookahead`).
+Lightning fetches one batch ahead from a loader without a length (a stream), whose count then runs
+one ahead of the training step when a checkpoint is written: `lookahead` corrects for that.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 from torch.utils.data import DataLoader
 
 
-@runtime_checkable
 class EpochOrder(Protocol):
     """What decides an epoch's batches: `DurationBatchSampler`, or a streamed dataset."""
 
@@ -51,8 +45,7 @@ class EpochLoader(DataLoader):
             dataset itself).
         epoch_fn: returns the epoch about to be iterated (e.g. `lambda: trainer.current_epoch`);
             without it the loader keeps the order's own epoch.
-        lookahead: batches Lightning fetches ahead of the training step from this loader (1 for
-            loaders without a length, 0 otherwise).
+        lookahead: batches Lightning fetches ahead (1 for loaders without a length, else 0).
         **kwargs: passed to `DataLoader`.
     """
 
@@ -71,18 +64,18 @@ class EpochLoader(DataLoader):
         self._exhausted = False  # the epoch ran to its end (nothing is fetched ahead any more)
         self._resume: tuple[int, int] | None = None
 
-    def __len__(self) -> int:
-        # Lightning asks for the length before the epoch starts; with duration budgets each epoch
-        # packs a different number of batches, so answer for the epoch about to run.
+    def _sync_epoch(self) -> None:
         if self.epoch_fn is not None:
             self.order.set_epoch(self.epoch_fn())
+
+    def __len__(self) -> int:
+        self._sync_epoch()  # Lightning asks before the epoch starts: answer for that epoch
         return super().__len__()
 
     def __iter__(self) -> Iterator[Any]:
         # Set the epoch before the base class builds its iterator: worker processes start
         # fetching indices from the batch sampler as soon as it exists.
-        if self.epoch_fn is not None:
-            self.order.set_epoch(self.epoch_fn())
+        self._sync_epoch()
         self.epoch = getattr(self.order, "epoch", self.epoch_fn() if self.epoch_fn else 0)
         self.delivered, self._exhausted = 0, False
         if self._resume is not None:

@@ -21,10 +21,7 @@ T = TypeVar("T")
 
 
 def pack_greedy(
-    items: Iterable[T],
-    seconds: Callable[[T], float],
-    max_batch_seconds: float,
-    max_batch_size: int,
+    items: Iterable[T], seconds: Callable[[T], float], max_batch_seconds: float, max_batch_size: int
 ) -> Iterator[list[T]]:
     """Cuts `items`, in their order, into batches of at most `max_batch_size` whose padded duration
     (longest x count) stays within `max_batch_seconds`; one longer than the budget goes alone.
@@ -62,9 +59,6 @@ class DurationBatchSampler(Sampler[list[int]]):
             that runs out of batches would wait forever in the gradient all-reduce). Evaluation
             leaves it off, so each utterance is counted exactly once.
         seed: common to all ranks, so they agree on the epoch's batches.
-
-    The epoch (`set_epoch`) and a mid-epoch resume point (`skip_batches`) are set by
-    `ds2hub.training.data.loader.EpochLoader`, which takes them from the Trainer and the checkpoint.
     """
 
     def __init__(
@@ -93,10 +87,11 @@ class DurationBatchSampler(Sampler[list[int]]):
         self.num_replicas, self.rank, self.seed, self.pad = num_replicas, rank, seed, pad
         self.epoch = 0
         self._skip = 0
+        self._cache: tuple[int, list[list[int]]] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """Selects the epoch whose batches the next iteration yields (SortaGrad in epoch 0, a new
-        shuffle in every later one)."""
+        shuffle in every later one); `EpochLoader` calls it, as it does `skip_batches`."""
         self.epoch = epoch
 
     def skip_batches(self, count: int) -> None:
@@ -104,22 +99,13 @@ class DurationBatchSampler(Sampler[list[int]]):
         (resuming a run that was stopped mid-epoch)."""
         self._skip = count
 
-    def _pack(self, order: list[int]) -> list[list[int]]:
-        durations = self.durations.tolist()  # Python floats: indexing a tensor per item is slow
-        return list(
-            pack_greedy(order, durations.__getitem__, self.max_batch_seconds, self.max_batch_size)
-        )
-
     def batches(self, epoch: int | None = None) -> list[list[int]]:
         """All batches of an epoch, across ranks, in visiting order."""
         epoch = self.epoch if epoch is None else epoch
         # Lightning asks for len() many times an epoch; sorting and packing is the costly part.
-        cached = getattr(self, "_cache", None)
-        if cached is not None and cached[0] == epoch:
-            return cached[1]
-        batches = self._make_batches(epoch)
-        self._cache = (epoch, batches)
-        return batches
+        if self._cache is None or self._cache[0] != epoch:
+            self._cache = (epoch, self._make_batches(epoch))
+        return self._cache[1]
 
     def _make_batches(self, epoch: int) -> list[list[int]]:
         g = torch.Generator().manual_seed(self.seed + epoch)
@@ -127,14 +113,14 @@ class DurationBatchSampler(Sampler[list[int]]):
         sorted_epoch = self.sortagrad and epoch == 0
         if self.bucketing or sorted_epoch:
             key = self.durations.clone()
-            if self.shuffle and not sorted_epoch:
-                key *= 1 + 0.1 * (
-                    torch.rand(n, generator=g, dtype=torch.float64) - 0.5
-                )  # vary bucket edges
+            if self.shuffle and not sorted_epoch:  # vary bucket edges
+                key *= 1 + 0.1 * (torch.rand(n, generator=g, dtype=torch.float64) - 0.5)
             order = torch.argsort(key, stable=True).tolist()
         else:
             order = torch.randperm(n, generator=g).tolist() if self.shuffle else list(range(n))
-        batches = self._pack(order)
+        durations = self.durations.tolist()  # Python floats: indexing a tensor per item is slow
+        budget, most = self.max_batch_seconds, self.max_batch_size
+        batches = list(pack_greedy(order, durations.__getitem__, budget, most))
         if self.shuffle and not sorted_epoch:
             batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
         if not self.pad:
