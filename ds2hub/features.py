@@ -31,25 +31,20 @@ class FeatureConfig:
     window_ms: float = 20.0  # analysis window (paper: 20 ms)
     hop_ms: float = 10.0  # stride between frames (paper: 10 ms)
     dynamic_range_db: float = 60.0  # utterance, peak: log power floored this far below the peak
-    # "utterance": each utterance normalised with its own statistics and floored against its own
-    # peak, so frame t depends on the whole utterance (fine for bidirectional models).
-    # "peak": log power relative to the utterance's loudest bin, the floor at -1 and the peak at
-    # +1 (digital silence all -1). Unlike "utterance", a pause added around a word leaves the
-    # word's frames as they were, as long as the pause is quieter than the word's peak. Its zero,
-    # 30 dB down, is what conv and batch padding put around every utterance.
-    # "global": causal — an absolute floor and fixed per-bin statistics estimated on training
-    # data and stored with the model (`LogSpectrogram.mean`/`std`); frame t depends on the audio
-    # up to t + 10 ms only, so chunked (streaming) recognition reproduces it exactly.
+    # "utterance": normalised and floored with the utterance's own statistics (looks ahead).
+    # "peak": log power relative to the utterance's loudest bin, floor -1, peak +1 (silence -1):
+    # a quieter pause added around a word leaves its frames as they were; its zero, 30 dB down, is
+    # what conv and batch padding put around every utterance.
+    # "global": causal, an absolute floor and per-bin training statistics stored with the model
+    # (`LogSpectrogram.mean`/`std`), so chunked (streaming) recognition reproduces it exactly.
     normalization: str = "utterance"
     floor_db: float = -80.0  # global: log power floored at this level (dB re 1; below 16-bit noise)
-    # Keep only the bins up to this frequency (None: all). For 8 kHz (telephone) corpora, 4000
-    # drops the upper half: resampling residue, which wideband extra corpora (synthetic voices)
-    # would teach the model to rely on.
+    # Keep only the bins up to this frequency (None: all). For 8 kHz corpora, 4000 drops the
+    # resampling residue that wideband extra corpora would teach the model to rely on.
     max_frequency_hz: float | None = None
-    # None: the paper's linear bins. A number: that many triangular mel filters (HTK scale,
-    # unnormalised, torchaudio's `melscale_fbanks`) from 0 Hz to `top_frequency_hz`, summed in
-    # power before the log: the envelope (formants) stays, much of the pitch goes. Every filter
-    # must cover at least one FFT bin.
+    # None: the paper's linear bins. A number: that many triangular HTK mel filters (unnormalised
+    # `melscale_fbanks`) from 0 Hz to `top_frequency_hz`, summed in power before the log (formants
+    # stay, much of the pitch goes). Every filter must cover at least one FFT bin.
     n_mels: int | None = None
 
     def __post_init__(self) -> None:

@@ -1,6 +1,5 @@
-"""What a name given to ds2hub means: a hub id or a local path (`looks_local`,
-`missing_local`), and the files a
-downloaded model folder may name (`inside`): one rule each, used by every command and loader."""
+"""What a name given to ds2hub means: a hub id or a local path (`looks_local`, `missing_local`),
+and the files a downloaded model folder may name (`inside`): one rule each, for every command."""
 
 from __future__ import annotations
 

@@ -1,12 +1,7 @@
-"""Plugin entry-point groups: how other packages add to ds2hub without touching it.
-
-A plugin package registers, in its own `pyproject.toml` (the example is in CONTRIBUTING.md), a
-package whose `recipes/*.yaml` are recipes (`ds2hub.recipes`), `Tokenizer` subclasses by kind
-(`ds2hub.tokenizers`), text normalisers `str -> str` by name (`ds2hub.normalizers`) and corpus
-layouts `(root: Path, split: str) -> Dataset` (`ds2hub.corpora`).
-
-Loading is per entry point: one plugin that fails to import, or a name registered twice, is
-reported by name (`PluginProblem`) while the others load.
+"""Plugin entry-point groups (`ds2hub.recipes`, `ds2hub.tokenizers`, `ds2hub.normalizers`,
+`ds2hub.corpora`; what each takes: docs/guide/plugins.md): how other packages add to ds2hub
+without touching it. Loading is per entry point: one plugin that fails to import, or a name
+registered twice, is reported by name (`PluginProblem`) while the others load.
 """
 
 from __future__ import annotations
@@ -49,8 +44,7 @@ def source_of(ep: EntryPoint) -> str:
 
 
 def load_entry_point(group: str, ep: EntryPoint) -> tuple[Any, PluginProblem | None]:
-    """`(object, None)`, or `(None, problem)` when the entry point fails to import: a broken
-    plugin is reported by name and must not hide the others."""
+    """`(object, None)`, or `(None, problem)` when the entry point fails to import."""
     try:
         return ep.load(), None
     except Exception as error:  # noqa: BLE001 - a broken plugin must not hide the others
@@ -59,10 +53,8 @@ def load_entry_point(group: str, ep: EntryPoint) -> tuple[Any, PluginProblem | N
 
 
 def load_group(group: str) -> tuple[dict[str, Any], list[PluginProblem]]:
-    """Loads every entry point of `group`, keeping going past failures (each is logged).
-
-    ds2hub registers its own tokenizers, normalisers and corpus layouts in these same groups, read
-    first, so a plugin cannot take over a built-in name.
+    """Loads every entry point of `group`, ds2hub's own first (so a plugin cannot take over a
+    built-in name); each problem is logged.
 
     Returns:
         (objects by name, problems): an entry point that fails to load, or a name that a second

@@ -549,7 +549,7 @@ def test_serve_command_errors_are_one_line(tmp_path, monkeypatch, capsys):
 
 def test_a_failed_server_startup_is_one_traceback_and_status_3(tmp_path):
     """The app's startup (its lifespan) fails: uvicorn logs one traceback and `ds2hub serve` exits
-    with uvicorn's status 3, as the README says; no second traceback from ds2hub."""
+    with uvicorn's status 3, as docs/guide/streaming-and-serving.md says; no second traceback from ds2hub."""
     script = textwrap.dedent(f"""
         import contextlib, sys
         from starlette.applications import Starlette

@@ -286,8 +286,9 @@ def test_error_counts_are_torchmetrics_word_and_character_error_rates():
 
 def test_validate_push_and_lm_tune_score_batches_alike(monkeypatch):
     """`validate`/`test` (a Lightning metric summed per batch), `push` (`evaluate`) and `lm tune`
-    (`decoded_error_rate`) score the same transcripts with the same rule and normaliser."""
-    from ds2hub.inference.evaluate import decoded_error_rate, evaluate
+    (`error_rate` over its cached logits) score the same transcripts with the same rule and
+    normaliser."""
+    from ds2hub.inference.evaluate import evaluate
     from ds2hub.inference.recognizer import SpeechRecognizer
     from ds2hub.model import DeepSpeech2Config
     from ds2hub.training.task import DeepSpeech2Task
@@ -315,11 +316,11 @@ def test_validate_push_and_lm_tune_score_batches_alike(monkeypatch):
     ]  # fmt: skip
     pushed = evaluate(rec, batches)
     assert pushed == {**trained, "utterances": 3}
-    outputs = [(torch.zeros(1), torch.zeros(1))] * 2  # cached logits, one pair per batch
-    flat = [tok.reference(t) for r in refs for t in r]
+    from ds2hub.lm.tune import CachedLogits, error_rate
+
+    cached = CachedLogits([(torch.zeros(1), torch.zeros(1), r) for r in refs], tok)
     for name in ("wer", "cer"):
-        tuned = decoded_error_rate(replay(), outputs, flat, tok.reference, name)
-        assert tuned == trained[name]
+        assert error_rate(replay(), cached, name) == trained[name]
 
 
 def test_mandarin_word_level_error_is_called_ser():

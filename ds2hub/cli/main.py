@@ -2,15 +2,8 @@
 
 `fit`, `validate`, `test` and `predict` are LightningCLI over recipes (`--config` takes a file or
 the name of an installed recipe); the other verbs (`EXTRA_COMMANDS`) are thin wrappers over the
-public API.
-
-- `main(args) -> int` is the console script. It behaves like a Unix tool: exit status 0 on
-  success; 2 with one `ds2hub: error: ...` line on stderr (no traceback) for a mistake in the
-  command, the files it names or the network (`USER_ERRORS`); 2 with usage and an error for
-  options jsonargparse rejects; 1 with a traceback for anything unexpected (a bug: please report
-  it). `DS2HUB_DEBUG=1` shows the traceback of user errors too.
-- `run_cli(args)` runs the same commands in-process and returns the `DS2CLI` object (None for
-  the other verbs); errors are raised, as Python APIs do.
+public API. `main` is the console script (exit statuses: docs/guide/recipes-and-cli.md); `run_cli`
+runs the same commands in-process and raises errors, as Python APIs do.
 """
 
 from __future__ import annotations
@@ -90,14 +83,10 @@ def transcribe_main(argv: list[str]) -> None:
     device = usable_device(args.device)
     model = from_pretrained(args.model, revision=args.revision).to(device)
     plan_windows(model, args.chunk_seconds, args.overlap_seconds)  # bad values: before any audio
-    changes = {
-        "beam_size": args.beam_size or None,
-        "backend": args.backend,
-        "lm": args.lm,
-        "lm_weight": args.lm_weight,
-        "word_score": args.word_score,
-    }
-    changes = {k: v for k, v in changes.items() if v is not None}
+    given = ("backend", "lm", "lm_weight", "word_score")
+    changes = {k: getattr(args, k) for k in given if getattr(args, k) is not None}
+    if args.beam_size:  # 0: not given
+        changes["beam_size"] = args.beam_size
     if args.lm:  # another LM file: its own order, whatever the folder's LM had
         changes["lm_order"] = None
     decoding = None  # the model's stored default
@@ -206,10 +195,8 @@ EXTRA_COMMANDS = {
     "export": ("ds2hub.export.onnx", "main"),
     "serve": ("ds2hub.cli.serve", "main"),
 }
-# Errors that mean "change the command, the files it names, or the network": a missing file (also
-# `datasets`' DatasetNotFoundError) or recipe, a refused setting, export or tokenizer file, a
-# missing extra (all `ConfigError`s), an unreachable hub. Anything else is a bug and keeps its
-# traceback.
+# Errors that mean "change the command, the files it names, or the network" (a missing extra is
+# a `ConfigError`, `datasets`' DatasetNotFoundError a FileNotFoundError); anything else is a bug.
 USER_ERRORS = (UsageError, ConfigError, FileNotFoundError, FileExistsError, ConnectionError)
 
 
@@ -251,13 +238,12 @@ def run_cli(args: list[str] | None = None) -> DS2CLI | None:
 
 def main(args: list[str] | None = None) -> int:
     """Entry point of the `ds2hub` console script (`args` as for `run_cli`); returns the exit
-    status (see the module doc)."""
+    status: 0 on success; 2 with one `ds2hub: error: ...` line on stderr for `USER_ERRORS` (with
+    the traceback if `DS2HUB_DEBUG=1`); otherwise the exception propagates (a bug)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         run_cli(args)
-    except Exception as error:
-        if not isinstance(error, USER_ERRORS):
-            raise
+    except USER_ERRORS as error:
         if os.environ.get(DEBUG_ENV, "0") not in ("", "0"):
             raise
         message = " ".join(str(error).split()) or type(error).__name__  # always one line

@@ -1,14 +1,11 @@
 """The recipe catalog: ds2hub's recipes and those of installed plugins, by name.
 
-A package offers recipes by registering itself in the `ds2hub.recipes` entry-point group; its
-recipes are the `*.yaml` files of its `recipes/` resource folder (`importlib.resources`), named
-by file stem, and a recipe's one-line description is its first `# ` comment line. ds2hub's own
-recipes are found the same way: the wheel carries the repository's `recipes/` folder as
-`ds2hub/recipes/`; in a source checkout they are read from `recipes/` beside the package.
-
-A recipe is named by its stem (`digits`) or, when two packages use the same stem, by
-`package:stem` (`ds2hub:digits`). A plugin that fails to import, a name used twice and a recipe
-that does not parse are reported (`Catalog.problems`) while the others are listed.
+A package offers recipes through the `ds2hub.recipes` entry-point group (docs/guide/plugins.md):
+the `*.yaml` files of its `recipes/` resource folder, named by file stem (`digits`), or by
+`package:stem` (`ds2hub:digits`) when two packages use the same stem; a recipe's description is
+its first `# ` comment line. ds2hub's own recipes are the wheel's `ds2hub/recipes/`, or `recipes/`
+beside the package in a source checkout. Plugins that fail to import, names used twice and
+recipes that do not parse are reported (`Catalog.problems`) while the others are listed.
 """
 
 from __future__ import annotations

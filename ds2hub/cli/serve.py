@@ -8,7 +8,6 @@ import logging
 import os
 import socket
 import sys
-from dataclasses import fields
 
 from ds2hub.errors import UsageError
 from ds2hub.extras import require
@@ -90,47 +89,31 @@ def main(argv: list[str]) -> None:
     add("--port", type=int, default=8000)
     add("--device", default="cpu", help="cpu (default), cuda, ...")
     add("--threads", type=int, help="torch intra-op threads (default: torch's)")
-    # The server's limits: each `dest` but --max-upload-mb's is a `ServeConfig` field.
-    add(
-        "--max-batch-size",
-        type=int,
-        default=defaults.max_batch_size,
-        help="most work items per forward pass (1: no batching)",
-    )
-    add(
-        "--max-wait-ms",
-        type=float,
-        default=defaults.max_wait_ms,
-        help="longest an item waits for its batch to fill",
-    )
-    add(
-        "--max-streams",
-        type=int,
-        default=defaults.max_streams,
-        help="open streams beyond this get 503 + Retry-After",
-    )
-    add("--max-pending-files", type=int, default=defaults.max_pending_files)
+    # The server's limits: flag -> (its `ServeConfig` field, help); --max-upload-mb is in MiB.
+    limits = {
+        "--max-batch-size": ("max_batch_size", "most work items per forward pass (1: no batching)"),
+        "--max-wait-ms": ("max_wait_ms", "longest an item waits for its batch to fill"),
+        "--max-streams": ("max_streams", "open streams beyond this get 503 + Retry-After"),
+        "--max-pending-files": ("max_pending_files", None),
+        "--max-file-seconds": ("max_file_seconds", None),
+        "--idle-timeout": ("idle_timeout_s", "seconds without a message before a stream is closed"),
+        "--max-stream-seconds": ("max_stream_seconds", None),
+    }
+    for flag, (dest, help_text) in limits.items():
+        default = getattr(defaults, dest)
+        add(flag, dest=dest, type=type(default), default=default, help=help_text)
     add(
         "--max-upload-mb",
         type=float,
         default=defaults.max_upload_bytes / 2**20,
         help="larger uploads get 413",
     )
-    add("--max-file-seconds", type=float, default=defaults.max_file_seconds)
-    add(
-        "--idle-timeout",
-        dest="idle_timeout_s",
-        type=float,
-        default=defaults.idle_timeout_s,
-        help="seconds without a message before a stream is closed",
-    )
-    add("--max-stream-seconds", type=float, default=defaults.max_stream_seconds)
     add("--log-level", default="info")
     args = parser.parse_args(argv)
     for module in SERVE_MODULES:  # before the model loads: say which extra is missing
         require(module, "serve")
-    limits = {f.name: getattr(args, f.name) for f in fields(ServeConfig) if hasattr(args, f.name)}
-    config = ServeConfig(**limits, max_upload_bytes=int(args.max_upload_mb * 2**20))
+    settings = {dest: getattr(args, dest) for dest, _ in limits.values()}
+    config = ServeConfig(**settings, max_upload_bytes=int(args.max_upload_mb * 2**20))
     if missing_local(args.model):
         raise UsageError(f"model {args.model!r} does not exist")
     import torch

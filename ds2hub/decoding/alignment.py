@@ -1,10 +1,5 @@
-"""Word timestamps from the CTC alignment of a transcript to its logits.
-
-A CTC model emits each token on the frames where it is most likely; the frames a word's tokens
-occupy give its start and end. For greedy transcripts the best path already is that alignment;
-for any other transcript (a beam search with a lexicon or LM) torchaudio's `forced_align` finds the
-most likely path that spells it (Viterbi over the CTC topology).
-"""
+"""Word timestamps from the CTC alignment of a transcript to its logits: the best path for greedy
+transcripts, else torchaudio's `forced_align` (Viterbi over the CTC topology)."""
 
 from __future__ import annotations
 

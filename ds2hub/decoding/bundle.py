@@ -7,10 +7,8 @@
     words.txt                     the lexicon (flashlight), when the setup names one
     decoding.json                 ds2hub's `DecoderConfig` with the paths above (backend, beam...)
 
-`alphabet.json` and `language_model/` are what pyctcdecode's `save_to_dir` writes and
-`load_from_hf_hub` reads; `decoding.json` adds what pyctcdecode has no place for (the backend,
-beam size, lexicon, LM order). α and β are read from `attrs.json`, so a tool that retunes them
-there is heard.
+`alphabet.json` and `language_model/` are pyctcdecode's `save_to_dir` layout. α and β are read
+from `attrs.json`, so a tool that retunes them there is heard.
 """
 
 from __future__ import annotations

@@ -1,13 +1,6 @@
-"""One entry point from log-probabilities to text, whichever search a recipe or caller asks for.
-
-The contract every caller (transcribe, the server, validation, `push`) relies on:
-
-    decode = text_decoder(tokenizer, decoding)   # DecoderConfig, GREEDY or None (= greedy)
-    texts = decode(log_probs, lengths)           # (B, T, V) log-probs, (B,) lengths -> B strings
-
-`SpeechRecognizer.text_decoder(decoding=None)` adds the model's stored default (its LM if the
-folder carries one).
-"""
+"""One entry point from log-probabilities to text, whichever search a recipe or caller asks for:
+`text_decoder(tokenizer, decoding)` (`SpeechRecognizer.text_decoder` adds the model's stored
+default)."""
 
 from __future__ import annotations
 
@@ -32,10 +25,9 @@ def _writes_hanzi(tokenizer: Tokenizer) -> bool:
 
 
 def best_path_text(tokenizer: Tokenizer) -> Callable[[list[int]], str]:
-    """Best-path token ids (blanks and repeats already removed) -> the greedy decoder's text: the
-    tokenizer's decoding, and for a pinyin model that writes characters, its syllables turned into
-    characters through its word list (a unigram search, `HanziLexicon`). A stream that decoded its
-    best path as it went finishes with this, without keeping its logits."""
+    """Best-path token ids (blanks and repeats removed) -> the greedy decoder's text: the
+    tokenizer's decoding, turned into characters by `HanziLexicon` for a pinyin model that writes
+    them. A stream that decoded its best path as it went finishes with this."""
     if not _writes_hanzi(tokenizer):
         return tokenizer.decode
     from ds2hub.decoding.hanzi import hanzi_lexicon, split_syllables

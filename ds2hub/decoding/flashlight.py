@@ -1,13 +1,8 @@
 """The flashlight backend: torchaudio's `ctc_decoder` (flashlight-text's beam search with KenLM).
 
-Two modes, chosen by the LM's unit (see `ds2hub.decoding.vocabulary`):
-
-- lexicon (word LMs): hypotheses may only spell words of a lexicon, and each finished word adds
-  α log P(word | history) + β. The lexicon is the LM's own words (those the model's tokens can
-  spell, `Tokenizer.spell`), a given word list, or for pinyin models (`PinyinTokenizer` and its
-  subclasses) the tokenizer's word list by reading (`hanzi.pinyin_lexicon`).
-- lexicon-free (character LMs, Mandarin characters): every token is scored by the LM as it is
-  emitted (β does not apply: flashlight's lexicon-free search has no per-word score).
+Word LMs: a lexicon search, hypotheses only spell lexicon words (`lexicon_entries`) and each
+finished word adds α log P(word | history) + β. Character LMs: a lexicon-free search scoring
+every token as it is emitted (β does not apply: flashlight has no per-word score there).
 """
 
 from __future__ import annotations
@@ -96,12 +91,8 @@ def _pinyin_entries(path: str | None, min_count: int) -> tuple[LexiconEntry, ...
 def keep_per_spelling(
     entries: list[LexiconEntry], limit: int = TRIE_MAX_LABELS
 ) -> list[LexiconEntry]:
-    """At most `limit` words per spelling, the likeliest by their word-list prior.
-
-    flashlight's lexicon trie stores at most 6 words per spelling (`kTrieMaxLabel`) and drops
-    the rest in file order; Mandarin readings such as `shi4` have dozens of homophones. Choosing
-    which 6 stay (and saying how many went) beats an arbitrary cut.
-    """
+    """At most `limit` words per spelling, the likeliest by their word-list prior: flashlight's
+    trie keeps 6 per spelling (`kTrieMaxLabel`) in file order, and `shi4` has dozens."""
     by_spelling: dict[tuple[str, ...], list[LexiconEntry]] = {}
     for e in entries:
         by_spelling.setdefault(e.spelling, []).append(e)

@@ -1,16 +1,8 @@
-"""Pinyin back to characters: a word lexicon indexed by reading, for the `pinyin` tokenizer.
+"""Pinyin back to characters (是/事/市/室 all read `shi4`): a word lexicon indexed by reading.
 
-A pinyin model emits what it can hear, toned syllables (`xue2 sheng1`); which characters they are
-is a language-model question (是/事/市/室 all read `shi4`). Two searches answer it:
-
-- `HanziLexicon.to_hanzi`: best path's syllables -> the most probable word sequence under a word
-  unigram model (jieba's frequencies), a dynamic programme as jieba itself segments text. It is the
-  "greedy" decoding of a pinyin model, and needs no LM file.
-- `pinyin_lexicon`: every word of a word list by its reading, homophones never merged, for the
-  flashlight lexicon beam search, where a word n-gram LM over characters chooses between them.
-
-jieba's 350k-word dictionary and pypinyin's phrase-aware readings are the field's standard
-Mandarin resources; only the search is written here.
+`HanziLexicon.to_hanzi` is a pinyin model's greedy decoding (a word unigram search over jieba's
+frequencies, no LM file); `pinyin_lexicon` feeds the flashlight lexicon beam search, where a word
+n-gram LM chooses between homophones.
 """
 
 from __future__ import annotations
@@ -23,13 +15,11 @@ from functools import cache
 from pathlib import Path
 
 from ds2hub.decoding.lexicon import read_word_counts
-from ds2hub.extras import LazyAttr, package_folder
+from ds2hub.extras import LazyAttr
 from ds2hub.tokenizers.mandarin import UNK_TEXT
-from ds2hub.tokenizers.pinyin import to_pinyin
+from ds2hub.tokenizers.pinyin import Style, jieba_dictionary, to_pinyin
 
-# pypinyin comes with the `mandarin` extra: imported on first use, so `import ds2hub` needs it not.
-Style = LazyAttr("pypinyin", "Style", extra="mandarin")
-pinyin = LazyAttr("pypinyin", "pinyin", extra="mandarin")
+pinyin = LazyAttr("pypinyin", "pinyin", extra="mandarin")  # imported on first use, as in pinyin.py
 
 _SYLLABLE = re.compile(r"[a-z]+[1-5]?")
 _HAN = re.compile(r"^[\u3400-\u4dbf\u4e00-\u9fff]+$")
@@ -49,11 +39,6 @@ def _toneless(syllables: Sequence[str]) -> tuple[str, ...]:
     return tuple(s.rstrip("12345") for s in syllables)
 
 
-def jieba_dictionary() -> Path:
-    """The word-frequency dictionary that ships inside the `jieba` package (`mandarin` extra)."""
-    return package_folder("jieba", "mandarin") / "dict.txt"
-
-
 def is_han(word: str) -> bool:
     """Whether `word` is written in Han characters only."""
     return bool(_HAN.match(word))
@@ -67,6 +52,15 @@ def readings(word: str) -> list[tuple[tuple[str, ...], float]]:
         others = pinyin(word, Style.TONE3, heteronym=True, neutral_tone_with_five=True)[0]
         found += [((r,), OTHER_READING_PENALTY) for r in others if (r,) != found[0][0]]
     return [(key, p) for key, p in found if len(key) == len(word) <= MAX_WORD_SYLLABLES]
+
+
+def _han_log_probs(counts: Iterable[tuple[str, float]]) -> list[tuple[str, float]]:
+    """(word, natural-log unigram probability) of the Han words with positive counts."""
+    han = [(w, c) for w, c in counts if is_han(w) and c > 0]
+    if not han:
+        raise ValueError("the word list holds no Han words with positive counts")
+    log_total = math.log(sum(c for _, c in han))
+    return [(w, math.log(c) - log_total) for w, c in han]
 
 
 @dataclass(frozen=True)
@@ -92,13 +86,9 @@ def pinyin_lexicon(counts: dict[str, float], other_readings: bool = False) -> li
             the LM beam search: a word LM gives all readings of a word one probability, so 的
             read `di4` would be as likely as 的 read `de5` and outvote 地/第.
     """
-    han = {w: c for w, c in counts.items() if is_han(w) and c > 0}
-    if not han:
-        raise ValueError("the word list holds no Han words with positive counts")
-    total = sum(han.values())
     return [
-        PinyinWord(word, key, math.log10(count / total) + penalty / math.log(10))
-        for word, count in han.items()
+        PinyinWord(word, key, (logp + penalty) / math.log(10))
+        for word, logp in _han_log_probs(counts.items())
         for key, penalty in (readings(word) if other_readings else readings(word)[:1])
     ]
 
@@ -111,15 +101,10 @@ class HanziLexicon:
     """
 
     def __init__(self, counts: Iterable[tuple[str, float]]) -> None:
-        counts = [(w, c) for w, c in counts if is_han(w) and c > 0]
-        if not counts:
-            raise ValueError("HanziLexicon: no Han words with positive counts")
-        log_total = math.log(sum(c for _, c in counts))
         # Under a unigram model only the best word per reading can win, so one entry per key.
         self.exact: dict[tuple[str, ...], tuple[str, float]] = {}
         self.toneless: dict[tuple[str, ...], tuple[str, float]] = {}
-        for word, count in counts:
-            logp = math.log(count) - log_total
+        for word, logp in _han_log_probs(counts):
             for key, penalty in readings(word):
                 score = logp + penalty
                 for table, k in ((self.exact, key), (self.toneless, _toneless(key))):

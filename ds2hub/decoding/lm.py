@@ -1,11 +1,7 @@
-"""n-gram language model files for decoding: ds2hub's ARPA reader (`read_arpa_tables`, also
-behind `ds2hub.lm.ngram.read_arpa`), checks before a search is built, and the LM scorer
-pyctcdecode uses.
+"""LM files for decoding: the ARPA reader, checks before a search is built, pyctcdecode's scorer.
 
 A decoder that loads a wrong LM does not fail: every word becomes `<unk>` and the search quietly
-runs on acoustics alone. So the file is read and checked first (`inspect_lm`): it must exist, be
-an ARPA file with a consistent header (or a KenLM binary with its word list), have the expected
-order, and share its vocabulary with what the model can write (`coverage`).
+runs on acoustics alone. So `inspect_lm` checks the file first.
 """
 
 from __future__ import annotations
@@ -48,8 +44,7 @@ ArpaTable = dict[tuple[str, ...], tuple[float, float | None]]  # n-gram -> (log1
 def read_arpa_tables(
     path: str | Path, max_order: int | None = None
 ) -> tuple[list[int], list[ArpaTable]]:
-    """Reads and checks an ARPA file (ds2hub's or KenLM's `lmplz`), line by line: the one ARPA
-    reader, behind `inspect_lm` and `ds2hub.lm.ngram.read_arpa`.
+    """Reads and checks an ARPA file (ds2hub's or KenLM's `lmplz`), line by line.
 
     Checked: the `\\data\\` header and one section per declared order with as many n-grams as
     declared, and the final `\\end\\` (a truncated file fails); in the sections read (up to
@@ -158,7 +153,8 @@ def table_entry(table: ArpaTable, line: str, n: int, where: str) -> None:
 def inspect_lm(
     path: str | Path, expected_order: int | None = None, unigrams: str | Path | None = None
 ) -> LMInfo:
-    """Reads and checks a language model file (see the module doc).
+    """Reads and checks a language model file: it must exist, be an ARPA file with a consistent
+    header (or a KenLM binary with its word list) and have the expected order.
 
     Args:
         path: ARPA text or a KenLM binary.
@@ -246,14 +242,9 @@ def kenlm_scorer(
     unk_score_offset: float = -10.0,
     score_boundary: bool = True,
 ):
-    """pyctcdecode's language model over a KenLM file, scored by flashlight-text's KenLM.
-
-    Not pyctcdecode's own `LanguageModel`: it needs the `kenlm` module, which PyPI has only as
-    source (a C++ toolchain to install). flashlight-text, already needed for torchaudio's decoder,
-    ships a compiled KenLM; this class scores exactly as `LanguageModel.score` does (log10 ->
-    natural log, α, β, the unknown-word offset and the sentence-end score), so both backends read
-    the same files.
-    """
+    """pyctcdecode's language model over a KenLM file, scored by flashlight-text's compiled KenLM
+    exactly as pyctcdecode's `LanguageModel.score` does (which needs the `kenlm` module, on PyPI
+    only as C++ source)."""
     try:
         from pyctcdecode.constants import AVG_TOKEN_LEN, LOG_BASE_CHANGE_FACTOR
         from pyctcdecode.language_model import AbstractLanguageModel

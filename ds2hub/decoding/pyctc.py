@@ -1,10 +1,5 @@
-"""The pyctcdecode backend: the CTC beam search of the Hugging Face ecosystem.
-
-pyctcdecode searches without a lexicon: it builds words from the tokens (a space, or a BPE piece
-starting with `▁`, ends one), scores each finished word with the LM and partial words against
-the LM's vocabulary, and supports hotwords. The labels are the tokenizer's `decoder_labels()`
-(`ds2hub.decoding.vocabulary`): `▁字` for Mandarin makes every character a word of its LM.
-"""
+"""The pyctcdecode backend: a lexicon-free beam search over the tokenizer's `decoder_labels()`
+(a space, or a piece starting with `▁`, ends a word), with hotwords."""
 
 from __future__ import annotations
 

@@ -64,10 +64,8 @@ def decoding_vocabulary(tokenizer: Tokenizer) -> DecodingVocabulary:
         raise ConfigError(f"{tokenizer!r}: id 0 must be the CTC blank")
     if boundary is not None and boundary not in vocab:
         raise ConfigError(f"{tokenizer!r} has no word-boundary token {boundary!r}")
-    if boundary is not None:
-        fl = tuple(SIL if t == boundary else t for t in vocab)
-    else:  # flashlight needs a boundary token: one more column, never emitted
-        fl = (*vocab, SIL)
+    # flashlight needs a boundary token: without one, one more column, never emitted
+    fl = (*vocab, SIL) if boundary is None else tuple(SIL if t == boundary else t for t in vocab)
     labels = tokenizer.decoder_labels()
     if labels is not None and len(labels) != len(vocab):
         raise ConfigError(

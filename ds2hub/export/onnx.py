@@ -1,23 +1,12 @@
-"""Export to ONNX: the whole-utterance network, and for forward-only models the streaming step.
+"""Export to ONNX (`ds2hub export MODEL OUT_DIR`, docs/guide/export.md): `model.onnx`, the
+whole-utterance network (features (B, F, T) float32, lengths (B,) int64 -> logits (B, T', V),
+output lengths (B,); batch and time dynamic), for forward-only models `stream_step.onnx`
+(`StreamingStep`), and `ds2hub_export.json`: the front end (with the global `mean`/`std` and the
+`mel_fbanks`, one row of FFT-bin weights per filter), the vocabulary (blank 0), the state shapes
+and the step's frame bookkeeping.
 
-    ds2hub export MODEL OUT_DIR [--chunk-ms 160]
-
-writes
-
-- `model.onnx`: features (B, F, T) float32 and lengths (B,) int64 -> logits (B, T', V) and output
-  lengths (B,), batch and time dynamic, for bidirectional and forward-only models;
-- `stream_step.onnx` (forward-only models): one streaming step over a fixed chunk of K feature
-  frames, its state as inputs and outputs (see `StreamingStep`);
-- `ds2hub_export.json`: what a runtime needs around them: the front end (`features`; for
-  `normalization: global` the per-bin `mean`/`std` the features are normalised with; for
-  `n_mels` the filterbank `mel_fbanks`, one row of FFT-bin weights per filter), the
-  vocabulary (id -> token, blank 0), the state shapes and the step's frame bookkeeping.
-
-The network's input is the front end's output (log power spectrogram or log-mel filterbank,
-normalised as `features.normalization` says, see `ds2hub.features`): the STFT stays outside the
-graph. Exported with torch's ONNX exporter (TorchScript-based: it traces the packed
-recurrent layers into ONNX `GRU`/`LSTM` nodes with sequence lengths); needs the `onnx` package
-(`pip install ds2hub[export]`), and `onnxruntime` to run the result.
+The STFT stays outside the graph. Exported with torch's TorchScript-based exporter, which traces
+the packed recurrent layers into ONNX `GRU`/`LSTM` nodes; needs the `export` extra.
 """
 
 from __future__ import annotations
@@ -55,8 +44,8 @@ class StreamingStep(nn.Module):
 
     Inputs: features (1, F, K); frames_in (1,) int64, feature frames fed before this step (a
     multiple of K); total_frames (1,) int64, the utterance's feature frames once known, else
-    `BIG`; then the states (see `ds2hub.model.streaming.state_names`). To finish, feed zero chunks with total_frames
-    set until the last output index reaches the output length.
+    `BIG`; then the states (`ds2hub.model.streaming.state_names`). To finish, feed zero chunks
+    with total_frames set until the last output index reaches the output length.
     Outputs: logits (1, K/stride, V); frame_index (K/stride,) int64; the new states.
     """
 
@@ -214,13 +203,11 @@ def main(argv: list[str]) -> None:
     if missing_local(args.model):
         raise ConfigError(f"model {args.model!r} does not exist")
     recognizer = from_pretrained(args.model)
-    chunk = None
-    if args.chunk_ms:
-        hop_ms = recognizer.features.hop_ms
-        frames = args.chunk_ms / hop_ms
-        if frames != int(frames) or frames < 1:
-            raise ConfigError(f"--chunk-ms must be a multiple of the {hop_ms:g} ms hop")
-        chunk = int(frames)
+    hop_ms = recognizer.features.hop_ms
+    frames = args.chunk_ms / hop_ms
+    if args.chunk_ms and (frames != int(frames) or frames < 1):
+        raise ConfigError(f"--chunk-ms must be a multiple of the {hop_ms:g} ms hop")
+    chunk = int(frames) if args.chunk_ms else None
     for path in export_onnx(recognizer, args.out_dir, chunk, args.overwrite):
         print(f"wrote {path}")
 

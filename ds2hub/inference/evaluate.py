@@ -1,16 +1,7 @@
-"""Scoring transcripts: the error rates `validate`, `test`, `push` and `lm tune` report.
-
-One rule each, used by all of them:
-
-- which word-level rate a language gets (`word_metric`): the word error rate, or for text written
-  without spaces between words the sentence error rate (a "word" error rate over an unsegmented
-  Chinese transcript counts wrong sentences);
-- how references and hypotheses are normalised before scoring (`reference_normalizer`);
-- how a corpus error rate is counted (`edit_counts`): Levenshtein edits summed over the corpus,
-  divided by the references' summed length (words, or characters with spaces), as torchmetrics'
-  `WordErrorRate` and `CharErrorRate` define it;
-- how batches are decoded and scored (`ErrorRates`, `evaluate`; training scores its batches with
-  `ErrorRates.score` in its own loop).
+"""Scoring transcripts: the one set of rules behind the error rates `validate`, `test`, `push` and
+`lm tune` report: the word-level rate a language gets (`word_metric`), the normalisation
+(`reference_normalizer`), the counting (`edit_counts`), and the scoring of a batch of logits
+(`ErrorRates.score_batch`), which the Lightning steps call and `error_rates` sums.
 """
 
 from __future__ import annotations
@@ -23,14 +14,16 @@ import torch
 from ds2hub.tokenizers import Tokenizer
 
 if TYPE_CHECKING:
-    from ds2hub.decoding import Decoding
+    from ds2hub.decoding import Decoding, TextDecoder
     from ds2hub.inference.recognizer import SpeechRecognizer
 
 Counts = tuple[int, int]  # (edits, reference length)
+Batch = tuple[torch.Tensor, torch.Tensor, Sequence[str]]  # (B, T, V) logits, (B,) lengths, refs
 
 
 def word_metric(tokenizer: Tokenizer) -> str:
-    """`wer`, or `ser` (sentence error rate) for text without spaces between words."""
+    """`wer`, or `ser` (sentence error rate) for text without spaces between words: a "word" error
+    rate over an unsegmented Chinese transcript counts wrong sentences."""
     return "wer" if tokenizer.word_delimited else "ser"
 
 
@@ -44,7 +37,8 @@ def reference_normalizer(tokenizer: Tokenizer) -> tuple[Callable[[str], str], st
 
 
 def edit_distance(hyp: Sequence[str], ref: Sequence[str]) -> int:
-    """Levenshtein distance (substitutions, insertions and deletions all cost 1)."""
+    """Levenshtein distance (substitutions, insertions and deletions all cost 1). Written here:
+    inference loads neither torchmetrics (the layer contract) nor torchaudio (being dropped)."""
     row = list(range(len(ref) + 1))
     for i, h in enumerate(hyp, 1):
         diagonal, row[0] = row[0], i
@@ -54,16 +48,13 @@ def edit_distance(hyp: Sequence[str], ref: Sequence[str]) -> int:
 
 
 def edit_counts(hyps: Sequence[str], refs: Sequence[str], metric: str) -> Counts:
-    """(edits, reference length) summed over normalised transcripts: over whitespace-separated
-    words for `wer` and `ser` (whose normalised text is one "word" a sentence), over characters,
-    spaces included, for `cer`."""
+    """(edits, reference length) summed over normalised transcripts, as torchmetrics'
+    `WordErrorRate` and `CharErrorRate` count them: over whitespace-separated words for `wer` and
+    `ser` (whose normalised text is one "word" a sentence), over characters, spaces included, for
+    `cer`."""
     units = list if metric == "cer" else str.split
-    edits = total = 0
-    for hyp, ref in zip(hyps, refs):
-        ref_units = units(ref)
-        edits += edit_distance(units(hyp), ref_units)
-        total += len(ref_units)
-    return edits, total
+    pairs = [(units(hyp), units(ref)) for hyp, ref in zip(hyps, refs)]
+    return sum(edit_distance(h, r) for h, r in pairs), sum(len(r) for _, r in pairs)
 
 
 def rate(counts: Counts) -> float:
@@ -74,39 +65,45 @@ def rate(counts: Counts) -> float:
 
 
 class ErrorRates:
-    """Corpus error rates of one tokenizer's transcripts, accumulated batch by batch.
+    """How one tokenizer's transcripts are scored: its `metric` (`word_metric`), the `metrics`
+    counted (default: `metric` and `cer`) and its `normalize`r (`reference_normalizer`)."""
 
-    Attributes:
-        metric: `wer` or `ser` (`word_metric`); `cer` is always reported beside it.
-        normalize: the scoring normaliser (`reference_normalizer`).
-    """
-
-    def __init__(self, tokenizer: Tokenizer) -> None:
+    def __init__(self, tokenizer: Tokenizer, metrics: Sequence[str] = ()) -> None:
         self.metric = word_metric(tokenizer)
-        self.normalize, self.normalization = reference_normalizer(tokenizer)
-        self.counts: dict[str, Counts] = {self.metric: (0, 0), "cer": (0, 0)}
-        self.utterances = 0
+        self.metrics = tuple(metrics) or (self.metric, "cer")
+        self.normalize, _ = reference_normalizer(tokenizer)
 
     def score(
         self, hyps: Sequence[str], refs: Sequence[str]
     ) -> tuple[list[str], list[str], dict[str, Counts]]:
-        """Normalised hypotheses and references of one batch, and their counts per metric
-        (nothing is accumulated)."""
+        """Normalised hypotheses and references of one batch, and their counts per metric."""
         hyps = [self.normalize(h) for h in hyps]
         refs = [self.normalize(r) for r in refs]
-        return hyps, refs, {name: edit_counts(hyps, refs, name) for name in self.counts}
+        return hyps, refs, {name: edit_counts(hyps, refs, name) for name in self.metrics}
 
-    def update(self, hyps: Sequence[str], refs: Sequence[str]) -> None:
-        """Adds a batch of raw transcripts."""
-        _, _, counts = self.score(hyps, refs)
-        for name, (edits, total) in counts.items():
-            old_edits, old_total = self.counts[name]
-            self.counts[name] = (old_edits + edits, old_total + total)
-        self.utterances += len(refs)
+    def score_batch(
+        self, decode: TextDecoder, logits: torch.Tensor, lengths: torch.Tensor, refs: Sequence[str]
+    ) -> tuple[list[str], list[str], dict[str, Counts]]:
+        """`score` of `decode`'s transcripts of (B, T, V) logits with (B,) lengths."""
+        return self.score(decode(logits, lengths), refs)
 
-    def compute(self) -> dict[str, float]:
-        """`{"wer" or "ser": ..., "cer": ...}` over everything added."""
-        return {name: rate(counts) for name, counts in self.counts.items()}
+
+def error_rates(
+    decode: TextDecoder, batches: Iterable[Batch], scoring: ErrorRates
+) -> dict[str, Any]:
+    """Corpus error rates (`edit_counts` summed over all batches) of `decode` over batches of
+    (logits, lengths, raw references).
+
+    Returns:
+        `{metric: rate for each of scoring.metrics, "utterances": n}`.
+    """
+    counts = {name: (0, 0) for name in scoring.metrics}
+    utterances = 0
+    for logits, lengths, refs in batches:
+        for name, (edits, total) in scoring.score_batch(decode, logits, lengths, refs)[2].items():
+            counts[name] = (counts[name][0] + edits, counts[name][1] + total)
+        utterances += len(refs)
+    return {**{name: rate(c) for name, c in counts.items()}, "utterances": utterances}
 
 
 def model_outputs(
@@ -114,13 +111,10 @@ def model_outputs(
     batches: Iterable[dict[str, Any]],
     max_utterances: int | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict[str, Any]]]:
-    """Runs the acoustic model over batches (dicts with `features` (B, F, T), `feature_lengths`
-    (B,) and `texts`, as ds2hub's data loaders collate them); a batch without `features` (none
-    of its audio decoded) is skipped. Stops after the batch that reaches `max_utterances`.
-
-    Yields:
-        (B, T', V) logits, (B,) output lengths and the batch.
-    """
+    """(B, T', V) logits, (B,) output lengths and the batch, for batches as ds2hub's data loaders
+    collate them (`features` (B, F, T), `feature_lengths` (B,), `texts`); a batch without
+    `features` (none of its audio decoded) is skipped. Stops after the batch that reaches
+    `max_utterances`."""
     seen = 0
     for batch in batches:
         if "features" not in batch:
@@ -137,40 +131,26 @@ def evaluate(
     recognizer: SpeechRecognizer,
     batches: Iterable[dict[str, Any]],
     decoding: Decoding = None,
-    max_utterances: int | None = None,
 ) -> dict[str, Any]:
-    """Error rates of `recognizer` over batches of audio and references, decoded with `decoding`
-    (see `SpeechRecognizer.text_decoder`; None: the model's default).
+    """Error rates (`error_rates`) of `recognizer` over batches of audio and references (as
+    `model_outputs` reads them), decoded with `decoding` (`SpeechRecognizer.text_decoder`; None:
+    the model's default).
 
     Returns:
         `{"wer" or "ser": ..., "cer": ..., "utterances": n}`.
     """
-    rates = ErrorRates(recognizer.tokenizer)
-    decode = recognizer.text_decoder(decoding)
-    for logits, lengths, batch in model_outputs(recognizer, batches, max_utterances):
-        rates.update(decode(logits, lengths), batch["texts"])
-    return {**rates.compute(), "utterances": rates.utterances}
-
-
-def decoded_error_rate(
-    decode: Callable[[torch.Tensor, torch.Tensor], list[str]],
-    outputs: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    references: Sequence[str],
-    normalize: Callable[[str], str],
-    metric: str,
-) -> float:
-    """The `metric` error rate of `decode` over model outputs ((B, T, V) log-probs, (B,) lengths)
-    against normalised references: how `lm tune` scores each setting on the same outputs."""
-    hyps = [normalize(h) for logits, lengths in outputs for h in decode(logits, lengths)]
-    hyps = hyps[: len(references)]
-    return rate(edit_counts(hyps, references[: len(hyps)], metric))
+    outputs = model_outputs(recognizer, batches)
+    return error_rates(
+        recognizer.text_decoder(decoding),
+        ((logits, lengths, batch["texts"]) for logits, lengths, batch in outputs),
+        ErrorRates(recognizer.tokenizer),
+    )
 
 
 __all__ = [
     "ErrorRates",
-    "decoded_error_rate",
     "edit_counts",
-    "edit_distance",
+    "error_rates",
     "evaluate",
     "model_outputs",
     "rate",

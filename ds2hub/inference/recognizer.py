@@ -153,10 +153,8 @@ class SpeechRecognizer(
         return texts[0] if single else texts
 
     def stream(self, keep_logits: bool | None = None) -> StreamSession:
-        """A streaming session: feed audio chunks with `accept`, end with `finish`
-        (see `ds2hub.inference.streaming`). Forward-only models with a causal front end only; others raise
-        `StreamingError` saying why. `keep_logits`: keep every frame's logits (`session.logits`);
-        None keeps them only when the default decoder is a beam search, which needs them."""
+        """A `StreamSession` (`keep_logits` as there): feed audio chunks with `accept`, end with
+        `finish`. Models that cannot stream raise `StreamingError` saying why."""
         return StreamSession(self, keep_logits)
 
     # --- hub folder -----------------------------------------------------------------------------

@@ -1,24 +1,16 @@
-"""Streaming recognition: audio in chunks of any size, partial transcripts as it arrives.
-
-    session = recognizer.stream()
-    for chunk in chunks:               # 1-D float arrays at the model's sample rate
-        print(session.accept(chunk))   # the partial transcript so far
-    print(session.finish())            # the final transcript
+"""Streaming recognition: audio in chunks of any size, partial transcripts as it arrives
+(`recognizer.stream()`; usage: docs/guide/streaming-and-serving.md).
 
 A session keeps everything that crosses a chunk boundary: the samples of an unfinished STFT
 window, the feature frames short of a whole output frame (the model's time stride), and the state
 of the model's incremental pass (`ds2hub.model.streaming.stream_step`). Its logits equal the
 whole-utterance forward pass of the same audio, so the final transcript does too. `step_batch`
-advances many sessions in one batched forward pass (Batch Dispatch, Deep Speech 2 section 7.1);
-`session.accept(x)` is `step_batch(rec, [session], [x])[0]`.
+advances many sessions in one batched forward pass (Batch Dispatch, Deep Speech 2 section 7.1).
+Only forward-only models with a causal front end (`features.normalization: global`) stream.
 
-Only forward-only models with a causal front end (`features.normalization: global`) stream:
-`SpeechRecognizer.stream` refuses the others with a clear message.
-
-Memory: a stream decoded greedily (the default unless the model carries an LM) keeps only its
-best path. A beam search needs every frame's scores when the stream finishes, so a session whose
-decoder is one keeps its logits: 4 bytes per output class per output frame, which
-`ServeConfig.max_stream_seconds` bounds on the server.
+Memory: a greedily decoded stream keeps only its best path; a beam search needs every frame's
+logits at `finish` (4 bytes per output class and frame, bounded on the server by
+`ServeConfig.max_stream_seconds`).
 """
 
 from __future__ import annotations
@@ -321,10 +313,8 @@ def step_batch(
 
 
 def finish_batch(recognizer: SpeechRecognizer, sessions: Sequence[StreamSession]) -> list[str]:
-    """Finishes several sessions in one batched pass; returns their final transcripts, decoded
-    with each session's decoding (the recognizer's default when it opened): a beam search over
-    all its logits, or the greedy decoder's text of the best path it decoded as it went (the
-    same text, without keeping the logits).
+    """Finishes several sessions in one batched pass; returns their final transcripts, each
+    decoded with its session's decoding (greedy ones from the best path kept as they went).
 
     Retrying is safe: the decoders (an LM, a pinyin model's word list) are built before any
     session moves, and a session whose last step ran but whose decoding failed is only decoded

@@ -1,18 +1,13 @@
-"""Transcription of files and arrays of any length and number.
-
-audio sources -> (DataLoader: decode, downmix, resample, cut into overlapping windows)
--> features on the model's device -> batched forward passes -> logits stitched per recording
--> decoder -> text (and word timestamps from the CTC alignment).
-
-Memory stays bounded for any number of inputs: sources are decoded lazily by a `DataLoader`
-(optionally in worker processes), at most `pool` windows wait to be batched, and only the
-recordings in progress keep their logits.
+"""Transcription of files and arrays of any length and number: sources are decoded lazily by a
+`DataLoader` (optionally in worker processes), cut into overlapping windows, recognised in
+batched forward passes, stitched per recording and decoded (with word timestamps from the CTC
+alignment). Memory stays bounded: at most `4 * batch_size` windows wait to be batched, and only
+the recordings in progress keep their logits.
 
 Long recordings are cut into windows of `chunk_seconds` that overlap by `overlap_seconds`; each
-window is recognised on its own (a bidirectional model sees a whole window, so memory stays bounded
-and utterances stay near the lengths the model was trained on) and the logits of neighbouring
-windows are joined at the middle of their overlap, so every kept frame has at least half the overlap
-of context on both sides and no word at a cut is lost.
+window is recognised on its own (memory stays bounded and utterances stay near the lengths the
+model was trained on) and the logits of neighbouring windows are joined at the middle of their
+overlap, so every kept frame has at least half the overlap of context on both sides.
 """
 
 from __future__ import annotations
@@ -69,11 +64,8 @@ class WindowPlan:
 
     def windows(self, waveform: torch.Tensor) -> list[torch.Tensor]:
         """(T,) -> views of the overlapping windows, in order."""
-        n = self.num_windows(waveform.numel())
-        return [
-            waveform[k * self.hop_samples : k * self.hop_samples + self.window_samples]
-            for k in range(n)
-        ]
+        hop, n = self.hop_samples, self.num_windows(waveform.numel())
+        return [waveform[k * hop : k * hop + self.window_samples] for k in range(n)]
 
     def keep(self, index: int, count: int, frames: int) -> slice:
         """Which of window `index`'s `frames` logit frames the stitched recording keeps: from the
@@ -219,12 +211,9 @@ def iter_transcripts(
     decode = recognizer.text_decoder(decoding)
     device = next(recognizer.parameters()).device
     min_samples = recognizer.features.n_fft
+    windows = AudioWindows(sources, plan, sample_rate, skip_errors)
     # batch_size=None: one item at a time, passed through unchanged (no collation)
-    loader = DataLoader(
-        AudioWindows(sources, plan, sample_rate, skip_errors),
-        batch_size=None,
-        num_workers=num_workers,
-    )
+    loader = DataLoader(windows, batch_size=None, num_workers=num_workers)
     bar = tqdm(total=len(sources), desc="transcribing", unit="file", disable=not progress)
     pool_size = 4 * batch_size  # windows gathered before sorting them by length into batches
     pool: list[_Window] = []

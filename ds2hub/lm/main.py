@@ -1,11 +1,8 @@
-"""`ds2hub lm ...`: language-model commands (`ds2hub lm build`, `ds2hub lm tune`).
+"""`ds2hub lm build` and `ds2hub lm tune`.
 
-    ds2hub lm build TEXT... --order 3 --unit word --out DIR [--normalize english] [--heldout FILE]
-
-writes `DIR/lm.arpa` (the model, see `ds2hub.lm.ngram`), `DIR/unigrams.txt` (its words, one
-a line, as pyctcdecode's `language_model/` folder lists them) and `DIR/.ds2hub-lm.json` (how it
-was built; hidden, because pyctcdecode's folder loader counts the visible files). Mistakes in the
-command or its files raise `ConfigError` (the console prints one line and exits with status 2).
+`build` writes `lm.arpa`, `unigrams.txt` (pyctcdecode's word list) and `.ds2hub-lm.json` (how it
+was built; hidden, because pyctcdecode's folder loader counts the visible files). Mistakes raise
+`ConfigError` (the console prints one line and exits with status 2).
 """
 
 from __future__ import annotations
@@ -29,11 +26,8 @@ OUTPUT_FILES = (LM_FILE, UNIGRAMS_FILE)
 
 def check_out_dir(out: Path, overwrite: bool) -> None:
     """Refuses an output folder whose LM files ds2hub must not replace; changes nothing.
-
-    A new folder, or one without `lm.arpa`/`unigrams.txt`, is fine (other files in it stay
-    untouched). Existing LM files are replaced only when an earlier `ds2hub lm build` wrote them
-    (its marker is there) and `overwrite` is set.
-    """
+    Existing `lm.arpa`/`unigrams.txt` are replaced only when an earlier `ds2hub lm build` wrote
+    them (its marker is there) and `overwrite` is set; other files stay untouched."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give a folder")
     present = [name for name in OUTPUT_FILES if (out / name).exists()]

@@ -20,12 +20,8 @@ Heafield et al. 2013, "Scalable modified Kneser-Ney language model estimation"):
   the backoff weight gamma(h) on each history h, so p(w | h) = gamma(h) p(w | h') for unseen hw
   and every history's probabilities sum to 1.
 
-Why estimate here: `lmplz` is a C++ program that no Python package installs (PyPI's `kenlm` gives
-only KenLM's query API), and the corpora ds2hub builds LMs from (tens of thousands of sentences)
-take seconds in pure Python. For millions of sentences run KenLM's `lmplz -o N < text > lm.arpa`
-(and `build_binary`) and pass that file instead: it is the same kind of model, and `read_arpa`
-checks any ARPA file before a decoder uses it. ds2hub writes ARPA only. Text becomes tokens
-through `TextUnits`.
+Estimated here because no Python package installs `lmplz` (PyPI's `kenlm` only queries), and
+ds2hub's corpora take seconds in pure Python; for millions of sentences run `lmplz` instead.
 """
 
 from __future__ import annotations
@@ -116,13 +112,10 @@ class TextUnits:
 
 # --- held-out text ------------------------------------------------------------------------------
 def heldout_split(lines: Iterable[str], n: int = 200, seed: int = 0) -> tuple[list[str], list[str]]:
-    """Splits sentences into LM/training text and `n` held-out sentences.
-
-    The held-out sentences are a seeded random sample of the non-empty lines, kept in file
-    order. Training lines identical to a held-out sentence are dropped too (text corpora repeat
-    sentences), so nothing held out is in the training text. The split depends only on the lines,
-    `n` and `seed`, so a speech test set and an LM's perplexity text drawn from one corpus with
-    the same arguments are the same sentences.
+    """Splits sentences into LM/training text and `n` held-out sentences: a seeded random sample of
+    the non-empty lines, in file order, that depends only on the lines, `n` and `seed` (a speech
+    test set and an LM's perplexity text drawn alike are the same sentences). Training lines
+    identical to a held-out sentence are dropped too, so nothing held out is in the training text.
 
     Returns:
         (training lines, held-out lines), both stripped.
@@ -225,9 +218,8 @@ class NGramModel:
         keep = self.order - 1
         context = tuple(w if (w,) in unigrams else UNK for w in history)[-keep:] if keep else ()
         penalty = 0.0
+        # ends at the unigram at the latest: `word` is one (or `<unk>`, checked above)
         while (entry := self.grams[len(context)].get((*context, word))) is None:
-            if not context:  # cannot happen: every known word is a unigram
-                raise KeyError(word)
             penalty += self.grams[len(context) - 1].get(context, (0.0, None))[1] or 0.0
             context = context[1:]
         return penalty + entry[0]

@@ -1,14 +1,10 @@
 """`ds2hub lm tune`: choose α (LM weight) and β (word score) on validation data.
 
-    ds2hub lm tune MODEL --lm LM [--backend B] [--beam-size N] [--alphas ...] [--betas ...]
-        [--config RECIPE] [--out DIR] [--max-utterances N]
-
-The acoustic model runs once over the validation data; every (α, β) of the grid then decodes the
-same log-probabilities, so the grid costs only decoding time. The surface is printed and written
-to `DIR/tune.csv`; the best setting is stored as a decoding setup (`ds2hub.decoding.bundle`) in
-DIR, by default `decoding/` beside the checkpoint's run, where `ds2hub push` finds it and ships
-it with the model. A grid, not Bayesian search: two parameters and a few dozen points are cheap
-once the logits are cached, and a grid shows the whole surface.
+The acoustic model runs once; every (α, β) of the grid then decodes the same log-probabilities,
+so the grid costs only decoding time. The surface goes to `DIR/tune.csv` and the best setting to a
+decoding setup in DIR (`ds2hub.decoding.bundle`), which `ds2hub push` ships with the model. A grid,
+not Bayesian search: two parameters and a few dozen points are cheap, and it shows the whole
+surface.
 """
 
 from __future__ import annotations
@@ -26,12 +22,8 @@ from ds2hub.decoding.bundle import FOLDER_ENTRIES, save_decoding
 from ds2hub.decoding.config import DecoderConfig
 from ds2hub.decoding.decoder import text_decoder
 from ds2hub.errors import ConfigError
-from ds2hub.inference.evaluate import (
-    decoded_error_rate,
-    model_outputs,
-    reference_normalizer,
-    word_metric,
-)
+from ds2hub.inference.evaluate import ErrorRates, error_rates, model_outputs, word_metric
+from ds2hub.tokenizers import Tokenizer
 from ds2hub.training.runs import datamodule_from_config, find_run_config, stage_batches
 
 SURFACE_FILE = "tune.csv"
@@ -41,11 +33,15 @@ DEFAULT_BETAS = (-1.0, 0.0, 1.0, 2.0, 3.0)
 
 @dataclass
 class CachedLogits:
-    """A validation set's model outputs, kept so every setting decodes the same frames."""
+    """A stage's model outputs, kept so every setting decodes the same frames."""
 
-    batches: list[tuple[torch.Tensor, torch.Tensor]]  # (B, T, V) log-probs, (B,) lengths
-    references: list[str]  # normalised for scoring
+    batches: list[tuple[torch.Tensor, torch.Tensor, list[str]]]  # log-probs, lengths, references
+    tokenizer: Tokenizer
     audio_seconds: float = 0.0  # of speech behind the logits (feature frames x hop)
+
+    @property
+    def utterances(self) -> int:
+        return sum(len(refs) for _, _, refs in self.batches)
 
 
 @torch.inference_mode()
@@ -53,30 +49,24 @@ def cache_logits(
     recognizer, datamodule, stage: str = "val", max_utterances: int | None = None
 ) -> CachedLogits:
     """Runs the model once over a stage of `datamodule` (as `ds2hub push` evaluates it)."""
-    normalize, _ = reference_normalizer(recognizer.tokenizer)
-    batches, refs, frames = [], [], 0
+    batches, frames = [], 0
     outputs = model_outputs(recognizer, stage_batches(datamodule, stage), max_utterances)
     for logits, lengths, batch in outputs:
-        batches.append((torch.log_softmax(logits.float(), dim=-1), lengths))
-        refs += [normalize(t) for t in batch["texts"]]
+        batches.append((torch.log_softmax(logits.float(), dim=-1), lengths, batch["texts"]))
         frames += int(batch["feature_lengths"].sum())
-    if not refs:
+    if not batches:
         raise ConfigError(f"no {stage} utterances to tune on")
-    return CachedLogits(batches, refs, frames * recognizer.features.hop_ms / 1000)
+    return CachedLogits(batches, recognizer.tokenizer, frames * recognizer.features.hop_ms / 1000)
 
 
-def error_rate(
-    decode: Callable, cached: CachedLogits, normalize: Callable[[str], str], metric: str
-) -> float:
-    """WER (`wer`) or CER of `decode` over the cached outputs."""
-    return decoded_error_rate(decode, cached.batches, cached.references, normalize, metric)
+def error_rate(decode: Callable, cached: CachedLogits, metric: str) -> float:
+    """The `metric` error rate of `decode` over the cached outputs (`error_rates`)."""
+    return error_rates(decode, cached.batches, ErrorRates(cached.tokenizer, [metric]))[metric]
 
 
 def grid_search(
-    tokenizer,
     base: DecoderConfig,
     cached: CachedLogits,
-    normalize: Callable[[str], str],
     metric: str,
     alphas: Sequence[float],
     betas: Sequence[float],
@@ -85,8 +75,8 @@ def grid_search(
     """(α, β, error rate) for every grid point, in grid order."""
     surface = []
     for alpha, beta in itertools.product(alphas, betas):
-        decode = text_decoder(tokenizer, base.replace(lm_weight=alpha, word_score=beta))
-        rate = error_rate(decode, cached, normalize, metric)
+        decode = text_decoder(cached.tokenizer, base.replace(lm_weight=alpha, word_score=beta))
+        rate = error_rate(decode, cached, metric)
         surface.append((alpha, beta, rate))
         log(f"alpha {alpha:5.2f}  beta {beta:5.2f}  {metric.upper()} {100 * rate:6.2f} %")
     return surface
@@ -139,25 +129,21 @@ def tune_main(argv: list[str]) -> None:
     )
     parser.add_argument("model", help=".ckpt from ds2hub fit (or a local model folder)")
     parser.add_argument("--lm", required=True, help="ARPA or KenLM binary (ds2hub lm build)")
-    parser.add_argument("--lexicon", default=None, help="word list for the flashlight search")
+    parser.add_argument("--lexicon", help="word list for the flashlight search")
     parser.add_argument("--backend", choices=("flashlight", "pyctcdecode"), default="flashlight")
     parser.add_argument("--beam-size", type=int, default=32)
     parser.add_argument("--alphas", default=",".join(map(str, DEFAULT_ALPHAS)))
     parser.add_argument("--betas", default=",".join(map(str, DEFAULT_BETAS)))
-    parser.add_argument(
-        "--config", default=None, help="the run's recipe (default: its config.yaml)"
-    )
+    parser.add_argument("--config", help="the run's recipe (default: its config.yaml)")
     parser.add_argument(
         "--stage",
         choices=("val", "test"),
         default="val",
         help="data to tune on (val; test only to reproduce a published figure)",
     )
-    parser.add_argument("--max-utterances", type=int, default=None)
+    parser.add_argument("--max-utterances", type=int)
     parser.add_argument(
-        "--out",
-        default=None,
-        help="folder for the setup (default: decoding/ beside the checkpoint)",
+        "--out", help="folder for the setup (default: decoding/ beside the checkpoint)"
     )
     args = parser.parse_args(argv)
 
@@ -185,13 +171,11 @@ def tune_main(argv: list[str]) -> None:
     text_decoder(recognizer.tokenizer, base)  # a bad LM or lexicon fails before the model runs
     datamodule = datamodule_from_config(yaml.safe_load(config.read_text()), recognizer)
     cached = cache_logits(recognizer, datamodule, args.stage, args.max_utterances)
-    normalize, _ = reference_normalizer(recognizer.tokenizer)
     metric = "wer" if word_metric(recognizer.tokenizer) == "wer" else "cer"
-    print(f"tuning on {len(cached.references)} {args.stage} utterances ({metric.upper()})")
-    greedy = error_rate(text_decoder(recognizer.tokenizer), cached, normalize, metric)
+    print(f"tuning on {cached.utterances} {args.stage} utterances ({metric.upper()})")
+    greedy = error_rate(text_decoder(recognizer.tokenizer), cached, metric)
     print(f"greedy: {metric.upper()} {100 * greedy:.2f} %")
-    alphas, betas = _floats(args.alphas), _floats(args.betas)
-    surface = grid_search(recognizer.tokenizer, base, cached, normalize, metric, alphas, betas)
+    surface = grid_search(base, cached, metric, _floats(args.alphas), _floats(args.betas))
     print(format_surface(surface, metric))
     alpha, beta, best = min(surface, key=lambda s: s[2])
     print(

@@ -18,11 +18,8 @@ def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 
 class ClippedReLURNN(nn.Module):
-    """The paper's simple recurrent layer: h_t = min(max(W x_t + U h_{t-1} + b, 0), 20).
-
-    PyTorch's `nn.RNN` offers tanh and unbounded ReLU only, so this one is written out: the input
-    projection for all frames is one matmul, then a loop over time applies the recurrence.
-    """
+    """The paper's simple recurrent layer: h_t = min(max(W x_t + U h_{t-1} + b, 0), 20), written
+    out because `nn.RNN` offers tanh and unbounded ReLU only."""
 
     def __init__(self, input_size: int, hidden_size: int, bidirectional: bool) -> None:
         super().__init__()

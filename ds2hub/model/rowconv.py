@@ -1,8 +1,7 @@
 """Row convolution (Deep Speech 2, section 3.5): a forward-only model's bounded look at the future.
 
-r_t[i] = sum_{j=0..tau} W[i, j] * h_{t+j}[i]: a depthwise convolution over time that reads `tau`
-frames ahead and none behind, so latency is bounded by `tau` frames while every channel sees future
-context. It sits above the last recurrent layer.
+r_t[i] = sum_{j=0..tau} W[i, j] * h_{t+j}[i]: a depthwise convolution over time reading `tau`
+frames ahead and none behind, above the last recurrent layer.
 """
 
 from __future__ import annotations

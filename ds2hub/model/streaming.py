@@ -1,26 +1,11 @@
-"""The incremental forward pass of a forward-only Deep Speech 2: feature frames in, logits out,
-chunk by chunk.
+"""The incremental forward pass of a forward-only Deep Speech 2 (section 7): `stream_step`, used
+by streaming sessions (`ds2hub.inference.streaming`) and the exported ONNX step.
 
-A forward-only model with a row convolution looks a bounded number of frames ahead (Deep Speech 2,
-section 7), so it can run while audio arrives. `stream_step` is its one incremental pass, called by
-streaming sessions (`ds2hub.inference.streaming`) and the exported ONNX step (`ds2hub.export.onnx`).
 What crosses a chunk boundary is carried in state tensors (`state_names`), and the logits equal
-those of the whole-utterance forward pass (eval mode):
-
-- convolutions: each layer keeps the input frames its next output still needs (`conv_layout`);
-  frames before the start and past the end of the utterance read as zeros, as the whole pass pads;
-- recurrent layers: the hidden state (and an LSTM's cell), frozen on frames outside the utterance;
-- the row convolution: its last `lookahead` inputs, so output t waits for frame t + lookahead;
-- batch norm in eval mode uses running statistics, a per-frame affine map.
-
-Every shape is fixed by the chunk size, so the step traces to ONNX: a chunk of K feature frames (a
-multiple of the time stride S) gives K / S outputs, each tagged with its index in the utterance's
-output; only those with 0 <= index < output length are real (`valid`). The first indices are
-negative (the left padding and the lookahead), so an output leaves in the first step that has
-everything it depends on. Once the utterance's length is known (`total_frames`), `flush_frames`
-zero frames emit the rest. Several streams advance in one batched pass, each with its own number
-of new frames (`counts`), as a Batch Dispatch server needs. (No library streams CTC models built
-from torch's layers.)
+those of the whole-utterance forward pass (eval mode): convolutions keep the input frames their
+next output still needs (`conv_layout`), recurrent layers their hidden state (frozen on frames
+outside the utterance), the row convolution its last `lookahead` inputs; eval-mode batch norm is
+a per-frame affine map. Every shape is fixed by the chunk size, so the step traces to ONNX.
 """
 
 from __future__ import annotations
@@ -61,10 +46,8 @@ def conv_layout(model: DeepSpeech2) -> list[tuple[int, int, int, int]]:
     """Per conv layer: (kernel, stride, buffer width, index of its first output).
 
     A layer's buffer holds the `width` input frames before the chunk (zeros at the start), so its
-    first window is aligned to an output index (negative indices are the left padding: they are
-    computed and then zeroed, as the next layer reads zeros there in the whole-utterance pass).
-    With chunks of a multiple of the stride, every step emits chunk / stride outputs and leaves
-    `width` frames behind.
+    first window is aligned to an output index (negative indices, the left padding, are computed
+    and zeroed). A chunk of a multiple of the stride gives chunk / stride outputs.
     """
     layout, first_in = [], 0
     for kt, st in zip(model.config.conv_kernel_time, model.config.conv_stride_time):
@@ -111,9 +94,7 @@ def initial_state(model: DeepSpeech2, batch: int = 1) -> list[torch.Tensor]:
 
 def flush_frames(model: DeepSpeech2) -> int:
     """Zero feature frames (a multiple of the time stride) that, fed after an utterance's last
-    frame with `total_frames` set, emit all of its remaining outputs: every conv layer's right
-    padding and the row convolution's lookahead, plus two output frames for the strides'
-    rounding."""
+    frame with `total_frames` set, emit all its remaining outputs (conv padding, lookahead)."""
     frames, scale = 0, 1
     for kt, st in zip(model.config.conv_kernel_time, model.config.conv_stride_time):
         frames += (kt // 2) * scale

@@ -1,15 +1,13 @@
 """Publishing a trained checkpoint: evaluate it, write the hub folder with its model card, and
 upload it with `huggingface_hub`.
 
-Three promises:
-
-- The figures can be cited: evaluation uses the recipe's test data when it has some, else its
-  validation data, and the card says which (and that validation data also chose the checkpoint).
-  Languages written without spaces get a sentence error rate (SER), never a "WER".
-- Nothing is destroyed: `export` writes only into a new folder, an empty one, or one it wrote
-  before (marked by `.ds2hub-export`, replaced only with `overwrite=True`).
-- Nothing is published unseen: `local_details` lists the local paths, user and host names the
-  recipe and card would publish, and `redact=True` replaces them.
+- Citable figures: evaluation uses the recipe's test data when it has some, else its validation
+  data, and the card says which (and that validation data also chose the checkpoint). Languages
+  written without spaces get a sentence error rate (SER), never a "WER".
+- Nothing destroyed: `export` writes only into a new folder, an empty one, or one it wrote before
+  (marked by `.ds2hub-export`, replaced only with `overwrite=True`).
+- Nothing published unseen: `local_details` lists the local paths, user and host names the recipe
+  and card would publish, and `redact=True` replaces them.
 """
 
 from __future__ import annotations
@@ -64,12 +62,8 @@ def evaluate(
     stage: str = "test",
     decoding: Decoding = GREEDY,
 ) -> dict[str, Any]:
-    """Error rates on one stage (`test` or `val`) of the DataModule, decoded with `decoding`
-    (see `SpeechRecognizer.text_decoder`; None is the model's default).
-
-    Returns:
-        `{"wer" or "ser": ..., "cer": ..., "utterances": n}` (`ds2hub.inference.evaluate`).
-    """
+    """`ds2hub.inference.evaluate.evaluate` on one stage (`test` or `val`) of the DataModule
+    (`{"wer" or "ser": ..., "cer": ..., "utterances": n}`); `decoding` None: the model's default."""
     return evaluate_batches(recognizer, stage_batches(datamodule, stage), decoding)
 
 
@@ -162,14 +156,9 @@ def local_details(folder: str | Path, repo_id: str = "") -> list[LocalDetail]:
 
 # --- the output folder ---------------------------------------------------------------------------
 def check_output_dir(output_dir: Path, overwrite: bool) -> None:
-    """Refuses any folder `export` must not write into; changes nothing.
-
-    Allowed: a new path, an empty folder, or (with `overwrite`) a folder an earlier export
-    wrote that holds nothing but its files.
-
-    Raises:
-        ExportError: with what to do instead.
-    """
+    """Raises `ExportError`, saying what to do instead, for a folder `export` must not write
+    into: allowed are a new path, an empty folder, or (with `overwrite`) a folder an earlier export
+    wrote that holds nothing but its files. Changes nothing."""
     if not output_dir.exists():
         return
     if not output_dir.is_dir():
@@ -281,19 +270,13 @@ def export(
             utterances = result.pop("utterances")
             label = describe_decoding(setting, recognizer.tokenizer)
             results.append(DecodingResult(label, result, "greedy"))
-            log.info(
-                "%s data (%s, %d utterances), %s: %s",
-                STAGE_LABELS[stage].lower(),
-                split,
-                utterances,
-                label,
-                ", ".join(f"{k.upper()} {100 * v:.2f} %" for k, v in result.items()),
-            )
+            figures = ", ".join(f"{k.upper()} {100 * v:.2f} %" for k, v in result.items())
+            where = f"{STAGE_LABELS[stage].lower()} data ({split}, {utterances} utterances)"
+            log.info("%s, %s: %s", where, label, figures)
     path = str(data_cfg.get("path", "unknown"))
     dataset_id = dataset_id or (Path(path).name if Path(path).exists() else path)
     if run_eval:  # the card names the dataset once; its folder need not be published
         split = split.replace(datamodule.path, dataset_id)
-    _, normalization = reference_normalizer(recognizer.tokenizer)
 
     def hide(text: str) -> str:
         return redact_text(text, keep=repo_id) if redact else text
@@ -320,7 +303,7 @@ def export(
         decoding_short="greedy" if decoding is None else "LM",
         more_results=results[1:],
         default_decoding=None if decoding is None else described,
-        normalization=normalization,
+        normalization=reference_normalizer(recognizer.tokenizer)[1],
         finetuned_from=hide(extra.get("finetuned_from") or ""),
     )
     _prepare_output_dir(output_dir, overwrite, {"repo_id": repo_id, "checkpoint": checkpoint.name})

@@ -1,18 +1,6 @@
-"""The ASGI app of `ds2hub serve` (Starlette): streaming over a WebSocket, whole files over POST,
-`/metrics` and `/health`, all in front of one Batch Dispatch scheduler.
-
-Endpoints:
-
-- `WS /stream?sample_rate=16000&encoding=pcm_s16le` (or `pcm_f32le`): binary messages carry
-  little-endian mono PCM at the declared rate; the server answers each batch of new audio with
-  `{"type": "partial", "text": ..., "audio_seconds": ...}`. The text message `{"type": "end"}`
-  asks for `{"type": "final", ...}`, after which the server closes (1000). Errors arrive as
-  `{"type": "error", "error": ...}` followed by a close with a WebSocket code (1003 unsupported
-  data, 1007 invalid samples, 1008 idle, 1009 too big, 1011 server error, 1013 at capacity when
-  the denial response is not supported; otherwise capacity is HTTP 503 with Retry-After).
-- `POST /transcribe[?timestamps=true]`: the body is an audio file (any format `load_audio` reads);
-  answers `{"text", "duration"[, "words"]}`, or 413 (too large), 415 (not audio), 503 (busy).
-- `GET /metrics`: Prometheus text. `GET /health`: JSON status.
+"""The ASGI app of `ds2hub serve` (Starlette): `WS /stream`, `POST /transcribe`, `GET /metrics`
+and `GET /health` in front of one Batch Dispatch scheduler (protocol, status and close codes:
+docs/guide/streaming-and-serving.md).
 
 The model runs only on the dispatcher's worker thread; the event loop awaits futures and never
 blocks on it (decoding uploads runs in the thread pool).
@@ -239,66 +227,49 @@ def _stream_params(ws: WebSocket, config: ServeConfig) -> tuple[int, np.dtype]:
     rate_text = ws.query_params.get("sample_rate", str(SAMPLE_RATE))
     encoding = ws.query_params.get("encoding", "pcm_s16le")
     if not rate_text.isdigit() or int(rate_text) not in config.sample_rates:
-        raise StreamError(
-            f"unsupported sample_rate {rate_text!r}; supported: {list(config.sample_rates)}",
-            UNSUPPORTED,
-            "unsupported sample rate",
-        )
+        message = f"unsupported sample_rate {rate_text!r}; supported: {list(config.sample_rates)}"
+        raise StreamError(message, UNSUPPORTED, "unsupported sample rate")
     if encoding not in ENCODINGS:
-        raise StreamError(
-            f"unsupported encoding {encoding!r}; use one of {sorted(ENCODINGS)}",
-            UNSUPPORTED,
-            "unsupported encoding",
-        )
+        message = f"unsupported encoding {encoding!r}; use one of {sorted(ENCODINGS)}"
+        raise StreamError(message, UNSUPPORTED, "unsupported encoding")
     return int(rate_text), ENCODINGS[encoding]
 
 
 def _decode_pcm(data: bytes, state: _StreamState, config: ServeConfig) -> np.ndarray:
     """One binary message -> 16 kHz float32 samples, or StreamError."""
     if len(data) > config.max_message_bytes:
-        raise StreamError(
-            f"a message of {len(data)} bytes; the limit is {config.max_message_bytes}",
-            TOO_BIG,
-            "message too big",
-        )
+        message = f"a message of {len(data)} bytes; the limit is {config.max_message_bytes}"
+        raise StreamError(message, TOO_BIG, "message too big")
     width = state.dtype.itemsize
     if len(data) % width:
-        raise StreamError(
-            f"a binary message of {len(data)} bytes is not a whole number of {width}-byte samples",
-            INVALID,
-            "malformed PCM",
+        message = (
+            f"a binary message of {len(data)} bytes is not a whole number of {width}-byte samples"
         )
+        raise StreamError(message, INVALID, "malformed PCM")
     samples = np.frombuffer(data, dtype=state.dtype).astype(np.float32)
     if state.dtype.kind == "i":
         samples /= 32768.0
     elif not (np.abs(samples) <= MAX_FLOAT_SAMPLE).all():  # NaN and infinities fail it too
-        raise StreamError(
-            "float samples must be finite and near full scale 1.0 (is this float PCM?)",
-            INVALID,
-            "invalid samples",
-        )
+        message = "float samples must be finite and near full scale 1.0 (is this float PCM?)"
+        raise StreamError(message, INVALID, "invalid samples")
     state.received += samples.size
     if state.received > config.max_stream_seconds * state.rate:
-        raise StreamError(
-            f"streams are limited to {config.max_stream_seconds:g} s of audio", TOO_BIG, "too long"
-        )
+        message = f"streams are limited to {config.max_stream_seconds:g} s of audio"
+        raise StreamError(message, TOO_BIG, "too long")
     if state.resampler is not None:
         samples = state.resampler.resample_chunk(samples)
     return np.ascontiguousarray(samples, dtype=np.float32)
 
 
-def _parse_control(text: str) -> str:
+def _check_end(text: str) -> None:
+    """A text message must be the end of the stream: StreamError otherwise."""
     try:
         message = json.loads(text)
     except ValueError:
         message = None
     if not isinstance(message, dict) or message.get("type") != "end":
-        raise StreamError(
-            'text messages must be the JSON {"type": "end"}; audio goes in binary messages',
-            UNSUPPORTED,
-            "unknown message",
-        )
-    return "end"
+        error = 'text messages must be the JSON {"type": "end"}; audio goes in binary messages'
+        raise StreamError(error, UNSUPPORTED, "unknown message")
 
 
 async def _deny(
@@ -370,9 +341,8 @@ async def _serve_stream(ws: WebSocket, engine: Engine, rate: int, dtype: np.dtyp
             waiting = {f for f in (receive, step) if f is not None}
             timeout = None if ending else last_message + config.idle_timeout_s - time.perf_counter()
             if timeout is not None and timeout <= 0 and step is None:
-                raise StreamError(
-                    f"no audio for {config.idle_timeout_s:g} s; closing", POLICY, "idle timeout"
-                )
+                idle = f"no audio for {config.idle_timeout_s:g} s; closing"
+                raise StreamError(idle, POLICY, "idle timeout")
             done, _ = await asyncio.wait(
                 waiting,
                 timeout=None if timeout is None else max(timeout, 0.001),
@@ -398,7 +368,8 @@ async def _serve_stream(ws: WebSocket, engine: Engine, rate: int, dtype: np.dtyp
                     samples = _decode_pcm(message["bytes"], state, config)
                     state.buffered.append(_Chunk(last_message, samples))
                 elif message.get("text") is not None:
-                    ending = _parse_control(message["text"]) == "end"
+                    _check_end(message["text"])
+                    ending = True
             if step is None and state.buffered:
                 in_step, state.buffered = state.buffered, []
                 audio = np.concatenate([c.samples for c in in_step])

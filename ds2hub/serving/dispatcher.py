@@ -5,12 +5,10 @@ Work items of several kinds (a stream's new audio, a stream's end, a whole file)
 One worker thread owns the model (torch modules are not safe to drive from several threads at once)
 and repeatedly takes the kind of the oldest pending item, gathers up to `max_batch_size` items of
 that kind (waiting at most `max_wait` after the oldest arrived), and runs that kind's batched
-function on them. Callers get a `concurrent.futures.Future`; the asyncio side awaits it with
-`asyncio.wrap_future`, so the event loop never blocks on the model.
+function on them. Callers get a `concurrent.futures.Future` (asyncio: `asyncio.wrap_future`).
 
-Why by hand: the scheduling policy (oldest-first by kind, a size cap and a wait cap, one model
-thread) is the paper's Batch Dispatch itself; no well-kept library implements it for arbitrary
-batched callables (serving frameworks such as Triton or Ray Serve bring their own servers).
+Written by hand: no well-kept library implements this policy for arbitrary batched callables
+(serving frameworks such as Triton or Ray Serve bring their own servers).
 """
 
 from __future__ import annotations

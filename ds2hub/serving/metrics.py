@@ -62,17 +62,14 @@ class ServerMetrics:
         self.batched_items = Counter(
             "ds2hub_batched_items", "Work items run in batches of two or more", **by_kind
         )
+        timing = {**by_kind, "buckets": _SECONDS}
         self.queue_seconds = Histogram(
-            "ds2hub_queue_seconds",
-            "Time a work item waited for its batch",
-            buckets=_SECONDS,
-            **by_kind,
+            "ds2hub_queue_seconds", "Time a work item waited for its batch", **timing
         )
         self.latency_seconds = Histogram(
             "ds2hub_latency_seconds",
             "Stream chunk arrival to its partial result, or file request to its transcript",
-            buckets=_SECONDS,
-            **by_kind,
+            **timing,
         )
         self.recent_latency = _RecentQuantiles(
             "ds2hub_recent_latency_seconds", "Latency percentiles of the last 2000 results"

@@ -7,11 +7,7 @@ from ds2hub.tokenizers.chars import CharTokenizer
 from ds2hub.tokenizers.mandarin import MandarinTokenizer
 from ds2hub.tokenizers.normalizers import normalize_english, normalize_mandarin
 from ds2hub.tokenizers.pinyin import PinyinTokenizer
-from ds2hub.tokenizers.registry import (
-    available_tokenizers,
-    load_tokenizer,
-    tokenizer_from_config,
-)
+from ds2hub.tokenizers.registry import available_tokenizers, load_tokenizer, tokenizer_from_config
 from ds2hub.tokenizers.sentencepiece import SentencePieceTokenizer
 
 __all__ = [

@@ -26,13 +26,9 @@ class Tokenizer(ABC):
     """Maps text to CTC target ids and back.
 
     Subclasses set `kind` (the name recorded in the tokenizer file and the entry-point registry),
-    fill `self.vocab` with `vocab[0] == BLANK` and implement the abstract methods.
-
-    Decoders and model cards read a tokenizer's facts below (`lm_unit`, `word_boundary`,
-    `language`, `decoder_labels()`, `spell()`), which a subclass inherits or overrides (a
-    `CharTokenizer` subclass only sets `language`), instead of asking which tokenizer they hold.
-    One exception: pinyin targets decoded into Han characters through a word lexicon are
-    recognised by class (`PinyinTokenizer`), as that lexicon search lives in `ds2hub.decoding`.
+    fill `self.vocab` with `vocab[0] == BLANK` and implement the abstract methods. Decoders and
+    model cards read the facts below instead of asking which tokenizer they hold (except for
+    `PinyinTokenizer`, whose lexicon search lives in `ds2hub.decoding`).
     """
 
     kind: ClassVar[str]
@@ -116,12 +112,9 @@ class Tokenizer(ABC):
         return tokens
 
     def decoder_labels(self) -> list[str] | None:
-        """One label per output id, as a lexicon-free word search (pyctcdecode) reads them: "" for
-        the blank, a space for `word_boundary`, each other token as written; for a character LM
-        (`lm_unit == "char"`) every token is a word of its own, `▁` + token (special tokens such as
-        `<unk>` as they are). None: the vocabulary's words exist only through a lexicon, so a
-        search without one cannot decode it.
-        """
+        """One label per output id for a lexicon-free search (pyctcdecode): "" for the blank, a
+        space for `word_boundary`, `▁` + token for a character LM's tokens (each a word; `<...>`
+        tokens as they are), else the token. None: words exist only through a lexicon."""
         labels = []
         for token in self.vocab:
             if token == BLANK:

@@ -16,15 +16,11 @@ class CharTokenizer(Tokenizer):
     """One token per character: blank, space, apostrophe, `a`-`z` (29 classes by default).
 
     Args:
-        alphabet: the characters, in id order after the blank. The default is English; other
-            alphabetic languages can pass their own (normalization then only lowercases and drops
-            characters outside it).
-        normalizer: the name of a text normaliser (`ds2hub.normalizers` entry-point group, e.g.
-            one a language plugin registers) applied before characters outside the alphabet are
-            dropped (it decides case too); None: the English normaliser for the English
-            alphabet, else lowercasing.
-        language: ISO 639-1 code of the transcripts, named by model cards; None: `en` for the
-            English alphabet, else the class's `language` (a language plugin's subclass sets it).
+        alphabet: the characters, in id order after the blank (default: English).
+        normalizer: a registered text normaliser (`ds2hub.normalizers`) applied before characters
+            outside the alphabet are dropped; None: English rules for English, else lowercasing.
+        language: ISO 639-1 code of the transcripts; None: `en` for the English alphabet, else
+            the class's `language`.
 
     Decoding: a word LM, words separated by the space token (a subclass inherits both).
     """

@@ -1,11 +1,8 @@
 """Mandarin through toned pinyin: CTC targets are pinyin letters (`xue2 sheng1`).
 
-The paper's Mandarin model emits about 6,000 characters directly, learned from thousands of hours.
-With little speech most characters are heard a handful of times, and many share one sound
-(是/事/市/室), which no acoustic model can tell apart. So the model is asked for what it can hear:
-the toned syllable, spelled with 32 letters. This module only maps text to those letters and back;
-turning syllables into characters is a decoding question (a word lexicon and a language model),
-answered in `ds2hub.decoding.hanzi` and by the lexicon beam search.
+With little speech most of the paper's ~6,000 characters are heard a handful of times, and many
+share one sound, so the model is asked for what it can hear: the toned syllable, in 32 letters.
+Turning syllables into characters is a decoding question (`ds2hub.decoding.hanzi`).
 """
 
 from __future__ import annotations
@@ -33,11 +30,9 @@ def to_pinyin(text: str) -> list[str]:
     return lazy_pinyin(text, style=Style.TONE3, neutral_tone_with_five=True, errors="ignore")
 
 
-def _packaged_dictionary() -> Path | None:
-    try:
-        return package_folder("jieba", "mandarin") / "dict.txt"
-    except MissingExtra:
-        return None
+def jieba_dictionary() -> Path:
+    """The word-frequency dictionary that ships inside the `jieba` package (`mandarin` extra)."""
+    return package_folder("jieba", "mandarin") / "dict.txt"
 
 
 class PinyinTokenizer(Tokenizer):
@@ -93,14 +88,15 @@ class PinyinTokenizer(Tokenizer):
 
     def save(self, directory: str | Path) -> Path:
         """Writes the tokenizer file; a word list of the model's own is copied beside it as
-        `lexicon.txt` and named relatively, so the folder is complete and names no other file
-        (loading refuses paths outside the folder). jieba's packaged dictionary stays `null`."""
+        `lexicon.txt` (loading refuses paths outside the folder); jieba's stays `null`."""
         path = super().save(directory)
         if self.lexicon_path is None:
             return path
         source = Path(self.lexicon_path).expanduser().resolve()
-        packaged_file = _packaged_dictionary()
-        packaged = packaged_file is not None and source == packaged_file.resolve()
+        try:
+            packaged = source == jieba_dictionary().resolve()
+        except MissingExtra:  # without jieba, no word list is its dictionary
+            packaged = False
         target = Path(directory) / LEXICON_NAME
         if not packaged and source != target.resolve():
             shutil.copyfile(source, target)

@@ -11,6 +11,7 @@ from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
 from ds2hub.audio import load_audio
+from ds2hub.inference.evaluate import edit_counts, rate
 from ds2hub.model.presets import size_tag
 from ds2hub.training.data.dataset import audio_source
 
@@ -18,9 +19,8 @@ log = logging.getLogger(__name__)
 
 
 def train_size(datamodule: Any) -> dict[str, Any]:
-    """What is known of the training data's size: hours and utterances of a map-style split; of
-    a stream, only that it is one (its durations come as it is read) and its batches per epoch
-    if fixed."""
+    """The training data's size as far as known: hours and utterances of a map-style split; of a
+    stream (whose durations come as it is read), that it is one and its batches per epoch if fixed."""
     dataset = datamodule._dataset("train") if hasattr(datamodule, "_dataset") else None
     durations = getattr(dataset, "durations", None)
     if durations is not None:
@@ -32,11 +32,10 @@ def train_size(datamodule: Any) -> dict[str, Any]:
 
 
 class WandbExtras(L.Callback):
-    """Makes W&B runs comparable across recipes and shows what the model hears and writes.
-
-    At the start of fit it tags the run with the tokenizer kind and model size and stores the
-    architecture, parameter count and data sizes in the run config. After every validation it logs
-    a table of `num_examples` utterances: audio, reference, prediction and their WER.
+    """Makes W&B runs comparable across recipes and shows what the model hears and writes: at the
+    start of fit it tags the run with the tokenizer kind and model size and stores the architecture,
+    parameter count and data sizes in the run config; after every validation it logs a table of
+    `num_examples` utterances: audio, reference, prediction and their error rate.
 
     Args:
         num_examples: rows of the validation table (the first utterances, so epochs compare).
@@ -60,15 +59,14 @@ class WandbExtras(L.Callback):
         run.tags = tuple(
             sorted({*(run.tags or ()), f"tokenizer-{tokenizer.kind}", size_tag(params)})
         )
-        datamodule = trainer.datamodule
         info = {
             "num_parameters": params,
             "tokenizer_kind": tokenizer.kind,
             "vocab_size": tokenizer.vocab_size,
         }
-        if datamodule is not None:
-            info["dataset"] = getattr(datamodule, "path", None)
-            info.update(train_size(datamodule))
+        if trainer.datamodule is not None:
+            info["dataset"] = getattr(trainer.datamodule, "path", None)
+            info.update(train_size(trainer.datamodule))
         for callback in trainer.callbacks:  # the resolved recipe, exactly as LightningCLI saved it
             if isinstance(callback, SaveConfigCallback):
                 info["recipe"] = yaml.safe_load(
@@ -99,19 +97,18 @@ class WandbExtras(L.Callback):
         if logger is None or not self._rows or trainer.global_rank != 0:
             return
         import wandb
-        from torchmetrics.functional.text import word_error_rate
 
+        metric = getattr(pl_module, "word_metric", "wer")
         dataset = trainer.datamodule.datasets["val"]
-        rate = pl_module.features.sample_rate
         data = []
         for index, ref, hyp in self._rows:
             try:
                 wave = load_audio(audio_source(dataset.data[index][dataset.audio_column])).numpy()
-                audio = wandb.Audio(wave, sample_rate=rate, caption=ref)
+                audio = wandb.Audio(wave, sample_rate=pl_module.features.sample_rate, caption=ref)
             except Exception as error:  # noqa: BLE001 - a table without one clip beats a crash
                 log.warning("no audio for validation example %d: %s", index, error)
                 audio = None
-            data.append([trainer.current_epoch, audio, ref, hyp, float(word_error_rate(hyp, ref))])
-        metric = getattr(pl_module, "word_metric", "wer")
+            error_rate = rate(edit_counts([hyp], [ref], metric))  # as val/wer (or val/ser) counts
+            data.append([trainer.current_epoch, audio, ref, hyp, error_rate])
         columns = ["epoch", "audio", "reference", "prediction", metric]
         logger.log_table("val/predictions", columns=columns, data=data)

@@ -1,13 +1,10 @@
 """Checkpoints that survive a killed or crashed run: never a half-written `last.ckpt`.
 
-Lightning (2.6) writes a checkpoint to a temporary file in `$TMPDIR` and `shutil.move`s it onto
-the target: a rename (atomic, though never fsync'ed) on one filesystem, but a *copy* into the
-target path when `$TMPDIR` is elsewhere (a local `/tmp`, checkpoints on NFS/Lustre), so a run
-killed during the copy leaves a truncated checkpoint where the previous good one was.
-
-`AtomicCheckpointIO` writes the temporary file beside the target, fsyncs it, renames it over the
-target (atomic on POSIX within one folder) and fsyncs the folder. The `ds2hub` CLI installs it
-unless a recipe names its own `CheckpointIO`.
+Lightning (2.6) writes to a temporary file in `$TMPDIR` and `shutil.move`s it onto the target: a
+*copy* when `$TMPDIR` is on another filesystem, so a run killed mid-copy leaves a truncated file
+where the previous good checkpoint was. `AtomicCheckpointIO` writes beside the target, fsyncs,
+renames (atomic on POSIX) and fsyncs the folder; the `ds2hub` CLI installs it unless a recipe
+names its own `CheckpointIO`.
 """
 
 from __future__ import annotations
@@ -42,13 +39,8 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Calls `write(file)` on a temporary file beside `path` and renames it over `path`, so that
-    `path` always holds either its old content or the complete new one, never a part.
-
-    Args:
-        path: the file to (re)place; its folder is created if needed.
-        write: writes the new content into the open binary file it is given.
-    """
+    """Calls `write(file)` on a temporary binary file beside `path` (its folder created if needed)
+    and renames it over `path`, which always holds either its old content or the new one whole."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Hidden and not ending in `.ckpt`, so that nothing looking for checkpoints picks it up.

@@ -1,20 +1,13 @@
-"""Fine-tuning: start a training run from a published model instead of random weights.
+"""Fine-tuning: start a training run from a published model (the recipe's `model.finetune`,
+`FineTuneConfig`) instead of random weights.
 
-A recipe names the model under `model.finetune` (`FineTuneConfig`); it is loaded with the same
-`from_pretrained` call users make. Every layer that does not depend on the vocabulary is copied
-into the recipe's network; the output layer is made for the recipe's tokenizer, keeping the rows
-of tokens both vocabularies share. The recipe's `model.arch` and `data.features` must equal the
-model's: a network built differently cannot take its weights, and features computed differently
-(another sample rate, window or hop) would feed it input it never saw. Only the network's weights
-are copied: a front end with `normalization: global` estimates its statistics again on the
-recipe's training data, as any fit does. The kept layers may be frozen for the first
-`freeze_steps` optimizer steps, so the new output layer first learns to read the pretrained
-features before their weights move.
-
-    model:
-      finetune:
-        source: english-digits        # hub id, folder or .ckpt
-        freeze_steps: 100
+The model is loaded as `from_pretrained` loads it. Every layer but the output layer is copied; the
+output layer is made for the recipe's tokenizer, keeping the rows of tokens both vocabularies
+share. The recipe's `model.arch` and `data.features` must equal the model's (`check_compatible`):
+features computed differently would feed it input it never saw. Only the network's weights are
+copied: a front end with `normalization: global` estimates its statistics again, as any fit does.
+The kept layers may be frozen for the first `freeze_steps`, so that the new output layer first
+learns to read the pretrained features.
 """
 
 from __future__ import annotations
@@ -44,14 +37,12 @@ class FineTuneConfig:
     """Which model a run starts from and how (the recipe's `model.finetune`).
 
     Args:
-        source: a `from_pretrained` name: hub id (`user/name`), a folder written by
-            `save_pretrained` or `ds2hub push`, or a `.ckpt` written by `ds2hub fit`.
+        source: what `from_pretrained` takes: hub id (`user/name`), model folder or `.ckpt`.
         revision: the hub revision (branch, tag or commit) of a hub id.
         freeze_steps: optimizer steps during which the `freeze` layers keep their weights (0: none).
-        freeze: `DeepSpeech2` submodules frozen during `freeze_steps`: `conv`, `rnns`, `rowconv`,
-            `head_norm`, `fc`. Their batch-norm running statistics still adapt to the new data.
-        copy_shared_tokens: start the output rows of tokens both vocabularies have from the
-            model's; with false (or no shared token) the whole output layer starts fresh.
+        freeze: submodules frozen then (`conv`, `rnns`, `rowconv`, `head_norm`, `fc`; batch norm
+            statistics still adapt).
+        copy_shared_tokens: start the output rows of tokens both vocabularies have from the model's.
     """
 
     source: str
@@ -119,8 +110,7 @@ def load_source(config: FineTuneConfig) -> SpeechRecognizer:
     """The model to start from, loaded exactly as `ds2hub.from_pretrained` loads it."""
     source = str(config.source)
     path = Path(source).expanduser()
-    # Not a hub id and not here: a missing path (clearer than the hub client's "repo id must be
-    # in the form ...").
+    # A missing path: clearer than the hub client's "repo id must be in the form ...".
     if missing_local(source):
         raise ConfigError(f"model.finetune.source {source!r} does not exist")
     if path.exists():
@@ -156,19 +146,16 @@ def transfer_weights(
         # its own config.json.
         raise ConfigError("the model's weights do not fit the network its config.json describes")
     new_state = {**dst_state, **body}
-    src_vocab = list(source.tokenizer.vocab)
-    weight, bias = dst_state[f"{prefix}weight"].clone(), dst_state[f"{prefix}bias"].clone()
-    copied = 0
-    if src_vocab == list(target_vocab) or copy_shared_tokens:
-        index = {token: i for i, token in enumerate(src_vocab)}
-        for row, token in enumerate(target_vocab):
-            if token in index:  # (V_new, H) rows follow the target's ids
-                weight[row] = src_state[f"{prefix}weight"][index[token]]
-                bias[row] = src_state[f"{prefix}bias"][index[token]]
-                copied += 1
-    new_state[f"{prefix}weight"], new_state[f"{prefix}bias"] = weight, bias
+    index = {token: i for i, token in enumerate(source.tokenizer.vocab)}
+    rows = [(row, index[token]) for row, token in enumerate(target_vocab) if token in index]
+    if not copy_shared_tokens and list(source.tokenizer.vocab) != list(target_vocab):
+        rows = []
+    for key in (f"{prefix}weight", f"{prefix}bias"):
+        new_state[key] = dst_state[key].clone()
+        for row, src_row in rows:  # (V_new, H) rows follow the target's ids
+            new_state[key][row] = src_state[key][src_row]
     target.load_state_dict(new_state, strict=True)
-    return copied
+    return len(rows)
 
 
 def start_from(

@@ -1,8 +1,5 @@
-"""Weights & Biases logging that never stops a training run, and runs without W&B installed.
-
-Recipes list a `CSVLogger` (always there: `metrics.csv` is the run's record) and
-`wandb_if_installed`.
-"""
+"""Weights & Biases logging that never stops a training run, and runs without W&B installed
+(recipes list `wandb_if_installed` beside a `CSVLogger`, whose `metrics.csv` is the run's record)."""
 
 from __future__ import annotations
 
@@ -32,12 +29,9 @@ def wandb_has_credentials() -> bool:
 
 
 class DS2WandbLogger(WandbLogger):
-    """Lightning's `WandbLogger`, made safe for any machine.
-
-    - Without an API key (and no explicit `WANDB_MODE`) the run is written offline under
-      `save_dir/wandb`; `wandb sync` uploads it later.
-    - If the W&B service cannot be reached, the run falls back to offline instead of failing.
-    """
+    """Lightning's `WandbLogger`, made safe for any machine: without an API key (and no explicit
+    `WANDB_MODE`) the run is written offline under `save_dir/wandb` (`wandb sync` uploads it
+    later); if the W&B service cannot be reached, the run goes on offline instead of failing."""
 
     def __init__(self, *args: Any, init_timeout: float = 60.0, **kwargs: Any) -> None:
         if not (kwargs.get("offline") or "WANDB_MODE" in os.environ or wandb_has_credentials()):
@@ -58,11 +52,6 @@ class DS2WandbLogger(WandbLogger):
             self._offline = True
             self._experiment = None
             return super().experiment
-
-
-def wandb_installed() -> bool:
-    """Whether the `wandb` package can be imported (the `wandb` extra)."""
-    return importlib.util.find_spec("wandb") is not None
 
 
 def wandb_if_installed(
@@ -89,7 +78,7 @@ def wandb_if_installed(
         init_timeout: seconds to wait for the W&B service before going offline.
     """
     arguments = dict(locals())  # the parameters above, passed on unchanged
-    if not wandb_installed():
+    if importlib.util.find_spec("wandb") is None:  # no `wandb` extra
         log.warning(
             "wandb is not installed: this run logs to CSV only "
             "(pip install 'ds2hub[wandb]' for Weights & Biases)"

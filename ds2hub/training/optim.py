@@ -1,8 +1,5 @@
-"""Learning-rate schedule for recipes.
-
-torch offers warm-up followed by decay only as `SequentialLR` over scheduler *instances*, which a
-YAML recipe cannot express; this one-class schedule is configurable with plain numbers.
-"""
+"""Learning-rate schedule for recipes: torch offers warm-up then decay only as `SequentialLR` over
+scheduler *instances*, which a YAML recipe cannot express; this one takes plain numbers."""
 
 from __future__ import annotations
 

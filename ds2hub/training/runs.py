@@ -34,8 +34,7 @@ def datamodule_from_config(
 
 
 def stage_batches(datamodule: SpeechDataModule, stage: str) -> Iterable[dict[str, Any]]:
-    """The batches of one stage (`test` or `val`) of the DataModule, for
-    `ds2hub.inference.evaluate`."""
+    """The batches of one stage (`test` or `val`) of the DataModule."""
     datamodule.setup({"test": "test", "val": "validate"}[stage])
     return datamodule.test_dataloader() if stage == "test" else datamodule.val_dataloader()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import platform
 import time
@@ -97,7 +98,7 @@ def ctc_loss(
 
 
 class CorpusErrorRate(Metric):
-    """A corpus error rate from the counts of `ds2hub.inference.evaluate.ErrorRates.score`,
+    """A corpus error rate from the counts of `ds2hub.inference.evaluate.ErrorRates.score_batch`,
     summed over batches and across ranks: the figure `ds2hub push` reports on the same data."""
 
     full_state_update = False
@@ -119,25 +120,19 @@ class DeepSpeech2Task(L.LightningModule):
     """Trains a `DeepSpeech2` network with CTC on batches from `SpeechDataModule`.
 
     Args:
-        tokenizer: the output vocabulary (linked from the DataModule by the CLI; its size sets the
-            network's output layer).
+        tokenizer: the output vocabulary (linked from the DataModule by the CLI).
         arch: the network architecture.
-        features: the front-end settings the data was computed with (linked from the DataModule).
+        features: the front-end settings (linked from the DataModule).
         optimizer: optimizer factory; the paper used SGD with Nesterov momentum, AdamW also works.
         scheduler: optional learning-rate schedule factory, stepped every optimizer step.
         log_examples: how many validation transcripts to print at the end of each validation.
-        beam_search: decode validation, test and predict with this beam search and LM
-            (`ds2hub.decoding.DecoderConfig`: backend, beam size, LM, α, β); None: greedy.
-        ctc_reduction: `utterance` (the paper's per-utterance cost averaged over the batch) or
-            `token` (also divided by transcript length); see `ctc_loss`. Optimiser settings
-            (learning rate, `trainer.gradient_clip_val`) depend on it.
-        finetune: start `fit` from a published model (`from_pretrained` id, folder or .ckpt);
-            see `ds2hub.training.finetune`.
+        beam_search: decode validation, test and predict with this `DecoderConfig`; None: greedy.
+        ctc_reduction: `utterance` (the paper's) or `token` (`ctc_loss`); learning rates depend on it.
+        finetune: start `fit` from a published model (`ds2hub.training.finetune`).
 
     Logged: `train/loss`, `train/grad_norm` (the total 2-norm before clipping, so a recipe's
     `gradient_clip_val` can be checked against it), `train/audio_sec_per_sec`; `val/` and `test/`
-    loss, `cer` and `wer` — or `ser`, the sentence error rate, for languages written without word
-    boundaries — scored as `ds2hub.inference.evaluate` scores them for `ds2hub push`.
+    loss, `cer` and `wer` (or `ser`, `word_metric`), scored as `ds2hub push` scores them.
     """
 
     def __init__(
@@ -178,8 +173,7 @@ class DeepSpeech2Task(L.LightningModule):
         self._decoder: TextDecoder | None = None
         self.arch, self.features = arch, features
         self.model = DeepSpeech2(arch, self.tokenizer.vocab_size)
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.log_examples = log_examples
         if isinstance(finetune, dict):
             finetune = FineTuneConfig(**finetune)
@@ -187,15 +181,10 @@ class DeepSpeech2Task(L.LightningModule):
             check_freeze_names(self.model, finetune.freeze)
             self.hparams["finetune"] = finetune.to_dict()
         self.finetune = finetune
-        self.scoring = ErrorRates(self.tokenizer)  # its rule and normaliser; Lightning sums
-        self.word_metric = self.scoring.metric  # `wer`, or `ser` without word boundaries
-        self.metrics = torch.nn.ModuleDict(
-            {
-                f"{stage}_{name}": CorpusErrorRate()
-                for stage in ("val", "test")
-                for name in (self.word_metric, "cer")
-            }
-        )
+        self.scoring = ErrorRates(self.tokenizer)  # counts each batch; CorpusErrorRate sums
+        self.word_metric = self.scoring.metric
+        names = itertools.product(("val", "test"), self.scoring.metrics)
+        self.metrics = torch.nn.ModuleDict({f"{s}_{m}": CorpusErrorRate() for s, m in names})
         self._examples: list[tuple[str, str]] = []
         self._last_inputs: tuple[torch.Tensor, torch.Tensor] | None = None  # see _zero_loss
         self._last_batch_end: float | None = None
@@ -260,11 +249,9 @@ class DeepSpeech2Task(L.LightningModule):
         return super().load_from_checkpoint(checkpoint_path, map_location=map_location, **kwargs)
 
     # --- causal front end (features.normalization: global) -------------------------------------
-    # Forward-only models stream, so their features cannot use statistics of the whole utterance.
-    # They are normalised with per-bin statistics of the training data instead, estimated once
-    # when training starts from a sample of training utterances. `self.frontend` keeps them, so
-    # they are in the checkpoint's state dict (and `SpeechRecognizer.frontend` in hub folders);
-    # the DataModule's front end, which computes the features, gets a copy.
+    # Streaming models cannot normalise with whole-utterance statistics: they use per-bin
+    # statistics of a sample of training utterances, estimated when fit starts and kept in
+    # `self.frontend` (so in the checkpoint and hub folder); the DataModule's front end gets a copy.
     FRONTEND_SAMPLE = 256  # training utterances the statistics are estimated from
 
     def _fit_frontend_statistics(self) -> None:
@@ -399,12 +386,12 @@ class DeepSpeech2Task(L.LightningModule):
     def _evaluate(self, batch: dict[str, Any], stage: str) -> dict[str, list[str]] | None:
         if self._empty(batch, stage):
             return None
-        loss, logits, out_lengths = self._loss(batch, stage)
-        hyps, refs, counts = self.scoring.score(self.decode(logits, out_lengths), batch["texts"])
+        loss, logits, lengths = self._loss(batch, stage)
+        hyps, refs, counts = self.scoring.score_batch(self.decode, logits, lengths, batch["texts"])
         bs = len(refs)
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
         self.log(f"{stage}/utterances", float(bs), reduce_fx="sum", sync_dist=True, batch_size=1)
-        for name in (self.word_metric, "cer"):
+        for name in self.scoring.metrics:
             metric = self.metrics[f"{stage}_{name}"]
             metric.update(counts[name])
             self.log(f"{stage}/{name}", metric, prog_bar=name == self.word_metric, batch_size=bs)
@@ -435,8 +422,5 @@ class DeepSpeech2Task(L.LightningModule):
         optimizer = self.optimizer_factory(self.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
+        scheduler = {"scheduler": self.scheduler_factory(optimizer), "interval": "step"}
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}

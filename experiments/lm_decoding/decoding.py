@@ -24,7 +24,7 @@ import yaml  # noqa: E402
 
 from ds2hub.decoding import DecoderConfig, text_decoder  # noqa: E402
 from ds2hub.errors import ConfigError  # noqa: E402
-from ds2hub.inference.evaluate import reference_normalizer, word_metric  # noqa: E402
+from ds2hub.inference.evaluate import word_metric  # noqa: E402
 from ds2hub.inference.recognizer import from_pretrained  # noqa: E402
 from ds2hub.lm.tune import cache_logits, error_rate, grid_search  # noqa: E402
 from ds2hub.training.runs import datamodule_from_config  # noqa: E402
@@ -56,7 +56,6 @@ def main() -> None:
     tok = recognizer.tokenizer
     recipe = yaml.safe_load(open(args.config))
     metric = args.metric or ("wer" if word_metric(tok) == "wer" else "cer")
-    normalize, _ = reference_normalizer(tok)
     cached = {
         stage: cache_logits(
             recognizer, datamodule_from_config(recipe, recognizer), stage, args.max_utterances
@@ -66,13 +65,13 @@ def main() -> None:
     test = cached["test"]
     print(f"model {args.model} ({tok.kind}); LM {args.lm}; lexicon {args.lexicon}")
     print(
-        f"test: {len(test.references)} utterances, {test.audio_seconds:.0f} s of audio; "
-        f"validation: {len(cached['val'].references)} utterances"
+        f"test: {test.utterances} utterances, {test.audio_seconds:.0f} s of audio; "
+        f"validation: {cached['val'].utterances} utterances"
     )
 
     def timed(decode, data):
         start = time.process_time()
-        rate = error_rate(decode, data, normalize, metric)
+        rate = error_rate(decode, data, metric)
         return rate, time.process_time() - start
 
     greedy_val, _ = timed(text_decoder(tok), cached["val"])
@@ -92,10 +91,8 @@ def main() -> None:
             print(f"{backend}: not measured: {e}")
             continue
         surface = grid_search(
-            tok,
             base,
             cached["val"],
-            normalize,
             metric,
             floats(args.alphas),
             floats(args.betas),

@@ -1,22 +1,10 @@
-"""Training-time augmentation: a list of transforms, chosen in the recipe, applied in its order.
+"""Training-time augmentation: the `Transform`s of a recipe's `data.augment` (see the training
+guide), applied in the list's order; a transform of your own is a `Transform` subclass too.
 
-```yaml
-data:
-  augment:
-    - class_path: ds2hub.training.data.augment.Speed
-      init_args: {prob: 0.5, factors: [0.9, 1.1]}
-    - class_path: ds2hub.training.data.augment.Noise
-      init_args: {prob: 0.4, snr_db: [0.0, 30.0]}
-    - class_path: ds2hub.training.data.augment.SpecAugment
-      init_args: {freq_masks: 2, time_masks: 2}
-```
-
-Each transform is one small class (a `Transform`): waveform transforms change the 16 kHz audio
-before the front end, feature transforms the normalised (F, T) features after it, so every
-waveform transform comes before every feature transform in the list. A transform of your own
-(a plugin's, an experiment's) is a `Transform` subclass named by its class path, like these.
-The maths are plain functions (`coloured_noise`, `change_tempo`, `warp_frequency`, `equalize`);
-the classes draw their parameters from the `Rng` they are given and call them.
+Waveform transforms change the 16 kHz audio before the front end, feature transforms the
+normalised (F, T) features after it, so every waveform transform comes first in the list. The
+maths are plain functions (`coloured_noise`, `change_tempo`, `warp_frequency`, `equalize`); the
+classes draw their parameters from the `Rng` they are given and call them.
 """
 
 from __future__ import annotations
@@ -55,11 +43,10 @@ class Rng:
 class Transform:
     """One augmentation step, applied to a share `prob` of the utterances.
 
-    Subclasses set `stage` and implement `apply(x, rng)`: at `"waveform"` it takes (T,) audio at
-    16 kHz and returns (T',), at `"features"` the normalised (F, T) features and returns (F, T).
-    Whether an utterance is transformed is the first draw from `rng.py` (at `prob` 1 too; none
-    at 0); `apply` then draws its own parameters from `rng`, never from the global generators, so
-    a seeded `Rng` reproduces the samples.
+    Subclasses set `stage` and implement `apply(x, rng)`: (T,) 16 kHz audio -> (T',) at
+    `"waveform"`, normalised (F, T) features -> (F, T) at `"features"`. Whether an utterance is
+    transformed is the first draw from `rng.py` (at `prob` 1 too; none at 0); `apply` then draws
+    from `rng` only, never the global generators, so a seeded `Rng` reproduces the samples.
     """
 
     stage: ClassVar[str] = "waveform"
@@ -131,15 +118,11 @@ def warp_frequency(
 ) -> torch.Tensor:
     """(F, T) -> (F, T): VTLP's piecewise-linear warp of the frequency axis by `alpha`.
 
-    Content at frequency f moves to f * alpha up to a boundary (`boundary` of the band, lowered
-    for alpha > 1 so nothing is pushed off the top); above it a second straight segment maps the
-    rest of the band onto what is left, so the top bin stays the top bin. Written here because
-    torchaudio has no VTLP; each output bin linearly interpolates its two source bins.
-
-    Args:
-        frequencies: (F,) increasing centre frequency of each row (`FeatureConfig.
-            bin_frequencies`); None: equally spaced bins from 0 Hz (a linear spectrogram). Mel
-            rows need it, or the warp would scale mel, not hertz.
+    Content at frequency f moves to f * alpha up to `boundary` of the band (lowered for alpha > 1
+    so nothing is pushed off the top); a second straight segment maps the rest onto what is left,
+    so the top bin stays the top bin. Each output bin interpolates its two source bins (torchaudio
+    has no VTLP). `frequencies`: the (F,) increasing centre frequency of each row
+    (`FeatureConfig.bin_frequencies`), which mel rows need; None for a linear spectrogram.
     """
     if alpha <= 0:
         raise ValueError(f"VTLP warp factor must be positive, not {alpha}")
@@ -195,18 +178,16 @@ def equalize(wave: torch.Tensor, bands: Sequence[tuple[float, float, float]]) ->
 
 # --- waveform transforms ---------------------------------------------------------------------------
 class Narrowband(Transform):
-    """Band-limits to 4 kHz, as if the audio had been recorded at 8 kHz: telephone and 8 kHz
-    corpora have nothing above, and wideband speech taught through the same band keeps the model
-    from relying on what they lack."""
+    """Band-limits to 4 kHz, as if recorded at 8 kHz: wideband speech taught through the band of
+    telephone and 8 kHz corpora keeps the model from relying on what they lack."""
 
     def apply(self, wave: torch.Tensor, rng: Rng) -> torch.Tensor:
         return AF.resample(AF.resample(wave, SAMPLE_RATE, 8000), 8000, SAMPLE_RATE)
 
 
 class TrimEnds(Transform):
-    """Cuts a random amount, up to `max_ms` and `max_ratio` of the utterance, off each end:
-    corpora of isolated words are cut by hand or by a silence detector, some speakers' tighter
-    than others', and the model must read words whose onset or coda was cut."""
+    """Cuts a random amount, up to `max_ms` and `max_ratio` of the utterance, off each end: words
+    of isolated-word corpora are cut more or less tightly, some of them into the onset or coda."""
 
     def __init__(self, prob: float = 1.0, max_ms: float = 60.0, max_ratio: float = 0.15) -> None:
         super().__init__(prob)
@@ -223,11 +204,9 @@ class TrimEnds(Transform):
 
 
 class PadEnds(Transform):
-    """Puts quiet pink noise of a random length, up to `max_ms` per end, before and after the
-    utterance, at a level drawn from `level_db` (dB re the utterance's peak; silence stays
-    silence): a model that only met words cut tight reads the edges and the share of silence as
-    cues, and fails on the same words with a pause around them. (Duration batching budgets with
-    the corpus's durations, so padded batches run longer.)"""
+    """Puts quiet pink noise of a random length, up to `max_ms` per end, around the utterance, at a
+    level drawn from `level_db` (dB re its peak; silence stays silence): a model that only met
+    words cut tight fails on them with a pause around. (Batches run longer than their budget.)"""
 
     def __init__(
         self,
@@ -270,9 +249,8 @@ class Speed(Transform):
 
 
 class Tempo(Transform):
-    """Changes the speaking rate alone, by a factor drawn uniformly from `rate_range` (> 1:
-    faster, shorter), at the same pitch (`change_tempo`): faster or slower speakers are covered
-    without turning every fast utterance into a child's voice, as `Speed` does."""
+    """Changes the speaking rate alone, by a factor drawn uniformly from `rate_range` (> 1: faster),
+    at the same pitch (`change_tempo`): fast speakers without the child's voice `Speed` gives."""
 
     def __init__(self, prob: float = 1.0, rate_range: tuple[float, float] = (0.8, 1.25)) -> None:
         super().__init__(prob)
@@ -283,10 +261,9 @@ class Tempo(Transform):
 
 
 class Equalizer(Transform):
-    """Colours the spectrum as microphones, rooms and codecs do: `bands` peaking filters (RBJ
-    biquads, `equalize`) at log-uniform centre frequencies in `freq_range_hz`, with gains
-    uniform in +-`gain_db` and Q uniform in `q_range` (higher: narrower); a model trained on a
-    few recording set-ups otherwise learns their colouring."""
+    """Colours the spectrum as microphones, rooms and codecs do: `bands` peaking filters
+    (`equalize`) at log-uniform centre frequencies in `freq_range_hz`, gains uniform in +-`gain_db`
+    and Q uniform in `q_range` (higher: narrower), so a model learns no set-up's colouring."""
 
     def __init__(
         self,
@@ -364,10 +341,9 @@ class Noise(Transform):
 
 # --- feature transforms ----------------------------------------------------------------------------
 class VTLP(Transform):
-    """Vocal tract length perturbation (Jaitly & Hinton, 2013): the frequency axis warped by a
-    factor drawn uniformly from `warp_range` (`warp_frequency`), as if a shorter (> 1) or longer
-    (< 1) vocal tract said the same words: formants and harmonics move, the timing does not.
-    Mel features are warped in hertz (the front end's bin frequencies)."""
+    """Vocal tract length perturbation (Jaitly & Hinton, 2013): the frequency axis warped (in hertz,
+    mel too) by a factor drawn uniformly from `warp_range` (`warp_frequency`), as if a shorter
+    (> 1) or longer (< 1) vocal tract said the same words: formants move, the timing does not."""
 
     stage = "features"
 
@@ -388,11 +364,8 @@ class VTLP(Transform):
 class SpecAugment(Transform):
     """SpecAugment's masks (Park et al., 2019), on every utterance: `freq_masks` bands of up to
     `freq_mask_width` features, then `time_masks` stretches of up to `time_mask_width` frames
-    and `time_mask_max_ratio` of the utterance each; a mask's width is uniform from 0.
-
-    Masks hold the utterance's mean: zero for the per-utterance mean-normalised front ends, below
-    zero for `peak`, whose zero is 30 dB under the loudest bin, brighter than most of a word; for
-    `global`, the utterance's own mean rather than the training data's zero.
+    and `time_mask_max_ratio` of the utterance each; a mask's width is uniform from 0. Masks hold
+    the utterance's mean (not 0: under `peak` normalisation 0 is brighter than most of a word).
     """
 
     stage = "features"
@@ -466,11 +439,9 @@ def build_transforms(items: Sequence[Any] | None) -> list[Transform]:
 
 
 class Augmenter:
-    """A recipe's transforms, in order: the waveform ones before the front end (`waveform`), the
-    feature ones after it (`features`). Without an explicit `rng`, each process draws from its own
-    `Rng`, seeded from the process's torch seed when it first augments: in a DataLoader worker the
-    worker's seed, which the loader (and Lightning's `seed_everything`) derive from the run's seed.
-    """
+    """A recipe's transforms: the waveform ones before the front end (`waveform`), the feature
+    ones after it (`features`). Without an explicit `rng`, each process draws from its own `Rng`,
+    seeded from its torch seed (in a DataLoader worker, derived from the run's seed)."""
 
     def __init__(self, transforms: Sequence[Transform], features: FeatureConfig) -> None:
         self.transforms = list(transforms)

@@ -1,16 +1,7 @@
-"""Corpus layouts that `datasets.load_dataset` cannot read by itself, as `datasets.Dataset`s.
-
-Every loader returns the same columns, so the DataModule treats all corpora alike:
+"""Corpus layouts that `datasets.load_dataset` cannot read by itself (the release folders of
+AISHELL-1 and Common Voice, see the data guide), as `datasets.Dataset`s with the same columns:
 `audio` (`Audio(decode=False)`: a path or bytes), `text`, `speaker_id` and, where the layout says
-it, `duration`. Hub ids, parquet folders (LibriSpeech, FLEURS) and `audiofolder`s go through
-`datasets.load_dataset` unchanged; the layouts here are the ones distributed as release folders:
-
-- AISHELL-1: `data_aishell/wav/<split>/<speaker>/<id>.wav` and
-  `data_aishell/transcript/aishell_transcript_v0.8.txt` (`<id> <word-segmented text>`).
-- Common Voice release: `clips/*.mp3` with `train.tsv` / `dev.tsv` / `test.tsv`
-  (Common Voice is no longer distributed on the hub).
-
-Plugins add layouts through the `ds2hub.corpora` entry-point group: a function
+it, `duration`. Plugins add layouts through the `ds2hub.corpora` entry-point group: a function
 `(root: Path, split: str) -> datasets.Dataset` registered under the layout's name.
 """
 

@@ -98,18 +98,13 @@ def stream_slice(split: str) -> tuple[str, int, int] | None:
         return None
     base, spec = match.groups()
     lo, sep, hi = spec.partition(":")
-    try:
-        if "%" in spec or not sep or lo.strip().startswith("-") or hi.strip().startswith("-"):
-            raise ValueError
-        start, stop = int(lo or 0), int(hi) if hi.strip() else None
-    except ValueError:
-        start = stop = None
-    if start is None or stop is None or stop < start:
+    start, stop = (lo or "0").strip(), hi.strip()
+    if not (sep and start.isdecimal() and stop.isdecimal() and int(start) <= int(stop)):
         raise ConfigError(
             f"split {split!r}: a streamed corpus takes slices of absolute rows with an end, "
             f"like '{base}[:800]' or '{base}[100:900]' (no percentages or negative indices)"
         )
-    return base, start, stop
+    return base, int(start), int(stop)
 
 
 def stream_size(stream: datasets.IterableDataset, split: str) -> int | None:
@@ -121,15 +116,11 @@ def stream_size(stream: datasets.IterableDataset, split: str) -> int | None:
 
 
 def rank_share(stream: datasets.IterableDataset, rank: int, world: int) -> datasets.IterableDataset:
-    """One DDP rank's part of a stream.
-
-    Whole shards (files) when there are at least as many as ranks: each rank reads only its own
-    files, and a rank that runs short of its batches re-reads its own (`split_dataset_by_node`
-    would reassign the shards on every reshuffle, and read every file on every rank when the
-    ranks do not divide the shards). With fewer shards than ranks, every `world`-th row
-    (`split_dataset_by_node`); a rank that runs short then re-reads a reshuffled stream, so its
-    extra batches may repeat other ranks' utterances.
-    """
+    """One DDP rank's part of a stream: whole shards (files) when there are at least as many as
+    ranks, so each rank reads, and re-reads when it runs short, only its own files
+    (`split_dataset_by_node` would reassign them on every reshuffle, and read every file on every
+    rank when the ranks do not divide the shards). With fewer shards, every `world`-th row; a rank
+    that runs short then re-reads a reshuffled stream and may repeat other ranks' utterances."""
     if stream.num_shards >= world:
         return stream.shard(num_shards=world, index=rank, contiguous=False)
     from datasets.distributed import split_dataset_by_node
@@ -150,8 +141,7 @@ class GroupFilter:
 def holdout_groups(values: list[str], fraction: float, seed: int) -> set[str]:
     """A random `fraction` of the distinct `values` (e.g. whole words or speakers)."""
     distinct = sorted(set(values))
-    rng = random.Random(seed)
-    return set(rng.sample(distinct, max(1, round(fraction * len(distinct)))))
+    return set(random.Random(seed).sample(distinct, max(1, round(fraction * len(distinct)))))
 
 
 @dataclass(frozen=True)
@@ -173,42 +163,34 @@ class SpeechDataModule(L.LightningDataModule):
     """Speech corpora from Hugging Face `datasets`, filtered and batched for CTC training.
 
     Args:
-        tokenizer: the output vocabulary; if it must learn one (Mandarin characters,
-            SentencePiece) it is fitted here on the training transcripts.
-        path: hub id, local folder (parquet, `audiofolder`), or release folder (AISHELL-1,
-            Common Voice).
+        tokenizer: the output vocabulary (fitted on the training transcripts if it must learn one).
+        path: hub id, local folder (parquet, `audiofolder`), or release folder (see `layout`).
         name: the dataset configuration (e.g. `clean` for LibriSpeech).
         data_dir / revision: sub-folder and hub revision.
         layout: `auto` (detect), `datasets`, `aishell`, `commonvoice` or a plugin's layout.
-        train_split / val_split / test_split / predict_split: split names (`datasets` slicing such
-            as `train[:90%]` works too). A None test split means the recipe has no test data
-            (`ds2hub test` then refuses, rather than reporting validation figures as test).
+        train_split / val_split / test_split / predict_split: split names (slices such as
+            `train[:90%]` too); a None test split: no test data (`ds2hub test` refuses).
         audio_column / text_column: column names of the audio and the transcript.
-        holdout_column: hold out whole groups of this column of the *train* split as validation
-            data (speakers, words), instead of reading `val_split`.
+        holdout_column: validate on whole groups (speakers, words) of this column held out of the
+            *train* split, instead of reading `val_split`.
         holdout_values / holdout_fraction / holdout_seed: which groups: listed, or a random share.
-        test_holdout_values / test_holdout_fraction: further whole groups of the train split held
-            out as *test* data, disjoint from the validation groups (which pick checkpoints and
-            decoding weights, so they must not be reported as test).
+        test_holdout_values / test_holdout_fraction: further held-out groups as *test* data,
+            disjoint from the validation groups (which pick checkpoints, so are no test).
         extra_train: corpora appended to the training split (audio and transcript columns only).
-        min_duration / max_duration: training utterances outside this range (seconds) are dropped.
-            Validation and test keep every utterance, however long (so figures compare with
-            published ones); a long one gets a batch of its own.
+        min_duration / max_duration: training utterances outside this range (seconds) are dropped
+            (evaluation keeps every one, however long, so figures compare with published ones).
         batch_size: utterances per batch (at most, when `max_batch_seconds` is set).
         max_batch_seconds: padded seconds of audio per training batch (duration-based batching).
         sortagrad: first epoch in increasing length order (Deep Speech 2, section 3.1).
         bucketing: batch utterances of similar length together (less padding).
-        augment: training-only augmentation: `Transform`s (`ds2hub.training.data.augment`)
-            applied in the list's order, each given as `class_path` and `init_args`.
-        streaming: read the training split (and `extra_train`) as a stream (corpora larger than
-            the disk): shuffled through a buffer, reseeded every epoch. Needs `sortagrad: false`;
-            holdouts only as listed `holdout_values` / `test_holdout_values`.
-        shuffle_buffer: streams: utterances in `datasets`' shuffle buffer (0: stream order), and
-            in each window sorted by length for `bucketing`.
-        stream_batches_per_epoch: streams: exactly this many batches per epoch (per rank),
-            passing over the stream again, reshuffled, if it runs short. None: one pass per epoch
-            in a single process; under DDP, the split's known size / (ranks x batch_size), since
-            every rank must take the same number of steps.
+        augment: training-only `Transform`s (`ds2hub.training.data.augment`), applied in order.
+        streaming: stream the training split (and `extra_train`), for corpora larger than the
+            disk; needs `sortagrad: false` and holdouts as listed values.
+        shuffle_buffer: streams: utterances in the shuffle buffer (0: stream order), and in each
+            window sorted by length for `bucketing`.
+        stream_batches_per_epoch: streams: exactly this many batches per epoch and rank (passing
+            over the stream again if it runs short). None: one pass per epoch; under DDP, the
+            split's known size / (ranks x batch_size), as every rank must take as many steps.
         num_workers: DataLoader worker processes.
         seed: seed of batch order and holdout.
         features: the spectrogram front end.
@@ -332,9 +314,7 @@ class SpeechDataModule(L.LightningDataModule):
     def _held_stage(self, stage: str) -> bool:
         """Whether a stage's rows are groups held out of the train split (validation, and test or
         predict with a test holdout, unless a predict split is named)."""
-        if not self.holdout_column:
-            return False
-        if stage == "predict" and self._predict_split_given:
+        if not self.holdout_column or (stage == "predict" and self._predict_split_given):
             return False
         test_held_out = self.test_holdout_values or self.test_holdout_fraction
         return stage == "val" or bool(stage in ("test", "predict") and test_held_out)
@@ -359,9 +339,8 @@ class SpeechDataModule(L.LightningDataModule):
         return val, test
 
     def _train_stream(self) -> tuple[datasets.IterableDataset, int | None]:
-        """The training data as one stream, unshuffled: the train split without its held-out
-        groups, then each extra corpus. Also its size if every corpus's metadata gives it
-        (held-out rows included, since counting them would take a pass)."""
+        """The training data as one unshuffled stream (the train split without its held-out groups,
+        then each extra corpus) and its size if known (held-out rows included: none are counted)."""
         split = self.splits["train"]
         stream = self._load(split, streaming=True)
         size = stream_size(stream, split)
@@ -376,11 +355,9 @@ class SpeechDataModule(L.LightningDataModule):
         return self._with_extras(stream, size)
 
     def _with_extras(self, rows, size: int | None = None):
-        """`rows` followed by each `extra_train` corpus (audio and transcript columns only), and
-        the total row count if every part's is known (`size`: that of `rows`).
-
-        Concatenated, not interleaved: a stream's shuffle then draws the shards of every corpus in
-        a random order and mixes them in its buffer, each utterance once per pass."""
+        """`rows` then each `extra_train` corpus (audio and transcript columns only), and the total
+        row count if every part's is known (`size`: that of `rows`). Concatenated, not interleaved:
+        a stream's shuffle mixes the corpora's shards in its buffer, each utterance once a pass."""
         if not self.extra_train:
             return rows, size
         streaming = isinstance(rows, datasets.IterableDataset)
@@ -419,12 +396,8 @@ class SpeechDataModule(L.LightningDataModule):
         return f"no {stage} data" if split is None else f"{split} of {corpus}"
 
     def _split_rows(self, stage: str) -> datasets.Dataset:
-        """The rows of a stage: its split, minus or restricted to held-out groups, plus extras."""
-        rows = self._own_rows(stage)
-        return self._with_extras(rows)[0] if stage == "train" else rows
-
-    def _own_rows(self, stage: str) -> datasets.Dataset:
-        """A stage's rows: its own split, or whole groups held out of (or kept in) the train split."""
+        """A stage's rows: its own split, or whole groups held out of (or kept in) the train split;
+        training's followed by the extra corpora."""
         if not self.has_stage(stage):
             raise ConfigError(
                 f"this recipe has no {stage} data (data.test_split is null and no "
@@ -445,13 +418,14 @@ class SpeechDataModule(L.LightningDataModule):
                 "%s: %d rows (%d validation and %d test %s groups held out)",
                 stage, len(keep), len(val), len(test), self.holdout_column,
             )  # fmt: skip
-            return ds.select(keep)
-        return self._load(self.splits[stage])
+            rows = ds.select(keep)
+        else:
+            rows = self._load(self.splits[stage])
+        return self._with_extras(rows)[0] if stage == "train" else rows
 
     def _streamed_heldout(self, stage: str) -> datasets.Dataset:
         """A held-out stage of a streamed corpus: its groups' rows, gathered in one pass over the
-        train split's stream and kept in memory (held-out groups are small; the rest of the
-        corpus is never stored)."""
+        train split's stream and kept in memory (held-out groups are small)."""
         val, test = self._heldout([])
         groups = val if stage == "val" else test
         stream = self._load(self.splits["train"], streaming=True)
@@ -589,17 +563,15 @@ class SpeechDataModule(L.LightningDataModule):
         for `stream_batches_per_epoch`; refused under DDP when it cannot be known)."""
         if self.stream_batches_per_epoch is not None or world == 1:
             return self.stream_batches_per_epoch
-        if self.max_batch_seconds is not None:
-            raise ConfigError(
-                "data.streaming under DDP: every rank must take the same number of steps, and "
-                "with max_batch_seconds the number of batches in a stream is unknown; set "
-                "data.stream_batches_per_epoch"
+        if self.max_batch_seconds is not None or size is None:
+            unknown = (
+                "the number of batches of a stream with max_batch_seconds"
+                if self.max_batch_seconds is not None
+                else f"the size of {self.describe('train')} (no num_examples in its metadata)"
             )
-        if size is None:
             raise ConfigError(
                 "data.streaming under DDP: every rank must take the same number of steps, but "
-                f"the size of {self.describe('train')} is unknown (no num_examples in the "
-                "dataset's metadata); set data.stream_batches_per_epoch"
+                f"{unknown} is unknown; set data.stream_batches_per_epoch"
             )
         per_epoch = math.ceil(size / (world * self.batch_size))
         log.info(
@@ -619,11 +591,9 @@ class SpeechDataModule(L.LightningDataModule):
             self._dataset(name)
 
     def _reload_every_epoch(self) -> None:
-        """A padded-seconds budget packs a different number of batches each epoch, but Lightning
-        counts a loader's batches when it loads it: with the count of epoch 0 it would cut later
-        epochs short or never reach their validation. Reloading each epoch recounts; the reload
-        gets the same `EpochLoader` back (`train_dataloader`), so it costs a `len()`, not a restart
-        of the worker processes."""
+        """A padded-seconds budget packs a different number of batches each epoch, and Lightning
+        counts a loader's batches when it loads it: reloading each epoch recounts. The reload gets
+        the same `EpochLoader` back, so it costs a `len()`, not a restart of the workers."""
         trainer = self.trainer
         if trainer is not None and trainer.reload_dataloaders_every_n_epochs != 1:
             log.info("duration batches: reloading the training loader every epoch")
@@ -666,20 +636,17 @@ class SpeechDataModule(L.LightningDataModule):
 
     def _loader(self, stage: str) -> DataLoader:
         dataset = self._dataset(stage)
-        common = {
-            "num_workers": self.num_workers,
-            "collate_fn": collate,
-            "persistent_workers": self.num_workers > 0,
-        }
-        if isinstance(dataset, StreamingSpeechDataset):
-            common["collate_fn"] = _already_collated  # the stream yields whole batches
-            if stage == "train":
-                # Workers are started afresh each epoch, so they see the epoch and resume point.
-                common["persistent_workers"] = False
-                return EpochLoader(
-                    dataset, dataset, self._current_epoch, lookahead=1, batch_size=None, **common
-                )
-            return DataLoader(dataset, batch_size=None, **common)
+        common = dict(
+            num_workers=self.num_workers,
+            collate_fn=collate,
+            persistent_workers=self.num_workers > 0,
+        )
+        if isinstance(dataset, StreamingSpeechDataset):  # training only; it yields whole batches
+            # Workers are started afresh each epoch, so they see the epoch and resume point.
+            common.update(collate_fn=_already_collated, persistent_workers=False)
+            return EpochLoader(
+                dataset, dataset, self._current_epoch, lookahead=1, batch_size=None, **common
+            )
         sampler = self.batch_sampler(stage)
         if stage == "train":  # the epoch and the resume point come from the Trainer
             return EpochLoader(

@@ -27,9 +27,7 @@ log = logging.getLogger(__name__)
 def audio_source(value: Any) -> Any:
     """The decodable part of an `Audio(decode=False)` cell (bytes if present, else the path), or of
     a plain path column."""
-    if isinstance(value, dict):
-        return value.get("bytes") or value.get("path")
-    return value
+    return (value.get("bytes") or value.get("path")) if isinstance(value, dict) else value
 
 
 class SpeechDataset(Dataset):
@@ -109,17 +107,15 @@ class Utterance:
 
 
 class StreamingSpeechDataset(IterableDataset):
-    """A streamed split (`datasets.IterableDataset`; under DDP this rank's share, see
-    `rank_share`) as an iterable of ready batches. Durations are unknown ahead of a stream, so
-    utterances are filtered as they arrive (`check`, each reason counted in `dropped`), then
-    batched by `order`.
+    """A streamed split (under DDP this rank's share, see `rank_share`) as an iterable of ready
+    batches: utterances are filtered as they arrive (`check`, each reason counted in `dropped`),
+    then batched by `order`.
 
-    Which utterances form which batch is decided before any audio is decoded, from the rank's
-    stream, the seed and the epoch alone. So `skip_batches` (resuming mid-epoch) skips batches
-    without decoding them, and every DataLoader worker reads the rank's whole stream but decodes
-    only every `num_workers`-th batch: batches and their order do not depend on `num_workers`.
-    `EpochLoader` sets the epoch and resume point in the main process before it starts its
-    (non-persistent) workers, which is how they reach the workers.
+    The batches are decided before any audio is decoded, from the rank's stream, the seed and the
+    epoch alone: `skip_batches` (a mid-epoch resume) skips them undecoded, and every DataLoader
+    worker reads the rank's whole stream but decodes only every `num_workers`-th batch, so batches
+    do not depend on `num_workers`. `EpochLoader` sets the epoch and resume point before it starts
+    its (non-persistent) workers, which is how they reach them.
     """
 
     def __init__(
@@ -256,15 +252,6 @@ def is_empty_batch(batch: dict[str, Any]) -> bool:
     return "features" not in batch
 
 
-def collate_features(features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Zero-pads (F, T_i) spectrograms into (B, F, T_max) and their (B,) lengths."""
-    lengths = torch.tensor([f.size(1) for f in features])
-    batch = torch.zeros(len(features), features[0].size(0), int(lengths.max()))  # (B, F, T)
-    for i, f in enumerate(features):
-        batch[i, :, : f.size(1)] = f
-    return batch, lengths
-
-
 def collate(items: list[dict[str, Any] | None]) -> dict[str, Any]:
     """Pads a list of items into a batch (features zero-padded, so padding never leaks).
 
@@ -276,10 +263,13 @@ def collate(items: list[dict[str, Any] | None]) -> dict[str, Any]:
     if not items:  # nothing decoded: an empty batch that steps skip, so the run goes on
         log.warning("skipping a batch: none of its %d utterance(s) decoded", skipped)
         return {"skipped_undecodable": skipped}
-    features, lengths = collate_features([it["features"] for it in items])
+    lengths = torch.tensor([it["features"].size(1) for it in items])
     target_lengths = torch.tensor([it["tokens"].numel() for it in items])
-    targets = torch.zeros(len(items), max(int(target_lengths.max()), 1), dtype=torch.long)  # (B, S)
+    # (B, F, T) and (B, S), zero-padded
+    features = torch.zeros(len(items), items[0]["features"].size(0), int(lengths.max()))
+    targets = torch.zeros(len(items), max(int(target_lengths.max()), 1), dtype=torch.long)
     for i, it in enumerate(items):
+        features[i, :, : lengths[i]] = it["features"]
         targets[i, : target_lengths[i]] = it["tokens"]
     return {
         "features": features,

@@ -1,23 +1,14 @@
 """`EpochLoader`: a DataLoader whose batch order follows the Trainer's epoch and survives a restart.
 
-Three things a plain DataLoader cannot do for Deep Speech 2's data order:
-
-- **Know the epoch.** SortaGrad sorts epoch 0 and shuffles every later one, so the batch sampler
-  (or the stream) must be told the epoch. Lightning 2.6 calls `set_epoch` only on
-  `dataloader.sampler` and `dataloader.batch_sampler.sampler`, never on a batch sampler itself or
-  on an iterable dataset. The loader asks for the epoch itself when an epoch's iteration starts
-  (`epoch_fn`, the Trainer's `current_epoch`) and hands it on.
-- **Report each epoch's length.** A padded-seconds budget packs a different number of batches
-  every epoch: `len()` answers for the epoch about to run, and `SpeechDataModule` has Lightning
-  reload (recount) the training loader every epoch.
-- **Resume mid-epoch.** Lightning saves the `state_dict()` of every train loader that has one in the
-  checkpoint (`loops.fit_loop.state_dict.combined_loader`) and gives it back through
-  `load_state_dict()` before iterating again. The state is the epoch and the number of batches this
-  loader has delivered in it; after a restart the order skips those batches, so a run killed
-  mid-epoch neither repeats nor skips any.
-
-Lightning fetches one batch ahead from a loader without a length (a stream), whose count then runs
-one ahead of the training step when a checkpoint is written: `lookahead` corrects for that.
+- **The epoch.** SortaGrad sorts epoch 0 and shuffles the others, but Lightning 2.6 calls
+  `set_epoch` only on `dataloader.sampler` and `dataloader.batch_sampler.sampler`, never on a batch
+  sampler itself or an iterable dataset: the loader asks `epoch_fn` and hands the epoch on.
+- **Each epoch's length.** A padded-seconds budget packs a different number of batches each
+  epoch: `len()` answers for the epoch about to run (`SpeechDataModule` reloads it every epoch).
+- **Mid-epoch resume.** Lightning saves every train loader's `state_dict()` in the checkpoint and
+  gives it back through `load_state_dict()`: the epoch and the batches delivered in it, which the
+  next iteration skips, so a killed run neither repeats nor skips any. Lightning fetches one batch
+  ahead from a loader without a length (a stream): `lookahead` corrects the count for that.
 """
 
 from __future__ import annotations
@@ -40,11 +31,9 @@ class EpochLoader(DataLoader):
     """A DataLoader that sets the epoch on its `order` and records its position for checkpoints.
 
     Args:
-        dataset: the dataset (map-style with a `batch_sampler`, or an iterable one).
-        order: the object that decides the epoch's batches (the batch sampler, or the iterable
-            dataset itself).
-        epoch_fn: returns the epoch about to be iterated (e.g. `lambda: trainer.current_epoch`);
-            without it the loader keeps the order's own epoch.
+        dataset: map-style (with a `batch_sampler` in `kwargs`) or iterable.
+        order: what decides the epoch's batches: the batch sampler, or the iterable dataset.
+        epoch_fn: the epoch about to be iterated; None keeps the order's own epoch.
         lookahead: batches Lightning fetches ahead (1 for loaders without a length, else 0).
         **kwargs: passed to `DataLoader`.
     """

@@ -1,9 +1,6 @@
-"""Batching the paper's way: SortaGrad and batches built by total audio duration.
-
-Deep Speech 2 (section 3.1) trains the first epoch on minibatches in increasing order of utterance
-length ("SortaGrad"), which stabilises early CTC training, and random order after that. Batches
-here are filled up to a budget of *padded* seconds (longest utterance x batch size), and with
-length bucketing each batch holds utterances of similar length, so little compute goes to padding.
+"""Batching the paper's way: SortaGrad (Deep Speech 2, section 3.1: the first epoch in increasing
+order of length, which stabilises early CTC training) and batches filled up to a budget of *padded*
+seconds (longest utterance x batch size), with length bucketing so little compute goes to padding.
 """
 
 from __future__ import annotations
@@ -25,10 +22,7 @@ def pack_greedy(
 ) -> Iterator[list[T]]:
     """Cuts `items`, in their order, into batches of at most `max_batch_size` whose padded duration
     (longest x count) stays within `max_batch_seconds`; one longer than the budget goes alone.
-
-    The one packing rule of ds2hub: `DurationBatchSampler` packs index lists with it, streamed
-    corpora pack utterances as they arrive.
-    """
+    The one packing rule of ds2hub, for index lists and streamed utterances alike."""
     batch: list[T] = []
     longest = 0.0
     for item in items:
@@ -55,9 +49,8 @@ class DurationBatchSampler(Sampler[list[int]]):
         sortagrad: epoch 0 visits batches shortest-first.
         shuffle: shuffle batch order (and, with bucketing, jitter bucket boundaries) each epoch.
         num_replicas / rank: DDP sharding; every rank gets different batches.
-        pad: repeat a few batches so every rank gets the same number (training under DDP: a rank
-            that runs out of batches would wait forever in the gradient all-reduce). Evaluation
-            leaves it off, so each utterance is counted exactly once.
+        pad: repeat a few batches so every rank gets as many (under DDP a rank that runs out
+            would wait forever in the all-reduce); off for evaluation, which counts each once.
         seed: common to all ranks, so they agree on the epoch's batches.
     """
 
@@ -90,13 +83,11 @@ class DurationBatchSampler(Sampler[list[int]]):
         self._cache: tuple[int, list[list[int]]] | None = None
 
     def set_epoch(self, epoch: int) -> None:
-        """Selects the epoch whose batches the next iteration yields (SortaGrad in epoch 0, a new
-        shuffle in every later one); `EpochLoader` calls it, as it does `skip_batches`."""
+        """Selects the epoch the next iteration yields (SortaGrad in epoch 0, then new shuffles)."""
         self.epoch = epoch
 
     def skip_batches(self, count: int) -> None:
-        """Makes the next iteration start after this rank's first `count` batches of the epoch
-        (resuming a run that was stopped mid-epoch)."""
+        """Makes the next iteration start after this rank's first `count` batches (a resume)."""
         self._skip = count
 
     def batches(self, epoch: int | None = None) -> list[list[int]]:
