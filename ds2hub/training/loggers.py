@@ -54,6 +54,11 @@ class DS2WandbLogger(WandbLogger):
             return super().experiment
 
 
+def wandb_installed() -> bool:
+    """Whether the `wandb` package can be imported (the `wandb` extra)."""
+    return importlib.util.find_spec("wandb") is not None
+
+
 def wandb_if_installed(
     save_dir: str = ".",
     project: str = "ds2hub",
@@ -78,7 +83,7 @@ def wandb_if_installed(
         init_timeout: seconds to wait for the W&B service before going offline.
     """
     arguments = dict(locals())  # the parameters above, passed on unchanged
-    if importlib.util.find_spec("wandb") is None:  # no `wandb` extra
+    if not wandb_installed():
         log.warning(
             "wandb is not installed: this run logs to CSV only "
             "(pip install 'ds2hub[wandb]' for Weights & Biases)"
