@@ -585,9 +585,14 @@ class SpeechDataModule(L.LightningDataModule):
             self._train_loader = None  # a new fit gets a new loader (and new workers)
             if self.max_batch_seconds and not self.streaming:
                 self._reload_every_epoch()
-        # `stage` is Lightning's TrainerFn (a str enum): map it by value, never format it.
-        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
-        for name in wanted.get(stage, ("predict",)):
+        # `stage` is Lightning's TrainerFn, a str enum: look it up, never format it into a name.
+        wanted = {
+            "fit": ("train", "val"),
+            "validate": ("val",),
+            "test": ("test",),
+            "predict": ("predict",),
+        }[stage]
+        for name in wanted:
             self._dataset(name)
 
     def _reload_every_epoch(self) -> None:
