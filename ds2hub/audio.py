@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import soxr
 import torch
-import torchaudio.functional as AF
 
 SAMPLE_RATE = 16_000
 
@@ -70,7 +70,7 @@ def to_mono_16k(waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """(T,), (C, T) or (T, C) float audio at `sample_rate` Hz -> (T',) float32 mono at 16 kHz.
 
     Channels lie along the smaller dimension (recordings have far more samples than channels), so
-    `soundfile.read`'s (T, C) and torchaudio's (C, T) both work; they are averaged.
+    `soundfile.read`'s (T, C) and torch's usual (C, T) both work; they are averaged.
     """
     if waveform.dim() == 2:
         waveform = waveform.mean(dim=0 if waveform.size(0) <= waveform.size(1) else 1)
@@ -80,8 +80,17 @@ def to_mono_16k(waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
         )
     waveform = waveform.to(torch.float32)
     if sample_rate != SAMPLE_RATE:
-        waveform = AF.resample(waveform, sample_rate, SAMPLE_RATE)
+        waveform = resample(waveform, sample_rate, SAMPLE_RATE)
     return waveform
+
+
+def resample(waveform: torch.Tensor, from_rate: float, to_rate: float) -> torch.Tensor:
+    """(T,) float audio at `from_rate` Hz -> about T * to_rate / from_rate samples at `to_rate`,
+    through soxr (libsoxr's "HQ" band-limited resampler), on the CPU."""
+    if from_rate == to_rate:
+        return waveform
+    out = soxr.resample(waveform.detach().cpu().numpy().astype(np.float32), from_rate, to_rate)
+    return torch.from_numpy(np.ascontiguousarray(out))
 
 
 def load_audio(source: AudioSource, sample_rate: int | None = None) -> torch.Tensor:

@@ -11,8 +11,6 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
-from torchaudio.functional import melscale_fbanks
-from torchaudio.transforms import Spectrogram
 
 from ds2hub.audio import SAMPLE_RATE
 from ds2hub.errors import ConfigError
@@ -42,39 +40,50 @@ class FeatureConfig:
     # Keep only the bins up to this frequency (None: all). For 8 kHz corpora, 4000 drops the
     # resampling residue that wideband extra corpora would teach the model to rely on.
     max_frequency_hz: float | None = None
-    # None: the paper's linear bins. A number: that many triangular HTK mel filters (unnormalised
-    # `melscale_fbanks`) from 0 Hz to `top_frequency_hz`, summed in power before the log (formants
+    # None: the paper's linear bins. A number: that many triangular HTK mel filters (unnormalised,
+    # `mel_filterbank`) from 0 Hz to `top_frequency_hz`, summed in power before the log (formants
     # stay, much of the pitch goes). Every filter must cover at least one FFT bin.
     n_mels: int | None = None
 
     def __post_init__(self) -> None:
+        if self.sample_rate != SAMPLE_RATE:
+            raise ConfigError(
+                f"features.sample_rate must be {SAMPLE_RATE}: ds2hub decodes and resamples all "
+                f"audio to {SAMPLE_RATE} Hz, not {self.sample_rate}"
+            )
+        if self.n_fft < 2 or self.hop_length < 1 or self.hop_length > self.n_fft:
+            raise ConfigError(
+                f"features: window_ms {self.window_ms} and hop_ms {self.hop_ms} give a window of "
+                f"{self.n_fft} samples every {self.hop_length}; the window needs at least 2 "
+                "samples and the hop 1 to the window's length"
+            )
         if self.normalization not in NORMALIZATIONS:
-            raise ValueError(
+            raise ConfigError(
                 f"features.normalization must be one of {NORMALIZATIONS}, "
                 f"not {self.normalization!r}"
             )
         if self.max_frequency_hz is not None and not (
             0 < self.max_frequency_hz <= self.sample_rate / 2
         ):
-            raise ValueError(
+            raise ConfigError(
                 f"features.max_frequency_hz must be in (0, {self.sample_rate / 2:g}], "
                 f"not {self.max_frequency_hz}"
             )
         if self.n_mels is not None:
             if self.n_mels < 1:
-                raise ValueError(f"features.n_mels must be positive, not {self.n_mels}")
+                raise ConfigError(f"features.n_mels must be positive, not {self.n_mels}")
             # A filter narrower than the FFT's bin spacing can fall between two bins and read
-            # nothing (torchaudio only warns): refuse it when the recipe is read.
+            # nothing: refuse it when the recipe is read.
             edges, bins = self._mel_points(), self._fft_frequencies()
             inside = (bins[None] > edges[:-2, None]) & (bins[None] < edges[2:, None])
             if not inside.any(dim=1).all():
-                raise ValueError(
+                raise ConfigError(
                     f"features.n_mels: {self.n_mels} filters up to {self.top_frequency_hz:g} Hz "
                     f"leave some filter without an FFT bin ({self.sample_rate / self.n_fft:g} Hz "
                     "apart); use fewer filters or longer windows"
                 )
         if self.dynamic_range_db <= 0:
-            raise ValueError(
+            raise ConfigError(
                 f"features.dynamic_range_db must be positive, not {self.dynamic_range_db}"
             )
 
@@ -117,7 +126,7 @@ class FeatureConfig:
 
     def _mel_points(self) -> torch.Tensor:
         """The mel filters' n_mels + 2 edge and centre frequencies in Hz (HTK scale, from 0 Hz),
-        as `torchaudio.functional.melscale_fbanks` places them."""
+        as `mel_filterbank` places them (in float64 here)."""
         mel = 2595.0 * math.log10(1.0 + self.top_frequency_hz / 700.0)
         points = torch.linspace(0.0, mel, self.n_mels + 2, dtype=torch.float64)
         return 700.0 * (10.0 ** (points / 2595.0) - 1.0)
@@ -132,6 +141,44 @@ class FeatureConfig:
     def to_dict(self) -> dict:
         """The settings as stored with a model (`FeatureConfig(**settings)` reads them back)."""
         return asdict(self)
+
+
+def mel_filterbank(config: FeatureConfig) -> torch.Tensor:
+    """(FFT bins, n_mels) triangular filters on the HTK mel scale from 0 Hz to
+    `top_frequency_hz`, each peaking at 1 (not area-normalised).
+
+    The float32 arithmetic of `torchaudio.functional.melscale_fbanks(..., mel_scale="htk")`, so
+    models trained on its filters keep their inputs (tests/test_audio_features.py).
+    """
+    if config.n_mels is None:
+        raise ValueError("mel_filterbank needs features.n_mels")
+    n_freqs = config.n_fft // 2 + 1
+    bins = torch.linspace(0, config.sample_rate // 2, n_freqs)
+    top_mel = 2595.0 * math.log10(1.0 + config.top_frequency_hz / 700.0)
+    mels = torch.linspace(0.0, top_mel, config.n_mels + 2)
+    edges = 700.0 * (10.0 ** (mels / 2595.0) - 1.0)
+    widths = edges[1:] - edges[:-1]
+    slopes = edges.unsqueeze(0) - bins.unsqueeze(1)  # (n_freqs, n_mels + 2)
+    rising = -slopes[:, :-2] / widths[:-1]
+    falling = slopes[:, 2:] / widths[1:]
+    return torch.clamp_min(torch.minimum(rising, falling), 0.0)
+
+
+def power_spectrogram(
+    waveform: torch.Tensor, config: FeatureConfig, window: torch.Tensor
+) -> torch.Tensor:
+    """(..., T) -> (..., n_fft // 2 + 1, 1 + T // hop) power |STFT|^2 of centred Hamming windows,
+    the signal reflected at both ends."""
+    spec = torch.stft(
+        waveform,
+        config.n_fft,
+        config.hop_length,
+        window=window,
+        center=True,
+        pad_mode="reflect",
+        return_complex=True,
+    )
+    return spec.abs().pow(2)
 
 
 def check_network_input(n_features: int, features: FeatureConfig) -> None:
@@ -192,26 +239,11 @@ class LogSpectrogram(nn.Module):
     def __init__(self, config: FeatureConfig | None = None) -> None:
         super().__init__()
         self.config = config or FeatureConfig()
-        self.spectrogram = Spectrogram(
-            n_fft=self.config.n_fft,
-            hop_length=self.config.hop_length,
-            window_fn=torch.hamming_window,
-            power=2.0,
-        )
-        # The window is derived from the config, not learned: keep it out of state dicts.
-        self.spectrogram.register_buffer(
-            "window", self.spectrogram.window.clone(), persistent=False
-        )
-        fbanks = None  # (FFT bins, n_mels), derived from the config like the window
-        if self.config.n_mels is not None:
-            fbanks = melscale_fbanks(
-                self.config.n_fft // 2 + 1,
-                0.0,
-                self.config.top_frequency_hz,
-                self.config.n_mels,
-                self.config.sample_rate,
-                mel_scale="htk",
-            )
+        # The window and filters are derived from the config, not learned: kept out of state dicts.
+        self.window: torch.Tensor
+        self.register_buffer("window", torch.hamming_window(self.config.n_fft), persistent=False)
+        # (FFT bins, n_mels)
+        fbanks = mel_filterbank(self.config) if self.config.n_mels is not None else None
         self.mel_fbanks: torch.Tensor | None
         self.register_buffer("mel_fbanks", fbanks, persistent=False)
         if self.config.global_stats:
@@ -266,7 +298,11 @@ class LogSpectrogram(nn.Module):
 
     def unnormalized(self, waveform: torch.Tensor) -> torch.Tensor:
         """(T,) -> floored log power (F, frames), the input of `frame_statistics`."""
-        return self.log_power(self.spectrogram(waveform))
+        return self.log_power(self.power(waveform))
+
+    def power(self, waveform: torch.Tensor) -> torch.Tensor:
+        """(..., T) -> (..., FFT bins, frames) power spectrum of centred windows."""
+        return power_spectrogram(waveform, self.config, self.window)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         """(T,) -> (F, frames); utterance normalisation: features do not change with the gain."""
@@ -285,7 +321,7 @@ class LogSpectrogram(nn.Module):
             padded,
             self.config.n_fft,
             self.config.hop_length,
-            window=self.spectrogram.window,
+            window=self.window,
             center=False,
             return_complex=True,
         )
@@ -293,3 +329,53 @@ class LogSpectrogram(nn.Module):
 
     def num_frames(self, num_samples: int) -> int:
         return 1 + num_samples // self.config.hop_length
+
+    # --- batches on the training device (SpeechDataModule's `frontend_on_device`) ----------------
+    def reflect_pad(self, waveform: torch.Tensor) -> torch.Tensor:
+        """(T,) -> (T + 2 * (n_fft // 2),): the signal reflected at both ends as the centred STFT
+        pads it, so `batch` over zero-padded batches of these gives `forward`'s features."""
+        pad = self.config.n_fft // 2
+        return nn.functional.pad(waveform[None, None], (pad, pad), mode="reflect")[0, 0]
+
+    def batch(
+        self, samples: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features of a batch at once, on the batch's device: (B, L) `reflect_pad`ded utterances,
+        zero-padded after each, and (B,) their padded lengths -> (B, F, T) features, zero on the
+        padded frames, and (B,) frames. Each utterance's features equal `forward`'s of it
+        (floors and statistics come from its own frames only)."""
+        cfg = self.config
+        frames = 1 + (lengths - cfg.n_fft) // cfg.hop_length
+        spec = torch.stft(
+            samples,
+            cfg.n_fft,
+            cfg.hop_length,
+            window=self.window,
+            center=False,
+            return_complex=True,
+        )
+        power = spec.abs().pow(2)
+        if self.mel_fbanks is None:
+            power = power[:, : cfg.n_bins]
+        else:
+            power = torch.matmul(power.transpose(-1, -2), self.mel_fbanks).transpose(-1, -2)
+        valid = (torch.arange(power.size(-1), device=power.device) < frames[:, None])[:, None]
+        spec = torch.log(power.clamp_min(_MIN_POWER))
+        if cfg.causal:
+            spec = spec.clamp_min(cfg.floor_db * _DB_TO_LOG)
+            if self.has_statistics:
+                spec = (spec - self.mean[:, None]) / self.std[:, None]
+            return spec.masked_fill(~valid, 0.0), frames
+        peak = spec.masked_fill(~valid, -math.inf).amax(dim=(1, 2), keepdim=True)
+        spec = torch.maximum(spec, peak - cfg.dynamic_range_db * _DB_TO_LOG)
+        if cfg.normalization == "peak":
+            half_range = cfg.dynamic_range_db * _DB_TO_LOG / 2
+            spec = torch.where(peak <= _SILENCE, -1.0, (spec - peak) / half_range + 1)
+            return spec.masked_fill(~valid, 0.0), frames
+        # utterance: per-bin means over the utterance's frames, one (unbiased) std over all of them
+        count = frames[:, None, None].to(spec.dtype)
+        centred = spec - spec.masked_fill(~valid, 0.0).sum(dim=-1, keepdim=True) / count
+        centred = centred.masked_fill(~valid, 0.0)
+        elements = count * spec.size(1)
+        std = (centred.pow(2).sum(dim=(1, 2), keepdim=True) / (elements - 1).clamp_min(1)).sqrt()
+        return torch.where(elements > 1, centred / (std + 1e-5), centred), frames

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-import torchaudio
 
-from ds2hub.audio import SAMPLE_RATE, AudioDecodeError, audio_duration, load_audio
+from ds2hub.audio import SAMPLE_RATE, AudioDecodeError, audio_duration, load_audio, resample
 from ds2hub.features import FeatureConfig, LogSpectrogram
 
 REPO = Path(__file__).resolve().parents[1]
@@ -155,9 +154,7 @@ def test_a_silent_band_stays_quiet():
     """8 kHz recordings upsampled to 16 kHz have nothing above 4 kHz: those bins must not be
     blown up to the same variance as speech."""
     speech = load_audio(REPO / "recipes" / "digits" / "test" / "test_0003.opus")
-    narrow = torchaudio.functional.resample(
-        torchaudio.functional.resample(speech, 16000, 8000), 8000, 16000
-    )
+    narrow = resample(resample(speech, 16000, 8000), 8000, 16000)
     spec = LogSpectrogram()(narrow)
     assert spec[100:].std() < 0.1 * spec[:70].std()
 
@@ -323,3 +320,30 @@ def test_statistics_only_for_a_global_front_end():
         LogSpectrogram(FeatureConfig()).set_statistics(torch.zeros(161), torch.ones(161), 1)
     assert LogSpectrogram(FeatureConfig()).has_statistics
     assert not LogSpectrogram(FeatureConfig(normalization="global")).has_statistics
+
+
+REFERENCE = np.load(Path(__file__).parent / "data" / "torchaudio_reference.npz")
+REFERENCE_CONFIGS = {  # as in tests/data/make_torchaudio_reference.py
+    "linear": {},
+    "mel40": {"n_mels": 40},
+    "mel64_8k": {"n_mels": 64, "max_frequency_hz": 7600.0, "window_ms": 32.0},
+    "linear_4k": {"max_frequency_hz": 4000.0},
+    "odd_window": {"window_ms": 25.0, "hop_ms": 12.5},
+}
+
+
+@pytest.mark.parametrize("name", REFERENCE_CONFIGS)
+@pytest.mark.parametrize("normalization", ["utterance", "peak", "global"])
+def test_features_equal_what_torchaudio_computed(name, normalization):
+    """Models trained when the front end ran on torchaudio (its Spectrogram and melscale_fbanks,
+    saved in tests/data by make_torchaudio_reference.py) get the same inputs, within 1e-5."""
+    config = FeatureConfig(normalization=normalization, **REFERENCE_CONFIGS[name])
+    frontend = LogSpectrogram(config)
+    wave = torch.from_numpy(REFERENCE["wave"])
+    power = torch.from_numpy(REFERENCE[f"power_{name}"])
+    torch.testing.assert_close(frontend.power(wave), power, rtol=1e-5, atol=1e-9)
+    if config.n_mels:
+        fbanks = torch.from_numpy(REFERENCE[f"fbanks_{name}"])
+        torch.testing.assert_close(frontend.mel_fbanks, fbanks, rtol=0, atol=1e-6)
+    expected = frontend.normalize(frontend.log_power(power))
+    torch.testing.assert_close(frontend(wave), expected, rtol=0, atol=1e-5)

@@ -132,6 +132,26 @@ def test_features_the_network_cannot_take_give_one_line(tiny_digits, capsys):
     ), err
 
 
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [
+        (["--data.features.sample_rate", "8000"], "features.sample_rate must be 16000"),
+        (["--data.features.hop_ms", "0"], "hop_ms 0"),
+        (["--data.features.window_ms", "0.05"], "window of 1 samples"),
+        (["--data.features.hop_ms", "30"], "hop 1 to the window's length"),
+    ],
+)
+def test_a_front_end_the_dsp_cannot_compute_is_refused_in_one_line(
+    setting, named, tiny_digits, capsys
+):
+    """Refused when the recipe is read, before any data is loaded, as one line with status 2."""
+    fit = ["fit", "--config", str(CONF / "digits_tiny.yaml"), "--data.path", str(tiny_digits)]
+    assert main([*fit, *setting]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.splitlines()[-1].startswith("ds2hub: error: "), err
+    assert named in err.splitlines()[-1], err
+
+
 def test_debug_variable_shows_the_traceback(mistakes, monkeypatch):
     monkeypatch.setenv("DS2HUB_DEBUG", "1")
     with pytest.raises(UsageError):

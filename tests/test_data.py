@@ -339,3 +339,70 @@ def test_a_batch_with_nothing_decodable_is_skipped_not_fatal(tiny_digits, tmp_pa
         and float(metrics["val/skipped_undecodable"]) == 1
     )
     assert torch.isfinite(metrics["val/loss"])
+
+
+FRONTENDS = {
+    "utterance": {},
+    "peak": {"normalization": "peak"},
+    "global": {"normalization": "global"},
+    "mel": {"n_mels": 40, "max_frequency_hz": 4000.0},
+}
+
+
+@pytest.mark.parametrize("frontend", list(FRONTENDS))
+def test_a_front_end_on_the_device_gives_the_features_and_masks_of_the_workers(corpora, frontend):
+    """`data.frontend_on_device`: the same batch, its features computed in the step (padded
+    samples in, `LogSpectrogram.batch`, the workers' SpecAugment masks) equals the workers'."""
+    from ds2hub.features import FeatureConfig
+    from ds2hub.training.data.augment import Noise, SpecAugment
+
+    config = FeatureConfig(**FRONTENDS[frontend])
+    batches = {}
+    for on_device in (False, True):
+        torch.manual_seed(3)  # the Augmenter seeds itself from the process's torch seed
+        augment = [Noise(prob=0.5), SpecAugment(freq_masks=2, freq_mask_width=8, time_masks=2, time_mask_width=10)]  # fmt: skip
+        dm = SpeechDataModule(CharTokenizer(), str(corpora["fsdd"]), text_column="transcription", holdout_column="speaker_id", holdout_values=["spk1"], test_split=None, batch_size=5, augment=augment, features=config, frontend_on_device=on_device)  # fmt: skip
+        if config.global_stats:  # statistics, as training hands them to the DataModule
+            mean, std = torch.linspace(-20, -10, config.n_bins), torch.linspace(1, 3, config.n_bins)
+            dm.frontend.set_statistics(mean, std, 9)
+        dm.setup("fit")
+        batch = next(iter(dm.train_dataloader()))
+        assert ("samples" in batch) == on_device and ("features" in batch) != on_device
+        batches[on_device] = dm.on_after_batch_transfer(batch, 0)
+    workers, device = batches[False], batches[True]
+    assert torch.equal(workers["feature_lengths"], device["feature_lengths"])
+    assert device["features"].shape == workers["features"].shape
+    torch.testing.assert_close(device["features"], workers["features"], rtol=0, atol=2e-5)
+    masked = (workers["features"][:, :, 1:] == workers["features"][:, :, :-1]).all(dim=1)
+    assert masked.any()  # (SpecAugment's time masks are in the batch being compared)
+
+
+def test_a_front_end_on_the_device_refuses_feature_transforms_it_cannot_run(corpora):
+    from ds2hub.errors import ConfigError
+    from ds2hub.training.data.augment import VTLP
+
+    with pytest.raises(ConfigError, match="only feature transform it takes is one SpecAugment"):
+        SpeechDataModule(CharTokenizer(), str(corpora["fsdd"]), augment=[VTLP()], frontend_on_device=True)  # fmt: skip
+
+
+def test_training_with_the_front_end_on_the_device_takes_the_same_steps(tiny_digits, tmp_path):
+    """`ds2hub fit ... --data.frontend_on_device true` through the Trainer: the same losses and
+    validation figures as the workers' front end (the same features, the same masks)."""
+    results = []
+    for on_device in ("false", "true"):
+        out = tmp_path / on_device
+        cli = run_cli(
+            [
+                "fit", "--config", str(Path(__file__).parent / "conf" / "digits_tiny.yaml"),
+                "--data.path", str(tiny_digits), "--data.frontend_on_device", on_device,
+                "--data.augment+=ds2hub.training.data.augment.SpecAugment",
+                "--data.augment.init_args.time_masks=2", "--trainer.limit_train_batches", "3",
+                "--trainer.max_epochs", "1",
+                "--trainer.default_root_dir", str(out), "--trainer.logger.init_args.save_dir", str(out),
+            ]
+        )  # fmt: skip
+        assert cli.datamodule.frontend_on_device == (on_device == "true")
+        metrics = cli.trainer.callback_metrics
+        results.append({k: float(metrics[k]) for k in ("train/loss", "val/loss", "val/cer")})
+    workers, device = results
+    assert device == pytest.approx(workers, rel=1e-4)

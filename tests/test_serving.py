@@ -24,7 +24,7 @@ from standins import STREAMING_ARCH
 from starlette.testclient import TestClient, WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 
-from ds2hub.audio import load_audio
+from ds2hub.audio import load_audio, resample
 from ds2hub.cli.main import main
 from ds2hub.errors import ConfigError
 from ds2hub.features import frame_statistics
@@ -310,9 +310,7 @@ def test_a_stream_gives_partials_and_the_offline_transcript(recognizer, encoding
 
 def test_other_sample_rates_are_resampled_and_unsupported_ones_refused(recognizer):
     wave = _speech(1)[0]
-    import torchaudio.functional as AF
-
-    at_8k = AF.resample(wave, RATE, 8000).numpy()
+    at_8k = resample(torch.as_tensor(wave), RATE, 8000).numpy()
     with TestClient(create_app(recognizer)) as client:
         with client.websocket_connect("/stream?sample_rate=8000") as ws:
             final = _stream(ws, at_8k, chunk=800)[-1]

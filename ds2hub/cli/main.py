@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -241,6 +242,13 @@ def main(args: list[str] | None = None) -> int:
     status: 0 on success; 2 with one `ds2hub: error: ...` line on stderr for `USER_ERRORS` (with
     the traceback if `DS2HUB_DEBUG=1`); otherwise the exception propagates (a bug)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Lightning 2.6 builds torch's LeafSpec, which torch 2.15 deprecates, at every step: nothing
+    # a ds2hub user can act on.
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
+    )
     try:
         run_cli(args)
     except USER_ERRORS as error:

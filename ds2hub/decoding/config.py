@@ -19,7 +19,7 @@ class DecoderConfig:
     with |y| the number of LM units (words, or characters for a character LM).
     """
 
-    backend: str = "flashlight"  # `flashlight` (torchaudio's ctc_decoder) or `pyctcdecode`
+    backend: str = "flashlight"  # `flashlight` (flashlight-text's beam search) or `pyctcdecode`
     beam_size: int = 50  # hypotheses kept per frame
     lm_weight: float = 1.0  # α: weight of the LM's natural-log probability
     word_score: float = 0.0  # β: added per LM unit (positive: longer outputs)

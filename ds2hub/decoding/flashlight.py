@@ -1,4 +1,4 @@
-"""The flashlight backend: torchaudio's `ctc_decoder` (flashlight-text's beam search with KenLM).
+"""The flashlight backend: flashlight-text's CTC beam search with KenLM, through its own bindings.
 
 Word LMs: a lexicon search, hypotheses only spell lexicon words (`lexicon_entries`) and each
 finished word adds α log P(word | history) + β. Character LMs: a lexicon-free search scoring
@@ -7,6 +7,7 @@ every token as it is emitted (β does not apply: flashlight has no per-word scor
 
 from __future__ import annotations
 
+import itertools
 import logging
 import tempfile
 from functools import cache
@@ -119,8 +120,6 @@ class FlashlightDecoder:
     """
 
     def __init__(self, tokenizer: Tokenizer, config: DecoderConfig) -> None:
-        from torchaudio.models.decoder import ctc_decoder  # needs flashlight-text
-
         if config.hotwords:
             raise ConfigError("the flashlight backend has no hotwords; use backend pyctcdecode")
         self.tokenizer, self.config = tokenizer, config
@@ -140,7 +139,7 @@ class FlashlightDecoder:
                     )
                 units, what = lm_characters(tokenizer), "model's characters"
                 # The lexicon-free search asks the LM about token ids: its dictionary must list
-                # the tokens in id order (torchaudio's default builds it from an unordered map).
+                # the tokens in id order.
                 lm_dict = str(Path(tmp, "lm_tokens.txt"))
                 Path(lm_dict).write_text(
                     "".join(f"{t}\n" for t in self.vocab.flashlight_tokens), encoding="utf-8"
@@ -158,18 +157,8 @@ class FlashlightDecoder:
                     write_unigram_arpa(priors, Path(lm_file))
             if info is not None:
                 self.coverage = check_coverage(coverage(units, info.vocabulary), what, info.path)
-            self._decoder = ctc_decoder(
-                lexicon=lexicon_file,
-                tokens=list(self.vocab.flashlight_tokens),
-                lm=lm_file,
-                lm_dict=lm_dict,
-                beam_size=config.beam_size,
-                beam_threshold=config.beam_threshold,
-                lm_weight=config.lm_weight,
-                word_score=config.word_score,
-                blank_token=BLANK,
-                sil_token=SIL,
-                unk_word="<unk>",
+            self._search = _Search(
+                list(self.vocab.flashlight_tokens), lexicon_file, lm_file, lm_dict, config
             )
 
     def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
@@ -179,12 +168,110 @@ class FlashlightDecoder:
         if self.vocab.extra_sil:  # (B, T, V + 1): the boundary column, never emitted
             never = emissions.new_full((*emissions.shape[:2], 1), NEVER)
             emissions = torch.cat([emissions, never], dim=-1)
-        hyps = self._decoder(emissions.contiguous(), lengths.cpu().to(torch.int32))
-        return [self._text(h[0]) if h else "" for h in hyps]
+        return [
+            self._text(*best) if best else ""
+            for best in self._search(emissions.contiguous(), lengths.cpu())
+        ]
 
-    def _text(self, hyp) -> str:
+    def _text(self, tokens: list[int], words: list[str]) -> str:
         if self.vocab.unit == "char":
             n = self.tokenizer.vocab_size
-            ids = [int(i) for i in hyp.tokens if 0 < int(i) < n]
+            ids = [i for i in _collapse(tokens, self._search.blank) if 0 < i < n]
             return self.tokenizer.decode(ids)
-        return self.vocab.joiner.join(hyp.words)
+        return self.vocab.joiner.join(words)
+
+
+def _collapse(tokens: list[int], blank: int) -> list[int]:
+    """A CTC path's labels: repeats merged, then blanks dropped."""
+    return [t for t, _ in itertools.groupby(tokens) if t != blank]
+
+
+class _Search:
+    """flashlight-text's lexicon (word LM) or lexicon-free (character LM) CTC beam search: a trie
+    of the lexicon's spellings smeared with each word's unigram score, unknown words never emitted,
+    silence free, the max (not log-add) of merged hypotheses, every token considered per frame
+    (the set-up of torchaudio's `ctc_decoder`, which wrapped the same bindings).
+
+    Args:
+        tokens: flashlight's token names in id order (blank and silence among them).
+        lexicon: a lexicon file (word, then its tokens, per line), or None for the lexicon-free
+            search.
+        lm: an ARPA or KenLM binary file, or None (no LM: `ZeroLM`).
+        lm_dict: the lexicon-free search's LM dictionary file (one token per line, id order).
+        config: beam size, threshold and the LM's weight and word score.
+    """
+
+    def __init__(
+        self,
+        tokens: list[str],
+        lexicon: str | None,
+        lm: str | None,
+        lm_dict: str | None,
+        config: DecoderConfig,
+    ) -> None:
+        from flashlight.lib.text import decoder as fl
+        from flashlight.lib.text.decoder.kenlm import KenLM
+        from flashlight.lib.text.dictionary import Dictionary, create_word_dict, load_words
+
+        token_dict = Dictionary(tokens)
+        self.blank, silence = token_dict.get_index(BLANK), token_dict.get_index(SIL)
+        words = load_words(lexicon) if lexicon else None
+        if lm_dict is not None:
+            word_dict = Dictionary(lm_dict)
+        elif words is not None:
+            word_dict = create_word_dict(words)
+        else:
+            word_dict = None
+        # The LM must outlive the decoder, which holds it by reference only (pybind11): kept here.
+        self.lm = KenLM(lm, word_dict) if lm else fl.ZeroLM()
+        common = {
+            "beam_size": config.beam_size,
+            "beam_size_token": token_dict.index_size(),
+            "beam_threshold": config.beam_threshold,
+            "lm_weight": config.lm_weight,
+            "sil_score": 0.0,
+            "log_add": False,
+            "criterion_type": fl.CriterionType.CTC,
+        }
+        if words is None:
+            options = fl.LexiconFreeDecoderOptions(**common)
+            self.decoder = fl.LexiconFreeDecoder(options, self.lm, silence, self.blank, [])
+            self.word_dict = None
+            return
+        options = fl.LexiconDecoderOptions(
+            **common, word_score=config.word_score, unk_score=float("-inf")
+        )
+        trie = fl.Trie(token_dict.index_size(), silence)
+        start = self.lm.start(False)
+        for word, spellings in words.items():
+            index = word_dict.get_index(word)
+            _, score = self.lm.score(start, index)
+            for spelling in spellings:
+                trie.insert([token_dict.get_index(t) for t in spelling], index, score)
+        trie.smear(fl.SmearingMode.MAX)
+        unknown = word_dict.get_index("<unk>")
+        self.decoder = fl.LexiconDecoder(
+            options, trie, self.lm, silence, self.blank, unknown, [], False
+        )
+        self.word_dict = word_dict
+
+    def __call__(
+        self, emissions: torch.Tensor, lengths: torch.Tensor
+    ) -> list[tuple[list[int], list[str]] | None]:
+        """(B, T, N) contiguous float32 CPU log-probabilities, (B,) valid frames -> per utterance
+        the best hypothesis's frame-level tokens and its words (None: no hypothesis)."""
+        batch, _, n = emissions.shape
+        results = []
+        for b in range(batch):
+            pointer = emissions.data_ptr() + emissions.element_size() * b * emissions.stride(0)
+            hyps = self.decoder.decode(pointer, int(lengths[b]), n)
+            if not hyps:
+                results.append(None)
+                continue
+            words = (
+                [self.word_dict.get_entry(w) for w in hyps[0].words if w >= 0]
+                if self.word_dict is not None
+                else []
+            )
+            results.append((list(hyps[0].tokens), words))
+        return results

@@ -38,7 +38,7 @@ def reference_normalizer(tokenizer: Tokenizer) -> tuple[Callable[[str], str], st
 
 def edit_distance(hyp: Sequence[str], ref: Sequence[str]) -> int:
     """Levenshtein distance (substitutions, insertions and deletions all cost 1). Written here:
-    inference loads neither torchmetrics (the layer contract) nor torchaudio (being dropped)."""
+    inference does not load torchmetrics (the layer contract), the library training uses."""
     row = list(range(len(ref) + 1))
     for i, h in enumerate(hyp, 1):
         diagonal, row[0] = row[0], i

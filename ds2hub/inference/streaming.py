@@ -62,8 +62,8 @@ def check_stream_ready(recognizer: SpeechRecognizer) -> None:
 class _SampleFramer:
     """Cuts a sample stream into the STFT windows of the whole-utterance front end.
 
-    The whole pass centres its windows and reflects the signal at both ends (torchaudio's
-    `Spectrogram(center=True)`): the left reflection needs the first `n_fft // 2 + 1` samples, the
+    The whole pass centres its windows and reflects the signal at both ends
+    (`ds2hub.features.power_spectrogram`): the left reflection needs the first `n_fft // 2 + 1` samples, the
     right one the last, so the first frame waits for them and `finish` builds the right end.
     """
 
@@ -193,7 +193,7 @@ class StreamSession:
             return torch.zeros(self.recognizer.features.n_bins, 0)
         with torch.no_grad():
             frontend = self.recognizer.frontend
-            return frontend.frames(padded.to(frontend.spectrogram.window.device))
+            return frontend.frames(padded.to(frontend.window.device))
 
     def _update(self, net: _NetworkStream, logits: torch.Tensor) -> Callable[[], None]:
         """Computes what a step's new (n, V) output frames change without changing the session

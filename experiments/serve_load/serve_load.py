@@ -160,11 +160,14 @@ async def run_load(address: str, streams: int, seconds: float, timeout: float) -
     }
 
 
-def serve(folder: Path, port: int, max_batch: int, max_wait_ms: float, threads: int):
+def serve(
+    folder: Path, port: int, max_batch: int, max_wait_ms: float, threads: int, device: str = "cpu"
+):
     command = [
         sys.executable, "-m", "ds2hub", "serve", str(folder), "--port", str(port),
         "--max-batch-size", str(max_batch), "--max-wait-ms", str(max_wait_ms),
         "--threads", str(threads), "--max-streams", "1000", "--log-level", "warning",
+        "--device", device,
     ]  # fmt: skip
     server = subprocess.Popen(command)
     import httpx
@@ -211,6 +214,7 @@ def main() -> None:
         help="max wait settings to measure with batching on",
     )  # fmt: skip
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the server")
+    parser.add_argument("--device", default="cpu", help="the server's device (cuda on a GPU)")
     parser.add_argument("--timeout", type=float, default=60.0, help="wait for finals after sending")
     args = parser.parse_args()
 
@@ -220,7 +224,7 @@ def main() -> None:
         configs = [(f"on, wait {w:g} ms", args.max_batch_size, w) for w in args.max_wait_ms]
         for label, max_batch, wait in [*configs, ("off", 1, 0.0)]:
             port = free_port()
-            server = serve(folder, port, max_batch, wait, args.threads)
+            server = serve(folder, port, max_batch, wait, args.threads, args.device)
             address = f"127.0.0.1:{port}"
             try:
                 for n in args.streams:

@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
-import torchaudio.functional as AF
+from scipy.signal import lfilter
 
-from ds2hub.audio import SAMPLE_RATE, AudioDecodeError, load_audio
+from ds2hub.audio import SAMPLE_RATE, AudioDecodeError, load_audio, resample
 from ds2hub.errors import ConfigError
 from ds2hub.features import FeatureConfig
 
@@ -95,9 +96,28 @@ def coloured_noise(
 _TEMPO_N_FFT, _TEMPO_HOP = 512, 128
 
 
+def phase_vocoder(spec: torch.Tensor, rate: float, phase_advance: torch.Tensor) -> torch.Tensor:
+    """(F, T) complex STFT -> (F, ceil(T / rate)): frames read every `rate` frames, magnitudes
+    interpolated between neighbours, phases advanced by each bin's expected advance per hop
+    (`phase_advance`, (F, 1)) plus the wrapped deviation measured between the neighbours
+    (Laroche & Dolson, 1999), as librosa's `phase_vocoder` does.
+    """
+    steps = torch.arange(0, spec.shape[-1], rate, dtype=spec.real.dtype)
+    alphas = steps % 1.0
+    first_phase = spec[..., :1].angle()
+    padded = torch.nn.functional.pad(spec, [0, 2])
+    left = padded.index_select(-1, steps.long())
+    right = padded.index_select(-1, (steps + 1).long())
+    deviation = right.angle() - left.angle() - phase_advance
+    deviation = deviation - 2 * math.pi * torch.round(deviation / (2 * math.pi))
+    phase = torch.cat([first_phase, (deviation + phase_advance)[..., :-1]], dim=-1)
+    magnitude = alphas * right.abs() + (1 - alphas) * left.abs()
+    return torch.polar(magnitude, torch.cumsum(phase, -1))
+
+
 def change_tempo(wave: torch.Tensor, rate: float) -> torch.Tensor:
     """(T,) -> about (T / rate,): the same words at `rate` times the speed and the same pitch,
-    through torchaudio's phase vocoder (sox's `tempo`, which Kaldi uses, left torchaudio)."""
+    through a phase vocoder (`phase_vocoder`)."""
     if rate <= 0:
         raise ValueError(f"tempo rate must be positive, not {rate}")
     if rate == 1.0 or wave.numel() < _TEMPO_N_FFT:
@@ -105,7 +125,7 @@ def change_tempo(wave: torch.Tensor, rate: float) -> torch.Tensor:
     window = torch.hann_window(_TEMPO_N_FFT)
     spec = torch.stft(wave, _TEMPO_N_FFT, _TEMPO_HOP, window=window, return_complex=True)
     advance = torch.linspace(0, torch.pi * _TEMPO_HOP, spec.shape[0])[:, None]
-    stretched = AF.phase_vocoder(spec, rate, advance)
+    stretched = phase_vocoder(spec, rate, advance)
     length = int(round(wave.numel() / rate))
     return torch.istft(stretched, _TEMPO_N_FFT, _TEMPO_HOP, window=window, length=length)
 
@@ -120,8 +140,8 @@ def warp_frequency(
 
     Content at frequency f moves to f * alpha up to `boundary` of the band (lowered for alpha > 1
     so nothing is pushed off the top); a second straight segment maps the rest onto what is left,
-    so the top bin stays the top bin. Each output bin interpolates its two source bins (torchaudio
-    has no VTLP). `frequencies`: the (F,) increasing centre frequency of each row
+    so the top bin stays the top bin. Each output bin interpolates its two source bins.
+    `frequencies`: the (F,) increasing centre frequency of each row
     (`FeatureConfig.bin_frequencies`), which mel rows need; None for a linear spectrogram.
     """
     if alpha <= 0:
@@ -150,10 +170,8 @@ def warp_frequency(
 
 
 def peaking_filter(centre_hz: float, gain_db: float, q: float) -> tuple[list[float], list[float]]:
-    """The RBJ audio-EQ-cookbook peaking filter: biquad coefficients `(b, a)`, numerator first
-    (`AF.lfilter` takes them the other way round). torchaudio's `equalizer_biquad` has the same
-    formulas but filters with `clamp=True`, clipping what a boost (or the phase shift of a
-    peak-normalised word) pushes past [-1, 1]."""
+    """The RBJ audio-EQ-cookbook peaking filter: biquad coefficients `(b, a)`, numerator first,
+    as `scipy.signal.lfilter` takes them."""
     amplitude = 10 ** (gain_db / 40)
     w0 = 2 * math.pi * centre_hz / SAMPLE_RATE
     alpha = math.sin(w0) / (2 * q)
@@ -168,12 +186,20 @@ def equalize(wave: torch.Tensor, bands: Sequence[tuple[float, float, float]]) ->
     (`peaking_filter`); the result is rescaled if needed so its peak is not above the input's."""
     if not bands or wave.numel() == 0:
         return wave
-    out = wave
+    out = wave.detach().cpu().numpy().astype(np.float64)
     for centre, gain, q in bands:
-        b, a = (wave.new_tensor(c) for c in peaking_filter(centre, gain, q))
-        out = AF.lfilter(out, a, b, clamp=False)
-    peak, out_peak = float(wave.abs().max()), float(out.abs().max())
-    return out * (peak / out_peak) if out_peak > peak > 0 else out
+        out = lfilter(*peaking_filter(centre, gain, q), out)
+    filtered = torch.from_numpy(out.astype(np.float32))
+    peak, out_peak = float(wave.abs().max()), float(filtered.abs().max())
+    return filtered * (peak / out_peak) if out_peak > peak > 0 else filtered
+
+
+def _with_length(wave: torch.Tensor, length: int) -> torch.Tensor:
+    """(T,) cut or zero-padded at the end to `length` samples (a resampler's output may be a
+    sample off the exact ratio)."""
+    if wave.numel() >= length:
+        return wave[:length]
+    return torch.nn.functional.pad(wave, (0, length - wave.numel()))
 
 
 # --- waveform transforms ---------------------------------------------------------------------------
@@ -182,7 +208,8 @@ class Narrowband(Transform):
     telephone and 8 kHz corpora keeps the model from relying on what they lack."""
 
     def apply(self, wave: torch.Tensor, rng: Rng) -> torch.Tensor:
-        return AF.resample(AF.resample(wave, SAMPLE_RATE, 8000), 8000, SAMPLE_RATE)
+        narrow = resample(resample(wave, SAMPLE_RATE, 8000), 8000, SAMPLE_RATE)
+        return _with_length(narrow, wave.numel())
 
 
 class TrimEnds(Transform):
@@ -245,7 +272,10 @@ class Speed(Transform):
         self.factors = tuple(float(f) for f in factors)
 
     def apply(self, wave: torch.Tensor, rng: Rng) -> torch.Tensor:
-        return AF.speed(wave, SAMPLE_RATE, rng.py.choice(self.factors))[0]
+        # Resampled as if recorded at factor x the rate: factor times fewer samples.
+        factor = rng.py.choice(self.factors)
+        faster = resample(wave, SAMPLE_RATE * factor, SAMPLE_RATE)
+        return _with_length(faster, math.ceil(wave.numel() / factor))
 
 
 class Tempo(Transform):
@@ -335,8 +365,14 @@ class Noise(Transform):
     def apply(self, wave: torch.Tensor, rng: Rng) -> torch.Tensor:
         if not wave.abs().max() > 0:
             return wave
-        snr = torch.tensor([rng.py.uniform(*self.snr_db)])
-        return AF.add_noise(wave[None], self.noise(wave.numel(), rng)[None], snr)[0]
+        snr_db = rng.py.uniform(*self.snr_db)
+        noise = self.noise(wave.numel(), rng)
+        noise_power = noise.pow(2).sum()
+        if not noise_power > 0:
+            return wave
+        # Scaled so that 10 log10(signal energy / noise energy) = snr_db.
+        scale = (wave.pow(2).sum() / noise_power / 10 ** (snr_db / 10)).sqrt()
+        return wave + scale * noise
 
 
 # --- feature transforms ----------------------------------------------------------------------------
@@ -391,30 +427,62 @@ class SpecAugment(Transform):
         return self.apply(spec, rng)  # no draw of its own: every utterance is masked
 
     def apply(self, spec: torch.Tensor, rng: Rng) -> torch.Tensor:
-        mean = float(spec.mean())
-        for _ in range(self.freq_masks):
-            spec = _mask(spec, 0, self.freq_mask_width, mean, rng.torch)
+        masks = self.draw(spec.shape[0], spec.shape[1], rng)
+        return apply_masks(spec, masks, float(spec.mean()))
+
+    def draw(self, n_bins: int, n_frames: int, rng: Rng) -> list[Mask]:
+        """The masks of one utterance of `n_bins` x `n_frames` features (its draws from
+        `rng.torch`), for `apply_masks`."""
+        masks = [
+            _draw_mask(0, n_bins, self.freq_mask_width, rng.torch) for _ in range(self.freq_masks)
+        ]
         width = self.time_mask_width
-        if self.time_mask_max_ratio != 1.0:  # torchaudio's rule: p = 1 leaves the width alone
-            width = min(width, int(spec.shape[1] * self.time_mask_max_ratio))
-        for _ in range(self.time_masks):
-            spec = _mask(spec, 1, width, mean, rng.torch)
-        return spec
+        if self.time_mask_max_ratio != 1.0:  # (SpecAugment's p = 1 leaves the width alone)
+            width = min(width, int(n_frames * self.time_mask_max_ratio))
+        masks += [_draw_mask(1, n_frames, width, rng.torch) for _ in range(self.time_masks)]
+        return [m for m in masks if m is not None]
 
 
-def _mask(
-    spec: torch.Tensor, axis: int, width: int, value: float, generator: torch.Generator
-) -> torch.Tensor:
-    """(F, T) with one mask along `axis` of a width uniform in [0, width), as
-    `torchaudio.functional.mask_along_axis` draws it (its draws, from `generator`)."""
+Mask = tuple[int, int, int]  # (axis: 0 features, 1 frames; first; end)
+
+
+def _draw_mask(axis: int, size: int, width: int, generator: torch.Generator) -> Mask | None:
+    """One mask along `axis` of a width uniform in [0, width) at a start uniform in what is left
+    (two draws from `generator`); None when `width` < 1 (no draw)."""
     if width < 1:
+        return None
+    span = torch.rand(1, generator=generator) * width
+    start = torch.rand(1, generator=generator) * (size - span)
+    return axis, int(start.long()), int(start.long() + span.long())
+
+
+def apply_masks(spec: torch.Tensor, masks: Sequence[Mask], value: float) -> torch.Tensor:
+    """(F, T) with each mask's features or frames set to `value`."""
+    if not masks:
         return spec
-    size = torch.rand(1, generator=generator) * width
-    start = torch.rand(1, generator=generator) * (spec.shape[axis] - size)
-    first, last = int(start.long()), int(start.long() + size.long())
-    positions = torch.arange(spec.shape[axis])
-    mask = (positions >= first) & (positions < last)
-    return spec.masked_fill(mask[:, None] if axis == 0 else mask, value)
+    spec = spec.clone()
+    for axis, first, end in masks:
+        if axis == 0:
+            spec[first:end] = value
+        else:
+            spec[:, first:end] = value
+    return spec
+
+
+def apply_batch_masks(
+    features: torch.Tensor, frames: torch.Tensor, masks: Sequence[Sequence[Mask]]
+) -> torch.Tensor:
+    """(B, F, T) zero-padded features with each utterance's `masks` applied within its `frames`,
+    at its mean (as `SpecAugment` does to one utterance): the masks drawn in the loader workers,
+    applied on the training device."""
+    features = features.clone()
+    for i, utterance in enumerate(masks):
+        if utterance:
+            n = int(frames[i])
+            features[i, :, :n] = apply_masks(
+                features[i, :, :n], utterance, float(features[i, :, :n].mean())
+            )
+    return features
 
 
 # --- the pipeline ----------------------------------------------------------------------------------
@@ -455,6 +523,7 @@ class Augmenter:
             )
         for transform in self.transforms:
             transform.setup(features)
+        self.n_bins = features.n_bins
         self._rng: Rng | None = None
         self._pid = -1
 
@@ -478,3 +547,24 @@ class Augmenter:
     def features(self, spec: torch.Tensor, rng: Rng | None = None) -> torch.Tensor:
         """(F, T) normalised features -> (F, T) through the feature transforms."""
         return self._run("features", spec, rng)
+
+    def check_masks_only(self) -> None:
+        """Raises `ConfigError` unless the feature transforms are at most one `SpecAugment`,
+        whose masks `feature_masks` can draw without the features (a front end on the device)."""
+        stage = [t for t in self.transforms if t.stage == "features"]
+        if len(stage) > 1 or any(not isinstance(t, SpecAugment) for t in stage):
+            names = ", ".join(type(t).__name__ for t in stage)
+            raise ConfigError(
+                "data.frontend_on_device computes the features on the training device, so the "
+                f"only feature transform it takes is one SpecAugment (got {names})"
+            )
+
+    def feature_masks(self, n_frames: int, rng: Rng | None = None) -> list[Mask]:
+        """The masks the feature transforms would apply to `n_frames` frames (see
+        `check_masks_only`), drawn as `features` draws them."""
+        rng = self.rng() if rng is None else rng
+        masks: list[Mask] = []
+        for transform in self.transforms:
+            if isinstance(transform, SpecAugment):
+                masks += transform.draw(self.n_bins, n_frames, rng)
+        return masks

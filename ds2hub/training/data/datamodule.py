@@ -23,7 +23,7 @@ from ds2hub.audio import AudioDecodeError, audio_duration, load_audio
 from ds2hub.errors import ConfigError
 from ds2hub.features import FeatureConfig, LogSpectrogram
 from ds2hub.tokenizers import Tokenizer
-from ds2hub.training.data.augment import Augmenter, Transform, build_transforms
+from ds2hub.training.data.augment import Augmenter, Transform, apply_batch_masks, build_transforms
 from ds2hub.training.data.corpora import available_layouts, detect_layout
 from ds2hub.training.data.dataset import (
     SpeechDataset,
@@ -194,6 +194,10 @@ class SpeechDataModule(L.LightningDataModule):
         num_workers: DataLoader worker processes.
         seed: seed of batch order and holdout.
         features: the spectrogram front end.
+        frontend_on_device: the workers decode, apply waveform transforms and draw SpecAugment's
+            masks; the spectrogram, its normalisation and the masks are computed in the training
+            step on its device (`LogSpectrogram.batch`), with the same result. For GPUs that
+            consume audio faster than the workers make features (experiments/overheads).
     """
 
     def __init__(
@@ -230,6 +234,7 @@ class SpeechDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         features: FeatureConfig = FeatureConfig(),
+        frontend_on_device: bool = False,
     ) -> None:
         super().__init__()
         self.tokenizer = tokenizer
@@ -263,6 +268,10 @@ class SpeechDataModule(L.LightningDataModule):
         # Built here, so a list it cannot run is refused when the recipe is read.
         self.augment = build_transforms(augment)
         self.augmenter = Augmenter(self.augment, features) if self.augment else None
+        self.frontend_on_device = frontend_on_device
+        if frontend_on_device and self.augmenter is not None:
+            self.augmenter.check_masks_only()
+        self._device_frontends: dict[torch.device, LogSpectrogram] = {}
         self.datasets: dict[str, SpeechDataset | StreamingSpeechDataset] = {}
         self.dropped: dict[str, Counter[str]] = {}
         self._train_loader: DataLoader | None = None
@@ -513,6 +522,7 @@ class SpeechDataModule(L.LightningDataModule):
                 durations,
                 augmenter,
             )
+            self.datasets[stage].frontend_on_device = self.frontend_on_device
             log.info("%s: %d utterances, %.1f min", stage, len(ds), sum(durations) / 60)
         return self.datasets[stage]
 
@@ -553,10 +563,12 @@ class SpeechDataModule(L.LightningDataModule):
             self.describe("train"), rank, world,
             f"{per_epoch} batches per epoch" if per_epoch else "one pass per epoch",
         )  # fmt: skip
-        return StreamingSpeechDataset(
+        dataset = StreamingSpeechDataset(
             stream, self.tokenizer, self.frontend, self.audio_column, self.text_column, order,
             augmenter, self._check,
         )  # fmt: skip
+        dataset.frontend_on_device = self.frontend_on_device
+        return dataset
 
     def _stream_batches(self, world: int, size: int | None) -> int | None:
         """Batches per epoch and rank of a stream, None for one pass per epoch (as documented
@@ -658,6 +670,24 @@ class SpeechDataModule(L.LightningDataModule):
                 dataset, sampler, self._current_epoch, batch_sampler=sampler, **common
             )
         return DataLoader(dataset, batch_sampler=sampler, **common)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """With `frontend_on_device`, a batch of padded samples gets its features here, on the
+        step's device: the spectrogram, its normalisation, then SpecAugment's masks drawn in the
+        workers. Other batches pass as they are."""
+        if not isinstance(batch, dict) or "samples" not in batch:
+            return batch
+        device = batch["samples"].device
+        frontend = self._device_frontends.get(device)
+        if frontend is None:
+            frontend = self._device_frontends[device] = LogSpectrogram(self.features).to(device)
+        if self.features.global_stats:  # the statistics the task estimated when fit started
+            frontend.load_state_dict(self.frontend.state_dict())
+        with torch.no_grad():
+            features, frames = frontend.batch(batch.pop("samples"), batch.pop("sample_lengths"))
+            if any(batch["masks"]):
+                features = apply_batch_masks(features, frames, batch["masks"])
+        return {**batch, "features": features, "feature_lengths": frames}
 
     def train_dataloader(self) -> DataLoader:
         # One loader per fit: each epoch's reload (`_reload_every_epoch`) keeps its workers.

@@ -13,6 +13,7 @@ from operator import attrgetter
 from typing import Any
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from ds2hub.audio import AudioDecodeError, load_audio
@@ -34,8 +35,12 @@ class SpeechDataset(Dataset):
     """Utterances of one split, ready for the model.
 
     Items are dicts with `features` (F, T), `tokens` (S,), `text` and `duration`; an utterance
-    whose audio fails to decode yields None (counted and dropped by `collate`).
+    whose audio fails to decode yields None (counted and dropped by `collate`). With
+    `frontend_on_device`, `samples` (the padded waveform), `frames` and SpecAugment's `masks`
+    replace `features`, which the training step computes on its device.
     """
+
+    frontend_on_device = False
 
     def __init__(
         self,
@@ -67,19 +72,26 @@ def make_item(row: dict[str, Any], index: int, source: Any) -> dict[str, Any] | 
         log.warning("skipping utterance %d: %s", index, error)
         return None
     text = row[source.text_column]
+    item: dict[str, Any] = {
+        "tokens": torch.tensor(source.tokenizer.encode(text), dtype=torch.long),
+        "text": text,
+        "index": index,
+    }
     with torch.no_grad():
         if source.augmenter is not None:
             waveform = source.augmenter.waveform(waveform)
+        item["duration"] = waveform.numel() / source.frontend.config.sample_rate
+        if source.frontend_on_device:  # the features are computed from these in the step
+            samples = source.frontend.reflect_pad(waveform)
+            frames = 1 + (samples.numel() - source.frontend.config.n_fft) // (
+                source.frontend.config.hop_length
+            )
+            masks = source.augmenter.feature_masks(frames) if source.augmenter else []
+            return {**item, "samples": samples, "frames": frames, "masks": masks}
         features = source.frontend(waveform)  # (F, T)
         if source.augmenter is not None:
             features = source.augmenter.features(features)
-    return {
-        "features": features,
-        "tokens": torch.tensor(source.tokenizer.encode(text), dtype=torch.long),
-        "text": text,
-        "duration": waveform.numel() / source.frontend.config.sample_rate,
-        "index": index,
-    }
+    return {**item, "features": features}
 
 
 @dataclass(frozen=True)
@@ -132,6 +144,7 @@ class StreamingSpeechDataset(IterableDataset):
         self.data, self.tokenizer, self.frontend = stream, tokenizer, frontend
         self.audio_column, self.text_column, self.order = audio_column, text_column, order
         self.augmenter, self.check = augmenter, check
+        self.frontend_on_device = False  # (see SpeechDataset)
         self.dropped: Counter[str] = Counter()
         self.epoch = 0
         self._skip = 0
@@ -263,17 +276,27 @@ def collate(items: list[dict[str, Any] | None]) -> dict[str, Any]:
     if not items:  # nothing decoded: an empty batch that steps skip, so the run goes on
         log.warning("skipping a batch: none of its %d utterance(s) decoded", skipped)
         return {"skipped_undecodable": skipped}
-    lengths = torch.tensor([it["features"].size(1) for it in items])
     target_lengths = torch.tensor([it["tokens"].numel() for it in items])
-    # (B, F, T) and (B, S), zero-padded
-    features = torch.zeros(len(items), items[0]["features"].size(0), int(lengths.max()))
     targets = torch.zeros(len(items), max(int(target_lengths.max()), 1), dtype=torch.long)
     for i, it in enumerate(items):
-        features[i, :, : lengths[i]] = it["features"]
         targets[i, : target_lengths[i]] = it["tokens"]
+    if "samples" in items[0]:  # the front end runs on the device (`LogSpectrogram.batch`)
+        sample_lengths = torch.tensor([it["samples"].numel() for it in items])
+        inputs = {
+            "samples": pad_sequence([it["samples"] for it in items], batch_first=True),
+            "sample_lengths": sample_lengths,
+            "feature_lengths": torch.tensor([it["frames"] for it in items]),
+            "masks": [it["masks"] for it in items],
+        }
+    else:
+        lengths = torch.tensor([it["features"].size(1) for it in items])
+        # (B, F, T), zero-padded
+        features = torch.zeros(len(items), items[0]["features"].size(0), int(lengths.max()))
+        for i, it in enumerate(items):
+            features[i, :, : lengths[i]] = it["features"]
+        inputs = {"features": features, "feature_lengths": lengths}
     return {
-        "features": features,
-        "feature_lengths": lengths,
+        **inputs,
         "targets": targets,
         "target_lengths": target_lengths,
         "texts": [it["text"] for it in items],
