@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,9 @@ import soxr
 import torch
 
 SAMPLE_RATE = 16_000
+# Raw arrays are taken at rates from telephone-band audio's to studio recordings'; a rate outside
+# is a mistake (sample_rate=1 would turn 1,600 samples into 26 minutes of audio to recognise).
+MIN_RATE, MAX_RATE = 4_000, 384_000
 
 AudioSource = str | Path | bytes | np.ndarray | torch.Tensor
 
@@ -19,25 +23,93 @@ class AudioDecodeError(ValueError):
     """Raised when bytes or a file cannot be decoded as audio."""
 
 
-def _decode(source: str | Path | bytes) -> tuple[np.ndarray, int]:
-    """Returns (samples (T, C) float32, sample rate). soundfile covers WAV/FLAC/Ogg Vorbis/Opus/MP3
-    through libsndfile; torchcodec (FFmpeg) is the fallback for anything else (m4a, webm ...)."""
+class AudioTooLong(AudioDecodeError):
+    """Raised when audio is longer than the caller's limit (found before or while decoding)."""
+
+
+DECODE_BLOCK = 1 << 16  # frames read at a time: peak memory follows the 16 kHz mono output
+
+
+def _check_seconds(seconds: float, max_seconds: float | None) -> None:
+    if max_seconds is not None and seconds > max_seconds:
+        raise AudioTooLong(f"{seconds:.0f} s of audio; the limit is {max_seconds:g} s")
+
+
+def _decode(source: str | Path | bytes, max_seconds: float | None = None) -> np.ndarray:
+    """Decodes to (T,) float32 mono at 16 kHz, block by block: channels averaged and resampled
+    (soxr) as they are read, so memory follows the output, not the decoded input (a 0.5 MB FLAC
+    can hold half an hour of 48 kHz 5.1 audio). soundfile covers WAV/FLAC/Ogg Vorbis/Opus/MP3
+    through libsndfile; torchcodec (FFmpeg, which then downmixes and resamples) is the fallback
+    for anything else (m4a, webm ...).
+
+    Raises:
+        AudioTooLong: the header or the samples read so far pass `max_seconds`.
+        AudioDecodeError: neither decoder can read it.
+    """
     handle = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
-        return sf.read(handle, dtype="float32", always_2d=True)
+        with sf.SoundFile(handle) as sound:
+            rate = sound.samplerate
+            if sound.frames > 0:  # known from the header: refused before anything is decoded
+                _check_seconds(sound.frames / rate, max_seconds)
+            stream = None if rate == SAMPLE_RATE else soxr.ResampleStream(rate, SAMPLE_RATE, 1)
+            out, read = [], 0
+            for block in sound.blocks(DECODE_BLOCK, dtype="float32", always_2d=True):
+                read += block.shape[0]
+                _check_seconds(read / rate, max_seconds)
+                mono = block.mean(axis=1, dtype=np.float32)
+                out.append(mono if stream is None else stream.resample_chunk(mono))
+            if stream is not None:
+                out.append(stream.resample_chunk(np.zeros(0, np.float32), last=True))
+            declared = _declared_wav_frames(source)
+            if declared is not None and read < declared:
+                raise AudioDecodeError(
+                    f"the audio is cut short: its header says {declared / rate:.2f} s, "
+                    f"the data holds {read / rate:.2f} s"
+                )
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+    except AudioDecodeError:  # too long, or cut short: nothing another decoder would change
+        raise
     except Exception as sf_error:  # noqa: BLE001 - any libsndfile failure: try FFmpeg next
         try:
-            from torchcodec.decoders import AudioDecoder
-
-            samples = AudioDecoder(
-                source if isinstance(source, bytes) else str(source)
-            ).get_all_samples()
-            return samples.data.T.numpy().astype(np.float32), int(samples.sample_rate)
+            return _decode_ffmpeg(source, max_seconds)
+        except AudioTooLong:
+            raise
         except Exception as codec_error:  # noqa: BLE001
             name = "<bytes>" if isinstance(source, bytes) else str(source)
             raise AudioDecodeError(
                 f"cannot decode audio {name}: {sf_error}; {codec_error}"
             ) from None
+
+
+def _declared_wav_frames(source: str | Path | bytes) -> int | None:
+    """The frame count a PCM WAV header declares (None for other formats). libsndfile quietly
+    reads what a cut-off WAV still holds; the header says how much there should be."""
+    try:
+        with wave.open(io.BytesIO(source) if isinstance(source, bytes) else str(source)) as wav:
+            frames = wav.getnframes()
+            size = frames * wav.getnchannels() * wav.getsampwidth()
+    except (wave.Error, EOFError, OSError):
+        return None
+    # 0 and 2^32 - 1 are what writers to a pipe put there: the length is not known.
+    return frames if 0 < size < 0xFFFFFF00 else None
+
+
+def _decode_ffmpeg(source: str | Path | bytes, max_seconds: float | None) -> np.ndarray:
+    """(T,) float32 mono 16 kHz through torchcodec, the header's duration checked first."""
+    from torchcodec.decoders import AudioDecoder
+
+    decoder = AudioDecoder(
+        source if isinstance(source, bytes) else str(source),
+        sample_rate=SAMPLE_RATE,
+        num_channels=1,
+    )
+    header = decoder.metadata.duration_seconds_from_header
+    if header is not None:
+        _check_seconds(float(header), max_seconds)
+    samples = decoder.get_all_samples().data.mean(dim=0).numpy().astype(np.float32)
+    _check_seconds(samples.size / SAMPLE_RATE, max_seconds)
+    return samples
 
 
 def as_float_samples(samples: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -93,34 +165,41 @@ def resample(waveform: torch.Tensor, from_rate: float, to_rate: float) -> torch.
     return torch.from_numpy(np.ascontiguousarray(out))
 
 
-def load_audio(source: AudioSource, sample_rate: int | None = None) -> torch.Tensor:
+def load_audio(
+    source: AudioSource, sample_rate: int | None = None, max_seconds: float | None = None
+) -> torch.Tensor:
     """Decodes a path, encoded bytes, or an array into mono 16 kHz float32 samples.
 
     Args:
         source: a file path, the encoded bytes of a file, or raw samples shaped (T,), (C, T) or
-            (T, C) (channels along the smaller dimension), float or integer PCM (int16 is scaled
-            by 1/32768).
-        sample_rate: the rate of raw samples (required for arrays, ignored otherwise).
+            (T, C) (channels along the smaller dimension): floats in [-1, 1], or integer PCM of
+            any width scaled by its full scale (int16 by 1/32768, int8, int32; uint8 as 8-bit
+            WAV stores it, silence at 128).
+        sample_rate: the rate of raw samples, 4 to 384 kHz (required for arrays, ignored
+            otherwise).
+        max_seconds: refuse encoded audio longer than this, from its header when it has one,
+            else once that much is decoded (None: no limit).
     Returns:
         (T,) float32 tensor at 16 kHz, on the CPU.
     Raises:
+        AudioTooLong: encoded audio over `max_seconds`.
         AudioDecodeError: if the input cannot be decoded, holds no samples, or holds NaN or
             infinite samples.
     """
     if isinstance(source, (np.ndarray, torch.Tensor)):
         if sample_rate is None:
             raise ValueError("load_audio: pass sample_rate with raw sample arrays")
-        if int(sample_rate) != sample_rate or sample_rate <= 0:
+        if int(sample_rate) != sample_rate or not MIN_RATE <= sample_rate <= MAX_RATE:
             raise ValueError(
-                f"load_audio: sample_rate must be a positive integer, got {sample_rate}"
+                f"load_audio: sample_rate must be a whole number of Hz from {MIN_RATE} to "
+                f"{MAX_RATE}, got {sample_rate}"
             )
         waveform = as_float_samples(
             source.detach().cpu() if isinstance(source, torch.Tensor) else source
         )
         sample_rate = int(sample_rate)
     else:
-        data, sample_rate = _decode(source)
-        waveform = torch.from_numpy(data.mean(axis=1))  # (T, C) -> (T,): the layout is known
+        waveform, sample_rate = torch.from_numpy(_decode(source, max_seconds)), SAMPLE_RATE
     if waveform.numel() == 0:
         raise AudioDecodeError("audio holds no samples")
     if not bool(torch.isfinite(waveform).all()):  # NaN/inf would decode to nothing, silently
@@ -136,5 +215,4 @@ def audio_duration(source: str | Path | bytes) -> float:
             return info.frames / info.samplerate
     except Exception:  # noqa: BLE001 - header-less or unknown: decode to measure
         pass
-    data, rate = _decode(source)
-    return data.shape[0] / rate
+    return _decode(source).size / SAMPLE_RATE

@@ -77,6 +77,33 @@ def test_a_killed_training_resumes_from_its_last_checkpoint(tiny_digits, tmp_pat
     assert checkpoint_step(last) == killed_at + 2  # continued the count, did not start over
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_to_a_training_writes_a_checkpoint_and_exits_128_plus_it(
+    signum, tiny_digits, tmp_path
+):
+    """A job scheduler's stop (SIGTERM) or Ctrl+C (SIGINT), sent to the whole process group as
+    they are, DataLoader worker included: a checkpoint to resume from, status 128 + the signal
+    (so `&&` chains stop), and no traceback."""
+    log = tmp_path / "stopped.log"
+    with log.open("w") as out:
+        training = subprocess.Popen(
+            fit_command(tiny_digits, tmp_path, "--data.num_workers", "1"),
+            cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        try:
+            wait_for_steps(tmp_path / "ckpts", 2, training, seconds=180)
+            os.killpg(training.pid, signum)
+            training.wait(timeout=120)
+        finally:
+            if training.poll() is None:
+                os.killpg(training.pid, signal.SIGKILL)
+    output = log.read_text()
+    assert training.returncode == 128 + signum, output[-3000:]
+    assert "Traceback" not in output and "killed by signal" not in output, output[-3000:]
+    stopped = tmp_path / "ckpts" / "interrupted.ckpt"
+    assert checkpoint_step(stopped) >= 2 and f"wrote {stopped}" in output
+
+
 def test_a_mistake_exits_2_with_one_line_and_no_traceback(tmp_path):
     missing = tmp_path / "no-such-corpus"
     result = subprocess.run(

@@ -6,6 +6,7 @@ import csv
 import io
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ from standins import (
     make_librispeech,
 )
 
-from ds2hub.cli.main import run_cli
+from ds2hub.cli.main import main, run_cli
 from ds2hub.tokenizers import CharTokenizer, MandarinTokenizer
 from ds2hub.training.data import SpeechDataModule
 from ds2hub.training.data.sampler import DurationBatchSampler
@@ -406,3 +407,10 @@ def test_training_with_the_front_end_on_the_device_takes_the_same_steps(tiny_dig
         results.append({k: float(metrics[k]) for k in ("train/loss", "val/loss", "val/cer")})
     workers, device = results
     assert device == pytest.approx(workers, rel=1e-4)
+    # `ds2hub push` evaluates such a run outside the Trainer: its loader makes the features.
+    (checkpoint,) = (tmp_path / "true").rglob("last.ckpt")
+    hub = tmp_path / "hub"
+    assert main(["push", str(checkpoint), "--repo-id", "you/x", "--dry-run", "--output-dir", str(hub)]) == 0  # fmt: skip
+    card = (hub / "README.md").read_text()
+    counts = [int(n) for n in re.findall(r"(\d+) utterances", card)]
+    assert counts and min(counts) > 0 and not re.search(r"\bnan\b", card, re.I), card

@@ -3,7 +3,9 @@ change what greedy decoding gets wrong, and bad LM files must fail when the deco
 
 from __future__ import annotations
 
+import itertools
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -359,3 +361,18 @@ def test_every_tokenizer_decodes_with_an_lm_built_by_ds2hub_lm_build(kind, backe
     assert run(text_decoder(tok), logits) != expected  # greedy keeps the slip
     config = DecoderConfig(backend=backend, lm=str(out / "lm.arpa"), beam_size=16)
     assert run(text_decoder(tok, config), logits) == expected
+
+
+@pytest.mark.parametrize("name", ["random", "tied_one", "tied_two", "tied_repeat"])
+def test_forced_alignment_paths_are_torchaudios(name):
+    """The paths torchaudio's `forced_align` gave (tests/data/make_torchaudio_reference.py),
+    ties included: word timestamps of existing models do not move."""
+    import numpy as np
+
+    from ds2hub.decoding.alignment import forced_align
+
+    reference = np.load(Path(__file__).parent / "data" / "torchaudio_reference.npz")
+    scores = torch.from_numpy(reference[f"align_{name}_scores"])
+    expected = reference[f"align_{name}_path"]
+    targets = [int(t) for t, _ in itertools.groupby(expected) if t != 0]  # (blanks split repeats)
+    assert forced_align(scores, targets, blank=0).tolist() == expected.tolist()

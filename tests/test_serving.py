@@ -4,6 +4,7 @@ abuse of every kind, and the console command."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import io
 import json
@@ -513,6 +514,132 @@ def test_serve_command_runs_uvicorn_with_the_model(streaming_folder, tmp_path):
         assert second.returncode == 2, second.stderr
         assert second.stderr.startswith("ds2hub: error: cannot listen on 127.0.0.1:")
         assert second.stderr.count("\n") == 1 and "in use" in second.stderr
+    finally:
+        server.terminate()
+        server.wait(20)
+
+
+def _peak_rss_mb(pid: int) -> float:
+    """The peak resident memory of a process (Linux: VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def _bomb(path: Path, seconds: float, rate: int = 48000, channels: int = 6) -> Path:
+    """A small FLAC that decodes to long multichannel audio (silence compresses to nothing)."""
+    block = np.zeros((rate, channels), dtype=np.float32)
+    with sf.SoundFile(path, "w", rate, channels, format="FLAC") as out:
+        for _ in range(int(seconds)):
+            out.write(block)
+    return path
+
+
+@contextlib.contextmanager
+def _real_server(folder: Path, *options: str):
+    """`ds2hub serve FOLDER` in a subprocess on a free loopback port: yields (process, port);
+    its output (stdout and stderr) is in `process.output` once the block ends."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "ds2hub", "serve", str(folder), "--port", str(port), *options]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except httpx.HTTPError:
+                assert server.poll() is None, server.stdout.read()
+                time.sleep(0.2)
+        yield server, port
+    finally:
+        server.terminate()
+        server.output = server.communicate(timeout=30)[0]
+
+
+def test_client_mistakes_on_a_real_server_log_no_error_and_oversized_messages_get_json(
+    streaming_folder,
+):
+    """Through uvicorn: a refused handshake (bad rate) is no ERROR line; a message over the
+    1 MiB limit gets the JSON error, then 1009; one over 4x the limit, which the protocol layer
+    closes unread, is counted as `message_too_big`, not as a disconnect."""
+    import websockets
+
+    async def client(port: int) -> list:
+        seen = []
+        try:
+            async with websockets.connect(f"ws://127.0.0.1:{port}/stream?sample_rate=123"):
+                pass
+        except websockets.InvalidStatus as refused:
+            seen.append(refused.response.status_code)
+        for size in (2**20 + 2, 4 * 2**20 + 2):
+            async with websockets.connect(f"ws://127.0.0.1:{port}/stream", max_size=None) as ws:
+                await ws.send(b"\0" * size)
+                try:
+                    seen.append(json.loads(await ws.recv()))
+                    await ws.recv()
+                except websockets.ConnectionClosed as closed:
+                    seen.append(closed.rcvd.code if closed.rcvd else None)
+        return seen
+
+    with _real_server(streaming_folder, "--threads", "1") as (server, port):
+        seen = asyncio.run(client(port))
+        time.sleep(0.5)
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    assert seen[0] == 400
+    assert seen[1]["type"] == "error" and "the limit is 1048576" in seen[1]["error"]
+    assert seen[2:] == [1009, 1009]
+    assert 'ds2hub_rejected_total{reason="message_too_big"} 2.0' in metrics
+    assert 'reason="disconnected"' not in metrics
+    assert "ERROR" not in server.output, server.output
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+def test_a_decompression_bomb_decodes_in_bounded_memory_and_a_cut_wav_is_refused(
+    streaming_folder, tmp_path
+):
+    """A FLAC of a few hundred KB that decodes to 400 s of 48 kHz 5.1 audio (4 x 10^8 bytes of
+    float32 samples) is decoded block by block into 16 kHz mono: the server's peak memory grows
+    by a fraction of the decoded input; one over the limit is refused before it is decoded."""
+    import socket
+
+    bomb = _bomb(tmp_path / "bomb.flac", 400)
+    assert bomb.stat().st_size < 3_000_000
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "ds2hub", "serve", str(streaming_folder), "--port", str(port),
+               "--threads", "1", "--max-file-seconds", "450", "--log-level", "warning"]  # fmt: skip
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except httpx.HTTPError:
+                assert server.poll() is None, server.stdout.read()
+                time.sleep(0.2)
+        url = f"http://127.0.0.1:{port}/transcribe"
+        small = httpx.post(url, content=_wav(_speech(1)[0]), timeout=30)
+        assert small.status_code == 200
+        before = _peak_rss_mb(server.pid)
+        answer = httpx.post(url, content=bomb.read_bytes(), timeout=300)
+        assert answer.status_code == 200 and answer.json()["duration"] == pytest.approx(400)
+        decoded_input_mb = 400 * 48000 * 6 * 4 / 2**20  # 439 MB as float32
+        assert _peak_rss_mb(server.pid) - before < 0.4 * decoded_input_mb
+        longer = _bomb(tmp_path / "longer.flac", 460)  # over the limit: its header says so
+        refused = httpx.post(url, content=longer.read_bytes(), timeout=60)
+        assert refused.status_code == 413 and "limit is 450 s" in refused.json()["error"]
+        # A WAV cut to a third of its length is refused, not answered with a partial transcript.
+        wav = _wav(_speech(1)[0])
+        cut = httpx.post(url, content=wav[: len(wav) // 3], timeout=30)
+        assert cut.status_code == 415 and "cut short" in cut.json()["error"]
     finally:
         server.terminate()
         server.wait(20)

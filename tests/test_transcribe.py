@@ -147,6 +147,15 @@ def test_channel_layouts_and_integer_pcm():
     assert load_audio(pcm, RATE).abs().max() <= 1.0
     with pytest.raises(ValueError, match="shape"):
         rec.transcribe(np.zeros((2, 2, RATE), np.float32), sample_rate=RATE)
+    pcm8 = np.round(mono * 127).astype(np.int8)  # 8-bit signed PCM: scaled by 1/128
+    assert torch.allclose(load_audio(pcm8, RATE), load_audio(pcm8 / 128.0, RATE))
+
+
+@pytest.mark.parametrize("rate", [1, 3999, 384001, 16000.5])
+def test_a_sample_rate_no_recording_has_is_refused_before_any_work(rate):
+    """sample_rate=1 would make 1,600 samples 26 minutes of audio to recognise."""
+    with pytest.raises(ValueError, match="from 4000 to 384000"):
+        _recognizer().transcribe(np.zeros(1600, np.float32), sample_rate=rate)
 
 
 def test_sources_are_read_lazily_and_in_order():

@@ -13,6 +13,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from ds2hub.cli.args import CKPT_KEYWORDS, require_file
 from ds2hub.errors import UsageError
 from ds2hub.paths import missing_local
+from ds2hub.training.callbacks import StopOnSignal
 from ds2hub.training.checkpoint import AtomicCheckpointIO
 
 
@@ -76,3 +77,4 @@ class DS2CLI(LightningCLI):
     def after_instantiate_classes(self) -> None:
         super().after_instantiate_classes()
         self.model.command = shlex.join(["ds2hub", *self._argv])  # recorded for model cards
+        self.trainer.callbacks.append(StopOnSignal())

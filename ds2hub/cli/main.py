@@ -251,6 +251,13 @@ def main(args: list[str] | None = None) -> int:
     )
     try:
         run_cli(args)
+    except SystemExit:
+        # A signal stopped a fit (ds2hub.training.callbacks.StopOnSignal wrote its checkpoint):
+        # 128 + the signal, not Lightning's 0 (SIGTERM) or 1 (SIGINT), so job chains stop.
+        callbacks = sys.modules.get("ds2hub.training.callbacks")
+        if callbacks is not None and callbacks.STOPPED_BY:
+            return 128 + callbacks.STOPPED_BY[0]
+        raise
     except USER_ERRORS as error:
         if os.environ.get(DEBUG_ENV, "0") not in ("", "0"):
             raise

@@ -23,6 +23,18 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def _denials_are_not_errors(record: logging.LogRecord) -> bool:
+    """uvicorn's sans-I/O WebSocket protocol logs every refused handshake (an HTTP denial
+    response: a client's bad sample rate, a full server) as the ERROR "ASGI callable returned
+    without completing handshake"; the refusal is already logged at INFO. Downgraded so that
+    ordinary client mistakes page nobody."""
+    if record.levelno == logging.ERROR and record.getMessage().startswith(
+        "ASGI callable returned without completing handshake"
+    ):
+        record.levelno, record.levelname = logging.INFO, "INFO"
+    return True
+
+
 def bind_sockets(host: str, port: int) -> list[socket.socket]:
     """The server's listening sockets, one per address `host` resolves to, bound and listening
     before the model loads, so that a busy port or a bad host is a `UsageError` at once (uvicorn
@@ -136,11 +148,14 @@ def main(argv: list[str]) -> None:
             uvicorn.Config(
                 app,
                 log_level=args.log_level,
-                ws_max_size=config.max_message_bytes,
+                # Messages up to 4x the limit reach the app, which answers them with the JSON
+                # error before closing (1009); larger ones the protocol layer closes unread.
+                ws_max_size=4 * config.max_message_bytes,
                 ws_ping_interval=20.0,
                 ws_ping_timeout=20.0,
             )
         )
+        logging.getLogger("uvicorn.error").addFilter(_denials_are_not_errors)
         for sock in sockets:  # uvicorn does not say where pre-bound sockets listen
             address, port = sock.getsockname()[:2]
             logger.info("ds2hub serve: listening on http://%s:%d", _url_host(address), port)

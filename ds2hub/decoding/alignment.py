@@ -46,9 +46,9 @@ def forced_align(log_probs: torch.Tensor, targets: list[int], blank: int) -> tor
     """The likeliest CTC path of `targets` through `log_probs`: (T, V) -> (T,) frame labels.
 
     Viterbi over the CTC topology (blanks between and around the labels, a label repeated twice
-    in a row needs a blank between). Written here because torch has no forced alignment (the
-    paths equal torchaudio's `forced_align`, ties included); the frame loop is numpy over the
-    2L + 1 states.
+    in a row needs a blank between). Written here because torch has no forced alignment; the
+    paths, ties broken as there, are those of torchaudio's `forced_align`, which ds2hub used
+    before (tests/test_decoding.py). The frame loop is numpy over the 2L + 1 states.
 
     Raises:
         ValueError: no path exists (fewer frames than the labels and their needed blanks).
@@ -73,7 +73,8 @@ def forced_align(log_probs: torch.Tensor, targets: list[int], blank: int) -> tor
         choices = np.stack([alpha, one, two])
         back[t] = choices.argmax(axis=0)
         alpha = choices.max(axis=0) + scores[t, ext]
-    last = n - 1 if n == 1 or alpha[n - 1] >= alpha[n - 2] else n - 2
+    # Ties go to ending on the last label, and (argmax: the first) to staying in a state.
+    last = n - 1 if n == 1 or alpha[n - 1] > alpha[n - 2] else n - 2
     if not np.isfinite(alpha[last]):
         raise ValueError(f"{len(targets)} labels do not fit in {frames} frames")
     path = np.empty(frames, dtype=np.int64)

@@ -63,8 +63,9 @@ class _SampleFramer:
     """Cuts a sample stream into the STFT windows of the whole-utterance front end.
 
     The whole pass centres its windows and reflects the signal at both ends
-    (`ds2hub.features.power_spectrogram`): the left reflection needs the first `n_fft // 2 + 1` samples, the
-    right one the last, so the first frame waits for them and `finish` builds the right end.
+    (`ds2hub.features.power_spectrogram`): the left reflection needs the first `n_fft // 2 + 1`
+    samples, the right one the last, so the first frame waits for them and `finish` builds the
+    right end.
     """
 
     def __init__(self, n_fft: int, hop: int) -> None:

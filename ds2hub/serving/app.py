@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ds2hub.audio import SAMPLE_RATE, audio_duration, load_audio
+from ds2hub.audio import SAMPLE_RATE, AudioTooLong, load_audio
 from ds2hub.inference.streaming import check_stream_ready, finish_batch, step_batch
 from ds2hub.inference.transcribe import iter_transcripts
 from ds2hub.serving.config import ServeConfig
@@ -68,6 +68,7 @@ class Engine:
         self.metrics = ServerMetrics(config.max_batch_size)
         self.stream_error = _stream_error(recognizer)
         self.live_streams = 0
+        self.decoding = 0  # uploads being decoded: they count against max_pending_files
         # Streaming sessions still in memory: a stream's state must go when its connection does.
         self.sessions: weakref.WeakSet = weakref.WeakSet()
         self.dispatcher = BatchDispatcher(
@@ -182,15 +183,20 @@ async def transcribe_file(request: Request) -> JSONResponse:
         return engine.refuse("too_large", 413, message)
     if not body:
         return engine.refuse("not_audio", 400, "the request body is empty; send an audio file")
+    # Decodes and queued files share one budget, checked before decoding starts: each decode
+    # holds up to max_file_seconds of 16 kHz audio (`load_audio` decodes block by block).
+    if engine.decoding + engine.dispatcher.pending("file") >= config.max_pending_files:
+        return engine.refuse("busy", 503, "too many files are waiting; retry later")
+    engine.decoding += 1
     try:
-        seconds = await run_in_threadpool(audio_duration, body)
-        if seconds > config.max_file_seconds:
-            message = f"{seconds:.0f} s of audio; the limit is {config.max_file_seconds:g} s"
-            return engine.refuse("too_long", 413, message)
-        wave = await run_in_threadpool(load_audio, body)
+        wave = await run_in_threadpool(load_audio, body, None, config.max_file_seconds)
+    except AudioTooLong as error:
+        return engine.refuse("too_long", 413, str(error))
     except Exception as error:  # noqa: BLE001 - whatever the decoders say: not audio we can read
         message = f"not audio ds2hub can read: {' '.join(str(error).split())[:300]}"
         return engine.refuse("not_audio", 415, message)
+    finally:
+        engine.decoding -= 1
     timestamps = request.query_params.get("timestamps", "").lower() in ("1", "true", "yes")
     try:
         result = await engine.run("file", (wave, timestamps))
@@ -307,7 +313,11 @@ async def stream(ws: WebSocket) -> None:
     try:
         await ws.accept()
         await _serve_stream(ws, engine, rate, dtype)
-    except (WebSocketDisconnect, OSError):  # the client left (uvicorn's ClientDisconnected)
+    except WebSocketDisconnect as gone:
+        # 1009: the protocol layer closed a message over 4x the limit (see `ds2hub serve`).
+        reason = "message_too_big" if gone.code == TOO_BIG else "disconnected"
+        engine.metrics.rejected.labels(reason).inc()
+    except OSError:  # the client left (uvicorn's ClientDisconnected)
         engine.metrics.rejected.labels("disconnected").inc()
     except Exception as error:  # noqa: BLE001 - one stream's failure must not reach the others
         if not isinstance(error, StreamError):

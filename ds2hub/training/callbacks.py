@@ -1,8 +1,13 @@
-"""Lightning callbacks: W&B run metadata and validation prediction tables."""
+"""Lightning callbacks: W&B run metadata and validation prediction tables; a checkpoint and the
+right exit status when a signal stops a fit."""
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import threading
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -112,3 +117,50 @@ class WandbExtras(L.Callback):
             data.append([trainer.current_epoch, audio, ref, hyp, error_rate])
         columns = ["epoch", "audio", "reference", "prediction", metric]
         logger.log_table("val/predictions", columns=columns, data=data)
+
+
+# The signal that stopped this process's last fit (at most one entry): the console script exits
+# with 128 + it, as a shell expects of a process a signal ended.
+STOPPED_BY: list[int] = []
+
+
+class StopOnSignal(L.Callback):
+    """SIGTERM or SIGINT (Ctrl+C) during `fit`: a checkpoint to resume from, then the end.
+
+    Lightning ends a fit on SIGTERM after the running step and on SIGINT at once; this callback
+    then writes `interrupted.ckpt` beside the run's checkpoints (the `ModelCheckpoint` folder, else
+    `default_root_dir`) and records the signal in `STOPPED_BY`. A second SIGTERM ends the process
+    at once, without a checkpoint (a stuck step must not hold a job scheduler's stop).
+    """
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        STOPPED_BY.clear()
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers belong to the main thread
+        lightnings = signal.getsignal(signal.SIGTERM)
+
+        def on_sigterm(signum: int, frame: Any) -> None:
+            if STOPPED_BY:
+                log.warning("second SIGTERM: stopping now, without a checkpoint")
+                os._exit(128 + signum)
+            STOPPED_BY.append(signum)
+            log.warning("SIGTERM: stopping after this step and writing a checkpoint")
+            if callable(lightnings):
+                lightnings(signum, frame)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        if isinstance(exception, KeyboardInterrupt) and not STOPPED_BY:
+            STOPPED_BY.append(signal.SIGINT)
+        if not STOPPED_BY or trainer.state.fn != "fit":
+            return
+        folder = getattr(trainer.checkpoint_callback, "dirpath", None) or trainer.default_root_dir
+        path = Path(folder) / "interrupted.ckpt"
+        trainer.save_checkpoint(path)
+        log.warning(
+            "%s at step %d: wrote %s (resume with --ckpt_path %s)",
+            signal.Signals(STOPPED_BY[0]).name, trainer.global_step, path, path,
+        )  # fmt: skip

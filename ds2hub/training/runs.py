@@ -24,8 +24,11 @@ def find_run_config(checkpoint: Path) -> Path | None:
 def datamodule_from_config(
     config: dict[str, Any], recognizer: SpeechRecognizer
 ) -> SpeechDataModule:
-    """The recipe's DataModule, with the trained model's tokenizer and features."""
+    """The recipe's DataModule, with the trained model's tokenizer and features, making features
+    in its loader (evaluation runs outside the Trainer, whose step computes them for
+    `frontend_on_device`)."""
     args = {k: v for k, v in config.get("data", {}).items() if k not in ("tokenizer", "features")}
+    args["frontend_on_device"] = False
     return SpeechDataModule(
         tokenizer=recognizer.tokenizer,
         features=FeatureConfig(**recognizer.features.to_dict()),

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU paths in one go (under 8 minutes on one H100): a 16-mixed and a bf16-mixed fit of the
+# The GPU paths in one go (sized for under 8 minutes on one H100; not yet run on one): a 16-mixed and a bf16-mixed fit of the
 # digits recipe, training throughput of the presets as a fraction of the measured matmul peak,
 # GPU transcription of the digits test set, and a short GPU serving load.
 #   bash experiments/gpu_check/gpu_check.sh          # on a machine with a CUDA GPU
@@ -36,7 +36,7 @@ for precision in $PRECISIONS; do
   mkdir -p "$OUT/fit-$precision"   # the recipe writes runs/digits/ under the working folder
   (cd "$OUT/fit-$precision" && $DS2HUB fit --config digits --trainer.accelerator "$ACCEL" \
     --trainer.precision "$precision" "${FIT_LIMITS[@]}") \
-    > "$OUT/fit-$precision.log" 2>&1 || { tail -30 "$OUT/fit-$precision.log"; exit 1; }
+    > "$OUT/fit-$precision.log" 2>&1 || { tail -30 "$OUT/fit-$precision.log" >&2; exit 1; }
   echo "$(( $(date +%s) - start )) s; last validation:"
   $PY - "$OUT/fit-$precision" <<'PYEOF'
 import csv, sys

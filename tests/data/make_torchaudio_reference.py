@@ -23,6 +23,15 @@ CONFIGS = {  # name -> FeatureConfig fields
 }
 
 
+EQ_BANDS = [(1000.0, 9.0, 2.0), (300.0, -6.0, 0.7)]  # (centre Hz, gain dB, Q)
+ALIGNMENTS = [  # name, frames, target labels (blank 0), uniform scores
+    ("random", 40, [1, 2, 2, 3, 5], False),
+    ("tied_one", 3, [1], True),
+    ("tied_two", 6, [2, 3], True),
+    ("tied_repeat", 7, [4, 4], True),
+]
+
+
 def power(wave: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
     return Spectrogram(n_fft=n_fft, hop_length=hop, window_fn=torch.hamming_window, power=2.0)(wave)
 
@@ -56,10 +65,25 @@ def main() -> None:
         arrays[f"tempo_{rate}"] = torch.istft(
             stretched, 512, 128, window=window, length=length
         ).numpy()
-    # A peaking biquad (b, a) as ds2hub's equaliser ran it.
-    b = torch.tensor([1.0428, -1.9193, 0.8895], dtype=torch.float32)
-    a = torch.tensor([1.0, -1.9193, 0.9323], dtype=torch.float32)
-    arrays["biquad"] = AF.lfilter(wave, a, b, clamp=False).numpy()
+    # ds2hub's equaliser as it ran on torchaudio: peaking filters in series, then the output
+    # scaled down to the input's peak if it rose above it.
+    from ds2hub.training.data.augment import peaking_filter
+
+    out = wave
+    for centre, gain, q in EQ_BANDS:
+        b, a = (torch.tensor(c, dtype=torch.float32) for c in peaking_filter(centre, gain, q))
+        out = AF.lfilter(out, a, b, clamp=False)
+    peak, out_peak = float(wave.abs().max()), float(out.abs().max())
+    arrays["equalize"] = (out * (peak / out_peak) if out_peak > peak > 0 else out).numpy()
+    # CTC forced alignments: random scores, and uniform ones (every path ties).
+    g = torch.Generator().manual_seed(0)
+    for name, frames, targets, uniform in ALIGNMENTS:
+        scores = torch.zeros(frames, 6) if uniform else torch.randn(frames, 6, generator=g) * 3
+        log_probs = scores.log_softmax(-1)
+        labels = torch.tensor([targets], dtype=torch.int32)
+        path, _ = AF.forced_align(log_probs[None], labels, blank=0)
+        arrays[f"align_{name}_scores"] = log_probs.numpy()
+        arrays[f"align_{name}_path"] = path[0].numpy()
     np.savez_compressed(HERE / "torchaudio_reference.npz", **arrays)
 
 

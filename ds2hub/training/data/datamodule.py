@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import re
+import signal
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from typing import Any
 import datasets
 import lightning as L
 import torch
+from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader
 
 from ds2hub.audio import AudioDecodeError, audio_duration, load_audio
@@ -153,6 +156,17 @@ class ExtraCorpus:
     text_column: str = "text"
     name: str | None = None
     layout: str = "auto"
+
+
+def _worker_init(worker_id: int) -> None:
+    """DataLoader workers leave SIGTERM and SIGINT to the main process, which ends them when it
+    stops: a signal sent to the whole process group (a job scheduler's stop, Ctrl+C) would
+    otherwise kill them mid-batch, and the main process fail with "DataLoader worker (pid ...)
+    is killed by signal" instead of writing its checkpoint (`StopOnSignal`)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if os.environ.get("PL_SEED_WORKERS") == "1":  # what Lightning adds when no init is given
+        pl_worker_init_function(worker_id)
 
 
 def _already_collated(batch: dict) -> dict:
@@ -657,6 +671,7 @@ class SpeechDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             collate_fn=collate,
             persistent_workers=self.num_workers > 0,
+            worker_init_fn=_worker_init if self.num_workers > 0 else None,
         )
         if isinstance(dataset, StreamingSpeechDataset):  # training only; it yields whole batches
             # Workers are started afresh each epoch, so they see the epoch and resume point.
