@@ -19,6 +19,8 @@ _DB_TO_LOG = math.log(10) / 10  # natural-log units per decibel of power
 _MIN_POWER = 1e-30  # log power is taken of at least this (digital silence stays finite)
 _SILENCE = math.log(_MIN_POWER) + 1e-3  # a log power at or below this is digital silence
 NORMALIZATIONS = ("utterance", "peak", "global")
+MAX_WINDOW_MS = 1000.0  # the longest analysis window (the paper's: 20 ms)
+MAX_MELS = 4096
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,13 @@ class FeatureConfig:
     n_mels: int | None = None
 
     def __post_init__(self) -> None:
+        # Sizes bounded first: a hostile config.json must not make the checks below allocate.
+        if not 0 < self.window_ms <= MAX_WINDOW_MS:
+            raise ConfigError(
+                f"features.window_ms must be in (0, {MAX_WINDOW_MS:g}], not {self.window_ms}"
+            )
+        if self.n_mels is not None and self.n_mels > MAX_MELS:
+            raise ConfigError(f"features.n_mels must be at most {MAX_MELS}, not {self.n_mels}")
         if self.sample_rate != SAMPLE_RATE:
             raise ConfigError(
                 f"features.sample_rate must be {SAMPLE_RATE}: ds2hub decodes and resamples all "
@@ -168,9 +177,9 @@ def power_spectrogram(
     waveform: torch.Tensor, config: FeatureConfig, window: torch.Tensor
 ) -> torch.Tensor:
     """(..., T) -> (..., n_fft // 2 + 1, 1 + T // hop) power |STFT|^2 of centred Hamming windows,
-    the signal reflected at both ends."""
+    the signal reflected at both ends (`reflectable`)."""
     spec = torch.stft(
-        waveform,
+        reflectable(waveform, config),
         config.n_fft,
         config.hop_length,
         window=window,
@@ -179,6 +188,13 @@ def power_spectrogram(
         return_complex=True,
     )
     return spec.abs().pow(2)
+
+
+def reflectable(waveform: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
+    """(..., T) zero-padded at the end to at least n_fft // 2 + 1 samples, the least a reflection
+    by half a window can take: an utterance of a few milliseconds gives a frame, not an error."""
+    short = config.n_fft // 2 + 1 - waveform.size(-1)
+    return nn.functional.pad(waveform, (0, short)) if short > 0 else waveform
 
 
 def check_network_input(n_features: int, features: FeatureConfig) -> None:
@@ -335,6 +351,7 @@ class LogSpectrogram(nn.Module):
         """(T,) -> (T + 2 * (n_fft // 2),): the signal reflected at both ends as the centred STFT
         pads it, so `batch` over zero-padded batches of these gives `forward`'s features."""
         pad = self.config.n_fft // 2
+        waveform = reflectable(waveform, self.config)
         return nn.functional.pad(waveform[None, None], (pad, pad), mode="reflect")[0, 0]
 
     def batch(

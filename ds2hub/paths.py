@@ -3,6 +3,7 @@ and the files a downloaded model folder may name (`inside`): one rule each, for 
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path, PurePath
 
@@ -59,3 +60,11 @@ def inside(directory: Path, value: object, where: str, error: type[Exception] = 
     if not path.is_file():
         raise error(f"{where}: no such file in the model folder")
     return str(path)
+
+
+def new_file_mode() -> int:
+    """The permission bits `open()` gives a new file (0o666 less the process's umask), for files
+    written by a route that makes them private (`tempfile.mkstemp`, safetensors)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask

@@ -347,3 +347,17 @@ def test_features_equal_what_torchaudio_computed(name, normalization):
         torch.testing.assert_close(frontend.mel_fbanks, fbanks, rtol=0, atol=1e-6)
     expected = frontend.normalize(frontend.log_power(power))
     torch.testing.assert_close(frontend(wave), expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("samples", [1, 100, 160])
+def test_an_utterance_of_a_few_milliseconds_gives_a_frame_not_an_error(samples):
+    """Evaluation keeps every utterance, however short; the centred STFT's reflection needs half
+    a window plus a sample, so shorter audio is zero-padded to that (161 samples: 2 frames)."""
+    frontend = LogSpectrogram()
+    wave = torch.linspace(-0.5, 0.5, samples)
+    features = frontend(wave)
+    assert features.shape == (161, 2) and torch.isfinite(features).all()
+    padded = frontend.reflect_pad(wave)
+    batch, frames = frontend.batch(padded[None], torch.tensor([padded.numel()]))
+    assert frames.tolist() == [2]
+    torch.testing.assert_close(batch[0], features, atol=2e-5, rtol=0)

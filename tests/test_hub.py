@@ -77,6 +77,8 @@ def test_save_and_from_pretrained_give_identical_logits(tokenizer, tmp_path):
     files = {p.name for p in tmp_path.iterdir()}
     assert {"config.json", "model.safetensors", "ds2hub_tokenizer.json", "README.md"} <= files
     assert not any(name.endswith((".bin", ".pt", ".ckpt", ".pkl")) for name in files)  # no pickles
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes["model.safetensors"] == modes["config.json"]  # not private (0600) alone
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["sample_rate"] == 16000 and config["tokenizer"]["kind"] == tokenizer.kind
     assert config["vocab_size"] == tokenizer.vocab_size and config["arch"]["rnn_hidden"] == 16

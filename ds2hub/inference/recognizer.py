@@ -9,6 +9,8 @@ pickles), a root `config.json` (which the hub counts downloads by), and `from_pr
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin, snapshot_download
+from safetensors import SafetensorError
 from torch import nn
 
 from ds2hub.audio import AudioSource
@@ -27,6 +30,8 @@ from ds2hub.features import FeatureConfig, LogSpectrogram, check_network_input
 from ds2hub.inference.streaming import StreamSession
 from ds2hub.inference.transcribe import transcribe
 from ds2hub.model import DeepSpeech2, DeepSpeech2Config
+from ds2hub.model.config import MAX_PARAMETERS
+from ds2hub.paths import new_file_mode
 from ds2hub.tokenizers import Tokenizer, load_tokenizer, tokenizer_from_config
 from ds2hub.tokenizers.base import CONFIG_NAME as TOKENIZER_FILE
 from ds2hub.tokenizers.pinyin import LEXICON_NAME
@@ -42,6 +47,15 @@ HUB_FILES = [
     "README.md",
     "recipe.yaml",
 ]
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+# Bytes per element of each safetensors dtype (the format's own names).
+SAFETENSORS_DTYPES = {
+    **dict.fromkeys(("BOOL", "U8", "I8", "F8_E4M3", "F8_E5M2"), 1),
+    **dict.fromkeys(("U16", "I16", "F16", "BF16"), 2),
+    **dict.fromkeys(("U32", "I32", "F32"), 4),
+    **dict.fromkeys(("U64", "I64", "F64"), 8),
+}
 
 
 class SpeechRecognizer(
@@ -160,9 +174,43 @@ class SpeechRecognizer(
     # --- hub folder -----------------------------------------------------------------------------
     def _save_pretrained(self, save_directory: Path) -> None:
         super()._save_pretrained(save_directory)  # model.safetensors
+        # safetensors writes it private (0600); the folder's other files get the usual mode.
+        os.chmod(Path(save_directory, WEIGHTS_FILE), new_file_mode())
         self.tokenizer.save(save_directory)
         if self.decoding is not None:
             save_decoding(save_directory, self.decoding, self.tokenizer)
+
+    @classmethod
+    def from_pretrained(  # type: ignore[override]
+        cls,
+        pretrained_model_name_or_path: str | Path,
+        *,
+        force_download: bool = False,
+        token: str | bool | None = None,
+        cache_dir: str | Path | None = None,
+        local_files_only: bool = False,
+        revision: str | None = None,
+        **model_kwargs: Any,
+    ) -> SpeechRecognizer:
+        """Loads a folder written by `save_pretrained` or a hub repo id (`user/name`), checked
+        before any weight is allocated (`_from_pretrained`).
+
+        Replaces the hub mixin's, which reads `config.json` itself and fails with a traceback on
+        a folder without one or with one that is not JSON; `model_kwargs` (`arch`, `features`,
+        `map_location`, `strict`) override the folder's as they do there.
+
+        Raises:
+            ConfigError: (one line) a malformed folder: see `_from_pretrained`.
+        """
+        return cls._from_pretrained(
+            model_id=str(pretrained_model_name_or_path),
+            revision=revision,
+            cache_dir=cache_dir,
+            force_download=force_download,
+            local_files_only=local_files_only,
+            token=token,
+            **model_kwargs,
+        )
 
     @classmethod
     def _from_pretrained(
@@ -178,6 +226,19 @@ class SpeechRecognizer(
         strict: bool = True,
         **model_kwargs: Any,
     ) -> SpeechRecognizer:
+        """Builds the recogniser of a model folder (downloaded first for a hub id).
+
+        Nothing is allocated before the folder is checked: `config.json` is parsed and its `arch`
+        held to `DeepSpeech2Config`'s bounds, the tokenizer loaded, the network built on the meta
+        device (at most `MAX_PARAMETERS`) and its state_dict names and shapes compared with the
+        header of `model.safetensors`; only then are the weights allocated and loaded.
+
+        Raises:
+            ConfigError: (one line naming the file) a missing or non-JSON `config.json`, an arch
+                out of bounds, a tokenizer file that cannot be loaded, a missing, truncated or
+                malformed `model.safetensors`, or weights whose names or shapes the config does
+                not imply.
+        """
         folder = model_id
         if not os.path.isdir(model_id):
             folder = snapshot_download(
@@ -189,11 +250,31 @@ class SpeechRecognizer(
                 token=token,
                 allow_patterns=HUB_FILES,
             )
-        config = {k: v for k, v in model_kwargs.items() if k in ("arch", "features")}
-        model = cls(**config, tokenizer=load_tokenizer(folder))
-        model = cls._load_as_safetensor(
-            model, os.path.join(folder, "model.safetensors"), map_location, strict
-        )
+        config_file = Path(folder) / CONFIG_FILE
+        config = {"arch": None, "features": None, **_read_config(folder)}
+        config = {k: model_kwargs.get(k, config[k]) for k in ("arch", "features")}
+        if not isinstance(config["arch"], dict):
+            raise ConfigError(f"{config_file} has no 'arch' object: not a ds2hub model config")
+        tokenizer = load_tokenizer(folder)
+        try:
+            expected = _expected_state(config["arch"], config["features"], tokenizer)
+        except ConfigError as error:
+            raise ConfigError(f"{config_file}: {error}") from None
+        except (TypeError, ValueError) as error:  # wrong types, out of bounds
+            raise ConfigError(f"{config_file}: not a valid ds2hub model config: {error}") from None
+        size = sum(math.prod(shape) for shape in expected.values())
+        if size > MAX_PARAMETERS:
+            raise ConfigError(
+                f"{config_file}: arch describes {size:,} parameters; ds2hub loads at most "
+                f"{MAX_PARAMETERS:,}"
+            )
+        weights = Path(folder) / WEIGHTS_FILE
+        _check_weights(weights, expected, strict)
+        model = cls(**config, tokenizer=tokenizer)
+        try:
+            model = cls._load_as_safetensor(model, str(weights), map_location, strict)
+        except SafetensorError as error:  # what the header check cannot see
+            raise ConfigError(f"{weights}: {error}") from None
         model.decoding = load_decoding(folder)
         return model
 
@@ -227,6 +308,119 @@ class SpeechRecognizer(
     @property
     def num_parameters(self) -> int:
         return self.model.num_parameters()
+
+
+def _read_config(folder: str | Path) -> dict[str, Any]:
+    """The JSON object in `folder`'s `config.json`.
+
+    Raises:
+        ConfigError: it is missing, not JSON, or not an object.
+    """
+    path = Path(folder) / CONFIG_FILE
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{folder} has no {CONFIG_FILE}: not a ds2hub model folder") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path} must hold a JSON object, not {type(config).__name__}")
+    return config
+
+
+def _expected_state(
+    arch: dict[str, Any], features: dict[str, Any] | None, tokenizer: Tokenizer
+) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of the state_dict that `SpeechRecognizer(arch, features, tokenizer)` would
+    have (`frontend.*` and `model.*`, as `from_checkpoint` relies on too), without allocating the
+    network: it is built on the meta device once `arch` is within `DeepSpeech2Config`'s bounds.
+    The front end is built for real (`FeatureConfig` bounds the sizes that would make it large).
+
+    Raises:
+        ConfigError, TypeError, ValueError: settings out of bounds or of the wrong type.
+    """
+    network_config = DeepSpeech2Config.from_dict(arch)
+    feature_config = FeatureConfig(**dict(features or {}))
+    check_network_input(network_config.n_features, feature_config)
+    frontend = LogSpectrogram(feature_config)
+    with torch.device("meta"):
+        network = DeepSpeech2(network_config, tokenizer.vocab_size)
+    parts = {"frontend.": frontend, "model.": network}
+    return {
+        prefix + name: tuple(tensor.shape)
+        for prefix, part in parts.items()
+        for name, tensor in part.state_dict().items()
+    }
+
+
+def safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape, from the header of a safetensors file (an 8-byte little-endian
+    length, that many bytes of JSON, then the data), without reading any tensor.
+
+    Raises:
+        ConfigError: the file is missing, truncated (the header or a tensor's bytes run past its
+            end) or not safetensors (a header that is not JSON, an entry without a known dtype,
+            a shape or offsets that disagree).
+    """
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as file:
+            prefix = file.read(8)
+            length = int.from_bytes(prefix, "little")
+            if len(prefix) < 8 or length > size - 8:
+                raise ConfigError(
+                    f"{path} is truncated or not a safetensors file: its header claims {length} "
+                    f"bytes, the file has {size}"
+                )
+            header = json.loads(file.read(length))
+    except FileNotFoundError:
+        raise ConfigError(f"{path.parent} has no {path.name}: not a ds2hub model folder") from None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ConfigError(f"{path}: its safetensors header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise ConfigError(f"{path}: its safetensors header is not a JSON object")
+    header.pop("__metadata__", None)
+    data = size - 8 - length
+    shapes = {}
+    for name, entry in header.items():
+        try:
+            shape = tuple(entry["shape"])
+            start, end = entry["data_offsets"]
+            width = SAFETENSORS_DTYPES[entry["dtype"]]
+            numbers = (*shape, start, end)
+            valid = all(type(n) is int and n >= 0 for n in numbers) and start <= end
+        except (TypeError, KeyError, ValueError):
+            valid = False
+        if not valid:
+            raise ConfigError(f"{path}: malformed safetensors header entry for {name!r}")
+        if end > data:
+            raise ConfigError(
+                f"{path} is truncated: {name} ends at byte {end} of the data, which has {data}"
+            )
+        if end - start != math.prod(shape) * width:
+            raise ConfigError(f"{path}: {name} has {end - start} bytes for its shape {shape}")
+        shapes[name] = shape
+    return shapes
+
+
+def _check_weights(path: Path, expected: dict[str, tuple[int, ...]], strict: bool) -> None:
+    """Raises `ConfigError` unless the safetensors file at `path` holds a tensor of the expected
+    shape for each name of `expected` (the state_dict that `config.json` implies) that it holds,
+    and, if `strict`, exactly those names."""
+    shapes = safetensors_shapes(path)
+    missing = sorted(set(expected) - set(shapes))
+    extra = sorted(set(shapes) - set(expected))
+    if strict and (missing or extra):
+        raise ConfigError(
+            f"{path} does not hold the network its config.json describes: missing "
+            f"{missing[:3]}, unexpected {extra[:3]}"
+        )
+    for name in sorted(set(expected) & set(shapes)):
+        if shapes[name] != expected[name]:
+            raise ConfigError(
+                f"{path}: {name} has shape {list(shapes[name])} but config.json and the "
+                f"tokenizer imply {list(expected[name])}"
+            )
 
 
 def from_pretrained(

@@ -4,10 +4,31 @@
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 RNNType = Literal["gru", "lstm", "rnn"]
+
+# Sane bounds (inclusive) per integer field, conv fields per entry: generous for every preset
+# (`paper-streaming`: rnn_hidden 1536, fc_hidden 1536, lookahead 20, 96 channels, kernels 41), and
+# refusing, before anything is allocated, the sizes a hostile `config.json` would ask for
+# (`rnn_hidden: 60000` is a 43 GB GRU).
+BOUNDS: dict[str, tuple[int, int]] = {
+    "n_features": (1, 4096),
+    "conv_channels": (1, 1024),
+    "conv_kernel_freq": (1, 255),
+    "conv_kernel_time": (1, 255),
+    "conv_stride_freq": (1, 16),
+    "conv_stride_time": (1, 16),
+    "rnn_layers": (1, 7),
+    "rnn_hidden": (1, 8192),
+    "lookahead": (0, 1000),
+    "fc_hidden": (0, 8192),
+}
+# Fields within bounds can still multiply into a huge network: models are refused past this many
+# parameters (4 GB in float32, ten times the paper's ~100M) before their weights are allocated.
+MAX_PARAMETERS = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -35,7 +56,19 @@ class DeepSpeech2Config:
     def __post_init__(self) -> None:
         conv = tuple(f.name for f in fields(self) if f.name.startswith("conv_"))
         for name in conv:  # JSON and YAML give lists; keep the dataclass hashable
-            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+            value = getattr(self, name)
+            if not isinstance(value, (list, tuple)):
+                raise ValueError(f"{name} must be a list of integers, got {value!r}")
+            object.__setattr__(self, name, tuple(_integer(name, v) for v in value))
+        for name, (low, high) in BOUNDS.items():
+            values = getattr(self, name) if name in conv else (_integer(name, getattr(self, name)),)
+            if any(not low <= v <= high for v in values):
+                raise ValueError(
+                    f"{name}={getattr(self, name)!r} is out of bounds: {low} to {high} supported"
+                )
+        for name in ("bidirectional", "batch_norm"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         n = len(self.conv_channels)
         if not 1 <= n <= 3:
             raise ValueError(f"1 to 3 conv layers are supported, got {n}")
@@ -43,12 +76,8 @@ class DeepSpeech2Config:
             raise ValueError(f"all of {conv} need one entry per conv layer ({n})")
         if any(k % 2 == 0 for k in self.conv_kernel_time + self.conv_kernel_freq):
             raise ValueError("conv kernels must have odd sizes (centred 'same' padding)")
-        if not 1 <= self.rnn_layers <= 7:
-            raise ValueError(f"1 to 7 recurrent layers are supported, got {self.rnn_layers}")
         if self.rnn_type not in ("gru", "lstm", "rnn"):
             raise ValueError(f"rnn_type must be gru, lstm or rnn, got {self.rnn_type!r}")
-        if self.lookahead < 0:
-            raise ValueError("lookahead must be >= 0")
         if self.lookahead and self.bidirectional:
             raise ValueError(
                 "row convolution (lookahead) is for forward-only models: set bidirectional: false"
@@ -73,3 +102,13 @@ class DeepSpeech2Config:
         if unknown:
             raise ValueError(f"unknown DeepSpeech2Config fields: {sorted(unknown)}")
         return cls(**data)
+
+
+def _integer(name: str, value: Any) -> int:
+    """`value` as an int (ints and numpy integers; not floats, strings or booleans)."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an integer, got {value!r}") from None

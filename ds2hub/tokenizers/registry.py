@@ -15,7 +15,9 @@ from ds2hub.tokenizers.base import CONFIG_NAME, Tokenizer
 
 
 class TokenizerFileError(ConfigError):
-    """A saved tokenizer names a file it may not read (outside its folder) or that is missing."""
+    """A saved tokenizer that cannot be loaded: its file is missing or not JSON, names an unknown
+    kind, arguments its class refuses (a bad alphabet, a file that is not a SentencePiece model),
+    or a file it may not read (outside its folder) or that is missing."""
 
 
 def available_tokenizers() -> dict[str, type[Tokenizer]]:
@@ -50,15 +52,37 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
     make ds2hub read other files; None keeps the class's default (e.g. jieba's dictionary).
 
     Raises:
-        TokenizerFileError: a file argument is absolute, climbs out with `..`, or is missing.
+        TokenizerFileError: (one line naming the file) the tokenizer file is missing, not a JSON
+            object, or names an unknown kind; a file argument is absolute, climbs out with `..`,
+            or is missing; the class refuses the arguments (`TypeError` or `ValueError`).
     """
     directory = Path(directory)
-    config = json.loads((directory / CONFIG_NAME).read_text())
-    cls = available_tokenizers().get(config.get("kind", ""))
-    init_args = dict(config.get("init_args") or {})
-    for name in getattr(cls, "file_args", ()):
+    path = directory / CONFIG_NAME
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TokenizerFileError(f"{directory} has no {CONFIG_NAME}: not a ds2hub model") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise TokenizerFileError(f"{path} is not valid JSON: {error}") from None
+    init_args = (config.get("init_args") or {}) if isinstance(config, dict) else None
+    if not isinstance(init_args, dict):
+        raise TokenizerFileError(f"{path} must hold {{'kind': ..., 'init_args': {{...}}}}")
+    kinds = available_tokenizers()
+    kind = config.get("kind")
+    cls = kinds.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise TokenizerFileError(
+            f"{path}: unknown tokenizer kind {kind!r}; installed kinds: {sorted(kinds)}"
+        )
+    init_args = dict(init_args)
+    for name in cls.file_args:
         if init_args.get(name) is not None:
             init_args[name] = inside(
-                directory, init_args[name], f"{directory / CONFIG_NAME}: {name}", TokenizerFileError
+                directory, init_args[name], f"{path}: {name}", TokenizerFileError
             )
-    return tokenizer_from_config({**config, "init_args": init_args})
+    try:
+        return cls.from_config({**config, "init_args": init_args})
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as error:  # arguments the class refuses
+        raise TokenizerFileError(f"{path}: not a valid {kind!r} tokenizer: {error}") from None

@@ -54,12 +54,16 @@ class SentencePieceTokenizer(Tokenizer):
         self._sp: spm.SentencePieceProcessor | None = None
         self.vocab = [BLANK]
         if model_proto is not None:
-            self._load_proto(base64.b64decode(model_proto))
+            self._load_proto(base64.b64decode(model_proto), "model_proto")
         elif model_file is not None:
-            self._load_proto(Path(model_file).read_bytes())
+            self._load_proto(Path(model_file).read_bytes(), model_file)
 
-    def _load_proto(self, proto: bytes) -> None:
-        self._sp = spm.SentencePieceProcessor(model_proto=proto)
+    def _load_proto(self, proto: bytes, source: str = "the trained model") -> None:
+        """Loads a serialised model; raises `ValueError` naming `source` if it is not one."""
+        try:
+            self._sp = spm.SentencePieceProcessor(model_proto=proto)
+        except RuntimeError:  # SentencePiece's parse error names only its own source line
+            raise ValueError(f"{source} is not a SentencePiece model") from None
         self._proto = proto
         self.vocab = [BLANK, *(self._sp.id_to_piece(i) for i in range(self._sp.get_piece_size()))]
 

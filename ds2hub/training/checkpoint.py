@@ -21,11 +21,7 @@ from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+from ds2hub.paths import new_file_mode
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -50,7 +46,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
             write(file)
             file.flush()
             os.fsync(file.fileno())
-        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes it private; checkpoints were not
+        os.chmod(temp, new_file_mode())  # mkstemp makes it private; checkpoints were not
         os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
