@@ -179,6 +179,31 @@ def test_a_front_end_the_dsp_cannot_compute_is_refused_in_one_line(
     assert named in err.splitlines()[-1], err
 
 
+def test_a_corpus_file_that_is_not_utf8_is_one_line(tiny_digits, tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    for split in ("train", "validation"):
+        (corpus / split).mkdir(parents=True)
+        for f in (tiny_digits / split).iterdir():
+            (corpus / split / f.name).write_bytes(f.read_bytes())
+    metadata = corpus / "train" / "metadata.csv"
+    first = metadata.read_text().splitlines()[1].split(",")[0]
+    metadata.write_bytes(metadata.read_bytes() + f"{first},caf".encode() + b"\xe9 one\n")
+    fit = ["fit", "--config", str(CONF / "digits_tiny.yaml"), "--data.path", str(corpus)]
+    assert main([*fit, "--trainer.default_root_dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.splitlines()[-1].startswith("ds2hub: error: "), err
+    assert "not UTF-8" in err.splitlines()[-1] and "[train]" in err.splitlines()[-1]
+
+
+def test_a_shipped_recipe_runs_without_a_logger(tmp_path, monkeypatch):
+    """`--trainer.logger false` on the digits recipe, whose LearningRateMonitor needs a logger:
+    the monitor is left out and the run goes on."""
+    monkeypatch.chdir(tmp_path)
+    fit = ["fit", "--config", "digits", "--trainer.logger", "false", "--trainer.max_steps", "1",
+           "--trainer.limit_val_batches", "1", "--trainer.default_root_dir", str(tmp_path)]  # fmt: skip
+    assert main(fit) == 0
+
+
 def test_debug_variable_shows_the_traceback(mistakes, monkeypatch):
     monkeypatch.setenv("DS2HUB_DEBUG", "1")
     with pytest.raises(UsageError):

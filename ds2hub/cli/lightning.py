@@ -3,10 +3,12 @@ so the other commands start without Lightning)."""
 
 from __future__ import annotations
 
+import logging
 import shlex
 from typing import Any
 
 from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
 
@@ -15,6 +17,8 @@ from ds2hub.errors import UsageError
 from ds2hub.paths import missing_local
 from ds2hub.training.callbacks import StopOnSignal
 from ds2hub.training.checkpoint import AtomicCheckpointIO
+
+log = logging.getLogger(__name__)
 
 
 class DS2CLI(LightningCLI):
@@ -78,3 +82,9 @@ class DS2CLI(LightningCLI):
         super().after_instantiate_classes()
         self.model.command = shlex.join(["ds2hub", *self._argv])  # recorded for model cards
         self.trainer.callbacks.append(StopOnSignal())
+        if not self.trainer.loggers:  # `--trainer.logger false`: nothing to log learning rates to
+            monitors = [c for c in self.trainer.callbacks if isinstance(c, LearningRateMonitor)]
+            for monitor in monitors:
+                self.trainer.callbacks.remove(monitor)
+            if monitors:
+                log.info("no logger: the recipe's LearningRateMonitor is left out")

@@ -249,14 +249,13 @@ def main(args: list[str] | None = None) -> int:
         message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
         category=FutureWarning,
     )
+    if (callbacks := sys.modules.get("ds2hub.training.callbacks")) is not None:
+        callbacks.STOPPED_BY.clear()  # (an earlier command in this process was stopped)
     try:
         run_cli(args)
     except SystemExit:
-        # A signal stopped a fit (ds2hub.training.callbacks.StopOnSignal wrote its checkpoint):
-        # 128 + the signal, not Lightning's 0 (SIGTERM) or 1 (SIGINT), so job chains stop.
-        callbacks = sys.modules.get("ds2hub.training.callbacks")
-        if callbacks is not None and callbacks.STOPPED_BY:
-            return 128 + callbacks.STOPPED_BY[0]
+        if (stopped := _stopped_by()) is not None:
+            return 128 + stopped
         raise
     except USER_ERRORS as error:
         if os.environ.get(DEBUG_ENV, "0") not in ("", "0"):
@@ -264,4 +263,13 @@ def main(args: list[str] | None = None) -> int:
         message = " ".join(str(error).split()) or type(error).__name__  # always one line
         print(f"ds2hub: error: {message}", file=sys.stderr)
         return USAGE_STATUS
+    if (stopped := _stopped_by()) is not None:
+        return 128 + stopped
     return 0
+
+
+def _stopped_by() -> int | None:
+    """The signal that stopped a fit in this process (`StopOnSignal` wrote its checkpoint): the
+    exit status is 128 + it, not Lightning's 0 (SIGTERM) or 1 (SIGINT), so job chains stop."""
+    callbacks = sys.modules.get("ds2hub.training.callbacks")
+    return callbacks.STOPPED_BY[0] if callbacks is not None and callbacks.STOPPED_BY else None

@@ -127,40 +127,68 @@ STOPPED_BY: list[int] = []
 class StopOnSignal(L.Callback):
     """SIGTERM or SIGINT (Ctrl+C) during `fit`: a checkpoint to resume from, then the end.
 
-    Lightning ends a fit on SIGTERM after the running step and on SIGINT at once; this callback
-    then writes `interrupted.ckpt` beside the run's checkpoints (the `ModelCheckpoint` folder, else
-    `default_root_dir`) and records the signal in `STOPPED_BY`. A second SIGTERM ends the process
-    at once, without a checkpoint (a stuck step must not hold a job scheduler's stop).
+    Both stop the fit after the running step (`trainer.should_stop`, and for SIGTERM Lightning's
+    own handler too), rather than raising KeyboardInterrupt wherever the step happens to be;
+    this callback then writes `interrupted.ckpt` beside the run's checkpoints (the
+    `ModelCheckpoint` folder, else `default_root_dir`) and records the signal in `STOPPED_BY`. A
+    second signal ends the process at once, without a checkpoint (a stuck step must not hold a
+    job scheduler's stop).
     """
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def __init__(self) -> None:
+        self._previous: dict[int, Any] = {}
+        self._saved = False
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         STOPPED_BY.clear()
+        self._saved = False
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers belong to the main thread
-        lightnings = signal.getsignal(signal.SIGTERM)
+        # Installed now, over Lightning's SIGTERM handler (registered when the fit began).
+        self._previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+        lightnings = self._previous[signal.SIGTERM]
 
-        def on_sigterm(signum: int, frame: Any) -> None:
+        def stop(signum: int, frame: Any) -> None:
             if STOPPED_BY:
-                log.warning("second SIGTERM: stopping now, without a checkpoint")
+                log.warning("second %s: stopping now, without a checkpoint", _name(signum))
                 os._exit(128 + signum)
             STOPPED_BY.append(signum)
-            log.warning("SIGTERM: stopping after this step and writing a checkpoint")
-            if callable(lightnings):
-                lightnings(signum, frame)
+            log.warning("%s: stopping after this step and writing a checkpoint", _name(signum))
+            trainer.should_stop = True
+            if signum == signal.SIGTERM and callable(lightnings):
+                lightnings(signum, frame)  # (it also stops DDP's other processes)
 
-        signal.signal(signal.SIGTERM, on_sigterm)
+        for signum in self._previous:
+            signal.signal(signum, stop)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for signum, handler in self._previous.items():
+                signal.signal(signum, handler)
+        self._previous = {}
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._checkpoint(trainer)  # stopped through `should_stop`
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         if isinstance(exception, KeyboardInterrupt) and not STOPPED_BY:
-            STOPPED_BY.append(signal.SIGINT)
-        if not STOPPED_BY or trainer.state.fn != "fit":
+            STOPPED_BY.append(signal.SIGINT)  # (before training started: no handler of ours)
+        self._checkpoint(trainer)  # stopped through Lightning's SIGTERMException
+
+    def _checkpoint(self, trainer: L.Trainer) -> None:
+        if not STOPPED_BY or self._saved or trainer.state.fn != "fit":
             return
         folder = getattr(trainer.checkpoint_callback, "dirpath", None) or trainer.default_root_dir
         path = Path(folder) / "interrupted.ckpt"
         trainer.save_checkpoint(path)
+        self._saved = True
         log.warning(
             "%s at step %d: wrote %s (resume with --ckpt_path %s)",
-            signal.Signals(STOPPED_BY[0]).name, trainer.global_step, path, path,
+            _name(STOPPED_BY[0]), trainer.global_step, path, path,
         )  # fmt: skip
+
+
+def _name(signum: int) -> str:
+    return signal.Signals(signum).name

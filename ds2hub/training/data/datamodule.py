@@ -75,9 +75,20 @@ def load_split(
         size = stop - start if known is None else max(0, min(stop, known) - start)
         return _with_size(ds.skip(start).take(stop - start), split, size)
     else:
-        ds = datasets.load_dataset(
-            path, name, split=split, data_dir=data_dir, revision=revision, streaming=streaming
-        )
+        try:
+            ds = datasets.load_dataset(
+                path, name, split=split, data_dir=data_dir, revision=revision, streaming=streaming
+            )
+        except Exception as error:  # noqa: BLE001 - a non-UTF-8 metadata file, however wrapped
+            cause: BaseException | None = error
+            while cause is not None and not isinstance(cause, UnicodeDecodeError):
+                cause = cause.__cause__ or cause.__context__
+            if cause is None:
+                raise
+            raise ConfigError(
+                f"{path} [{split}]: a metadata file is not UTF-8 text ({cause.reason}, "
+                f"byte {cause.object[cause.start : cause.start + 1]!r}); save it as UTF-8"
+            ) from error
     columns = ds.column_names or []
     if audio_column not in columns:
         raise KeyError(f"{path}[{split}] has no audio column {audio_column!r}; columns: {columns}")
