@@ -28,8 +28,11 @@ def _denials_are_not_errors(record: logging.LogRecord) -> bool:
     response: a client's bad sample rate, a full server) as the ERROR "ASGI callable returned
     without completing handshake"; the refusal is already logged at INFO. Downgraded so that
     ordinary client mistakes page nobody."""
-    if record.levelno == logging.ERROR and record.getMessage().startswith(
-        "ASGI callable returned without completing handshake"
+    message = record.getMessage()
+    if (
+        record.levelno == logging.ERROR
+        and message.startswith("ASGI callable returned without")
+        and "handshake" in message
     ):
         record.levelno, record.levelname = logging.INFO, "INFO"
     return True
