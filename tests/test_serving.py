@@ -595,8 +595,13 @@ def test_client_mistakes_on_a_real_server_log_no_error_and_oversized_messages_ge
     assert seen[0] == 400
     assert seen[1]["type"] == "error" and "the limit is 1048576" in seen[1]["error"]
     assert seen[2:] == [1009, 1009]
-    assert 'ds2hub_rejected_total{reason="message_too_big"} 2.0' in metrics
-    assert 'reason="disconnected"' not in metrics
+    import importlib.util
+
+    if importlib.util.find_spec("uvicorn.protocols.websockets.websockets_sansio_impl"):
+        assert 'ds2hub_rejected_total{reason="message_too_big"} 2.0' in metrics
+        assert 'reason="disconnected"' not in metrics
+    else:  # older uvicorn: its protocol reports the unread message as a plain disconnect
+        assert 'ds2hub_rejected_total{reason="message_too_big"} 1.0' in metrics
     assert "ERROR" not in server.output, server.output
 
 
