@@ -3,9 +3,11 @@ and the files a downloaded model folder may name (`inside`): one rule each, for 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path, PurePath
+from typing import Any
 
 # A hub id is `name` or `owner/name` (letters, digits, `-`, `_`, `.`), optionally `@revision`.
 _HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
@@ -68,3 +70,18 @@ def new_file_mode() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return 0o666 & ~mask
+
+
+def read_json(path: Path, error: type[Exception], missing: str) -> Any:
+    """The JSON in `path`, decoded.
+
+    Raises:
+        error: `missing` when the file does not exist; "... is not valid JSON" when it is not
+            UTF-8 JSON (one line each, for model folders a user or a download gave).
+    """
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(missing) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as decode_error:
+        raise error(f"{path} is not valid JSON: {decode_error}") from None

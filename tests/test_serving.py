@@ -612,25 +612,10 @@ def test_a_decompression_bomb_decodes_in_bounded_memory_and_a_cut_wav_is_refused
     """A FLAC of a few hundred KB that decodes to 400 s of 48 kHz 5.1 audio (4 x 10^8 bytes of
     float32 samples) is decoded block by block into 16 kHz mono: the server's peak memory grows
     by a fraction of the decoded input; one over the limit is refused before it is decoded."""
-    import socket
-
     bomb = _bomb(tmp_path / "bomb.flac", 400)
     assert bomb.stat().st_size < 3_000_000
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    command = [sys.executable, "-m", "ds2hub", "serve", str(streaming_folder), "--port", str(port),
-               "--threads", "1", "--max-file-seconds", "450", "--log-level", "warning"]  # fmt: skip
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except httpx.HTTPError:
-                assert server.poll() is None, server.stdout.read()
-                time.sleep(0.2)
+    options = ["--threads", "1", "--max-file-seconds", "450", "--log-level", "warning"]
+    with _real_server(streaming_folder, *options) as (server, port):
         url = f"http://127.0.0.1:{port}/transcribe"
         small = httpx.post(url, content=_wav(_speech(1)[0]), timeout=30)
         assert small.status_code == 200
@@ -646,9 +631,6 @@ def test_a_decompression_bomb_decodes_in_bounded_memory_and_a_cut_wav_is_refused
         wav = _wav(_speech(1)[0])
         cut = httpx.post(url, content=wav[: len(wav) // 3], timeout=30)
         assert cut.status_code == 415 and "cut short" in cut.json()["error"]
-    finally:
-        server.terminate()
-        server.wait(20)
 
 
 def test_serve_command_errors_are_one_line(tmp_path, monkeypatch, capsys):

@@ -31,7 +31,7 @@ from ds2hub.inference.streaming import StreamSession
 from ds2hub.inference.transcribe import transcribe
 from ds2hub.model import DeepSpeech2, DeepSpeech2Config
 from ds2hub.model.config import MAX_PARAMETERS
-from ds2hub.paths import new_file_mode
+from ds2hub.paths import new_file_mode, read_json
 from ds2hub.tokenizers import Tokenizer, load_tokenizer, tokenizer_from_config
 from ds2hub.tokenizers.base import CONFIG_NAME as TOKENIZER_FILE
 from ds2hub.tokenizers.pinyin import LEXICON_NAME
@@ -317,12 +317,8 @@ def _read_config(folder: str | Path) -> dict[str, Any]:
         ConfigError: it is missing, not JSON, or not an object.
     """
     path = Path(folder) / CONFIG_FILE
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{folder} has no {CONFIG_FILE}: not a ds2hub model folder") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ConfigError(f"{path} is not valid JSON: {error}") from None
+    missing = f"{folder} has no {CONFIG_FILE}: not a ds2hub model folder"
+    config = read_json(path, ConfigError, missing)
     if not isinstance(config, dict):
         raise ConfigError(f"{path} must hold a JSON object, not {type(config).__name__}")
     return config

@@ -4,12 +4,11 @@ registers its own there, see `ds2hub.plugins`): a saved tokenizer file names its
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from ds2hub.errors import ConfigError
-from ds2hub.paths import inside
+from ds2hub.paths import inside, read_json
 from ds2hub.plugins import TOKENIZERS, load_group
 from ds2hub.tokenizers.base import CONFIG_NAME, Tokenizer
 
@@ -58,12 +57,8 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
     """
     directory = Path(directory)
     path = directory / CONFIG_NAME
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TokenizerFileError(f"{directory} has no {CONFIG_NAME}: not a ds2hub model") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise TokenizerFileError(f"{path} is not valid JSON: {error}") from None
+    missing = f"{directory} has no {CONFIG_NAME}: not a ds2hub model"
+    config = read_json(path, TokenizerFileError, missing)
     init_args = (config.get("init_args") or {}) if isinstance(config, dict) else None
     if not isinstance(init_args, dict):
         raise TokenizerFileError(f"{path} must hold {{'kind': ..., 'init_args': {{...}}}}")
