@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import wave
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -16,7 +19,11 @@ SAMPLE_RATE = 16_000
 # is a mistake (sample_rate=1 would turn 1,600 samples into 26 minutes of audio to recognise).
 MIN_RATE, MAX_RATE = 4_000, 384_000
 
-AudioSource = str | Path | bytes | np.ndarray | torch.Tensor
+# A path, encoded bytes, raw samples (with a rate), or one of the ecosystem's containers: a
+# `datasets` Audio value (`{"array", "sampling_rate"}`, undecoded `{"path", "bytes"}`, or
+# torchcodec's `AudioDecoder`, which `datasets` >= 4 returns) or a transformers pipeline input
+# (`{"raw", "sampling_rate"}`).
+AudioSource = str | Path | bytes | np.ndarray | torch.Tensor | Mapping[str, Any]
 
 
 class AudioDecodeError(ValueError):
@@ -46,6 +53,12 @@ def _decode(source: str | Path | bytes, max_seconds: float | None = None) -> np.
         AudioTooLong: the header or the samples read so far pass `max_seconds`.
         AudioDecodeError: neither decoder can read it.
     """
+    if not isinstance(source, bytes):
+        path = Path(source)
+        if path.is_dir():
+            raise AudioDecodeError(f"{source} is a folder, not an audio file")
+        if not path.exists():
+            raise AudioDecodeError(f"{source} does not exist")
     handle = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
         with sf.SoundFile(handle) as sound:
@@ -93,6 +106,14 @@ def _declared_wav_frames(source: str | Path | bytes) -> int | None:
         return None
     # 0 and 2^32 - 1 are what writers to a pipe put there: the length is not known.
     return frames if 0 < size < 0xFFFFFF00 else None
+
+
+def preload_decoders() -> None:
+    """Imports the FFmpeg decoder (torchcodec) now, if it is installed. Its first import takes
+    seconds and holds the interpreter lock; a server calls this before it serves, so that the
+    first upload in a format soundfile cannot read does not stall every other client."""
+    with contextlib.suppress(ImportError, OSError, RuntimeError):  # then it fails when used
+        import torchcodec.decoders  # noqa: F401
 
 
 def _decode_ffmpeg(source: str | Path | bytes, max_seconds: float | None) -> np.ndarray:
@@ -165,18 +186,50 @@ def resample(waveform: torch.Tensor, from_rate: float, to_rate: float) -> torch.
     return torch.from_numpy(np.ascontiguousarray(out))
 
 
+def unwrap_source(source: AudioSource, sample_rate: int | None = None) -> tuple[Any, int | None]:
+    """The ecosystem's audio containers (`AudioSource`) as (path, bytes or samples; their rate):
+    a container's own rate replaces `sample_rate`. Other sources are returned as they are.
+
+    Raises:
+        AudioDecodeError: a dict of none of the known forms, or samples without a rate.
+    """
+    if isinstance(source, Mapping):
+        for key in ("array", "raw"):  # datasets' decoded Audio; transformers' pipeline input
+            if key in source:
+                rate = source.get("sampling_rate", source.get("sample_rate"))
+                if rate is None:
+                    raise AudioDecodeError(f"an audio dict with {key!r} needs 'sampling_rate'")
+                samples = source[key]
+                if not isinstance(samples, (np.ndarray, torch.Tensor)):
+                    samples = np.asarray(samples, dtype=np.float32)  # (lists, from datasets)
+                return samples, int(rate)
+        if source.get("bytes") is not None:  # datasets' Audio(decode=False)
+            return bytes(source["bytes"]), None
+        if source.get("path"):
+            return source["path"], None
+        raise AudioDecodeError(
+            "an audio dict needs 'array' (or 'raw') and 'sampling_rate', or 'bytes' or 'path'; "
+            f"this one has {sorted(map(str, source))}"
+        )
+    if hasattr(source, "get_all_samples"):  # torchcodec's AudioDecoder (datasets >= 4)
+        samples = source.get_all_samples()
+        return samples.data, int(samples.sample_rate)
+    return source, sample_rate
+
+
 def load_audio(
     source: AudioSource, sample_rate: int | None = None, max_seconds: float | None = None
 ) -> torch.Tensor:
-    """Decodes a path, encoded bytes, or an array into mono 16 kHz float32 samples.
+    """Decodes a path, encoded bytes, an array or an audio dict into mono 16 kHz float32 samples.
 
     Args:
-        source: a file path, the encoded bytes of a file, or raw samples shaped (T,), (C, T) or
+        source: a file path, the encoded bytes of a file, raw samples shaped (T,), (C, T) or
             (T, C) (channels along the smaller dimension): floats in [-1, 1], or integer PCM of
             any width scaled by its full scale (int16 by 1/32768, int8, int32; uint8 as 8-bit
-            WAV stores it, silence at 128).
+            WAV stores it, silence at 128); or a `datasets` / transformers audio value
+            (`unwrap_source`).
         sample_rate: the rate of raw samples, 4 to 384 kHz (required for arrays, ignored
-            otherwise).
+            otherwise; an audio dict's `sampling_rate` replaces it).
         max_seconds: refuse encoded audio longer than this, from its header when it has one,
             else once that much is decoded (None: no limit).
     Returns:
@@ -186,6 +239,7 @@ def load_audio(
         AudioDecodeError: if the input cannot be decoded, holds no samples, or holds NaN or
             infinite samples.
     """
+    source, sample_rate = unwrap_source(source, sample_rate)
     if isinstance(source, (np.ndarray, torch.Tensor)):
         if sample_rate is None:
             raise ValueError("load_audio: pass sample_rate with raw sample arrays")
@@ -207,12 +261,17 @@ def load_audio(
     return to_mono_16k(waveform, sample_rate)
 
 
-def audio_duration(source: str | Path | bytes) -> float:
-    """Duration in seconds, read from the file header when the format has one."""
+def header_seconds(source: str | Path | bytes) -> float | None:
+    """Duration in seconds as the file's header states it (soundfile reads the header only), or
+    None when the format has none or soundfile cannot read it."""
     try:
         info = sf.info(io.BytesIO(source) if isinstance(source, bytes) else source)
-        if info.frames > 0:
-            return info.frames / info.samplerate
-    except Exception:  # noqa: BLE001 - header-less or unknown: decode to measure
-        pass
-    return _decode(source).size / SAMPLE_RATE
+    except Exception:  # noqa: BLE001 - header-less or unknown to soundfile
+        return None
+    return info.frames / info.samplerate if info.frames > 0 else None
+
+
+def audio_duration(source: str | Path | bytes) -> float:
+    """Duration in seconds, read from the file header when the format has one."""
+    seconds = header_seconds(source)
+    return seconds if seconds is not None else _decode(source).size / SAMPLE_RATE

@@ -9,6 +9,8 @@ import torch
 import yaml
 
 from ds2hub.cli.main import run_cli
+from ds2hub.decoding import DecoderConfig
+from ds2hub.inference.recognizer import from_pretrained
 from ds2hub.training.checkpoint import AtomicCheckpointIO
 from ds2hub.training.task import DeepSpeech2Task
 
@@ -89,14 +91,28 @@ def test_fit_validate_test_predict_and_resume(tiny_digits, tmp_path):
     assert all(isinstance(text, str) for batch in predictions for text in batch)
 
 
-def test_checkpoint_loads_without_the_cli(tiny_digits, tmp_path):
-    cli = run("fit", "--trainer.max_steps", "2", data=tiny_digits, root=tmp_path)
+def test_checkpoint_loads_without_the_cli_and_decodes_as_its_run_validated(tiny_digits, tmp_path):
+    words = REPO / "recipes" / "digits" / "words.txt"
+    cli = run(
+        "fit", "--trainer.max_steps", "2", "--model.beam_search.lexicon", str(words),
+        "--model.beam_search.beam_size", "4", data=tiny_digits, root=tmp_path,
+    )  # fmt: skip
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)  # kill-safe saves
     ckpt = cli.trainer.checkpoint_callback.last_model_path
     task = DeepSpeech2Task.load_from_checkpoint(ckpt, map_location="cpu")
     assert task.tokenizer.vocab == cli.model.tokenizer.vocab
     for a, b in zip(task.state_dict().values(), cli.model.state_dict().values()):
         assert torch.equal(a, b)
+    # The recogniser of the checkpoint decodes with the recipe's beam search by default.
+    recognizer = from_pretrained(ckpt)
+    assert recognizer.decoding == DecoderConfig(lexicon=str(words), beam_size=4)
+    audio = sorted((REPO / "recipes" / "digits" / "test").glob("*.opus"))[:4]
+    beam = recognizer.transcribe(audio)
+    assert beam == recognizer.transcribe(
+        audio, decoding=DecoderConfig(lexicon=str(words), beam_size=4)
+    )
+    lexicon = set(words.read_text().split())
+    assert all(set(text.split()) <= lexicon for text in beam)  # only lexicon words
 
 
 def test_print_config_reproduces_a_run(tiny_digits, tmp_path, capsys):

@@ -5,6 +5,7 @@ SIGKILL resumes from its last checkpoint."""
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -77,9 +78,28 @@ def test_a_killed_training_resumes_from_its_last_checkpoint(tiny_digits, tmp_pat
     assert checkpoint_step(last) == killed_at + 2  # continued the count, did not start over
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize(
+    ("signum", "options"),
+    [
+        (signal.SIGTERM, []),
+        (signal.SIGINT, []),
+        # validation after every step: the stop finds a validation loader's workers open
+        (
+            signal.SIGTERM,
+            [
+                "--trainer.val_check_interval",
+                "1",
+                "--trainer.check_val_every_n_epoch",
+                "null",
+                "--data.batch_size",
+                "1",
+            ],
+        ),
+    ],
+    ids=["SIGTERM", "SIGINT", "SIGTERM, validating often"],
+)
 def test_a_signal_to_a_training_writes_a_checkpoint_and_exits_128_plus_it(
-    signum, tiny_digits, tmp_path
+    signum, options, tiny_digits, tmp_path
 ):
     """A job scheduler's stop (SIGTERM) or Ctrl+C (SIGINT), sent to the whole process group as
     they are, DataLoader worker included: a checkpoint to resume from, status 128 + the signal
@@ -87,7 +107,7 @@ def test_a_signal_to_a_training_writes_a_checkpoint_and_exits_128_plus_it(
     log = tmp_path / "stopped.log"
     with log.open("w") as out:
         training = subprocess.Popen(
-            fit_command(tiny_digits, tmp_path, "--data.num_workers", "1"),
+            fit_command(tiny_digits, tmp_path, "--data.num_workers", "1", *options),
             cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         try:
@@ -100,6 +120,7 @@ def test_a_signal_to_a_training_writes_a_checkpoint_and_exits_128_plus_it(
     output = log.read_text()
     assert training.returncode == 128 + signum, output[-3000:]
     assert "Traceback" not in output and "killed by signal" not in output, output[-3000:]
+    assert output.count("GPU available:") == 1, output[:3000]  # each log line once
     stopped = tmp_path / "ckpts" / "interrupted.ckpt"
     assert checkpoint_step(stopped) >= 2 and f"wrote {stopped}" in output
 
@@ -210,18 +231,48 @@ def test_debug_variable_shows_the_traceback(mistakes, monkeypatch):
         main(mistakes["missing data path"])
 
 
-@pytest.mark.parametrize("bad", [["--trainer.max_stepz", "2"], ["--config", "BAD_KEY"]])
-def test_unknown_options_keep_jsonargparse_usage_and_status_2(bad, tiny_digits, tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("bad", "near"),
+    [
+        (["--trainer.max_stepz", "2"], "--trainer.max_steps"),
+        (["--trainer.max_epoch", "1"], "--trainer.max_epochs"),  # abbreviations are off
+        (["--config", "BAD_KEY"], None),
+    ],
+    ids=["misspelt", "abbreviated", "misspelt in a recipe"],
+)
+def test_an_unknown_option_is_one_line_naming_the_closest(bad, near, tiny_digits, tmp_path, capsys):
     if bad[-1] == "BAD_KEY":  # a recipe with a misspelt key
         recipe = tmp_path / "typo.yaml"
         recipe.write_text("trainer:\n  max_stepz: 2\n")
         bad = ["--config", str(recipe)]
     fit = ["fit", "--config", str(CONF / "digits_tiny.yaml"), "--data.path", str(tiny_digits)]
-    with pytest.raises(SystemExit) as exit_info:
-        main([*fit, *bad])
-    assert exit_info.value.code == 2
+    assert main([*fit, *bad]) == 2
     err = capsys.readouterr().err
-    assert "max_stepz" in err and "error" in err and "Traceback" not in err
+    assert len(err.splitlines()) == 1 and err.startswith("ds2hub: error: "), err
+    assert "max_step" in err or "max_epoch" in err
+    if near:
+        assert f"(did you mean {near}?)" in err
+
+
+def test_help_lists_every_command_version_and_typos_of_other_commands():
+    from importlib.metadata import version
+
+    from ds2hub.cli.main import EXTRA_COMMANDS
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(DS2HUB), *args], capture_output=True, text=True, timeout=120)
+
+    usage = run("--help")
+    assert usage.returncode == 0, usage.stderr
+    for command in ("fit", "validate", "test", "predict", *EXTRA_COMMANDS):
+        assert re.search(rf"^  {command} +\S", usage.stdout, re.M), command
+    said = run("--version")
+    assert said.returncode == 0 and said.stdout.strip() == f"ds2hub {version('ds2hub')}"
+    typo = run("transcribe", "--model", "m", "--beam", "8", "a.wav")
+    assert typo.returncode == 2
+    assert typo.stderr.strip().splitlines() == [
+        "ds2hub transcribe: error: unrecognized arguments: --beam (did you mean --beam-size?)"
+    ]
 
 
 @pytest.mark.parametrize(

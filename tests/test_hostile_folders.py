@@ -1,8 +1,9 @@
-"""Malformed model folders through the console script: each gives one `ds2hub: error: ...` line and
+"""Malformed model folders and checkpoints through the console script: each gives one `ds2hub: error: ...` line and
 exit status 2, never a traceback, and is refused before any weight is allocated (issue 24)."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import resource
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file, save_file
 from standins import STREAMING_ARCH
 
@@ -84,7 +86,40 @@ def _symlinked_non_sentencepiece(folder: Path) -> None:
     os.symlink(folder / "config.json", folder / "tokenizer.model")
 
 
-# (id, how the valid folder is broken, words the error line must contain)
+def _cut_checkpoint(folder: Path) -> Path:
+    path = folder / "cut.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(4096)}, "ds2hub": {}}, path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def _text_checkpoint(folder: Path) -> Path:
+    path = folder / "notes.ckpt"
+    path.write_text("not a checkpoint")
+    return path
+
+
+def _foreign_checkpoint(folder: Path) -> Path:
+    path = folder / "foreign.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(4)}}, path)
+    return path
+
+
+def _incomplete_checkpoint(folder: Path) -> Path:
+    path = folder / "incomplete.ckpt"
+    torch.save({"state_dict": {}, "ds2hub": {"features": {}}}, path)
+    return path
+
+
+def _checkpoint_of_objects(folder: Path) -> Path:
+    path = folder / "objects.ckpt"
+    torch.save({"state_dict": {}, "when": datetime.datetime(2026, 1, 1)}, path)
+    return path
+
+
+# (id, how the valid folder is broken (returning the path to load, if not the folder), words the
+# error line must contain)
 CASES = [
     ("config-not-json", _not_json, ["config.json", "not valid JSON"]),
     ("config-missing", _no_config, ["has no config.json"]),
@@ -95,6 +130,11 @@ CASES = [
     ("unknown-tokenizer-kind", _unknown_kind, ["ds2hub_tokenizer.json", "klingon"]),
     ("bad-alphabet", _bad_alphabet, ["ds2hub_tokenizer.json", "alphabet"]),
     ("symlinked-non-sentencepiece", _symlinked_non_sentencepiece, ["not a SentencePiece model"]),
+    ("checkpoint-cut-short", _cut_checkpoint, ["cut.ckpt", "not a readable checkpoint"]),
+    ("checkpoint-of-text", _text_checkpoint, ["notes.ckpt", "not a readable checkpoint"]),
+    ("checkpoint-not-by-ds2hub", _foreign_checkpoint, ["foreign.ckpt", "not written by ds2hub"]),
+    ("checkpoint-incomplete", _incomplete_checkpoint, ["incomplete.ckpt", "not a complete"]),
+    ("checkpoint-of-objects", _checkpoint_of_objects, ["objects.ckpt", "datetime.datetime"]),
 ]
 
 
@@ -104,15 +144,19 @@ def _limit_memory() -> None:  # in the child, before exec
 
 @pytest.mark.parametrize(("name", "damage", "words"), CASES, ids=[c[0] for c in CASES])
 def test_a_malformed_model_folder_gives_one_line_and_exit_2(
-    valid_folder: Path, tmp_path: Path, name: str, damage: Callable[[Path], None], words: list[str]
+    valid_folder: Path,
+    tmp_path: Path,
+    name: str,
+    damage: Callable[[Path], Path | None],
+    words: list[str],
 ) -> None:
     folder = tmp_path / name
     shutil.copytree(valid_folder, folder)
-    damage(folder)
+    target = damage(folder) or folder
     env = {k: v for k, v in os.environ.items() if k != "DS2HUB_DEBUG"} | {"HF_HUB_OFFLINE": "1"}
     start = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "ds2hub", "transcribe", "--model", str(folder), str(AUDIO)],
+        [sys.executable, "-m", "ds2hub", "transcribe", "--model", str(target), str(AUDIO)],
         capture_output=True,
         text=True,
         env=env,

@@ -8,6 +8,7 @@ import contextlib
 import gc
 import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -222,8 +223,8 @@ def test_files_health_and_metrics(recognizer, bidirectional):
                 assert all(0 <= w["start"] <= w["end"] <= body["duration"] for w in body["words"])
             assert "words" not in client.post("/transcribe", content=_wav(waves[0])).json()
             text = client.get("/metrics").text
-    assert 'ds2hub_batch_size_count{kind="file"}' in text
-    assert 'ds2hub_queue_seconds_count{kind="file"} 3.0' in text
+    assert 'ds2hub_batch_size_count{kind="window"}' in text  # each short file is one window
+    assert 'ds2hub_queue_seconds_count{kind="window"} 3.0' in text
     assert 'ds2hub_recent_latency_seconds{kind="file",quantile="0.99"}' in text
 
 
@@ -259,35 +260,101 @@ def test_files_beyond_the_queue_limit_get_503_with_retry_after(recognizer):
     app = create_app(recognizer, ServeConfig(max_pending_files=1, retry_after_s=3))
     engine = app.state.engine
     release, entered = threading.Event(), threading.Event()
-    real = engine.dispatcher.functions["file"]
+    real = engine.uploads.functions["window"]
 
-    def held(payloads):  # keeps the worker busy so that files queue up
+    def held(payloads):  # keeps the worker busy on the first file
         entered.set()
         release.wait(10)
         return real(payloads)
 
-    engine.dispatcher.functions["file"] = held
+    engine.uploads.functions["window"] = held
     wav = _wav(_speech(1)[0])
     with TestClient(app) as client:
         results = []
-
-        def post() -> None:
-            results.append(client.post("/transcribe", content=wav))
-
-        first = threading.Thread(target=post)
+        first = threading.Thread(
+            target=lambda: results.append(client.post("/transcribe", content=wav))
+        )
         first.start()
-        assert entered.wait(10)  # the worker holds the first file
-        second = threading.Thread(target=post)
-        second.start()
-        deadline = time.time() + 10
-        while engine.dispatcher.pending("file") < 1 and time.time() < deadline:
-            time.sleep(0.01)  # the second file waits in the queue
+        assert entered.wait(10)  # the worker holds the first file: the budget is spent
         busy = client.post("/transcribe", content=wav)
         release.set()
         first.join(10)
-        second.join(10)
+        after = client.post("/transcribe", content=wav)
     assert busy.status_code == 503 and busy.headers["retry-after"] == "3"
-    assert sorted(r.status_code for r in results) == [200, 200]
+    assert [r.status_code for r in results] == [200] and after.status_code == 200
+
+
+def test_a_restarted_app_serves_uploads_and_decoded_audio_has_a_budget(recognizer):
+    """The upload threads come back with a second lifespan; an upload whose decoded audio
+    would pass `max_pending_audio_seconds` beside those being recognised gets 503."""
+    app = create_app(recognizer, ServeConfig(max_pending_audio_seconds=50, retry_after_s=2))
+    engine = app.state.engine
+    wav = _wav(_speech(1)[0])
+    for _ in range(2):
+        with TestClient(app) as client:
+            assert client.post("/transcribe", content=wav).status_code == 200
+    real, entered, release = (
+        engine.uploads.functions["window"],
+        threading.Event(),
+        threading.Event(),
+    )
+
+    def held(windows):
+        entered.set()
+        release.wait(10)
+        return real(windows)
+
+    engine.uploads.functions["window"] = held
+    thirty = _wav(torch.zeros(30 * RATE))
+    with TestClient(app) as client:
+        results = []
+        first = threading.Thread(
+            target=lambda: results.append(client.post("/transcribe", content=thirty))
+        )
+        first.start()
+        assert entered.wait(10)
+        over = client.post("/transcribe", content=thirty)
+        release.set()
+        first.join(10)
+    assert over.status_code == 503 and "too much audio" in over.json()["error"]
+    assert over.headers["retry-after"] == "2"
+    assert [r.status_code for r in results] == [200] and engine.audio_seconds == 0
+
+
+def test_an_upload_whose_client_hangs_up_is_dropped(recognizer):
+    """A client that posts 200 s of audio and hangs up while its first window runs: the rest of
+    its windows are not recognised and its place in the budget is freed."""
+    import socket
+
+    app = create_app(recognizer, ServeConfig(max_wait_ms=1))
+    engine = app.state.engine
+    real, ran = engine.uploads.functions["window"], []
+
+    def slow(windows):
+        ran.append(len(windows))
+        time.sleep(0.2)
+        return real(windows)
+
+    engine.uploads.functions["window"] = slow
+    engine.uploads.max_batch_size = 1
+    long = torch.zeros(200 * RATE)
+    body = _wav(long)
+    head = f"POST /transcribe HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+    with _uvicorn(app) as address:
+        host, port = address.split(":")
+        with socket.create_connection((host, int(port))) as client:
+            client.sendall(head.encode() + body)
+            deadline = time.time() + 30
+            while not ran and time.time() < deadline:
+                time.sleep(0.01)
+        deadline = time.time() + 10
+        while engine.files and time.time() < deadline:
+            time.sleep(0.05)
+        assert engine.files == 0 and engine.audio_seconds == 0
+        time.sleep(0.5)
+        metrics = httpx.get(f"http://{address}/metrics").text
+    assert 1 <= sum(ran) < engine.plan.num_windows(long.numel()) - 2
+    assert 'ds2hub_rejected_total{reason="disconnected"} 1.0' in metrics
 
 
 # --- streams --------------------------------------------------------------------------------------
@@ -399,12 +466,11 @@ def test_streams_beyond_capacity_get_503_with_retry_after(recognizer):
 
 
 # --- a real server on loopback ------------------------------------------------------------------
-@pytest.fixture
-def live_server(recognizer):
-    """uvicorn serving the app on a free loopback port, in a thread."""
+@contextlib.contextmanager
+def _uvicorn(app):
+    """uvicorn serving `app` on a free loopback port, in a thread: yields "127.0.0.1:PORT"."""
     import uvicorn
 
-    app = create_app(recognizer, ServeConfig(max_wait_ms=20, idle_timeout_s=5))
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", ws_max_size=2**20)
     )
@@ -413,10 +479,18 @@ def live_server(recognizer):
     deadline = time.time() + 30
     while not (server.started and server.servers) and time.time() < deadline:
         time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield app, f"127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield f"127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def live_server(recognizer):
+    app = create_app(recognizer, ServeConfig(max_wait_ms=20, idle_timeout_s=5))
+    with _uvicorn(app) as address:
+        yield app, address
 
 
 def test_garbage_and_disconnects_do_not_change_other_streams(recognizer, live_server):
@@ -482,6 +556,135 @@ def test_garbage_and_disconnects_do_not_change_other_streams(recognizer, live_se
     # and the server still serves
     answer = httpx.post(f"http://{address}/transcribe", content=_wav(torch.from_numpy(waves[0])))
     assert answer.json()["text"] == recognizer.transcribe(_wav(torch.from_numpy(waves[0])))
+
+
+def test_a_long_upload_is_recognised_in_windows_while_a_live_stream_keeps_its_pace(recognizer):
+    """A 100 s upload is six 20 s windows, each made to hold the uploads' worker for 0.3 s; a
+    stream that starts while the first window runs gets its final before the upload's answer
+    (uploads have a worker of their own, at the lowest CPU priority on Linux), and the upload's
+    transcript is `ds2hub transcribe`'s."""
+    import websockets
+
+    app = create_app(recognizer, ServeConfig(max_wait_ms=1))
+    engine = app.state.engine
+    real, entered, nice = engine.uploads.functions["window"], threading.Event(), []
+
+    def slow(windows):
+        entered.set()
+        if sys.platform == "linux":
+            nice.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        time.sleep(0.3)
+        return real(windows)
+
+    engine.uploads.functions["window"] = slow
+    engine.uploads.max_batch_size = 1  # one window per pass: six passes of 0.3 s
+    speech = torch.cat(_speech(4))
+    long = torch.cat([speech] * math.ceil(100 * RATE / speech.numel()))[: 100 * RATE]
+    assert engine.plan.num_windows(long.numel()) == 6
+    wave = _speech(1)[0].numpy()
+    finished: list[tuple[str, float]] = []
+
+    async def stream(address: str) -> dict:
+        while not entered.is_set():
+            await asyncio.sleep(0.01)
+        async with websockets.connect(f"ws://{address}/stream") as ws:
+            data = (wave * 32767).astype("<i2")
+            for i in range(0, data.size, 1600):
+                await ws.send(data[i : i + 1600].tobytes())
+            await ws.send(json.dumps({"type": "end"}))
+            async for message in ws:
+                reply = json.loads(message)
+                if reply["type"] != "partial":
+                    finished.append(("stream", time.perf_counter()))
+                    return reply
+
+    async def upload(address: str) -> dict:
+        async with httpx.AsyncClient(timeout=60) as client:
+            answer = await client.post(f"http://{address}/transcribe", content=_wav(long))
+        finished.append(("file", time.perf_counter()))
+        return answer.json()
+
+    async def both(address: str):
+        return await asyncio.gather(stream(address), upload(address))
+
+    with _uvicorn(app) as address:
+        final, transcript = asyncio.run(both(address))
+    assert [name for name, _ in finished] == ["stream", "file"]
+    assert finished[1][1] - finished[0][1] > 0.3  # at least one window still to run
+    assert final["text"] == _offline(recognizer, wave)
+    assert transcript["text"] == recognizer.transcribe(_wav(long))
+    assert transcript["duration"] == pytest.approx(100.0)
+    if sys.platform == "linux":
+        assert nice and set(nice) == {19}
+
+
+def test_slow_long_and_greedy_clients_are_closed_with_their_own_reason(recognizer):
+    """A stream trickling 2 bytes at a time falls behind real time and is closed; a real-time
+    stream is closed at the wall-clock limit; a client's third stream is refused with 429; each
+    gets its JSON error and its own label in /metrics."""
+    import websockets
+
+    config = ServeConfig(
+        max_stream_lag_s=1.0, max_stream_wall_seconds=2.5, max_streams_per_client=2,
+        idle_timeout_s=5, max_wait_ms=1,
+    )  # fmt: skip
+    app = create_app(recognizer, config)
+
+    async def until_closed(ws, send) -> tuple[float, dict, int]:
+        sender = asyncio.ensure_future(send(ws))
+        replies = []
+        try:
+            async for message in ws:
+                replies.append(json.loads(message))
+        except websockets.ConnectionClosedError:
+            pass
+        sender.cancel()
+        return time.perf_counter() - opened, replies[-1], ws.close_code
+
+    async def trickle(ws) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            while True:
+                await ws.send(b"\0\0")
+                await asyncio.sleep(0.2)
+
+    async def real_time(ws) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            while True:  # 0.1 s of audio every 0.08 s: a little ahead of real time
+                await ws.send(np.zeros(1600, "<i2").tobytes())
+                await asyncio.sleep(0.08)
+
+    opened = 0.0  # before the handshakes: the server's clocks start later
+
+    async def clients(address: str):
+        nonlocal opened
+        url = f"ws://{address}/stream"
+        opened = time.perf_counter()
+        async with websockets.connect(url) as slow, websockets.connect(url) as steady:
+            try:
+                async with websockets.connect(url):
+                    third = None
+            except websockets.InvalidHandshake as refused:
+                response = getattr(refused, "response", None)
+                third = getattr(response, "status_code", getattr(refused, "status_code", None))
+            closed = await asyncio.gather(
+                until_closed(slow, trickle), until_closed(steady, real_time)
+            )
+        async with websockets.connect(url) as again:  # the client's count went back down
+            await again.send(json.dumps({"type": "end"}))
+            assert json.loads(await again.recv())["type"] == "final"
+        return third, closed
+
+    with _uvicorn(app) as address:
+        third, ((slow_s, slow_error, slow_code), (steady_s, steady_error, steady_code)) = (
+            asyncio.run(clients(address))
+        )
+        metrics = httpx.get(f"http://{address}/metrics").text
+    assert third == 429
+    assert slow_code == 1008 and "behind real time" in slow_error["error"] and slow_s < 2.5
+    assert steady_code == 1008 and "at most 2.5 s" in steady_error["error"]
+    assert 2.4 < steady_s < 4.0
+    for reason in ("too_slow", "time_limit", "client_limit"):
+        assert f'ds2hub_rejected_total{{reason="{reason}"}} 1.0' in metrics
 
 
 # --- the console command ----------------------------------------------------------------------

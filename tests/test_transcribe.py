@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -280,3 +281,49 @@ def test_the_transcribe_command_imports_neither_lightning_nor_datasets(model_fol
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "0 []"
+
+
+def test_transcribe_takes_what_datasets_and_transformers_hand_over(tmp_path):
+    """Paths, bytes, arrays, the `datasets` Audio values (decoded, undecoded, and the
+    AudioDecoder of datasets >= 4, from a real Dataset) and the transformers pipeline's dict all
+    give the same transcript; a list gives one each; `timestamps=True` gives word timings."""
+    import datasets
+
+    rec = _recognizer()
+    path = sorted(DIGITS.glob("*.opus"))[0]
+    wave = load_audio(path).numpy()
+    expected = rec.transcribe(str(path))
+    inputs = [
+        path,
+        path.read_bytes(),
+        {"array": wave, "sampling_rate": RATE},
+        {"array": wave.tolist(), "sampling_rate": RATE},  # a dataset not formatted as numpy
+        {"path": str(path), "bytes": None},
+        {"path": "a name only", "bytes": path.read_bytes()},  # Audio(decode=False)
+        {"raw": wave, "sampling_rate": RATE},  # transformers' pipeline input
+    ]
+    table = datasets.Dataset.from_dict({"audio": [str(path)]})
+    inputs.append(table.cast_column("audio", datasets.Audio(sampling_rate=RATE))[0]["audio"])
+    inputs.append(table.cast_column("audio", datasets.Audio(decode=False))[0]["audio"])
+    for item in inputs:
+        assert rec.transcribe(item) == expected, type(item)
+    assert rec.transcribe(inputs) == [expected] * len(inputs)
+    timed = rec.transcribe({"array": wave, "sampling_rate": RATE}, timestamps=True)
+    assert timed.text == expected and timed.duration == pytest.approx(wave.size / RATE, abs=1e-3)
+    assert len(timed.words) == len(expected.split())
+    assert all(0 <= w.start <= w.end <= timed.duration for w in timed.words)
+    (listed,) = rec.transcribe([path], timestamps=True)
+    assert listed.text == expected
+
+
+def test_transcribe_says_what_is_wrong_with_a_source(tmp_path):
+    rec = _recognizer()
+    cases = [
+        (tmp_path / "missing.wav", "missing.wav does not exist"),
+        (tmp_path, "is a folder, not an audio file"),
+        ({"array": np.zeros(RATE)}, "needs 'sampling_rate'"),
+        ({"audio": "x.wav"}, "needs 'array' (or 'raw') and 'sampling_rate', or 'bytes' or 'path'"),
+    ]
+    for source, words in cases:
+        with pytest.raises(ValueError, match=re.escape(words)):
+            rec.transcribe(source)

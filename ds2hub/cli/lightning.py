@@ -3,7 +3,9 @@ so the other commands start without Lightning)."""
 
 from __future__ import annotations
 
+import argparse
 import logging
+import re
 import shlex
 from typing import Any
 
@@ -12,6 +14,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
 
+from ds2hub.arguments import closest_option
 from ds2hub.cli.args import CKPT_KEYWORDS, require_file
 from ds2hub.errors import UsageError
 from ds2hub.paths import missing_local
@@ -19,6 +22,24 @@ from ds2hub.training.callbacks import StopOnSignal
 from ds2hub.training.checkpoint import AtomicCheckpointIO
 
 log = logging.getLogger(__name__)
+
+# `lightning` gives its logger a handler of its own and lets it propagate too: under the root
+# handler that the console script sets up, every Lightning line would be printed twice.
+if logging.getLogger().handlers:
+    logging.getLogger("lightning").handlers.clear()
+
+
+def _with_closest_option(parser: Any, message: str, argv: list[str]) -> str:
+    """`message`, plus the closest valid option of the subcommand's parser when it names an
+    unknown one (`--trainer.max_epoch` -> `--trainer.max_epochs`)."""
+    unknown = re.match(r"unrecognized arguments: (\S+)", message, re.IGNORECASE)
+    action = getattr(parser, "_subcommands_action", None)
+    sub = action._name_parser_map.get(argv[0]) if action is not None and argv else None
+    if unknown and sub is not None:
+        valid = [o for o in sub._option_string_actions if o.startswith("--")]
+        if near := closest_option(unknown.group(1), valid):
+            message += f" (did you mean {near}?)"
+    return message
 
 
 class DS2CLI(LightningCLI):
@@ -46,7 +67,13 @@ class DS2CLI(LightningCLI):
     def parse_arguments(self, parser, args) -> None:
         """LightningCLI's, then missing local files named by the command become one-line errors
         before anything is read or built, not tracebacks deep inside `datasets` or `torch.load`."""
-        super().parse_arguments(parser, args)
+        action = getattr(parser, "_subcommands_action", None)
+        for sub in action._name_parser_map.values() if action is not None else ():
+            sub.allow_abbrev = False  # (jsonargparse < 4.53 does not pass it down to subcommands)
+        try:
+            super().parse_arguments(parser, args)
+        except argparse.ArgumentError as error:  # (parser_kwargs: exit_on_error=False)
+            raise UsageError(_with_closest_option(parser, str(error), self._argv)) from None
         subcommand = self.config.get("subcommand")
         if not subcommand:
             return

@@ -8,7 +8,6 @@ runs the same commands in-process and raises errors, as Python APIs do.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 import logging
@@ -19,6 +18,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ds2hub.arguments import ArgumentParser
 from ds2hub.cli.args import check_config_files, require_file
 from ds2hub.cli.recipes import resolve_recipe_names
 from ds2hub.errors import ConfigError, UsageError
@@ -32,9 +32,7 @@ USAGE_STATUS = 2  # what argparse and jsonargparse exit with for a bad command l
 
 
 def transcribe_main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(
-        prog="ds2hub transcribe", description="Transcribe audio files."
-    )
+    parser = ArgumentParser(prog="ds2hub transcribe", description="Transcribe audio files.")
     add = parser.add_argument
     add("files", nargs="+", help="audio files (any format soundfile or FFmpeg reads)")
     add("--model", required=True, help="hub id, local folder, or .ckpt from ds2hub fit")
@@ -121,7 +119,7 @@ def transcribe_main(argv: list[str]) -> None:
 
 
 def push_main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="ds2hub push",
         description="Evaluate a checkpoint, write its hub folder and model card, upload it.",
     )
@@ -196,6 +194,36 @@ EXTRA_COMMANDS = {
     "export": ("ds2hub.export.onnx", "main"),
     "serve": ("ds2hub.cli.serve", "main"),
 }
+COMMANDS_HELP = """usage: ds2hub COMMAND [options]     (ds2hub COMMAND -h: the command's options)
+
+Train and evaluate (LightningCLI; --config takes a recipe file or an installed recipe's name):
+  fit         train a model: ds2hub fit --config digits
+  validate    a checkpoint on the recipe's validation split
+  test        a checkpoint on the recipe's test split
+  predict     a checkpoint's transcripts of the recipe's predict split
+Use a model:
+  transcribe  audio files to text (or JSON with word timestamps)
+  serve       a model over WebSocket streams and HTTP uploads, with Batch Dispatch
+  export      a model to ONNX
+  push        evaluate a checkpoint, write its hub folder and model card, upload it
+Language models and recipes:
+  lm          build, check and tune the n-gram LM of a beam search
+  recipes     list the installed recipes
+
+  -V, --version   ds2hub's version"""
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ds2hub")
+    except PackageNotFoundError:  # a checkout on sys.path, not installed
+        from ds2hub import __version__
+
+        return __version__
+
+
 # Errors that mean "change the command, the files it names, or the network" (a missing extra is
 # a `ConfigError`, `datasets`' DatasetNotFoundError a FileNotFoundError); anything else is a bug.
 USER_ERRORS = (UsageError, ConfigError, FileNotFoundError, FileExistsError, ConnectionError)
@@ -210,10 +238,11 @@ def run_cli(args: list[str] | None = None) -> DS2CLI | None:
     """
     argv = sys.argv[1:] if args is None else list(args)
     if not argv or argv[0] in ("-h", "--help"):  # LightningCLI's help knows only its own commands
-        others = ", ".join(sorted(EXTRA_COMMANDS))
-        print(
-            f"ds2hub commands: fit, validate, test, predict (below); {others} (ds2hub COMMAND -h)"
-        )
+        print(COMMANDS_HELP)
+        return None
+    if argv[0] in ("-V", "--version"):
+        print(f"ds2hub {_version()}")
+        return None
     if argv and argv[0] in EXTRA_COMMANDS:
         check_config_files(argv)
         module, function = EXTRA_COMMANDS[argv[0]]
@@ -234,6 +263,8 @@ def run_cli(args: list[str] | None = None) -> DS2CLI | None:
         args=None if args is None else resolved,  # None: LightningCLI reads sys.argv (no warning)
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
+        # `--trainer.max_epoch 1` must be an error, not a full epoch of `max_epochs`.
+        parser_kwargs={"allow_abbrev": False, "exit_on_error": False},
     )
 
 
@@ -255,6 +286,7 @@ def main(args: list[str] | None = None) -> int:
         run_cli(args)
     except SystemExit:
         if (stopped := _stopped_by()) is not None:
+            _reap_loader_workers()
             return 128 + stopped
         raise
     except USER_ERRORS as error:
@@ -264,8 +296,23 @@ def main(args: list[str] | None = None) -> int:
         print(f"ds2hub: error: {message}", file=sys.stderr)
         return USAGE_STATUS
     if (stopped := _stopped_by()) is not None:
+        _reap_loader_workers()
         return 128 + stopped
     return 0
+
+
+def _reap_loader_workers() -> None:
+    """Kills the DataLoader worker processes still alive when a stopped fit ends. They ignore
+    SIGTERM and SIGINT (`training.data.datamodule.worker_init`: a signal sent to the process
+    group must stop only the main process, cleanly), so multiprocessing's exit handler, which
+    terminates daemonic children with SIGTERM and then joins them, would wait for ever for the
+    persistent workers of a loader the stop left open. They only prefetch batches."""
+    import multiprocessing
+
+    for child in multiprocessing.active_children():
+        if child.daemon:
+            child.kill()
+            child.join(5)
 
 
 def _stopped_by() -> int | None:

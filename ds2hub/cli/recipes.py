@@ -10,7 +10,6 @@ recipes that do not parse are reported (`Catalog.problems`) while the others are
 
 from __future__ import annotations
 
-import argparse
 import importlib.resources
 import json
 import re
@@ -23,6 +22,7 @@ from types import ModuleType
 
 import yaml
 
+from ds2hub.arguments import ArgumentParser
 from ds2hub.cli.args import config_options
 from ds2hub.errors import ConfigError
 from ds2hub.plugins import (
@@ -226,7 +226,7 @@ def resolve_recipe_names(argv: list[str]) -> list[str]:
 def main(argv: list[str]) -> None:
     """`ds2hub recipes`: lists every recipe with its package and description; what could not be
     read is reported on stderr by name."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="ds2hub recipes",
         description="List the recipes of ds2hub and of installed plugins "
         "(run one with `ds2hub fit --config NAME`).",

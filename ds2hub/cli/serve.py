@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import errno
 import logging
 import os
 import socket
 import sys
 
+from ds2hub.arguments import ArgumentParser
 from ds2hub.errors import UsageError
 from ds2hub.extras import require
 from ds2hub.paths import missing_local
@@ -92,7 +92,7 @@ def bind_sockets(host: str, port: int) -> list[socket.socket]:
 def main(argv: list[str]) -> None:
     """Loads the model and serves it on `bind_sockets` with uvicorn until interrupted."""
     defaults = ServeConfig()
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="ds2hub serve",
         description="Serve a model: WebSocket streaming (/stream), whole files (POST "
         "/transcribe), Prometheus metrics (/metrics) and /health, with Batch Dispatch.",
@@ -111,8 +111,24 @@ def main(argv: list[str]) -> None:
         "--max-streams": ("max_streams", "open streams beyond this get 503 + Retry-After"),
         "--max-pending-files": ("max_pending_files", None),
         "--max-file-seconds": ("max_file_seconds", None),
+        "--max-pending-audio-seconds": (
+            "max_pending_audio_seconds",
+            "decoded audio uploads may hold at once; beyond: 503",
+        ),
         "--idle-timeout": ("idle_timeout_s", "seconds without a message before a stream is closed"),
-        "--max-stream-seconds": ("max_stream_seconds", None),
+        "--max-stream-seconds": ("max_stream_seconds", "most seconds of audio in one stream"),
+        "--max-stream-wall-seconds": (
+            "max_stream_wall_seconds",
+            "most seconds a stream stays open",
+        ),
+        "--max-stream-lag": (
+            "max_stream_lag_s",
+            "seconds a stream's audio may fall behind real time before it is closed",
+        ),
+        "--max-streams-per-client": (
+            "max_streams_per_client",
+            "open streams one client address may hold (0: no limit); beyond: 429",
+        ),
     }
     for flag, (dest, help_text) in limits.items():
         default = getattr(defaults, dest)

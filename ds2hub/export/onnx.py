@@ -11,7 +11,6 @@ the packed recurrent layers into ONNX `GRU`/`LSTM` nodes; needs the `export` ext
 
 from __future__ import annotations
 
-import argparse
 import json
 import warnings
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ds2hub.arguments import ArgumentParser
 from ds2hub.errors import ConfigError
 from ds2hub.extras import require
 from ds2hub.inference.recognizer import SpeechRecognizer, from_pretrained
@@ -185,7 +185,7 @@ def export_onnx(
 
 def main(argv: list[str]) -> None:
     """`ds2hub export MODEL OUT_DIR`."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="ds2hub export",
         description="Export a model (hub folder, hub id or .ckpt) to ONNX; forward-only models "
         "also get their streaming step.",

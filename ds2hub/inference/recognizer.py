@@ -10,9 +10,12 @@ pickles), a root `config.json` (which the hub counts downloads by), and `from_pr
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
-from collections.abc import Callable, Sequence
+import pickle
+import re
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +25,20 @@ from safetensors import SafetensorError
 from torch import nn
 
 from ds2hub.audio import AudioSource
-from ds2hub.decoding import GREEDY, DecoderConfig, Decoding, TextDecoder, text_decoder
+from ds2hub.decoding import (
+    GREEDY,
+    DecoderConfig,
+    Decoding,
+    TextDecoder,
+    describe_decoding,
+    text_decoder,
+)
 from ds2hub.decoding.bundle import HUB_PATTERNS, load_decoding, save_decoding
 from ds2hub.decoding.decoder import best_path_text
 from ds2hub.errors import ConfigError
 from ds2hub.features import FeatureConfig, LogSpectrogram, check_network_input
 from ds2hub.inference.streaming import StreamSession
-from ds2hub.inference.transcribe import transcribe
+from ds2hub.inference.transcribe import DEFAULT_CHUNK_SECONDS, Transcript, iter_transcripts
 from ds2hub.model import DeepSpeech2, DeepSpeech2Config
 from ds2hub.model.config import MAX_PARAMETERS
 from ds2hub.paths import new_file_mode, read_json
@@ -36,6 +46,7 @@ from ds2hub.tokenizers import Tokenizer, load_tokenizer, tokenizer_from_config
 from ds2hub.tokenizers.base import CONFIG_NAME as TOKENIZER_FILE
 from ds2hub.tokenizers.pinyin import LEXICON_NAME
 
+logger = logging.getLogger(__name__)
 CHECKPOINT_KEY = "ds2hub"  # where Lightning checkpoints keep the tokenizer, features and run facts
 HUB_FILES = [
     "config.json",
@@ -142,29 +153,52 @@ class SpeechRecognizer(
         audio: AudioSource | Sequence[AudioSource],
         batch_size: int = 8,
         sample_rate: int | None = None,
-        chunk_seconds: float = 20.0,
+        chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
         progress: bool | None = None,
         decoding: Decoding = None,
-    ) -> str | list[str]:
-        """Transcribes one source (path, bytes, array) or a list of them.
+        timestamps: bool = False,
+    ) -> str | Transcript | list[str] | list[Transcript]:
+        """Transcribes one source or a list of them.
 
         Args:
-            audio: file path(s), encoded bytes, or (T,), (C, T) or (T, C) float or int16 arrays
-                (then give `sample_rate`); the model's device is used.
+            audio: file path(s), encoded bytes, (T,), (C, T) or (T, C) float or int16 arrays
+                (then give `sample_rate`), or the audio values of `datasets` and transformers
+                (`{"array", "sampling_rate"}`, `{"path", "bytes"}`, `{"raw", "sampling_rate"}`,
+                torchcodec's `AudioDecoder`; see `ds2hub.audio.unwrap_source`); a `datasets`
+                audio column is a list of them. The model's device is used.
             batch_size: windows decoded together.
-            sample_rate: the rate of raw arrays; files carry their own.
+            sample_rate: the rate of raw arrays; files and audio dicts carry their own.
             chunk_seconds: longer recordings are recognised in overlapping windows this long
                 (`ds2hub.inference.transcribe`).
             progress: show a progress bar (default: for more than 10 inputs).
             decoding: as for `text_decoder`.
+            timestamps: return `Transcript`s (`.text`, `.duration`, `.words` with each word's
+                start and end in seconds, from the CTC alignment) instead of strings.
         Returns:
             the transcript, or a list of transcripts for a list input.
+        Raises:
+            AudioDecodeError: a source that is missing, a folder, or not audio.
         """
-        single = isinstance(audio, (str, Path, bytes)) or hasattr(audio, "shape")  # an array
+        single = (
+            isinstance(audio, (str, Path, bytes, Mapping))
+            or hasattr(audio, "shape")  # an array
+            or hasattr(audio, "get_all_samples")  # an AudioDecoder
+        )
         sources = [audio] if single else list(audio)
-        show = progress if progress is not None else len(sources) > 10
-        texts = transcribe(self, sources, batch_size, sample_rate, chunk_seconds, show, decoding)
-        return texts[0] if single else texts
+        results = list(
+            iter_transcripts(
+                self,
+                sources,
+                batch_size=batch_size,
+                sample_rate=sample_rate,
+                chunk_seconds=chunk_seconds,
+                decoding=decoding,
+                timestamps=timestamps,
+                progress=progress if progress is not None else len(sources) > 10,
+            )
+        )
+        out = results if timestamps else [r.text for r in results]
+        return out[0] if single else out
 
     def stream(self, keep_logits: bool | None = None) -> StreamSession:
         """A `StreamSession` (`keep_logits` as there): feed audio chunks with `accept`, end with
@@ -280,34 +314,78 @@ class SpeechRecognizer(
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location: str = "cpu") -> SpeechRecognizer:
-        """Builds the recogniser from a Lightning `.ckpt` written by `ds2hub fit`.
+        """Builds the recogniser from a Lightning `.ckpt` written by `ds2hub fit`. Its default
+        decoding is the one its run validated with (the recipe's `model.beam_search`: lexicon,
+        LM and weights, whose files must still be where the recipe named them), else greedy.
 
         Training checkpoints are pickles: load only checkpoints you trust (published hub folders
         hold safetensors and never execute code).
         """
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = read_checkpoint(path, map_location)
         extra = ckpt.get(CHECKPOINT_KEY)
         if extra is None:
-            raise ValueError(f"{path} was not written by ds2hub (no {CHECKPOINT_KEY!r} entry)")
-        recognizer = cls(
-            arch=ckpt["hyper_parameters"]["arch"],
-            features=extra["features"],
-            tokenizer=tokenizer_from_config(extra["tokenizer"]),
-        )
-        # The network, and the front end's statistics (`features.normalization: global`).
-        trained = ("model.", "frontend.")
-        weights = {k: v for k, v in ckpt["state_dict"].items() if k.startswith(trained)}
-        state = recognizer.state_dict()
-        missing = [k for k in state if k.startswith(trained) and k not in weights]
-        if missing:
-            raise ValueError(f"{path} lacks weights for {missing[:3]}...")
-        state.update(weights)
-        recognizer.load_state_dict(state, strict=True)
+            raise ConfigError(f"{path} was not written by ds2hub (no {CHECKPOINT_KEY!r} entry)")
+        try:
+            recognizer = cls(
+                arch=ckpt["hyper_parameters"]["arch"],
+                features=extra["features"],
+                tokenizer=tokenizer_from_config(extra["tokenizer"]),
+            )
+            # The network, and the front end's statistics (`features.normalization: global`).
+            trained = ("model.", "frontend.")
+            weights = {k: v for k, v in ckpt["state_dict"].items() if k.startswith(trained)}
+            state = recognizer.state_dict()
+            missing = [k for k in state if k.startswith(trained) and k not in weights]
+            if missing:
+                raise ValueError(f"it lacks weights for {missing[:3]}...")
+            state.update(weights)
+            recognizer.load_state_dict(state, strict=True)
+            if extra.get("decoding"):
+                recognizer.decoding = DecoderConfig.from_dict(extra["decoding"])
+                logger.info(
+                    "%s decodes as its run validated: %s (decoding='greedy' for best path)",
+                    path,
+                    describe_decoding(recognizer.decoding, recognizer.tokenizer),
+                )
+        except KeyError as error:
+            raise ConfigError(f"{path} is not a complete ds2hub checkpoint (no {error})") from None
+        except (TypeError, ValueError, RuntimeError) as error:  # bounds, shapes, missing weights
+            reason = " ".join(str(error).split())[:300]
+            raise ConfigError(f"{path} does not hold a usable model: {reason}") from None
         return recognizer.eval()
 
     @property
     def num_parameters(self) -> int:
         return self.model.num_parameters()
+
+
+def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """The dict in a Lightning `.ckpt` file, loaded with `weights_only=True` (no code runs).
+
+    Raises:
+        ConfigError: the file is missing, cut short, not a torch checkpoint, or not a dict.
+    """
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist") from None
+    except pickle.UnpicklingError as error:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if found is None:  # not a pickle at all
+            reason = " ".join(str(error).split())[:200]
+            raise ConfigError(f"{path} is not a readable checkpoint: {reason}") from None
+        what = f" ({found.group(1)})"  # weights_only refused an object
+        raise ConfigError(
+            f"{path} holds Python objects other than tensors and plain data{what}: ds2hub does "
+            "not unpickle them (a checkpoint from `ds2hub fit` holds none)"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        reason = re.sub(r"\x1b\[[0-9;]*m", "", " ".join(str(error).split()))[:200]
+        reason = reason or type(error).__name__
+        raise ConfigError(f"{path} is not a readable checkpoint (cut short?): {reason}") from None
+    if not isinstance(ckpt, dict):
+        raise ConfigError(f"{path} holds a {type(ckpt).__name__}, not a Lightning checkpoint")
+    return ckpt
 
 
 def _read_config(folder: str | Path) -> dict[str, Any]:

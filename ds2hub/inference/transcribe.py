@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MIN_CHUNK_SECONDS = 1.0  # below this, windows hold too little context to recognise words
+DEFAULT_CHUNK_SECONDS = 20.0  # near the utterance lengths models are trained on
 DEFAULT_OVERLAP_SECONDS = 2.0  # capped at a quarter of the window
 
 
@@ -123,7 +124,9 @@ class Transcript:
 
 
 @dataclass
-class _Window:
+class Window:
+    """Window `index` of the `count` windows of recording `source` (`WindowPlan.windows`)."""
+
     source: int
     index: int
     count: int
@@ -148,7 +151,7 @@ class AudioWindows(IterableDataset):
     sample_rate: int | None
     skip_errors: bool
 
-    def __iter__(self) -> Iterator[_Window | _Failure]:
+    def __iter__(self) -> Iterator[Window | _Failure]:
         info = get_worker_info()
         start, step = (0, 1) if info is None else (info.id, info.num_workers)
         for i in range(start, len(self.sources), step):
@@ -162,7 +165,51 @@ class AudioWindows(IterableDataset):
             windows = self.plan.windows(waveform)
             for k, piece in enumerate(windows):
                 # A copy: a view would keep (and send between processes) the whole recording.
-                yield _Window(i, k, len(windows), piece.clone())
+                yield Window(i, k, len(windows), piece.clone())
+
+
+def window_logits(
+    recognizer: SpeechRecognizer, plan: WindowPlan, windows: Sequence[Window]
+) -> list[torch.Tensor]:
+    """The logits (T_k, V) each window keeps for its recording (`WindowPlan.keep`), from one
+    batched forward pass on the model's device; a window shorter than one analysis window keeps
+    no frames. Call under `torch.inference_mode()`."""
+    device = next(recognizer.parameters()).device
+    kept = [torch.empty(0, recognizer.tokenizer.vocab_size) for _ in windows]
+    long = [k for k, w in enumerate(windows) if w.samples.numel() >= recognizer.features.n_fft]
+    if not long:
+        return kept
+    features = [recognizer.frontend(windows[k].samples.to(device)) for k in long]  # (F, T_k)
+    lengths = torch.tensor([f.size(1) for f in features], device=device)
+    padded = pad_sequence([f.T for f in features], batch_first=True).transpose(1, 2)
+    logits, out_lengths = recognizer.model(padded, lengths)  # (B, T', V)
+    for k, row, n in zip(long, logits.float().cpu(), out_lengths.tolist()):
+        kept[k] = row[plan.keep(windows[k].index, windows[k].count, n)]
+    return kept
+
+
+def stitch(
+    recognizer: SpeechRecognizer,
+    plan: WindowPlan,
+    logits: Sequence[torch.Tensor],
+    num_samples: int,
+    decode: Callable[[torch.Tensor, torch.Tensor], list[str]],
+    timestamps: bool = False,
+) -> Transcript:
+    """One recording's `Transcript` from the kept logits of its windows, in order: decoded with
+    `decode` (`SpeechRecognizer.text_decoder`), with word timings if `timestamps`."""
+    duration = num_samples / SAMPLE_RATE
+    joined = torch.cat(list(logits))  # (T, V)
+    length = torch.tensor([joined.size(0)])
+    (text,) = decode(joined.log_softmax(-1)[None], length)  # decoders take log-probs
+    words = None
+    if timestamps:
+        words = word_timestamps(
+            joined, text, recognizer.tokenizer, plan.frame_samples / SAMPLE_RATE
+        )
+        # The last frame's window reaches past the end of the audio.
+        words = words and [replace(w, end=min(w.end, round(duration, 3))) for w in words]
+    return Transcript(text, duration, words)
 
 
 @dataclass
@@ -178,7 +225,7 @@ def iter_transcripts(
     sources: Sequence[AudioSource],
     batch_size: int = 8,
     sample_rate: int | None = None,
-    chunk_seconds: float = 20.0,
+    chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
     overlap_seconds: float | None = None,
     decoding: Any = None,
     timestamps: bool = False,
@@ -209,43 +256,28 @@ def iter_transcripts(
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     plan = plan_windows(recognizer, chunk_seconds, overlap_seconds)
     decode = recognizer.text_decoder(decoding)
-    device = next(recognizer.parameters()).device
-    min_samples = recognizer.features.n_fft
     windows = AudioWindows(sources, plan, sample_rate, skip_errors)
     # batch_size=None: one item at a time, passed through unchanged (no collation)
     loader = DataLoader(windows, batch_size=None, num_workers=num_workers)
     bar = tqdm(total=len(sources), desc="transcribing", unit="file", disable=not progress)
     pool_size = 4 * batch_size  # windows gathered before sorting them by length into batches
-    pool: list[_Window] = []
+    pool: list[Window] = []
     open_: dict[int, _Recording] = {}
     done: dict[int, Transcript] = {}
     next_out = 0
 
     def finish(i: int) -> None:
         rec = open_.pop(i)
-        duration = rec.samples / SAMPLE_RATE
-        logits = torch.cat([rec.logits[k] for k in range(rec.count)])  # (T, V)
-        length = torch.tensor([logits.size(0)])
-        (text,) = decode(logits.log_softmax(-1)[None], length)  # decoders take log-probs
-        words = None
-        if timestamps:
-            words = word_timestamps(
-                logits, text, recognizer.tokenizer, plan.frame_samples / SAMPLE_RATE
-            )
-            # The last frame's window reaches past the end of the audio.
-            words = words and [replace(w, end=min(w.end, round(duration, 3))) for w in words]
-        done[i] = Transcript(text, duration, words)
+        logits = [rec.logits[k] for k in range(rec.count)]
+        done[i] = stitch(recognizer, plan, logits, rec.samples, decode, timestamps)
 
     def run_pool() -> None:
         pool.sort(key=lambda w: -w.samples.numel())  # similar lengths together: little padding
         for b in range(0, len(pool), batch_size):
             batch = pool[b : b + batch_size]
-            features = [recognizer.frontend(w.samples.to(device)) for w in batch]  # (F, T_k)
-            lengths = torch.tensor([f.size(1) for f in features], device=device)
-            padded = pad_sequence([f.T for f in features], batch_first=True).transpose(1, 2)
-            logits, out_lengths = recognizer.model(padded, lengths)  # (B, T', V)
-            for w, row, n in zip(batch, logits.float().cpu(), out_lengths.tolist()):
-                open_[w.source].logits[w.index] = row[plan.keep(w.index, w.count, n)]
+            kept = window_logits(recognizer, plan, batch)
+            for w, rows in zip(batch, kept):
+                open_[w.source].logits[w.index] = rows
         for i in sorted({w.source for w in pool}):
             if len(open_[i].logits) == open_[i].count:
                 finish(i)
@@ -266,12 +298,7 @@ def iter_transcripts(
             rec = open_.setdefault(item.source, _Recording(item.count))
             if item.index == item.count - 1:
                 rec.samples = item.index * plan.hop_samples + item.samples.numel()
-            if item.samples.numel() >= min_samples:
-                pool.append(item)
-            else:  # shorter than one analysis window: no frames
-                rec.logits[item.index] = torch.empty(0, recognizer.tokenizer.vocab_size)
-                if len(rec.logits) == rec.count:
-                    finish(item.source)
+            pool.append(item)
             if len(pool) >= pool_size:
                 run_pool()
         yield from ready()
@@ -285,7 +312,7 @@ def transcribe(
     sources: Sequence[AudioSource],
     batch_size: int = 8,
     sample_rate: int | None = None,
-    chunk_seconds: float = 20.0,
+    chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
     progress: bool = False,
     decoding: Any = None,
 ) -> list[str]:

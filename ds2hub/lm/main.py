@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ds2hub.arguments import ArgumentParser
 from ds2hub.errors import ConfigError
 from ds2hub.lm.ngram import UNITS, NGramModel, TextUnits, build_ngram
 from ds2hub.plugins import get_normalizer
@@ -99,7 +100,7 @@ def _units(args: argparse.Namespace) -> TextUnits:
 
 def build_main(argv: list[str]) -> None:
     """`ds2hub lm build`: estimate an n-gram LM from text files and write it to a folder."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="ds2hub lm build",
         description="Estimate an interpolated modified Kneser-Ney n-gram LM (ARPA) from text, "
         "one sentence a line.",

@@ -9,7 +9,6 @@ surface.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import itertools
 from collections.abc import Callable, Sequence
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ds2hub.arguments import ArgumentParser
 from ds2hub.decoding.bundle import FOLDER_ENTRIES, save_decoding
 from ds2hub.decoding.config import DecoderConfig
 from ds2hub.decoding.decoder import text_decoder
@@ -122,7 +122,7 @@ def _check_out(out: Path) -> None:
 
 def tune_main(argv: list[str]) -> None:
     """`ds2hub lm tune`: see the module doc."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="ds2hub lm tune",
         description="Grid-search the LM weight (alpha) and word score (beta) on validation data "
         "and store the best decoding setup with the model.",

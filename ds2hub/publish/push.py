@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
 
-import torch
 import yaml
 from huggingface_hub import HfApi
 
@@ -32,7 +31,12 @@ from ds2hub.decoding.bundle import DECODING_FILE, FOLDER_ENTRIES, LM_DIR, load_d
 from ds2hub.errors import ConfigError
 from ds2hub.inference.evaluate import evaluate as evaluate_batches
 from ds2hub.inference.evaluate import reference_normalizer
-from ds2hub.inference.recognizer import CHECKPOINT_KEY, HUB_FILES, SpeechRecognizer
+from ds2hub.inference.recognizer import (
+    CHECKPOINT_KEY,
+    HUB_FILES,
+    SpeechRecognizer,
+    read_checkpoint,
+)
 from ds2hub.publish.card import STAGE_LABELS, CardInfo, DecodingResult, render_card
 from ds2hub.training.data import SpeechDataModule
 from ds2hub.training.runs import datamodule_from_config, find_run_config, stage_batches
@@ -237,7 +241,7 @@ def export(
     checkpoint, output_dir = Path(checkpoint), Path(output_dir)
     check_output_dir(output_dir, overwrite)  # before the evaluation: refuse early
     recognizer = SpeechRecognizer.from_checkpoint(checkpoint)
-    extra = torch.load(checkpoint, map_location="cpu", weights_only=True).get(CHECKPOINT_KEY, {})
+    extra = read_checkpoint(checkpoint).get(CHECKPOINT_KEY, {})
     config_path = Path(config) if config else find_run_config(checkpoint)
     recipe_text = config_path.read_text() if config_path else ""
     recipe = yaml.safe_load(recipe_text) if recipe_text else {}

@@ -12,9 +12,15 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
+import os
+import sys
+import threading
 import time
 import weakref
+from collections import Counter
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,11 +35,24 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ds2hub.audio import SAMPLE_RATE, AudioTooLong, load_audio
+from ds2hub.audio import (
+    SAMPLE_RATE,
+    AudioTooLong,
+    header_seconds,
+    load_audio,
+    preload_decoders,
+)
+from ds2hub.decoding import GREEDY, text_decoder
 from ds2hub.inference.streaming import check_stream_ready, finish_batch, step_batch
-from ds2hub.inference.transcribe import iter_transcripts
+from ds2hub.inference.transcribe import (
+    DEFAULT_CHUNK_SECONDS,
+    Window,
+    plan_windows,
+    stitch,
+    window_logits,
+)
 from ds2hub.serving.config import ServeConfig
-from ds2hub.serving.dispatcher import BatchDispatcher, QueueFull
+from ds2hub.serving.dispatcher import BatchDispatcher
 from ds2hub.serving.metrics import ServerMetrics
 
 if TYPE_CHECKING:
@@ -58,9 +77,25 @@ class StreamError(Exception):
         self.code, self.reason = code, reason
 
 
+BACKGROUND_NICE = 19  # uploads' CPU priority (Unix nice value): they use what streams leave
+WINDOWS_IN_FLIGHT = 2  # an upload's windows queued at once: uploads take turns
+DECODE_THREADS = 2  # uploads decoded at once
+
+
+def _lower_cpu_priority() -> None:
+    """Gives the calling thread the lowest CPU priority (Linux, where nice values are per thread;
+    elsewhere nothing): a pool initialiser for work that must yield to live streams."""
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError):  # a sandbox may forbid it: run at normal priority
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
+
+
 class Engine:
-    """The model side of the server: the recogniser behind a `BatchDispatcher` whose batched
-    functions are whole files, streaming steps and stream ends."""
+    """The model side of the server: the recogniser behind two `BatchDispatcher`s, one for live
+    streams (steps and ends) and one for windows of uploads, so that a long upload never holds the
+    streams' worker. The uploads' worker and the threads that decode uploads and find their text
+    run at the lowest CPU priority (Linux), so that streams get the CPU first when it is
+    contended (`experiments/soak/`). Both workers only read the model."""
 
     def __init__(self, recognizer: SpeechRecognizer, config: ServeConfig) -> None:
         self.recognizer = recognizer.eval()
@@ -68,32 +103,36 @@ class Engine:
         self.metrics = ServerMetrics(config.max_batch_size)
         self.stream_error = _stream_error(recognizer)
         self.live_streams = 0
-        self.decoding = 0  # uploads being decoded: they count against max_pending_files
+        self.client_streams: Counter[str] = Counter()  # open streams per client address
+        self.files = 0  # uploads being decoded or recognised: at most max_pending_files
         # Streaming sessions still in memory: a stream's state must go when its connection does.
         self.sessions: weakref.WeakSet = weakref.WeakSet()
         self.dispatcher = BatchDispatcher(
-            {"file": self._files, "step": self._steps, "finish": self._finishes},
+            {"step": self._steps, "finish": self._finishes},
             max_batch_size=config.max_batch_size,
             max_wait=config.max_wait_ms / 1000,
-            limits={"file": config.max_pending_files},
             observer=self.metrics.observe_batch,
         )
+        # Uploads: windows as `ds2hub transcribe` cuts them, so the server's transcript is the
+        # command's; their text is decoded one upload at a time with a decoder of its own (a beam
+        # search's state is not shared with the streams' decoders).
+        self.plan = plan_windows(recognizer, DEFAULT_CHUNK_SECONDS)
+        self.file_decoder = text_decoder(recognizer.tokenizer, recognizer.decoding or GREEDY)
+        self.uploads = BatchDispatcher(
+            {"window": self._windows},
+            max_batch_size=config.max_batch_size,
+            max_wait=config.max_wait_ms / 1000,
+            observer=self.metrics.observe_batch,
+            nice=BACKGROUND_NICE,
+        )
+        self.audio_seconds = 0.0  # decoded audio held by uploads: at most max_pending_audio_seconds
+        self.audio_pool: ThreadPoolExecutor | None = None  # made when the server starts (`open`)
+        self.text_pool: ThreadPoolExecutor | None = None
 
     # --- batched functions (worker thread only) ----------------------------------------------
-    def _files(self, payloads: list[tuple[torch.Tensor, bool]]) -> list[dict]:
-        """Transcript dicts, with `words` only for the files that asked for timestamps."""
-        waves = [wave for wave, _ in payloads]
-        results = iter_transcripts(
-            self.recognizer,
-            waves,
-            batch_size=len(waves),
-            sample_rate=SAMPLE_RATE,
-            timestamps=any(t for _, t in payloads),
-        )
-        return [
-            {k: v for k, v in r.to_dict().items() if t or k != "words"}
-            for r, (_, t) in zip(results, payloads)
-        ]
+    def _windows(self, windows: list[Window]) -> list[torch.Tensor]:
+        with torch.inference_mode():
+            return window_logits(self.recognizer, self.plan, windows)
 
     def _steps(self, payloads: list[tuple[Any, np.ndarray]]) -> list[str]:
         with torch.inference_mode():
@@ -103,12 +142,64 @@ class Engine:
         with torch.inference_mode():
             return finish_batch(self.recognizer, sessions)
 
+    def _file_text(self, logits: list[torch.Tensor], samples: int, timestamps: bool) -> dict:
+        with torch.inference_mode():
+            result = stitch(
+                self.recognizer, self.plan, logits, samples, self.file_decoder, timestamps
+            )
+        return {k: v for k, v in result.to_dict().items() if timestamps or k != "words"}
+
+    async def transcribe(self, wave: torch.Tensor, timestamps: bool) -> dict:
+        """The transcript dict of one 16 kHz recording (with `words` if `timestamps`): its
+        windows go to the uploads' dispatcher `WINDOWS_IN_FLIGHT` at a time (so that uploads take
+        turns and batch together), then its text is decoded."""
+        count = self.plan.num_windows(wave.numel())
+        windows = [Window(0, k, count, piece) for k, piece in enumerate(self.plan.windows(wave))]
+        logits: list[torch.Tensor] = []
+        for start in range(0, count, WINDOWS_IN_FLIGHT):
+            group = windows[start : start + WINDOWS_IN_FLIGHT]
+            futures = [self.uploads.submit("window", w) for w in group]
+            try:
+                logits += await asyncio.gather(*map(asyncio.wrap_future, futures))
+            except BaseException:
+                for future in futures:  # the client left, or a window failed: drop the rest
+                    future.cancel()
+                raise
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self.text_pool, self._file_text, logits, wave.numel(), timestamps
+        )
+
+    async def load(self, body: bytes) -> torch.Tensor:
+        """An upload decoded into 16 kHz mono (`load_audio`), on a low-priority thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self.audio_pool, load_audio, body, None, self.config.max_file_seconds
+        )
+
+    def open(self) -> None:
+        """Starts the upload threads (the app's lifespan calls it; a restarted app gets new
+        ones). Decoding is the memory peak of an upload (a few times its 16 kHz output), so
+        `DECODE_THREADS` uploads at most are decoded at once; the others wait their turn."""
+        self.audio_pool = ThreadPoolExecutor(
+            DECODE_THREADS, "ds2hub-upload-audio", initializer=_lower_cpu_priority
+        )
+        self.text_pool = ThreadPoolExecutor(
+            1, "ds2hub-upload-text", initializer=_lower_cpu_priority
+        )
+
+    def close(self) -> None:
+        for pool in (self.audio_pool, self.text_pool):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+
     # --- event-loop side ----------------------------------------------------------------------
     def refuse(self, reason: str, status: int, message: str) -> JSONResponse:
         """Counts a refused request under `reason` and answers it with HTTP `status` (503, the
         server is busy: with Retry-After)."""
         self.metrics.rejected.labels(reason).inc()
-        headers = {"Retry-After": str(self.config.retry_after_s)} if status == 503 else None
+        busy = status in (429, 503)
+        headers = {"Retry-After": str(self.config.retry_after_s)} if busy else None
         return JSONResponse({"error": message}, status_code=status, headers=headers)
 
     async def run(self, kind: str, payload: Any) -> Any:
@@ -127,7 +218,8 @@ class Engine:
             "live_streams": self.live_streams,
             "sessions_in_memory": len(self.sessions),
             "max_streams": self.config.max_streams,
-            "queued": self.dispatcher.pending(),
+            "queued": self.dispatcher.pending() + self.uploads.pending(),
+            "uploads": self.files,
             "max_batch_size": self.config.max_batch_size,
             "max_wait_ms": self.config.max_wait_ms,
             "model": {
@@ -183,27 +275,66 @@ async def transcribe_file(request: Request) -> JSONResponse:
         return engine.refuse("too_large", 413, message)
     if not body:
         return engine.refuse("not_audio", 400, "the request body is empty; send an audio file")
-    # Decodes and queued files share one budget, checked before decoding starts: each decode
+    # One budget for files being decoded or recognised, checked before decoding starts: each
     # holds up to max_file_seconds of 16 kHz audio (`load_audio` decodes block by block).
-    if engine.decoding + engine.dispatcher.pending("file") >= config.max_pending_files:
+    if engine.files >= config.max_pending_files:
         return engine.refuse("busy", 503, "too many files are waiting; retry later")
-    engine.decoding += 1
-    try:
-        wave = await run_in_threadpool(load_audio, body, None, config.max_file_seconds)
-    except AudioTooLong as error:
-        return engine.refuse("too_long", 413, str(error))
-    except Exception as error:  # noqa: BLE001 - whatever the decoders say: not audio we can read
-        message = f"not audio ds2hub can read: {' '.join(str(error).split())[:300]}"
-        return engine.refuse("not_audio", 415, message)
-    finally:
-        engine.decoding -= 1
     timestamps = request.query_params.get("timestamps", "").lower() in ("1", "true", "yes")
+    engine.files += 1
     try:
-        result = await engine.run("file", (wave, timestamps))
-    except QueueFull:
-        return engine.refuse("busy", 503, "too many files are waiting; retry later")
+        # A client that hangs up takes its upload with it: nothing else would stop the work.
+        work = asyncio.ensure_future(_recognise_upload(engine, body, timestamps))
+        gone = asyncio.ensure_future(_disconnected(request))
+        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if not work.done():
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await work
+            engine.metrics.rejected.labels("disconnected").inc()
+            return Response(status_code=499)  # (nobody is there to read it)
+        gone.cancel()
+        result = work.result()
+    finally:
+        engine.files -= 1
+    if isinstance(result, Response):
+        return result
     engine.metrics.observe_latency("file", time.perf_counter() - start)
     return JSONResponse(result)
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns once the client of a request whose body was read has disconnected."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _recognise_upload(engine: Engine, body: bytes, timestamps: bool) -> dict | Response:
+    """An upload's transcript dict, or the refusal to send: decoded (at most `DECODE_THREADS`
+    at once), its 16 kHz audio counted against `max_pending_audio_seconds`, recognised."""
+    config = engine.config
+    budget = "too much audio is waiting to be recognised; retry later"
+    # Reserved from the header before decoding where the format has one (then a refusal costs
+    # no decoding), else once decoded.
+    seconds = min(await run_in_threadpool(header_seconds, body) or 0.0, config.max_file_seconds)
+    if engine.audio_seconds + seconds > config.max_pending_audio_seconds:
+        return engine.refuse("busy", 503, budget)
+    engine.audio_seconds += seconds
+    try:
+        try:
+            wave = await engine.load(body)
+        except AudioTooLong as error:
+            return engine.refuse("too_long", 413, str(error))
+        except (ValueError, OSError, RuntimeError) as error:  # the decoders' words for non-audio
+            message = f"not audio ds2hub can read: {' '.join(str(error).split())[:300]}"
+            return engine.refuse("not_audio", 415, message)
+        decoded = wave.numel() / SAMPLE_RATE
+        if engine.audio_seconds - seconds + decoded > config.max_pending_audio_seconds:
+            return engine.refuse("busy", 503, budget)
+        engine.audio_seconds += decoded - seconds
+        seconds = decoded
+        return await engine.transcribe(wave, timestamps)
+    finally:
+        engine.audio_seconds -= seconds
 
 
 # --- the streaming endpoint -----------------------------------------------------------------------
@@ -227,6 +358,52 @@ class _StreamState:
     def seconds(self) -> float:
         """Audio received so far, in seconds."""
         return round(self.received / self.rate, 3)
+
+
+class _StreamClock:
+    """The time limits of one stream (`ServeConfig`): idle time, connection time, and lag behind
+    real time. Lag counts only the time the server was reading: while it holds back because the
+    model is behind (`max_buffered_seconds`), the client is not to blame."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config
+        self.opened = self.last_message = self.since = time.perf_counter()
+        self.waited = 0.0  # seconds the server was reading, up to `since`
+        self.is_reading = True
+
+    def message(self) -> float:
+        self.last_message = time.perf_counter()
+        return self.last_message
+
+    def reading(self, now_reading: bool) -> None:
+        """Tells whether the server is reading the client from now on."""
+        now = time.perf_counter()
+        if self.is_reading:
+            self.waited += now - self.since
+        self.since, self.is_reading = now, now_reading
+
+    def check(self, audio_seconds: float, reading: bool, busy: object) -> float:
+        """Raises StreamError once a limit is passed; otherwise the seconds until the next one
+        could be (the wait's timeout). An idle stream whose step is still running is not idle."""
+        config, now = self.config, time.perf_counter()
+        self.reading(reading)
+        wall_left = self.opened + config.max_stream_wall_seconds - now
+        if wall_left <= 0:
+            message = f"streams may stay open at most {config.max_stream_wall_seconds:g} s"
+            raise StreamError(message, POLICY, "time limit")
+        lag = self.waited - audio_seconds
+        if lag > config.max_stream_lag_s:
+            message = (
+                f"the audio is {lag:.0f} s behind real time (the limit is "
+                f"{config.max_stream_lag_s:g} s); send audio at least as fast as it is spoken"
+            )
+            raise StreamError(message, POLICY, "too slow")
+        idle_left = self.last_message + config.idle_timeout_s - now
+        if idle_left <= 0 and busy is None:
+            message = f"no audio for {config.idle_timeout_s:g} s; closing"
+            raise StreamError(message, POLICY, "idle timeout")
+        lag_left = config.max_stream_lag_s - lag if reading else math.inf
+        return max(min(wall_left, lag_left, max(idle_left, 0.0) or math.inf), 0.001)
 
 
 def _stream_params(ws: WebSocket, config: ServeConfig) -> tuple[int, np.dtype]:
@@ -308,7 +485,14 @@ async def stream(ws: WebSocket) -> None:
         message = f"the server is at capacity ({config.max_streams} streams); retry later"
         await _deny(ws, engine, "busy", 503, message, TRY_AGAIN)
         return
+    client = ws.client.host if ws.client else "unknown"
+    cap = config.max_streams_per_client
+    if cap and engine.client_streams[client] >= cap:
+        message = f"a client may hold {cap} streams at once; close one first"
+        await _deny(ws, engine, "client_limit", 429, message, TRY_AGAIN)
+        return
     engine.live_streams += 1
+    engine.client_streams[client] += 1
     engine.metrics.live_streams.set(engine.live_streams)
     try:
         await ws.accept()
@@ -329,6 +513,9 @@ async def stream(ws: WebSocket) -> None:
             await ws.close(error.code, error.reason)
     finally:
         engine.live_streams -= 1
+        engine.client_streams[client] -= 1
+        if not engine.client_streams[client]:
+            del engine.client_streams[client]
         engine.metrics.live_streams.set(engine.live_streams)
 
 
@@ -345,18 +532,15 @@ async def _serve_stream(ws: WebSocket, engine: Engine, rate: int, dtype: np.dtyp
     step: asyncio.Future | None = None
     in_step: list[_Chunk] = []
     ending = False
-    last_message = time.perf_counter()
+    clock = _StreamClock(config)
     try:
         while True:
             waiting = {f for f in (receive, step) if f is not None}
-            timeout = None if ending else last_message + config.idle_timeout_s - time.perf_counter()
-            if timeout is not None and timeout <= 0 and step is None:
-                idle = f"no audio for {config.idle_timeout_s:g} s; closing"
-                raise StreamError(idle, POLICY, "idle timeout")
+            timeout = None
+            if not ending:  # once the client has ended, only the model's work remains
+                timeout = clock.check(state.seconds(), reading=receive is not None, busy=step)
             done, _ = await asyncio.wait(
-                waiting,
-                timeout=None if timeout is None else max(timeout, 0.001),
-                return_when=asyncio.FIRST_COMPLETED,
+                waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
             if step is not None and step in done:
                 text = step.result()
@@ -371,7 +555,7 @@ async def _serve_stream(ws: WebSocket, engine: Engine, rate: int, dtype: np.dtyp
             if receive is not None and receive in done:
                 message = receive.result()
                 receive = None
-                last_message = time.perf_counter()
+                last_message = clock.message()
                 if message["type"] == "websocket.disconnect":
                     raise WebSocketDisconnect(message.get("code", 1000))
                 if message.get("bytes") is not None:
@@ -392,6 +576,7 @@ async def _serve_stream(ws: WebSocket, engine: Engine, rate: int, dtype: np.dtyp
                 and state.buffered_seconds() < config.max_buffered_seconds
             ):
                 receive = asyncio.ensure_future(ws.receive())
+            clock.reading(receive is not None)
         if state.resampler is not None:  # the resampler's last samples
             tail = state.resampler.resample_chunk(np.zeros(0, np.float32), last=True)
             if tail.size:
@@ -416,8 +601,13 @@ def create_app(recognizer: SpeechRecognizer, config: ServeConfig | None = None) 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        with engine.dispatcher:
-            yield
+        preload_decoders()
+        engine.open()
+        try:
+            with engine.dispatcher, engine.uploads:
+                yield
+        finally:
+            engine.close()
 
     app = Starlette(
         routes=[

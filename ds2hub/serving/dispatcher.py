@@ -1,11 +1,16 @@
 """Batch Dispatch (Deep Speech 2, section 7): the requests of many users are gathered into one
 batched forward pass, so a server stays efficient under load.
 
-Work items of several kinds (a stream's new audio, a stream's end, a whole file) wait in one queue.
-One worker thread owns the model (torch modules are not safe to drive from several threads at once)
-and repeatedly takes the kind of the oldest pending item, gathers up to `max_batch_size` items of
-that kind (waiting at most `max_wait` after the oldest arrived), and runs that kind's batched
-function on them. Callers get a `concurrent.futures.Future` (asyncio: `asyncio.wrap_future`).
+Work items of several kinds (a stream's new audio, a stream's end) wait in one queue. One worker
+thread runs the batched functions (work that arrives while a batch runs waits for the next one, so
+batches form) and repeatedly takes the kind of the oldest pending item, gathers up to
+`max_batch_size` items of that kind (waiting at most `max_wait` after the oldest arrived), and
+runs that kind's batched function on them. Callers get a `concurrent.futures.Future` (asyncio:
+`asyncio.wrap_future`).
+
+A server may run several dispatchers over one model (inference only reads it): `ds2hub serve`
+runs live streams on one and uploads on another, whose worker has the lowest CPU priority, so
+that a long upload never holds the streams' worker and yields the CPU to it when contended.
 
 Written by hand: no well-kept library implements this policy for arbitrary batched callables
 (serving frameworks such as Triton or Ray Serve bring their own servers).
@@ -14,6 +19,8 @@ Written by hand: no well-kept library implements this policy for arbitrary batch
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import time
 from collections import deque
@@ -51,6 +58,9 @@ class BatchDispatcher:
         max_wait: seconds the oldest item may wait for its batch to fill.
         limits: kind -> most items of that kind queued at once (`submit` raises `QueueFull`).
         observer: told about every batch (metrics).
+        nice: the worker thread's CPU priority, a Unix nice value (19: run only on CPU time that
+            nothing else wants); Linux only, where nice values are per thread; torch's intra-op
+            threads that the worker starts inherit it.
     """
 
     def __init__(
@@ -60,6 +70,7 @@ class BatchDispatcher:
         max_wait: float = 0.01,
         limits: dict[str, int] | None = None,
         observer: BatchObserver | None = None,
+        nice: int = 0,
     ) -> None:
         if max_batch_size < 1 or max_wait < 0:
             raise ValueError("max_batch_size must be >= 1 and max_wait >= 0")
@@ -68,6 +79,7 @@ class BatchDispatcher:
         self.max_wait = max_wait
         self.limits = dict(limits or {})
         self.observer = observer
+        self.nice = nice
         self._queue: deque[_Item] = deque()
         self._cond = threading.Condition()
         self._running = False
@@ -153,6 +165,11 @@ class BatchDispatcher:
         return batch
 
     def _work(self) -> None:
+        if self.nice and sys.platform == "linux":
+            try:  # Linux applies PRIO_PROCESS to one thread when given a thread id
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+            except OSError as error:  # (a sandbox may forbid it): run at normal priority
+                logger.warning("could not lower the batch worker's CPU priority: %s", error)
         while (batch := self._next_batch()) is not None:
             batch = [i for i in batch if i.future.set_running_or_notify_cancel()]
             if not batch:

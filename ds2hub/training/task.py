@@ -19,7 +19,7 @@ from ds2hub.decoding import DecoderConfig, TextDecoder, text_decoder
 from ds2hub.errors import ConfigError
 from ds2hub.features import FeatureConfig, LogSpectrogram, check_network_input, frame_statistics
 from ds2hub.inference.evaluate import Counts, ErrorRates
-from ds2hub.inference.recognizer import CHECKPOINT_KEY
+from ds2hub.inference.recognizer import CHECKPOINT_KEY, read_checkpoint
 from ds2hub.model import DeepSpeech2, DeepSpeech2Config
 from ds2hub.tokenizers import Tokenizer, tokenizer_from_config
 from ds2hub.training.data.dataset import is_empty_batch
@@ -211,6 +211,8 @@ class DeepSpeech2Task(L.LightningModule):
             "hardware": describe_hardware(self.trainer) if self._trainer is not None else None,
             "command": self.command,
             "finetuned_from": self.finetune.description if self.finetune else None,
+            # How validation decoded: the default of a recogniser loaded from this checkpoint.
+            "decoding": self.beam_search.to_dict() if self.beam_search is not None else None,
         }
 
     def setup(self, stage: str) -> None:
@@ -242,7 +244,7 @@ class DeepSpeech2Task(L.LightningModule):
         cls, checkpoint_path: Any, map_location: Any = None, **kwargs: Any
     ) -> DeepSpeech2Task:
         """Lightning's loader, with the tokenizer and features taken from the checkpoint."""
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        checkpoint = read_checkpoint(checkpoint_path)
         extra = checkpoint.get(CHECKPOINT_KEY, {})
         kwargs.setdefault("tokenizer", extra.get("tokenizer"))
         kwargs.setdefault("features", extra.get("features", FeatureConfig().to_dict()))

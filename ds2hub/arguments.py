@@ -1,0 +1,41 @@
+"""The argument parser of ds2hub's own commands (`transcribe`, `serve`, `lm`, `export`, `push`,
+`recipes`; `fit` and friends are LightningCLI's): options are never abbreviated (a typo such as
+`--beam 8` must not silently become `--beam-size 8`), and a bad command line is one
+`PROG: error: ...` line and exit status 2, naming the closest valid option when one is near."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import re
+from typing import Any, NoReturn
+
+
+def closest_option(given: str, valid: list[str]) -> str | None:
+    """The option of `valid` nearest to `given` (`--batchsize` -> `--batch-size`), or None."""
+    name = given.split("=", 1)[0]
+    # Compared without the dashes, which every option shares and difflib would count as likeness.
+    bare = {v.lstrip("-"): v for v in valid}
+    match = difflib.get_close_matches(name.lstrip("-"), list(bare), n=1, cutoff=0.75)
+    if match:
+        return bare[match[0]]
+    # an option that is a prefix of valid ones (what abbreviation used to expand)
+    longer = [v for v in valid if v.startswith(name) and len(name) > 2]
+    return longer[0] if len(longer) == 1 else None
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """`argparse.ArgumentParser` without abbreviations and with one-line errors."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def valid_options(self) -> list[str]:
+        return [o for o in self._option_string_actions if o.startswith("--")]
+
+    def error(self, message: str) -> NoReturn:
+        unknown = re.match(r"unrecognized arguments: (\S+)", message, re.IGNORECASE)
+        if unknown and (near := closest_option(unknown.group(1), self.valid_options())):
+            message += f" (did you mean {near}?)"
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
