@@ -122,3 +122,21 @@ def test_a_word_list_from_the_recipe_constrains_english(tmp_path):
     assert tok.decode(greedy_decode(logits, lengths)[0]) == "sevn two"
     beam = LexiconBeamSearch(tok, DecoderConfig(lexicon=str(words)))
     assert beam(logits, lengths) == ["seven two"]
+
+
+def test_a_reweighted_search_decodes_as_a_fresh_one(pinyin_tokenizer):
+    """`ds2hub lm tune` reweights one decoder across its grid instead of reloading the LM: each
+    (alpha, beta) must decode exactly as a decoder built with them."""
+    torch.manual_seed(0)
+    logits = torch.randn(3, 30, pinyin_tokenizer.vocab_size) * 3
+    lengths = torch.tensor([30, 24, 18])
+    base = DecoderConfig(beam_size=20)
+    reused = text_decoder(pinyin_tokenizer, base)
+    outputs = set()
+    # (alpha > 0: at 0, homophones tie and flashlight breaks ties arbitrarily, run to run)
+    for alpha, beta in [(0.5, 0.0), (3.0, -1.0), (1.0, 2.0), (0.5, 0.0)]:
+        fresh = text_decoder(pinyin_tokenizer, base.replace(lm_weight=alpha, word_score=beta))
+        expected = fresh(logits, lengths)
+        assert reused.reweight(alpha, beta)(logits, lengths) == expected, (alpha, beta)
+        outputs.add(tuple(expected))
+    assert len(outputs) > 1  # the weights matter for these emissions

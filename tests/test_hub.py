@@ -500,18 +500,25 @@ def _digit_lm(tiny_digits: Path, out: Path) -> Path:
 
 
 def test_a_published_folder_carries_its_lm_and_reproduces_its_card(
-    trained_ckpt, tiny_digits, tmp_path
+    trained_ckpt, tiny_digits, tmp_path, monkeypatch, capsys
 ):
+    import ds2hub.decoding.pyctc as pyctc
     from ds2hub.decoding.bundle import load_decoding
     from ds2hub.training.runs import datamodule_from_config
 
     lm = _digit_lm(tiny_digits, tmp_path / "lm")
     tuned = tmp_path / "decoding"
+    loads = []
+    real_scorer = pyctc.kenlm_scorer
+    monkeypatch.setattr(pyctc, "kenlm_scorer", lambda *a: loads.append(a) or real_scorer(*a))
+    capsys.readouterr()
     status = main([
         "lm", "tune", str(trained_ckpt), "--lm", str(lm), "--backend", "pyctcdecode",
         "--alphas", "0.5,1", "--betas", "0,1", "--beam-size", "8", "--out", str(tuned),
     ])  # fmt: skip
     assert status == 0 and (tuned / "tune.csv").read_text().count("\n") == 5  # header + 2 x 2
+    assert len(loads) == 1  # the LM is loaded once for the whole grid
+    assert "is on the edge of the grid" in capsys.readouterr().err  # a 2 x 2 grid: always
     rows = list(csv.DictReader(io.StringIO((tuned / "tune.csv").read_text())))
     best = min(rows, key=lambda r: float(r["wer"]))
     stored = load_decoding(tuned)  # the best grid point is what is stored

@@ -161,6 +161,13 @@ class FlashlightDecoder:
                 list(self.vocab.flashlight_tokens), lexicon_file, lm_file, lm_dict, config
             )
 
+    def reweight(self, lm_weight: float, word_score: float) -> FlashlightDecoder:
+        """This decoder with another LM weight (alpha) and word score (beta), in place: the LM,
+        lexicon and trie stay loaded."""
+        self.config = self.config.replace(lm_weight=lm_weight, word_score=word_score)
+        self._search.configure(self.config)
+        return self
+
     def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
         """(B, T, V) log-probabilities and (B,) valid frames -> B transcripts."""
         # log_softmax: idempotent on log-probabilities, and makes raw logits safe too
@@ -224,36 +231,46 @@ class _Search:
             word_dict = None
         # The LM must outlive the decoder, which holds it by reference only (pybind11): kept here.
         self.lm = KenLM(lm, word_dict) if lm else fl.ZeroLM()
+        self.silence, self.token_count = silence, token_dict.index_size()
+        self.trie = None
+        self.word_dict = None
+        if words is not None:
+            trie = fl.Trie(token_dict.index_size(), silence)
+            start = self.lm.start(False)
+            for word, spellings in words.items():
+                index = word_dict.get_index(word)
+                _, score = self.lm.score(start, index)
+                for spelling in spellings:
+                    trie.insert([token_dict.get_index(t) for t in spelling], index, score)
+            trie.smear(fl.SmearingMode.MAX)
+            self.trie, self.word_dict = trie, word_dict
+            self.unknown = word_dict.get_index("<unk>")
+        self.configure(config)
+
+    def configure(self, config: DecoderConfig) -> None:
+        """(Re)builds the search with `config`'s beam and weights, on the LM and trie already
+        loaded: `ds2hub lm tune` tries dozens of weights on one LM."""
+        from flashlight.lib.text import decoder as fl
+
         common = {
             "beam_size": config.beam_size,
-            "beam_size_token": token_dict.index_size(),
+            "beam_size_token": self.token_count,
             "beam_threshold": config.beam_threshold,
             "lm_weight": config.lm_weight,
             "sil_score": 0.0,
             "log_add": False,
             "criterion_type": fl.CriterionType.CTC,
         }
-        if words is None:
+        if self.trie is None:
             options = fl.LexiconFreeDecoderOptions(**common)
-            self.decoder = fl.LexiconFreeDecoder(options, self.lm, silence, self.blank, [])
-            self.word_dict = None
+            self.decoder = fl.LexiconFreeDecoder(options, self.lm, self.silence, self.blank, [])
             return
         options = fl.LexiconDecoderOptions(
             **common, word_score=config.word_score, unk_score=float("-inf")
         )
-        trie = fl.Trie(token_dict.index_size(), silence)
-        start = self.lm.start(False)
-        for word, spellings in words.items():
-            index = word_dict.get_index(word)
-            _, score = self.lm.score(start, index)
-            for spelling in spellings:
-                trie.insert([token_dict.get_index(t) for t in spelling], index, score)
-        trie.smear(fl.SmearingMode.MAX)
-        unknown = word_dict.get_index("<unk>")
         self.decoder = fl.LexiconDecoder(
-            options, trie, self.lm, silence, self.blank, unknown, [], False
+            options, self.trie, self.lm, self.silence, self.blank, self.unknown, [], False
         )
-        self.word_dict = word_dict
 
     def __call__(
         self, emissions: torch.Tensor, lengths: torch.Tensor

@@ -65,6 +65,13 @@ class PyCTCDecoder:
             )
         self._decoder = BeamSearchDecoderCTC(self.alphabet, language_model)
 
+    def reweight(self, lm_weight: float, word_score: float) -> PyCTCDecoder:
+        """This decoder with another LM weight (alpha) and word score (beta), in place: the LM
+        stays loaded (`BeamSearchDecoderCTC.reset_params`)."""
+        self.config = self.config.replace(lm_weight=lm_weight, word_score=word_score)
+        self._decoder.reset_params(alpha=lm_weight, beta=word_score)
+        return self
+
     def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
         """(B, T, V) log-probabilities and (B,) valid frames -> B transcripts."""
         c = self.config

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,11 +72,18 @@ def grid_search(
     alphas: Sequence[float],
     betas: Sequence[float],
     log: Callable[[str], None] = print,
+    decoder: Callable | None = None,
 ) -> list[tuple[float, float, float]]:
-    """(α, β, error rate) for every grid point, in grid order."""
+    """(α, β, error rate) for every grid point, in grid order. The LM and lexicon are loaded
+    once: each point reweights the same decoder (`reweight`; `decoder`, if given, is `base`'s),
+    where its backend can."""
     surface = []
+    decoder = decoder or text_decoder(cached.tokenizer, base)
     for alpha, beta in itertools.product(alphas, betas):
-        decode = text_decoder(cached.tokenizer, base.replace(lm_weight=alpha, word_score=beta))
+        if hasattr(decoder, "reweight"):
+            decode = decoder.reweight(alpha, beta)
+        else:
+            decode = text_decoder(cached.tokenizer, base.replace(lm_weight=alpha, word_score=beta))
         rate = error_rate(decode, cached, metric)
         surface.append((alpha, beta, rate))
         log(f"alpha {alpha:5.2f}  beta {beta:5.2f}  {metric.upper()} {100 * rate:6.2f} %")
@@ -168,20 +176,28 @@ def tune_main(argv: list[str]) -> None:
         backend=args.backend, beam_size=args.beam_size, lm=str(args.lm), lexicon=args.lexicon
     )
     recognizer = from_pretrained(model)
-    text_decoder(recognizer.tokenizer, base)  # a bad LM or lexicon fails before the model runs
+    decoder = text_decoder(recognizer.tokenizer, base)  # a bad LM or lexicon: before the model
     datamodule = datamodule_from_config(yaml.safe_load(config.read_text()), recognizer)
     cached = cache_logits(recognizer, datamodule, args.stage, args.max_utterances)
     metric = "wer" if word_metric(recognizer.tokenizer) == "wer" else "cer"
     print(f"tuning on {cached.utterances} {args.stage} utterances ({metric.upper()})")
     greedy = error_rate(text_decoder(recognizer.tokenizer), cached, metric)
     print(f"greedy: {metric.upper()} {100 * greedy:.2f} %")
-    surface = grid_search(base, cached, metric, _floats(args.alphas), _floats(args.betas))
+    alphas, betas = _floats(args.alphas), _floats(args.betas)
+    surface = grid_search(base, cached, metric, alphas, betas, decoder=decoder)
     print(format_surface(surface, metric))
     alpha, beta, best = min(surface, key=lambda s: s[2])
     print(
         f"best: alpha {alpha:g}, beta {beta:g}: {metric.upper()} {100 * best:.2f} % "
         f"(greedy {100 * greedy:.2f} %)"
     )
+    for name, value, grid in (("alpha", alpha, alphas), ("beta", beta, betas)):
+        if len(set(grid)) > 1 and value in (min(grid), max(grid)):
+            print(
+                f"warning: the best {name} ({value:g}) is on the edge of the grid: the optimum "
+                f"may lie beyond it; widen --{name}s",
+                file=sys.stderr,
+            )
     out.mkdir(parents=True, exist_ok=True)
     save_decoding(out, base.replace(lm_weight=alpha, word_score=beta), recognizer.tokenizer)
     with (out / SURFACE_FILE).open("w", newline="") as f:
