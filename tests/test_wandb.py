@@ -82,3 +82,24 @@ def test_offline_wandb_run_records_metrics_and_predictions(tiny_digits, tmp_path
     assert any(tmp_path.rglob("metrics.csv"))
     hub_folder = next(tmp_path.rglob("hub/config.json")).parent
     assert ds2hub.from_pretrained(hub_folder).tokenizer.kind == "chars"
+
+
+def test_a_run_prints_no_stale_setting_warnings(tmp_path, monkeypatch, capfd):
+    """Lightning's `anonymous=None` and a not-yet-made run folder made wandb print "The
+    anonymous setting has no effect" and "git root ... does not exist" at every run."""
+    import wandb
+
+    from ds2hub.training.loggers import DS2WandbLogger
+
+    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_SILENT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
+    monkeypatch.chdir(tmp_path)
+    logger = DS2WandbLogger(save_dir="runs/new", project="ds2hub")
+    assert logger.experiment.settings.mode in ("offline", "dryrun")
+    wandb.finish()
+    printed = capfd.readouterr()
+    assert "anonymous" not in printed.err + printed.out
+    assert "git root" not in printed.err + printed.out

@@ -40,6 +40,13 @@ class DS2WandbLogger(WandbLogger):
         wandb = require("wandb", "wandb")
         kwargs.setdefault("settings", wandb.Settings(init_timeout=init_timeout))
         super().__init__(*args, **kwargs)
+        # Lightning passes `anonymous=None`, which wandb >= 0.19 warns about at every run.
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)
+        # wandb looks for a git repository from its folder and warns when the folder is not
+        # there yet: the run's folder, which the run writes into anyway, is made first.
+        if self._wandb_init.get("dir"):
+            os.makedirs(self._wandb_init["dir"], exist_ok=True)
 
     @property
     def experiment(self):  # noqa: D102 - see WandbLogger.experiment
