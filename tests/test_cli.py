@@ -10,6 +10,7 @@ import yaml
 
 from ds2hub.cli.main import run_cli
 from ds2hub.decoding import DecoderConfig
+from ds2hub.decoding.flashlight import FlashlightDecoder
 from ds2hub.inference.recognizer import from_pretrained
 from ds2hub.training.checkpoint import AtomicCheckpointIO
 from ds2hub.training.task import DeepSpeech2Task
@@ -91,10 +92,14 @@ def test_fit_validate_test_predict_and_resume(tiny_digits, tmp_path):
     assert all(isinstance(text, str) for batch in predictions for text in batch)
 
 
-def test_checkpoint_loads_without_the_cli_and_decodes_as_its_run_validated(tiny_digits, tmp_path):
-    words = REPO / "recipes" / "digits" / "words.txt"
+def test_checkpoint_loads_without_the_cli_and_decodes_as_its_run_validated(
+    tiny_digits, tmp_path, monkeypatch, caplog
+):
+    words = tmp_path / "words.txt"  # relative in the recipe, as recipes name them
+    words.write_text((REPO / "recipes" / "digits" / "words.txt").read_text())
+    monkeypatch.chdir(tmp_path)
     cli = run(
-        "fit", "--trainer.max_steps", "2", "--model.beam_search.lexicon", str(words),
+        "fit", "--trainer.max_steps", "2", "--model.beam_search.lexicon", "words.txt",
         "--model.beam_search.beam_size", "4", data=tiny_digits, root=tmp_path,
     )  # fmt: skip
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)  # kill-safe saves
@@ -103,16 +108,41 @@ def test_checkpoint_loads_without_the_cli_and_decodes_as_its_run_validated(tiny_
     assert task.tokenizer.vocab == cli.model.tokenizer.vocab
     for a, b in zip(task.state_dict().values(), cli.model.state_dict().values()):
         assert torch.equal(a, b)
-    # The recogniser of the checkpoint decodes with the recipe's beam search by default.
-    recognizer = from_pretrained(ckpt)
-    assert recognizer.decoding == DecoderConfig(lexicon=str(words), beam_size=4)
+    # From another folder, the checkpoint's recogniser decodes with the recipe's beam search by
+    # default, and says so.
+    monkeypatch.chdir(REPO)
+    with caplog.at_level("WARNING"):
+        recognizer = from_pretrained(ckpt)
+    assert recognizer.decoding == DecoderConfig(lexicon=str(words.resolve()), beam_size=4)
+    assert "decodes as its run validated" in caplog.text
+    assert isinstance(recognizer.text_decoder(), FlashlightDecoder)
+    assert not isinstance(recognizer.text_decoder("greedy"), FlashlightDecoder)
     audio = sorted((REPO / "recipes" / "digits" / "test").glob("*.opus"))[:4]
-    beam = recognizer.transcribe(audio)
-    assert beam == recognizer.transcribe(
-        audio, decoding=DecoderConfig(lexicon=str(words), beam_size=4)
-    )
     lexicon = set(words.read_text().split())
-    assert all(set(text.split()) <= lexicon for text in beam)  # only lexicon words
+    assert all(set(text.split()) <= lexicon for text in recognizer.transcribe(audio))
+    # Its lexicon gone: greedy, with a warning saying why (not a failure to load).
+    words.unlink()
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert from_pretrained(ckpt).decoding is None
+    assert "files are gone" in caplog.text
+
+
+def test_a_checkpoint_whose_settings_do_not_parse_is_one_line(tiny_digits, tmp_path, capsys):
+    """`--ckpt_path` re-reads the checkpoint's hyperparameters; ones this version does not know
+    (an older or newer ds2hub) are one line and status 2, not a traceback."""
+    from ds2hub.cli.main import main
+
+    cli = run("fit", "--trainer.max_steps", "1", data=tiny_digits, root=tmp_path)
+    ckpt = torch.load(cli.trainer.checkpoint_callback.last_model_path, weights_only=False)
+    ckpt["hyper_parameters"]["no_such_setting"] = 1
+    bad = tmp_path / "bad.ckpt"
+    torch.save(ckpt, bad)
+    capsys.readouterr()
+    args = ["validate", "--config", str(CONF), "--data.path", str(tiny_digits)]
+    assert main([*args, "--trainer.default_root_dir", str(tmp_path), "--ckpt_path", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("ds2hub: error: "), err
 
 
 def test_print_config_reproduces_a_run(tiny_digits, tmp_path, capsys):

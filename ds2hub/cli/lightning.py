@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 # `lightning` gives its logger a handler of its own and lets it propagate too: under the root
 # handler that the console script sets up, every Lightning line would be printed twice.
 if logging.getLogger().handlers:
-    logging.getLogger("lightning").handlers.clear()
+    import lightning
+
+    logging.getLogger("lightning").removeHandler(getattr(lightning, "_console", None))
 
 
 def _with_closest_option(parser: Any, message: str, argv: list[str]) -> str:

@@ -8,6 +8,7 @@ runs the same commands in-process and raises errors, as Python APIs do.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import logging
@@ -252,6 +253,13 @@ def run_cli(args: list[str] | None = None) -> DS2CLI | None:
     if args is None:
         sys.argv[1:] = resolved  # LightningCLI reads sys.argv itself (see below)
     check_config_files(resolved)
+    try:
+        return _lightning_cli(argv, None if args is None else resolved)
+    except argparse.ArgumentError as error:  # (exit_on_error=False) e.g. a --ckpt_path's settings
+        raise UsageError(" ".join(str(error).split())) from None
+
+
+def _lightning_cli(argv: list[str], args: list[str] | None) -> DS2CLI:
     from ds2hub.cli.lightning import DS2CLI
     from ds2hub.training.data import SpeechDataModule
     from ds2hub.training.task import DeepSpeech2Task
@@ -260,7 +268,7 @@ def run_cli(args: list[str] | None = None) -> DS2CLI | None:
         DeepSpeech2Task,
         SpeechDataModule,
         argv=argv,  # as typed (recipe names, not their paths) for model cards
-        args=None if args is None else resolved,  # None: LightningCLI reads sys.argv (no warning)
+        args=args,  # None: LightningCLI reads sys.argv (no warning)
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
         # `--trainer.max_epoch 1` must be an error, not a full epoch of `max_epochs`.

@@ -340,23 +340,47 @@ class SpeechRecognizer(
                 raise ValueError(f"it lacks weights for {missing[:3]}...")
             state.update(weights)
             recognizer.load_state_dict(state, strict=True)
-            if extra.get("decoding"):
-                recognizer.decoding = DecoderConfig.from_dict(extra["decoding"])
-                logger.info(
-                    "%s decodes as its run validated: %s (decoding='greedy' for best path)",
-                    path,
-                    describe_decoding(recognizer.decoding, recognizer.tokenizer),
-                )
         except KeyError as error:
             raise ConfigError(f"{path} is not a complete ds2hub checkpoint (no {error})") from None
         except (TypeError, ValueError, RuntimeError) as error:  # bounds, shapes, missing weights
             reason = " ".join(str(error).split())[:300]
             raise ConfigError(f"{path} does not hold a usable model: {reason}") from None
+        recognizer.decoding = _validated_decoding(path, extra.get("decoding"), recognizer.tokenizer)
         return recognizer.eval()
 
     @property
     def num_parameters(self) -> int:
         return self.model.num_parameters()
+
+
+def _validated_decoding(
+    path: str | Path, stored: dict[str, Any] | None, tokenizer: Tokenizer
+) -> DecoderConfig | None:
+    """The decoding a checkpoint's run validated with (its recipe's `model.beam_search`), said
+    in a warning, or None (greedy) when it had none; when its LM or lexicon file is gone or its
+    settings are unknown to this version, greedy with a warning saying why."""
+    if not stored:
+        return None
+    try:
+        decoding = DecoderConfig.from_dict(stored)
+    except (ConfigError, TypeError) as error:
+        logger.warning("%s: decoding greedily; its stored decoding is unusable: %s", path, error)
+        return None
+    missing = [f for f in (decoding.lm, decoding.lexicon) if f and not Path(f).is_file()]
+    if missing:
+        logger.warning(
+            "%s: decoding greedily; its run validated with a beam search whose files are gone "
+            "(%s): pass decoding=DecoderConfig(...) to use others",
+            path,
+            ", ".join(missing),
+        )
+        return None
+    logger.warning(
+        "%s decodes as its run validated: %s (decoding='greedy' for best path)",
+        path,
+        describe_decoding(decoding, tokenizer),
+    )
+    return decoding
 
 
 def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:

@@ -79,14 +79,19 @@ def grid_search(
     where its backend can."""
     surface = []
     decoder = decoder or text_decoder(cached.tokenizer, base)
-    for alpha, beta in itertools.product(alphas, betas):
+    try:
+        for alpha, beta in itertools.product(alphas, betas):
+            if hasattr(decoder, "reweight"):
+                decode = decoder.reweight(alpha, beta)
+            else:
+                config = base.replace(lm_weight=alpha, word_score=beta)
+                decode = text_decoder(cached.tokenizer, config)
+            rate = error_rate(decode, cached, metric)
+            surface.append((alpha, beta, rate))
+            log(f"alpha {alpha:5.2f}  beta {beta:5.2f}  {metric.upper()} {100 * rate:6.2f} %")
+    finally:  # a decoder someone else holds (a recogniser's cache) gets its weights back
         if hasattr(decoder, "reweight"):
-            decode = decoder.reweight(alpha, beta)
-        else:
-            decode = text_decoder(cached.tokenizer, base.replace(lm_weight=alpha, word_score=beta))
-        rate = error_rate(decode, cached, metric)
-        surface.append((alpha, beta, rate))
-        log(f"alpha {alpha:5.2f}  beta {beta:5.2f}  {metric.upper()} {100 * rate:6.2f} %")
+            decoder.reweight(base.lm_weight, base.word_score)
     return surface
 
 

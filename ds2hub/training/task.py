@@ -6,6 +6,7 @@ import itertools
 import logging
 import platform
 import time
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -212,7 +213,7 @@ class DeepSpeech2Task(L.LightningModule):
             "command": self.command,
             "finetuned_from": self.finetune.description if self.finetune else None,
             # How validation decoded: the default of a recogniser loaded from this checkpoint.
-            "decoding": self.beam_search.to_dict() if self.beam_search is not None else None,
+            "decoding": _portable(self.beam_search),
         }
 
     def setup(self, stage: str) -> None:
@@ -426,3 +427,16 @@ class DeepSpeech2Task(L.LightningModule):
             return optimizer
         scheduler = {"scheduler": self.scheduler_factory(optimizer), "interval": "step"}
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+
+def _portable(decoding: DecoderConfig | None) -> dict[str, Any] | None:
+    """`decoding` as a checkpoint stores it: its LM and lexicon files as absolute paths, so a
+    recogniser loaded from another folder finds them (`SpeechRecognizer.from_checkpoint`)."""
+    if decoding is None:
+        return None
+    files = {
+        name: str(Path(value).expanduser().resolve())
+        for name in ("lm", "lexicon")
+        if (value := getattr(decoding, name))
+    }
+    return decoding.replace(**files).to_dict()
