@@ -24,6 +24,16 @@ def closest_option(given: str, valid: list[str]) -> str | None:
     return longer[0] if len(longer) == 1 else None
 
 
+def with_closest_option(message: str, parser: argparse.ArgumentParser) -> str:
+    """An argparse error `message`, plus the closest of `parser`'s options when it names an
+    unknown one (`unrecognized arguments: --batchsize` -> `... (did you mean --batch-size?)`)."""
+    unknown = re.match(r"unrecognized arguments: (\S+)", message, re.IGNORECASE)
+    valid = [o for o in parser._option_string_actions if o.startswith("--")]
+    if unknown and (near := closest_option(unknown.group(1), valid)):
+        message += f" (did you mean {near}?)"
+    return message
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """`argparse.ArgumentParser` without abbreviations and with one-line errors."""
 
@@ -31,11 +41,6 @@ class ArgumentParser(argparse.ArgumentParser):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
-    def valid_options(self) -> list[str]:
-        return [o for o in self._option_string_actions if o.startswith("--")]
-
     def error(self, message: str) -> NoReturn:
-        unknown = re.match(r"unrecognized arguments: (\S+)", message, re.IGNORECASE)
-        if unknown and (near := closest_option(unknown.group(1), self.valid_options())):
-            message += f" (did you mean {near}?)"
+        message = with_closest_option(message, self)
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")

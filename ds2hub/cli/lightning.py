@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import shlex
 from typing import Any
 
@@ -14,7 +13,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
 
-from ds2hub.arguments import closest_option
+from ds2hub.arguments import with_closest_option
 from ds2hub.cli.args import CKPT_KEYWORDS, require_file
 from ds2hub.errors import UsageError
 from ds2hub.paths import missing_local
@@ -34,14 +33,9 @@ if logging.getLogger().handlers:
 def _with_closest_option(parser: Any, message: str, argv: list[str]) -> str:
     """`message`, plus the closest valid option of the subcommand's parser when it names an
     unknown one (`--trainer.max_epoch` -> `--trainer.max_epochs`)."""
-    unknown = re.match(r"unrecognized arguments: (\S+)", message, re.IGNORECASE)
     action = getattr(parser, "_subcommands_action", None)
     sub = action._name_parser_map.get(argv[0]) if action is not None and argv else None
-    if unknown and sub is not None:
-        valid = [o for o in sub._option_string_actions if o.startswith("--")]
-        if near := closest_option(unknown.group(1), valid):
-            message += f" (did you mean {near}?)"
-    return message
+    return message if sub is None else with_closest_option(message, sub)
 
 
 class DS2CLI(LightningCLI):

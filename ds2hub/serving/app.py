@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import math
-import os
-import sys
-import threading
 import time
 import weakref
 from collections import Counter
@@ -52,7 +50,7 @@ from ds2hub.inference.transcribe import (
     window_logits,
 )
 from ds2hub.serving.config import ServeConfig
-from ds2hub.serving.dispatcher import BatchDispatcher
+from ds2hub.serving.dispatcher import BatchDispatcher, lower_cpu_priority
 from ds2hub.serving.metrics import ServerMetrics
 
 if TYPE_CHECKING:
@@ -80,14 +78,6 @@ class StreamError(Exception):
 BACKGROUND_NICE = 19  # uploads' CPU priority (Unix nice value): they use what streams leave
 WINDOWS_IN_FLIGHT = 2  # an upload's windows queued at once: uploads take turns
 DECODE_THREADS = 2  # uploads decoded at once
-
-
-def _lower_cpu_priority() -> None:
-    """Gives the calling thread the lowest CPU priority (Linux, where nice values are per thread;
-    elsewhere nothing): a pool initialiser for work that must yield to live streams."""
-    if sys.platform == "linux":
-        with contextlib.suppress(OSError):  # a sandbox may forbid it: run at normal priority
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
 
 
 class Engine:
@@ -158,13 +148,7 @@ class Engine:
         logits: list[torch.Tensor] = []
         for start in range(0, count, WINDOWS_IN_FLIGHT):
             group = windows[start : start + WINDOWS_IN_FLIGHT]
-            futures = [self.uploads.submit("window", w) for w in group]
-            try:
-                logits += await asyncio.gather(*map(asyncio.wrap_future, futures))
-            except BaseException:
-                for future in futures:  # the client left, or a window failed: drop the rest
-                    future.cancel()
-                raise
+            logits += await asyncio.gather(*(self.run("window", w, self.uploads) for w in group))
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
             self.text_pool, self._file_text, logits, wave.numel(), timestamps
@@ -181,12 +165,11 @@ class Engine:
         """Starts the upload threads (the app's lifespan calls it; a restarted app gets new
         ones). Decoding is the memory peak of an upload (a few times its 16 kHz output), so
         `DECODE_THREADS` uploads at most are decoded at once; the others wait their turn."""
+        background = functools.partial(lower_cpu_priority, BACKGROUND_NICE)
         self.audio_pool = ThreadPoolExecutor(
-            DECODE_THREADS, "ds2hub-upload-audio", initializer=_lower_cpu_priority
+            DECODE_THREADS, "ds2hub-upload-audio", initializer=background
         )
-        self.text_pool = ThreadPoolExecutor(
-            1, "ds2hub-upload-text", initializer=_lower_cpu_priority
-        )
+        self.text_pool = ThreadPoolExecutor(1, "ds2hub-upload-text", initializer=background)
 
     def close(self) -> None:
         for pool in (self.audio_pool, self.text_pool):
@@ -202,8 +185,10 @@ class Engine:
         headers = {"Retry-After": str(self.config.retry_after_s)} if busy else None
         return JSONResponse({"error": message}, status_code=status, headers=headers)
 
-    async def run(self, kind: str, payload: Any) -> Any:
-        future = self.dispatcher.submit(kind, payload)
+    async def run(self, kind: str, payload: Any, dispatcher: BatchDispatcher | None = None) -> Any:
+        """`payload`'s result from `dispatcher` (default: the streams'); cancelled, it drops the
+        item if it has not started."""
+        future = (dispatcher or self.dispatcher).submit(kind, payload)
         try:
             return await asyncio.wrap_future(future)
         except asyncio.CancelledError:

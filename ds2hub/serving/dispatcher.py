@@ -36,6 +36,18 @@ BatchFunction = Callable[[list[Any]], Sequence[Any]]
 BatchObserver = Callable[[str, int, list[float]], None]
 
 
+def lower_cpu_priority(nice: int) -> None:
+    """Gives the calling thread the Unix nice value `nice` (19: CPU time nothing else wants).
+    Linux only, where nice values are per thread (PRIO_PROCESS with a thread id) and threads it
+    starts inherit them; elsewhere, or where a sandbox forbids it, it runs at normal priority."""
+    if sys.platform != "linux":
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except OSError as error:
+        logger.warning("could not lower a worker thread's CPU priority: %s", error)
+
+
 class QueueFull(RuntimeError):
     """The queue holds as many items of this kind as the server accepts (answer 503)."""
 
@@ -165,11 +177,8 @@ class BatchDispatcher:
         return batch
 
     def _work(self) -> None:
-        if self.nice and sys.platform == "linux":
-            try:  # Linux applies PRIO_PROCESS to one thread when given a thread id
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
-            except OSError as error:  # (a sandbox may forbid it): run at normal priority
-                logger.warning("could not lower the batch worker's CPU priority: %s", error)
+        if self.nice:
+            lower_cpu_priority(self.nice)
         while (batch := self._next_batch()) is not None:
             batch = [i for i in batch if i.future.set_running_or_notify_cancel()]
             if not batch:
