@@ -66,8 +66,8 @@ def test_a_killed_training_resumes_from_its_last_checkpoint(tiny_digits, tmp_pat
     assert killed_at >= 2  # last.ckpt is written just after each step's own checkpoint
 
     # Resume through a shell, as a user chains commands: `&&` runs only after exit status 0.
-    command = fit_command(
-        tiny_digits, tmp_path, "--ckpt_path", str(last), "--trainer.max_steps", str(killed_at + 2)
+    command = fit_command(  # (--ckpt-path: ds2hub's spelling of Lightning's --ckpt_path)
+        tiny_digits, tmp_path, "--ckpt-path", str(last), "--trainer.max_steps", str(killed_at + 2)
     )
     resumed = subprocess.run(
         f"{shlex.join(command)} && echo chained-ok",
@@ -266,6 +266,10 @@ def test_help_lists_every_command_version_and_typos_of_other_commands():
     assert usage.returncode == 0, usage.stderr
     for command in ("fit", "validate", "test", "predict", *EXTRA_COMMANDS):
         assert re.search(rf"^  {command} +\S", usage.stdout, re.M), command
+    bare = run()  # no command: the same list, as a usage error (git, argparse)
+    assert bare.returncode == 2 and bare.stdout == "", bare.stdout
+    assert usage.stdout in bare.stderr
+    assert bare.stderr.strip().splitlines()[-1].startswith("ds2hub: error: a command is required")
     said = run("--version")
     assert said.returncode == 0 and said.stdout.strip() == f"ds2hub {version('ds2hub')}"
     typo = run("transcribe", "--model", "m", "--beam", "8", "a.wav")
@@ -296,3 +300,25 @@ def test_refused_settings_give_one_line(refused, expected, tiny_digits, tmp_path
     err = capsys.readouterr().err  # `datasets` may print its progress bars before
     errors = [line for line in err.splitlines() if line.startswith("ds2hub: error: ")]
     assert len(errors) == 1 and expected in errors[0] and "Traceback" not in err, err
+
+
+def test_lightnings_own_options_take_ds2hubs_spelling_too(tiny_digits, tmp_path):
+    """`--ckpt-path`, `--print-config` and `--seed-everything`, as ds2hub's own commands spell
+    options (`--batch-size`); Lightning's `--ckpt_path` spelling keeps working."""
+    recipe = ["--config", str(CONF / "digits_tiny.yaml"), "--data.path", str(tiny_digits)]
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(DS2HUB), *args], capture_output=True, text=True, timeout=300, cwd=tmp_path
+        )
+
+    printed = run("fit", *recipe, "--seed-everything", "7", "--print-config")
+    assert printed.returncode == 0, printed.stderr[-2000:]
+    assert "seed_everything: 7" in printed.stdout
+    missing = tmp_path / "no.ckpt"
+    for spelling in ("--ckpt-path", "--ckpt_path"):
+        told = run("validate", *recipe, spelling, str(missing))
+        assert told.returncode == 2 and told.stderr.strip().splitlines()[-1] == (
+            f"ds2hub: error: checkpoint (--ckpt-path) {str(missing)!r} does not exist or is not "
+            "a file"
+        ), told.stderr[-2000:]

@@ -7,8 +7,28 @@ from pathlib import Path
 
 from ds2hub.errors import UsageError
 
-# `--ckpt_path` values Lightning resolves itself rather than reading a file (and `registry:...`).
+# `--ckpt-path` values Lightning resolves itself rather than reading a file (and `registry:...`).
 CKPT_KEYWORDS = ("best", "last", "hpc", "registry")
+
+
+# Options of LightningCLI's `fit`/`validate`/`test`/`predict` themselves, in the kebab-case of
+# ds2hub's own commands (`--batch-size`, `--repo-id`) -> Lightning's names, which keep working.
+# Dotted options (`--trainer.max_epochs`) are recipe keys and keep the recipe's spelling.
+LIGHTNING_OPTIONS = {
+    "--ckpt-path": "--ckpt_path",
+    "--print-config": "--print_config",
+    "--seed-everything": "--seed_everything",
+}
+
+
+def lightning_spelling(argv: list[str]) -> list[str]:
+    """`argv` with `LIGHTNING_OPTIONS` spelt as LightningCLI parses them (`--ckpt-path X` and
+    `--ckpt-path=X` -> `--ckpt_path`); everything else unchanged."""
+    spelt = []
+    for arg in argv:
+        name, sep, value = arg.partition("=")
+        spelt.append(LIGHTNING_OPTIONS.get(name, name) + sep + value)
+    return spelt
 
 
 def config_options(argv: list[str]) -> Iterator[tuple[int, str, bool]]:

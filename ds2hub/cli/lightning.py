@@ -77,7 +77,7 @@ class DS2CLI(LightningCLI):
         ckpt = str(config.get("ckpt_path") or "")
         keyword = ckpt in CKPT_KEYWORDS or ckpt.startswith("registry:")
         if ckpt and not keyword and "://" not in ckpt:  # URLs are read by fsspec
-            require_file(ckpt, "checkpoint (--ckpt_path)")
+            require_file(ckpt, "checkpoint (--ckpt-path)")
         path = config.get("data.path")
         if path and missing_local(str(path)):
             raise UsageError(f"data path {path!r} (data.path) does not exist")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ds2hub.arguments import ArgumentParser
-from ds2hub.cli.args import check_config_files, require_file
+from ds2hub.cli.args import check_config_files, lightning_spelling, require_file
 from ds2hub.cli.recipes import resolve_recipe_names
 from ds2hub.errors import ConfigError, UsageError
 from ds2hub.paths import missing_local
@@ -238,24 +238,28 @@ def run_cli(args: list[str] | None = None) -> DS2CLI | None:
         args: the command line without the program name (None: `sys.argv[1:]`).
     """
     argv = sys.argv[1:] if args is None else list(args)
-    if not argv or argv[0] in ("-h", "--help"):  # LightningCLI's help knows only its own commands
+    if not argv:  # as git and argparse: the usage, and a usage error's status
+        print(COMMANDS_HELP, file=sys.stderr)
+        raise UsageError("a command is required (ds2hub --help lists them)")
+    if argv[0] in ("-h", "--help"):  # LightningCLI's help knows only its own commands
         print(COMMANDS_HELP)
         return None
     if argv[0] in ("-V", "--version"):
         print(f"ds2hub {_version()}")
         return None
-    if argv and argv[0] in EXTRA_COMMANDS:
+    if argv[0] in EXTRA_COMMANDS:
         check_config_files(argv)
         module, function = EXTRA_COMMANDS[argv[0]]
         getattr(importlib.import_module(module), function)(argv[1:])
         return None
-    resolved = resolve_recipe_names(argv)  # `--config digits`: an installed recipe by name
+    # `--config digits`: an installed recipe by name; `--ckpt-path`: Lightning's `--ckpt_path`
+    resolved = resolve_recipe_names(lightning_spelling(argv))
     if args is None:
         sys.argv[1:] = resolved  # LightningCLI reads sys.argv itself (see below)
     check_config_files(resolved)
     try:
         return _lightning_cli(argv, None if args is None else resolved)
-    except argparse.ArgumentError as error:  # (exit_on_error=False) e.g. a --ckpt_path's settings
+    except argparse.ArgumentError as error:  # (exit_on_error=False) e.g. a --ckpt-path's settings
         raise UsageError(" ".join(str(error).split())) from None
 
 

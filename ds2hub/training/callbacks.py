@@ -185,7 +185,7 @@ class StopOnSignal(L.Callback):
         trainer.save_checkpoint(path)
         self._saved = True
         log.warning(
-            "%s at step %d: wrote %s (resume with --ckpt_path %s)",
+            "%s at step %d: wrote %s (resume with --ckpt-path %s)",
             _name(STOPPED_BY[0]), trainer.global_step, path, path,
         )  # fmt: skip
 

@@ -163,7 +163,7 @@ class DeepSpeech2Task(L.LightningModule):
         # The tokenizer and features are linked from the DataModule, so LightningCLI must not read
         # them back from hyper-parameters; they travel in the checkpoint's own "ds2hub" entry.
         # Decoding is not part of the trained model either: leaving it out lets `validate
-        # --ckpt_path` decode as the command line says (Lightning re-applies saved hparams).
+        # --ckpt-path` decode as the command line says (Lightning re-applies saved hparams).
         self.save_hyperparameters(
             ignore=["tokenizer", "features", "optimizer", "scheduler", "beam_search"]
         )
@@ -218,7 +218,7 @@ class DeepSpeech2Task(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.finetune is not None:
-            # Only `fit` loads the source model, and before Lightning restores a `--ckpt_path`
+            # Only `fit` loads the source model, and before Lightning restores a `--ckpt-path`
             # (which then overwrites these weights), so a resumed run continues from it.
             start_from(self.finetune, self.model, self.arch, self.features, self.tokenizer.vocab)
 
