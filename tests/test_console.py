@@ -322,3 +322,18 @@ def test_lightnings_own_options_take_ds2hubs_spelling_too(tiny_digits, tmp_path)
             f"ds2hub: error: checkpoint (--ckpt-path) {str(missing)!r} does not exist or is not "
             "a file"
         ), told.stderr[-2000:]
+
+
+def test_reading_a_local_corpus_shows_no_download_bars(tiny_digits, tmp_path):
+    """`datasets` says "Downloading data" and "Generating ... split" with progress bars for a
+    local folder on its first read (a fresh cache here): nothing is downloaded, so no bars."""
+    env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "fresh-cache")}
+    result = subprocess.run(
+        [*fit_command(tiny_digits, tmp_path), "--trainer.max_steps", "1",
+         "--trainer.limit_val_batches", "1"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "train: 16 utterances" in result.stderr  # the data was read, and said so once
+    for bar in ("Downloading data", "Generating train split", "files/s", "examples/s"):
+        assert bar not in result.stderr + result.stdout, result.stderr[:3000]

@@ -11,6 +11,7 @@ import re
 import signal
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -76,9 +77,15 @@ def load_split(
         return _with_size(ds.skip(start).take(stop - start), split, size)
     else:
         try:
-            ds = datasets.load_dataset(
-                path, name, split=split, data_dir=data_dir, revision=revision, streaming=streaming
-            )
+            with _no_bars_for_local(path):
+                ds = datasets.load_dataset(
+                    path,
+                    name,
+                    split=split,
+                    data_dir=data_dir,
+                    revision=revision,
+                    streaming=streaming,
+                )
         except Exception as error:  # noqa: BLE001 - a non-UTF-8 metadata file, however wrapped
             cause: BaseException | None = error
             while cause is not None and not isinstance(cause, UnicodeDecodeError):
@@ -93,6 +100,25 @@ def load_split(
     if audio_column not in columns:
         raise KeyError(f"{path}[{split}] has no audio column {audio_column!r}; columns: {columns}")
     return ds.cast_column(audio_column, datasets.Audio(decode=False))
+
+
+@contextmanager
+def _no_bars_for_local(path: str) -> Iterator[None]:
+    """`datasets`' progress bars off while it reads a local folder, where they say "Downloading
+    data" of files already here and "Generating ... split" for a fraction of a second; a hub
+    corpus keeps them, and so does a user who set `HF_DATASETS_DISABLE_PROGRESS_BARS=0`."""
+    quiet = (
+        Path(path).expanduser().exists()
+        and not datasets.are_progress_bars_disabled()
+        and datasets.config.HF_DATASETS_DISABLE_PROGRESS_BARS is None
+    )
+    if quiet:
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if quiet:
+            datasets.enable_progress_bars()
 
 
 def _with_size(stream: datasets.IterableDataset, split: str, rows: int) -> datasets.IterableDataset:
