@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,6 +18,7 @@ from ds2hub.cli.main import run_cli
 
 pytest.importorskip("wandb")
 CONF = Path(__file__).parent / "conf"
+DS2HUB = Path(sys.executable).parent / "ds2hub"  # the console script `pip install` made
 
 
 def test_offline_wandb_run_records_metrics_and_predictions(tiny_digits, tmp_path, monkeypatch):
@@ -103,3 +108,35 @@ def test_a_run_prints_no_stale_setting_warnings(tmp_path, monkeypatch, capfd):
     printed = capfd.readouterr()
     assert "anonymous" not in printed.err + printed.out
     assert "git root" not in printed.err + printed.out
+
+
+def test_an_offline_runs_folder_holds_its_tables_audio(tiny_digits, tmp_path):
+    """The console script, offline, wandb's data folder left at its default: the validation
+    table goes to `wandb sync` as an artifact whose JSON names a WAV file per clip
+    (`audio-file` entries); those clips are staged in the run's own folder, so they are uploaded
+    with it (staged in `~/.local/share/wandb`, outside the run, a clean-up there lost them)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(HOME=str(tmp_path / "home"), WANDB_MODE="offline", WANDB_SILENT="true")
+    result = subprocess.run(
+        [str(DS2HUB), "fit", "--config", str(CONF / "digits_tiny.yaml"),
+         "--config", str(CONF / "wandb.yaml"), "--data.path", str(tiny_digits),
+         "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
+         "--trainer.default_root_dir", str(tmp_path)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = [p for p in tmp_path.rglob("offline-run-*") if p.is_dir()]
+    staged = [p for p in run_dir.rglob("*") if p.is_file() and "staging" in p.parts]
+    clips = {
+        hashlib.sha256(p.read_bytes()).hexdigest() for p in staged if p.read_bytes()[:4] == b"RIFF"
+    }
+    tables = [
+        json.loads(p.read_text())
+        for p in staged
+        if p.read_bytes()[:1] == b"{" and b'"_type": "table"' in p.read_bytes()
+    ]
+    assert tables, f"no staged table in {run_dir}: {sorted(str(p) for p in run_dir.rglob('*'))}"
+    table = tables[-1]
+    audio = [row[table["columns"].index("audio")] for row in table["data"]]
+    assert len(audio) == 3 and all(a["_type"] == "audio-file" for a in audio), audio
+    assert all(a["path"].endswith(".wav") and a["sha256"] in clips for a in audio)

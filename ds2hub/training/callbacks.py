@@ -19,6 +19,7 @@ from ds2hub.audio import load_audio
 from ds2hub.inference.evaluate import edit_counts, rate
 from ds2hub.model.presets import size_tag
 from ds2hub.training.data.dataset import audio_source
+from ds2hub.training.loggers import media_kept_with_offline_run
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,8 @@ class WandbExtras(L.Callback):
             error_rate = rate(edit_counts([hyp], [ref], metric))  # as val/wer (or val/ser) counts
             data.append([trainer.current_epoch, audio, ref, hyp, error_rate])
         columns = ["epoch", "audio", "reference", "prediction", metric]
-        logger.log_table("val/predictions", columns=columns, data=data)
+        with media_kept_with_offline_run(logger.experiment):  # the clips, for `wandb sync`
+            logger.log_table("val/predictions", columns=columns, data=data)
 
 
 # The signal that stopped this process's last fit (at most one entry): the console script exits

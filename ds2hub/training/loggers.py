@@ -7,6 +7,9 @@ import importlib.util
 import logging
 import netrc
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import Logger, WandbLogger
@@ -59,6 +62,29 @@ class DS2WandbLogger(WandbLogger):
             self._offline = True
             self._experiment = None
             return super().experiment
+
+
+@contextmanager
+def media_kept_with_offline_run(run: Any) -> Iterator[None]:
+    """Within it, an offline W&B `run` stages the files of what it logs as artifacts in its own
+    folder (`offline-run-*/artifacts/staging/`), not in the user's wandb data folder.
+
+    A logged `wandb.Table` is uploaded as an artifact: its JSON, with an `audio-file` entry per
+    clip, and the clips. (The table under the run's `files/media/table/` is wandb's copy for old
+    clients, which holds only the media's class names: "Audio".) wandb stages the artifact in
+    `WANDB_DATA_DIR` (default `~/.local/share/wandb`) until `wandb sync` uploads it, so a run
+    synced after that folder was cleaned, or from a copy of its folder, loses its audio. Staged
+    here, the run's folder holds all it uploads (named by absolute path in its log: sync it where
+    it was written). A user's own `WANDB_DATA_DIR` is left alone, and so is an online run.
+    """
+    if not getattr(run.settings, "_offline", False) or "WANDB_DATA_DIR" in os.environ:
+        yield
+        return
+    os.environ["WANDB_DATA_DIR"] = str(Path(run.dir).parent)  # run.dir: the run's files/
+    try:
+        yield
+    finally:
+        del os.environ["WANDB_DATA_DIR"]
 
 
 def wandb_installed() -> bool:
