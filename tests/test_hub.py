@@ -6,6 +6,8 @@ import base64
 import csv
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx2
@@ -34,6 +36,7 @@ from ds2hub.tokenizers.registry import TokenizerFileError
 from ds2hub.training.runs import find_run_config
 
 CONF = Path(__file__).parent / "conf" / "digits_tiny.yaml"
+DS2HUB = Path(sys.executable).parent / "ds2hub"  # the console script `pip install` made
 
 
 @pytest.fixture(scope="module")
@@ -189,10 +192,13 @@ def test_model_card_metadata_validates(trained_ckpt, tmp_path):
     results = {r.metric_type: r for r in data.eval_results}
     assert set(results) == {"wer", "cer"}
     assert results["wer"].task_type == "automatic-speech-recognition"
-    # The recipe has test data: the figures come from it, and say so.
-    assert results["wer"].dataset_split.startswith("test of ") and 0 <= results["wer"].metric_value
-    assert results["wer"].metric_name == "Test WER"
-    assert "validation" not in results["wer"].dataset_split
+    # The recipe has test data: the figures come from it, and say so; the split in the hub's
+    # form (a `load_dataset` split name), its description in the text.
+    assert results["wer"].dataset_split == "test" and 0 <= results["wer"].metric_value
+    assert (
+        results["wer"].dataset_type == "ds2hub/digits" and results["wer"].metric_name == "Test WER"
+    )
+    assert "test of ds2hub/digits" in card.text
     assert "tokenizer-chars" in data.tags
     text = card.text
     assert "Deep Speech 2" in text and "@inproceedings{amodei2016deep" in text
@@ -254,7 +260,9 @@ def test_push_uploads_the_folder_through_the_hub_api(trained_ckpt, tmp_path):
     hub = FakeHub()
     huggingface_hub.set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(hub)))
     try:
-        folder = export(trained_ckpt, tmp_path / "out", "someone/ds2-digits-tiny", run_eval=False)
+        folder = export(
+            trained_ckpt, tmp_path / "out", "someone/ds2-digits-tiny", dataset_id="someone/digits"
+        )
         url = push(folder, "someone/ds2-digits-tiny", token="hf_fake_token")
     finally:
         huggingface_hub.set_client_factory(huggingface_hub.utils._http.default_client_factory)
@@ -270,6 +278,40 @@ def test_push_uploads_the_folder_through_the_hub_api(trained_ckpt, tmp_path):
     assert hub.committed["model.safetensors"] == (folder / "model.safetensors").read_bytes()
     assert json.loads(hub.committed["config.json"])["tokenizer"]["kind"] == "chars"
     assert "model-index" in hub.validated  # the card's metadata went to the hub's validator
+
+
+def test_a_pushed_cards_install_line_and_snippet_run_against_its_folder(
+    trained_ckpt, tiny_digits, tmp_path
+):
+    """`ds2hub push --dry-run --output-dir` as a user runs it, on a recipe whose data is a local
+    folder: the card says how to install ds2hub and what loads the folder, its Python snippet
+    runs (the repo id pointed at the folder, `speech.wav` a recording of the user's), and its
+    metadata names no dataset the hub does not have."""
+    folder = tmp_path / "folder"
+    pushed = subprocess.run(
+        [str(DS2HUB), "push", str(trained_ckpt), "--repo-id", "someone/ds2-tiny", "--dry-run",
+         "--output-dir", str(folder)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert pushed.returncode == 0, pushed.stderr[-3000:]
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.datasets is None and card.data.eval_results is None  # local data
+    assert "model-index" not in (folder / "README.md").read_text()
+    assert f"Data: {tiny_digits.name} (a local folder, not on the Hub), test of" in card.text
+    text = " ".join(card.text.split())
+    assert f'pip install "ds2hub-{ds2hub.__version__}-py3-none-any.whl"' in text
+    assert "What loads it: ds2hub" in text and "load_from_dir" not in text  # (no LM here)
+
+    snippet = card.text.split("```python\n", 1)[1].split("```", 1)[0]
+    assert 'ds2hub.from_pretrained("someone/ds2-tiny")' in snippet
+    clip = next((tiny_digits / "test").glob("*.opus"))
+    sf.write(tmp_path / "speech.wav", ds2hub.load_audio(clip).numpy(), 16000)
+    ran = subprocess.run(
+        [sys.executable, "-c", snippet.replace("someone/ds2-tiny", str(folder))],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert len(ran.stdout.splitlines()) == 2  # the transcript, then its words
 
 
 def test_push_cli_dry_run_writes_the_folder(trained_ckpt, tmp_path, capsys):
@@ -438,10 +480,13 @@ def test_without_test_data_the_card_reports_validation_figures_as_such(trained_c
     config.write_text(yaml.safe_dump(recipe))
     folder = export(trained_ckpt, tmp_path / "out", "someone/x", config=config)
     card = ModelCard.load(folder / "README.md")
+    assert card.data.eval_results is None and card.data.datasets is None  # a local folder
+    folder = export(
+        trained_ckpt, tmp_path / "out2", "someone/x", config=config, dataset_id="someone/digits"
+    )
+    card = ModelCard.load(folder / "README.md")
     for result in card.data.eval_results:
-        assert (
-            "validation" in result.dataset_split and "chose the checkpoint" in result.dataset_split
-        )
+        assert result.dataset_split == "validation"
         assert result.metric_name.startswith("Validation ") and "Test" not in result.metric_name
     assert "Validation figures" in card.text and "Measured on test data" not in card.text
 
@@ -537,7 +582,13 @@ def test_a_published_folder_carries_its_lm_and_reproduces_its_card(
         )
         == 2
     )
-    folder = export(trained_ckpt, tmp_path / "out", "someone/ds2-lm", decoding=tuned)
+    folder = export(
+        trained_ckpt,
+        tmp_path / "out",
+        "someone/ds2-lm",
+        dataset_id="someone/digits",
+        decoding=tuned,
+    )
     # The hub's CTC layout: pyctcdecode's alphabet and language_model/ folder, plus ds2hub's file.
     assert json.loads((folder / "alphabet.json").read_text())["labels"][0] == ""
     assert {p.name for p in (folder / "language_model").iterdir()} == {
@@ -561,6 +612,9 @@ def test_a_published_folder_carries_its_lm_and_reproduces_its_card(
     }
     assert "pyctcdecode beam search, beam 8, 2-gram word LM `lm.arpa`" in card.text
     assert "greedy CTC decoding (best path), no language model" in card.text
+    assert "`pyctcdecode.BeamSearchDecoderCTC.load_from_dir(folder)` reads it with the `kenlm`" in (
+        " ".join(card.text.split())
+    )
     recipe = yaml.safe_load((folder / "recipe.yaml").read_text())
     for decoding, label in ((None, "LM"), ("greedy", "greedy")):  # None: the folder's default
         result = evaluate(loaded, datamodule_from_config(recipe, loaded), "test", decoding)

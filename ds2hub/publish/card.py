@@ -8,6 +8,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ds2hub import __version__
 from ds2hub.features import FeatureConfig
 from ds2hub.inference.recognizer import SpeechRecognizer
 from ds2hub.inference.transcribe import DEFAULT_OVERLAP_SECONDS
@@ -61,11 +62,15 @@ class CardInfo:
 
     repo_id: str
     language: str
-    dataset_id: str
+    dataset_id: str  # the evaluation data: its hub id, or the name of a local folder
     dataset_split: str  # which data the figures come from, in words (`test of ...`)
     metrics: dict[str, float]  # {"wer": 0.031, "cer": 0.012}, or "ser" instead of "wer"
     eval_utterances: int
     dataset_config: str | None = None
+    # Whether `dataset_id` is a hub dataset: only then does the metadata name it (`datasets:`)
+    # and carry the figures as `model-index` results, whose dataset must be a hub id.
+    dataset_on_hub: bool = True
+    split: str = "test"  # the `load_dataset` split the figures come from (model-index `split`)
     license: str = "apache-2.0"
     recipe: str = ""
     recipe_name: str = ""
@@ -122,9 +127,6 @@ def render_card(recognizer: SpeechRecognizer, info: CardInfo) -> ModelCard:
         inspect.signature(SpeechRecognizer.transcribe).parameters["chunk_seconds"].default
     )
     stage = STAGE_LABELS[info.eval_stage]
-    split = info.dataset_split
-    if info.eval_stage == "val":
-        split = f"{split} (validation data, which also chose the checkpoint)"
     several = len(info.results) > 1
     eval_results = [
         EvalResult(
@@ -133,7 +135,7 @@ def render_card(recognizer: SpeechRecognizer, info: CardInfo) -> ModelCard:
             dataset_type=info.dataset_id,
             dataset_name=info.dataset_id,
             dataset_config=info.dataset_config,
-            dataset_split=split,
+            dataset_split=info.split,
             metric_type=name,
             # Each figure names its decoding when there are several (`Test CER (greedy)`).
             metric_name=f"{stage} {name.upper()}" + (f" ({result.short})" if several else ""),
@@ -151,10 +153,10 @@ def render_card(recognizer: SpeechRecognizer, info: CardInfo) -> ModelCard:
         library_name="ds2hub",
         pipeline_tag="automatic-speech-recognition",
         tags=sorted(tags),
-        datasets=[info.dataset_id],
+        datasets=[info.dataset_id] if info.dataset_on_hub else None,
         metrics=list(info.metrics),
         model_name=model_name,
-        eval_results=eval_results,
+        eval_results=eval_results if info.dataset_on_hub else None,
         # The hub links fine-tunes to their base model; only a hub id can be linked.
         base_model=info.finetuned_from.split("@")[0] if is_hub_id(info.finetuned_from) else None,
     )
@@ -184,6 +186,7 @@ def render_card(recognizer: SpeechRecognizer, info: CardInfo) -> ModelCard:
         dataset_id=info.dataset_id,
         dataset_config=info.dataset_config,
         dataset_split=info.dataset_split,
+        dataset_on_hub=info.dataset_on_hub,
         eval_stage=info.eval_stage,
         eval_utterances=info.eval_utterances,
         results=[
@@ -206,4 +209,7 @@ def render_card(recognizer: SpeechRecognizer, info: CardInfo) -> ModelCard:
         streams=not arch.bidirectional and recognizer.frontend.config.normalization == "global",
         normalization_kind=recognizer.frontend.config.normalization,
         finetuned_from=info.finetuned_from,
+        version=__version__,
+        # pyctcdecode reads the folder's LM setup (`ds2hub.decoding.bundle`), given `kenlm`.
+        pyctcdecode_layout=bool(recognizer.decoding is not None and recognizer.decoding.lm),
     )

@@ -262,12 +262,14 @@ def export(
     recognizer.decoding = decoding
     results: list[DecodingResult] = []
     utterances, stage, split = 0, "test", str(data_cfg.get("test_split") or "test")
+    split_name = split
     if run_eval:
         if not data_cfg:
             raise ExportError("no recipe found to evaluate with: pass --config or --no-eval")
         datamodule = datamodule_from_config(recipe, recognizer)
         stage = "test" if datamodule.has_stage("test") else "val"
         split = datamodule.describe(stage)
+        split_name = datamodule.source_split(stage) or split_name
         # The default decoding first (what the card's usage snippet does), then greedy beside it.
         for setting in [decoding, GREEDY] if decoding is not None else [GREEDY]:
             result = evaluate(recognizer, datamodule, stage, setting)
@@ -278,7 +280,16 @@ def export(
             where = f"{STAGE_LABELS[stage].lower()} data ({split}, {utterances} utterances)"
             log.info("%s, %s: %s", where, label, figures)
     path = str(data_cfg.get("path", "unknown"))
+    # A local corpus is named by its folder, which is not a hub dataset: the card's metadata then
+    # names no dataset (`datasets:`, `model-index`), which the hub would link to.
+    on_hub = dataset_id is not None or (bool(data_cfg.get("path")) and not Path(path).exists())
     dataset_id = dataset_id or (Path(path).name if Path(path).exists() else path)
+    if not on_hub:
+        log.info(
+            "the card names no hub dataset and has no model-index (its figures are in its text): "
+            "%s is not on the hub; pass --dataset-id if it is",
+            dataset_id,
+        )
     if run_eval:  # the card names the dataset once; its folder need not be published
         split = split.replace(datamodule.path, dataset_id)
 
@@ -293,6 +304,8 @@ def export(
         dataset_id=hide(dataset_id),
         dataset_config=data_cfg.get("name"),
         dataset_split=hide(split),
+        dataset_on_hub=on_hub,
+        split=split_name,
         metrics=results[0].metrics if results else {},
         eval_utterances=utterances,
         license=license,

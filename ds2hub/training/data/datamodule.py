@@ -443,6 +443,11 @@ class SpeechDataModule(L.LightningDataModule):
             return self.splits[stage] is not None or self._held_stage(stage)
         return True
 
+    def source_split(self, stage: str) -> str | None:
+        """The `load_dataset` split a stage's utterances come from (the train split when they are
+        groups held out of it), as the hub's model-index `split` names it; None: no data."""
+        return self.splits["train"] if self._held_stage(stage) else self.splits.get(stage)
+
     def describe(self, stage: str) -> str:
         """Where a stage's utterances come from, in words (for logs and model cards)."""
         corpus = self.path + (f" ({self.name})" if self.name else "")
