@@ -15,6 +15,9 @@ VARIANTS = {
     "bigru-bn": DeepSpeech2Config(**SMALL),
     "bilstm-no-bn": DeepSpeech2Config(**SMALL, rnn_type="lstm", batch_norm=False),
     "birnn-clipped-relu": DeepSpeech2Config(**SMALL, rnn_type="rnn"),
+    "birnn-bn-on-projection": DeepSpeech2Config(
+        **SMALL, rnn_type="rnn", batch_norm_placement="projection"
+    ),
     "forward-gru-rowconv": DeepSpeech2Config(
         **SMALL, bidirectional=False, lookahead=4, fc_hidden=16
     ),
@@ -54,7 +57,9 @@ def test_output_does_not_depend_on_the_rest_of_the_batch(name):
         torch.testing.assert_close(alone[0], logits[i, : out_lengths[i]], atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["bigru-bn", "birnn-clipped-relu", "forward-gru-rowconv"])
+@pytest.mark.parametrize(
+    "name", ["bigru-bn", "birnn-clipped-relu", "birnn-bn-on-projection", "forward-gru-rowconv"]
+)
 def test_training_batch_norm_ignores_padding(name):
     """In training mode BN uses batch statistics, but extra padding must not change them."""
     torch.manual_seed(0)
@@ -145,3 +150,25 @@ def test_invalid_architectures_are_rejected(kwargs, match):
 def test_config_round_trips_through_json():
     config = get_preset("paper-streaming")
     assert DeepSpeech2Config.from_dict(config.to_dict()) == config
+
+
+def test_batch_norm_on_the_projection_normalises_w_x_over_valid_frames():
+    """The paper's placement (eq. 5): B(W x) per direction, its statistics over valid frames only;
+    the layer input itself is not normalised."""
+    config = DeepSpeech2Config(**SMALL, rnn_type="rnn", batch_norm_placement="projection")
+    layer = DeepSpeech2(config, vocab_size=29).train().rnns[0]
+    assert layer.norm is None and len(layer.rnn.projection_norms) == 2
+    x = torch.randn(2, 30, layer.rnn.input_proj[0].in_features) * 5 + 3
+    mask = torch.arange(30)[None, :] < torch.tensor([[30], [12]])
+    x[1, 12:] = 1e4  # padding must not move the statistics
+    for direction in (0, 1):
+        valid = layer.rnn.project(x, direction, mask)[mask]
+        torch.testing.assert_close(valid.mean(0), torch.zeros(valid.size(1)), atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            valid.var(0, unbiased=False), torch.ones(valid.size(1)), atol=1e-3, rtol=0
+        )
+
+
+def test_batch_norm_on_the_projection_needs_the_clipped_relu_rnn():
+    with pytest.raises(ValueError, match="needs rnn_type: rnn"):
+        DeepSpeech2Config(**SMALL, batch_norm_placement="projection")

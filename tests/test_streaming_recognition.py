@@ -84,9 +84,11 @@ def test_streamed_logits_and_transcript_equal_the_whole_pass(chunk_ms):
     assert final == expected
 
 
-@pytest.mark.parametrize("rnn_type", ["lstm", "rnn"])
-def test_every_recurrent_type_streams(rnn_type):
-    rec = make_recognizer(rnn_type, lookahead=0)
+@pytest.mark.parametrize(
+    "rnn_type, placement", [("lstm", "input"), ("rnn", "input"), ("rnn", "projection")]
+)
+def test_every_recurrent_type_streams(rnn_type, placement):
+    rec = make_recognizer(rnn_type, lookahead=0, batch_norm_placement=placement)
     audio = _audio(1.1)
     got, _ = stream_logits(rec, audio, [1600] * 10)
     torch.testing.assert_close(got, whole_logits(rec, audio), atol=1e-4, rtol=1e-4)

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 RNNType = Literal["gru", "lstm", "rnn"]
+BatchNormPlacement = Literal["input", "projection"]
 
 # Sane bounds (inclusive) per integer field, conv fields per entry: generous for every preset
 # (`paper-streaming`: rnn_hidden 1536, fc_hidden 1536, lookahead 20, 96 channels, kernels 41), and
@@ -50,6 +51,11 @@ class DeepSpeech2Config:
     rnn_hidden: int = 512  # per direction; directions are summed (paper eq. 3)
     bidirectional: bool = True  # False for forward-only (streaming) models
     batch_norm: bool = True  # sequence-wise BN on conv and recurrent inputs (paper sec. 3.2)
+    # Where a recurrent layer's BN sits: on its input x ("input"), or on W x inside the
+    # recurrence, h_t = f(B(W x_t) + U h_{t-1}) ("projection", the paper's eq. 5; rnn_type "rnn"
+    # only, whose input projection is explicit). experiments/training_findings/batchnorm.md
+    # compares them.
+    batch_norm_placement: BatchNormPlacement = "input"
     lookahead: int = 0  # row-convolution future context in frames (forward-only models)
     fc_hidden: int = 0  # width of a fully connected layer before the output (0: none)
 
@@ -78,6 +84,15 @@ class DeepSpeech2Config:
             raise ValueError("conv kernels must have odd sizes (centred 'same' padding)")
         if self.rnn_type not in ("gru", "lstm", "rnn"):
             raise ValueError(f"rnn_type must be gru, lstm or rnn, got {self.rnn_type!r}")
+        if self.batch_norm_placement not in ("input", "projection"):
+            raise ValueError(
+                f"batch_norm_placement must be input or projection, got {self.batch_norm_placement!r}"
+            )
+        if self.batch_norm_placement == "projection" and self.rnn_type != "rnn":
+            raise ValueError(
+                "batch_norm_placement: projection needs rnn_type: rnn (torch's fused GRU and LSTM "
+                "project their input inside the kernel)"
+            )
         if self.lookahead and self.bidirectional:
             raise ValueError(
                 "row convolution (lookahead) is for forward-only models: set bidirectional: false"

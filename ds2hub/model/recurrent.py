@@ -21,16 +21,36 @@ class ClippedReLURNN(nn.Module):
     """The paper's simple recurrent layer: h_t = min(max(W x_t + U h_{t-1} + b, 0), 20), written
     out because `nn.RNN` offers tanh and unbounded ReLU only."""
 
-    def __init__(self, input_size: int, hidden_size: int, bidirectional: bool) -> None:
+    def __init__(
+        self, input_size: int, hidden_size: int, bidirectional: bool, projection_norm: bool = False
+    ) -> None:
         super().__init__()
         n = 2 if bidirectional else 1
         self.input_proj = nn.ModuleList(
             nn.Linear(input_size, hidden_size, bias=False) for _ in range(n)
         )
         self.recurrent = nn.ModuleList(nn.Linear(hidden_size, hidden_size) for _ in range(n))
+        # The paper's placement of sequence-wise BN: on W x, one per direction (eq. 5).
+        self.projection_norms = (
+            nn.ModuleList(SequenceWiseBatchNorm(hidden_size) for _ in range(n))
+            if projection_norm
+            else None
+        )
 
-    def _run(self, x: torch.Tensor, proj: nn.Linear, rec: nn.Linear) -> torch.Tensor:
-        xw = proj(x)  # (B, T, H)
+    def project(self, x: torch.Tensor, direction: int, mask: torch.Tensor | None) -> torch.Tensor:
+        """W x of one direction (B, T, H), batch-normalised when the layer norms its projection.
+        A None mask takes every frame as valid (running statistics only: eval mode)."""
+        xw = self.input_proj[direction](x)
+        if self.projection_norms is None:
+            return xw
+        norm = self.projection_norms[direction]
+        if mask is None:
+            if norm.training:
+                raise RuntimeError("projection BN needs the frame mask in training")
+            return norm.bn(xw.reshape(-1, xw.size(-1))).view_as(xw)
+        return norm(xw, mask)
+
+    def _run(self, xw: torch.Tensor, rec: nn.Linear) -> torch.Tensor:
         h = xw.new_zeros(xw.size(0), xw.size(2))
         out = []
         for t in range(xw.size(1)):
@@ -38,17 +58,19 @@ class ClippedReLURNN(nn.Module):
             out.append(h)
         return torch.stack(out, dim=1)
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """x: (B, T, C) -> (B, T, H), directions summed."""
-        out = self._run(x, self.input_proj[0], self.recurrent[0])
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x: (B, T, C) -> (B, T, H), directions summed; mask: (B, T) valid frames."""
+        out = self._run(self.project(x, 0, mask), self.recurrent[0])
         if len(self.input_proj) == 2:
-            backward = self._run(reverse_padded(x, lengths), self.input_proj[1], self.recurrent[1])
-            out = out + reverse_padded(backward, lengths)
+            # The mask reversed within each length is the mask itself.
+            backward_in = self.project(reverse_padded(x, lengths), 1, mask)
+            out = out + reverse_padded(self._run(backward_in, self.recurrent[1]), lengths)
         return out
 
 
 class RecurrentLayer(nn.Module):
-    """Sequence-wise BN on the input, then a (bi)directional recurrence; directions are summed."""
+    """Sequence-wise BN on the input (or, `placement="projection"`, on the clipped-ReLU RNN's W x),
+    then a (bi)directional recurrence; directions are summed."""
 
     def __init__(
         self,
@@ -57,13 +79,17 @@ class RecurrentLayer(nn.Module):
         rnn_type: str,
         bidirectional: bool,
         batch_norm: bool,
+        placement: str = "input",
     ) -> None:
         super().__init__()
-        self.norm = SequenceWiseBatchNorm(input_size) if batch_norm else None
+        on_input = batch_norm and placement == "input"
+        self.norm = SequenceWiseBatchNorm(input_size) if on_input else None
         self.bidirectional = bidirectional
         self.hidden_size = hidden_size
         if rnn_type == "rnn":
-            self.rnn: nn.Module = ClippedReLURNN(input_size, hidden_size, bidirectional)
+            self.rnn: nn.Module = ClippedReLURNN(
+                input_size, hidden_size, bidirectional, projection_norm=batch_norm and not on_input
+            )
         else:
             cls = nn.GRU if rnn_type == "gru" else nn.LSTM
             self.rnn = cls(input_size, hidden_size, batch_first=True, bidirectional=bidirectional)
@@ -73,7 +99,7 @@ class RecurrentLayer(nn.Module):
         if self.norm is not None:
             x = self.norm(x, mask)
         if isinstance(self.rnn, ClippedReLURNN):
-            out = self.rnn(x, lengths)
+            out = self.rnn(x, lengths, mask)
         else:
             # Packing keeps padded frames out of the backward direction's state.
             packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
@@ -94,6 +120,7 @@ def recurrent_stack(input_size: int, config) -> nn.ModuleList:
             config.rnn_type,
             config.bidirectional,
             config.batch_norm,
+            config.batch_norm_placement,
         )
         for i in range(config.rnn_layers)
     )

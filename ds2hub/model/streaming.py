@@ -131,7 +131,7 @@ def _cell(kind: str, rnn: torch.nn.Module, x_t, h, c):
 
 def _recurrent_unrolled(kind, rnn, x, valid, h, c):
     """The recurrence frame by frame, frozen on invalid frames: fixed shapes, so it traces."""
-    proj = rnn.input_proj[0](x) if kind == "rnn" else x @ rnn.weight_ih_l0.T + rnn.bias_ih_l0
+    proj = rnn.project(x, 0, None) if kind == "rnn" else x @ rnn.weight_ih_l0.T + rnn.bias_ih_l0
     outs = []
     for t in range(x.size(1)):  # fixed K: unrolled in a traced graph
         h_new, c_new = _cell(kind, rnn, proj[:, t], h, c)

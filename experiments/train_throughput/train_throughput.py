@@ -21,7 +21,7 @@ from contextlib import nullcontext
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ds2hub.model import DeepSpeech2, get_preset
+from ds2hub.model import DeepSpeech2, DeepSpeech2Config, get_preset
 from ds2hub.training.task import ctc_loss
 
 FRAMES_PER_SECOND = 100  # 10 ms hop
@@ -47,18 +47,24 @@ def _sync(device: str) -> None:
 
 
 def benchmark(
-    preset: str, device: str, precision: str, batch: int, seconds: float, steps: int
+    config: DeepSpeech2Config,
+    device: str,
+    precision: str,
+    batch: int,
+    seconds: float,
+    steps: int,
+    vocab_size: int = 29,
+    tokens_per_second: float = 14.0,
 ) -> dict:
+    """Training steps of `config` on random `batch` x `seconds` spectrograms with random targets
+    of `tokens_per_second` (English characters: ~14 per second of speech)."""
     torch.manual_seed(0)
-    config = get_preset(preset)
-    model = DeepSpeech2(config, vocab_size=29).to(device).train()
+    model = DeepSpeech2(config, vocab_size=vocab_size).to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.99, nesterov=True)
     frames = int(seconds * FRAMES_PER_SECOND)
     features = torch.randn(batch, config.n_features, frames, device=device)
     lengths = torch.full((batch,), frames, device=device)
-    targets = torch.randint(
-        1, 29, (batch, int(seconds * 14)), device=device
-    )  # ~14 chars/s of speech
+    targets = torch.randint(1, vocab_size, (batch, int(seconds * tokens_per_second)), device=device)
     target_lengths = torch.full((batch,), targets.size(1), device=device)
     dtype = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}.get(precision)
     scaler = torch.amp.GradScaler(device, enabled=dtype == torch.float16)
@@ -83,7 +89,6 @@ def benchmark(
     _sync(device)
     per_step = (time.perf_counter() - t0) / steps
     return {
-        "preset": preset,
         "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
         "batch": f"{batch}x{seconds:g}s",
         "audio_s_per_s": batch * seconds / per_step,
@@ -125,9 +130,11 @@ def main() -> None:
         f"{'preset':<10}{'params':>9}{'batch':>10}{'audio s/s':>11}{'step s':>9}{'TFLOP/s':>9}{'GFLOP/audio s':>15}{'of peak':>9}"
     )
     for preset, batch in zip(args.presets, batches):
-        r = benchmark(preset, args.device, args.precision, batch, args.seconds, args.steps)
+        r = benchmark(
+            get_preset(preset), args.device, args.precision, batch, args.seconds, args.steps
+        )
         print(
-            f"{r['preset']:<10}{r['params_M']:>8.1f}M{r['batch']:>10}{r['audio_s_per_s']:>11.1f}{r['step_s']:>9.2f}"
+            f"{preset:<10}{r['params_M']:>8.1f}M{r['batch']:>10}{r['audio_s_per_s']:>11.1f}{r['step_s']:>9.2f}"
             f"{r['tflops']:>9.3f}{r['gflop_per_audio_s']:>15.1f}{r['tflops'] * 1e12 / peak:>9.1%}"
         )
 
