@@ -22,6 +22,7 @@ _EXPORTS = {
     "LogSpectrogram": "ds2hub.features",
     "SpeechRecognizer": "ds2hub.inference.recognizer",
     "from_pretrained": "ds2hub.inference.recognizer",
+    "available_models": "ds2hub.paths",
     "DeepSpeech2": "ds2hub.model",
     "DeepSpeech2Config": "ds2hub.model",
     "available_presets": "ds2hub.model",
@@ -49,6 +50,7 @@ __all__ = [
     "SpeechDataModule",
     "SpeechRecognizer",
     "Tokenizer",
+    "available_models",
     "available_presets",
     "available_tokenizers",
     "from_pretrained",
@@ -76,6 +78,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from ds2hub.features import FeatureConfig, LogSpectrogram
     from ds2hub.inference.recognizer import SpeechRecognizer, from_pretrained
     from ds2hub.model import DeepSpeech2, DeepSpeech2Config, available_presets, get_preset
+    from ds2hub.paths import available_models
     from ds2hub.tokenizers import (
         BigramTokenizer,
         CharTokenizer,

@@ -1,5 +1,6 @@
 """What a name given to ds2hub means: a hub id or a local path (`looks_local`, `missing_local`),
-and the files a downloaded model folder may name (`inside`): one rule each, for every command."""
+a model shipped in the package (`shipped_model`), and the files a downloaded model folder may name
+(`inside`): one rule each, for every command."""
 
 from __future__ import annotations
 
@@ -24,6 +25,31 @@ def looks_local(name: str) -> bool:
     if not _HUB_ID.match(name.split("@")[0]):
         return True
     return "/" in name and Path(name.split("/")[0]).is_dir()
+
+
+# Models shipped inside the package, one hub folder each (what `ds2hub push --dry-run` writes),
+# loadable by their folder's name: `ds2hub.from_pretrained("digits-demo")`.
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+
+
+def available_models() -> list[str]:
+    """The names of the models shipped with ds2hub, which `from_pretrained` and `ds2hub
+    transcribe --model` take (`digits-demo`: the `digits` recipe's demo model)."""
+    if not PRETRAINED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in PRETRAINED_DIR.iterdir() if (p / "config.json").is_file())
+
+
+def shipped_model(name: str) -> Path | None:
+    """The folder of the shipped model `name`, or None if there is none of that name.
+
+    A file or folder `name` in the current directory comes first (a path always means that path,
+    as before the model shipped); a shipped name comes before the hub, whose ids have an owner
+    (`user/name`) where shipped names have none.
+    """
+    if name not in available_models() or Path(name).expanduser().exists():
+        return None
+    return PRETRAINED_DIR / name
 
 
 def missing_local(name: str) -> bool:

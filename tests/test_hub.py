@@ -128,6 +128,44 @@ def test_checkpoint_to_hub_folder_round_trip(trained_ckpt, tmp_path, tiny_digits
     assert torch.equal(state["model.output.weight"], from_folder.model.output.weight)
 
 
+def test_the_shipped_demo_model_loads_by_its_name_after_a_local_path_of_that_name(
+    tmp_path, monkeypatch
+):
+    """`digits-demo` ships inside the package: `from_pretrained` and `ds2hub transcribe --model`
+    take its name and transcribe a held-out clip of the demo corpus right; a folder of that name
+    in the current directory is what the name means there (a path always means the path)."""
+    digits = Path(__file__).resolve().parents[1] / "recipes" / "digits" / "test"
+    with open(digits / "metadata.csv") as f:
+        row = next(csv.DictReader(f))
+    assert "digits-demo" in ds2hub.available_models()
+    model = ds2hub.from_pretrained("digits-demo")
+    assert model.transcribe(digits / row["file_name"]) == row["text"]
+    said = subprocess.run(
+        [str(DS2HUB), "transcribe", "--model", "digits-demo", str(digits / row["file_name"])],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert said.returncode == 0 and said.stdout.split("\t")[1].strip() == row["text"], said.stderr
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "digits-demo").mkdir()  # not a model folder: refused, not replaced by the shipped
+    with pytest.raises(ConfigError, match="config.json"):
+        ds2hub.from_pretrained("digits-demo")
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/index.md"])
+def test_the_first_python_example_of_the_front_pages_runs_as_written(page):
+    """Right after install, from the checkout's root: the shipped model, the shipped clips."""
+    repo = Path(__file__).resolve().parents[1]
+    example = (repo / page).read_text().split("```python\n", 1)[1].split("```", 1)[0]
+    ran = subprocess.run(
+        [sys.executable, "-c", example], cwd=repo, capture_output=True, text=True, timeout=300
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    with open(repo / "recipes" / "digits" / "test" / "metadata.csv") as f:
+        first = next(csv.DictReader(f))
+    assert ran.stdout.splitlines()[0] == first["text"]
+
+
 def test_from_pretrained_reads_the_hub_cache_offline(tmp_path, monkeypatch):
     """A repo id resolves from the local cache with HF_HUB_OFFLINE=1 (the hub's snapshot layout)."""
     model = _recognizer(CharTokenizer())

@@ -108,6 +108,10 @@ def test_the_wheel_ships_recipes_their_data_the_card_template_and_the_licences(w
     assert len(tts) == len(list((REPO / "recipes" / "tts_digits").glob("*/*.opus")))
     assert "ds2hub/recipes/tts_digits/train/metadata.csv" in names
     assert "ds2hub/model_cards/ds2hub.md" in names
+    demo = "ds2hub/pretrained/digits-demo/"
+    for name in ("config.json", "model.safetensors", "ds2hub_tokenizer.json", "README.md"):
+        assert demo + name in names
+    assert demo + ".ds2hub-export" not in names  # push's bookkeeping, not the model's
     licences = {Path(n).name for n in names if ".dist-info/licenses/" in n}
     assert {"LICENSE", "NOTICE"} <= licences
     assert not any(n.startswith("tests/") for n in names)
@@ -138,6 +142,23 @@ def test_a_fresh_environment_runs_recipes_by_name_without_any_extra(venv, tmp_pa
     rows = {line.split()[0]: line for line in listing.stdout.splitlines()[1:]}
     assert set(rows) == {p.stem for p in (REPO / "recipes").glob("*.yaml")}
     assert str(venv) in rows["digits"] and "Demo: English spoken digit" in rows["digits"]
+
+    # The README's first example: the demo model shipped in the wheel, by its name, on a test
+    # clip shipped there too.
+    (clips,) = venv.glob("lib/python*/site-packages/ds2hub/recipes/digits/test")
+    with open(clips / "metadata.csv") as f:
+        row = next(csv.DictReader(f))
+    said = run(
+        venv,
+        "ds2hub",
+        "transcribe",
+        "--model",
+        "digits-demo",
+        str(clips / row["file_name"]),
+        cwd=work,
+    )
+    assert said.returncode == 0, said.stderr[-3000:]
+    assert said.stdout.strip() == f"{clips / row['file_name']}\t{row['text']}"
 
     fit = run(
         venv, "ds2hub", "fit", "--config", "digits", "--trainer.max_epochs", "1",

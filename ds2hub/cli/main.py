@@ -36,7 +36,11 @@ def transcribe_main(argv: list[str]) -> None:
     parser = ArgumentParser(prog="ds2hub transcribe", description="Transcribe audio files.")
     add = parser.add_argument
     add("files", nargs="+", help="audio files (any format soundfile or FFmpeg reads)")
-    add("--model", required=True, help="hub id, local folder, or .ckpt from ds2hub fit")
+    add(
+        "--model",
+        required=True,
+        help="hub id, local folder, .ckpt from ds2hub fit, or a shipped model (digits-demo)",
+    )
     add("--revision", help="hub revision (branch, tag or commit)")
     add("--batch-size", type=int, default=8, help="windows per forward pass")
     add(

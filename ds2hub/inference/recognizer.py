@@ -41,7 +41,7 @@ from ds2hub.inference.streaming import StreamSession
 from ds2hub.inference.transcribe import DEFAULT_CHUNK_SECONDS, Transcript, iter_transcripts
 from ds2hub.model import DeepSpeech2, DeepSpeech2Config
 from ds2hub.model.config import MAX_PARAMETERS
-from ds2hub.paths import new_file_mode, read_json
+from ds2hub.paths import new_file_mode, read_json, shipped_model
 from ds2hub.tokenizers import Tokenizer, load_tokenizer, tokenizer_from_config
 from ds2hub.tokenizers.base import CONFIG_NAME as TOKENIZER_FILE
 from ds2hub.tokenizers.pinyin import LEXICON_NAME
@@ -226,8 +226,9 @@ class SpeechRecognizer(
         revision: str | None = None,
         **model_kwargs: Any,
     ) -> SpeechRecognizer:
-        """Loads a folder written by `save_pretrained` or a hub repo id (`user/name`), checked
-        before any weight is allocated (`_from_pretrained`).
+        """Loads a folder written by `save_pretrained`, a hub repo id (`user/name`) or a shipped
+        model's name (`ds2hub.paths.shipped_model`), checked before any weight is allocated
+        (`_from_pretrained`).
 
         Replaces the hub mixin's, which reads `config.json` itself and fails with a traceback on
         a folder without one or with one that is not JSON; `model_kwargs` (`arch`, `features`,
@@ -273,8 +274,8 @@ class SpeechRecognizer(
                 malformed `model.safetensors`, or weights whose names or shapes the config does
                 not imply.
         """
-        folder = model_id
-        if not os.path.isdir(model_id):
+        folder = str(shipped_model(model_id) or model_id)
+        if not os.path.isdir(folder):
             folder = snapshot_download(
                 model_id,
                 revision=revision,
@@ -525,7 +526,8 @@ def from_pretrained(
     name_or_path: str | Path, revision: str | None = None, map_location: str = "cpu", **kwargs: Any
 ) -> SpeechRecognizer:
     """Loads a recogniser from a hub repo id (`user/name`), a local folder saved with
-    `save_pretrained`, or a Lightning `.ckpt` from `ds2hub fit`.
+    `save_pretrained`, a Lightning `.ckpt` from `ds2hub fit`, or the name of a model shipped with
+    ds2hub (`available_models()`: `digits-demo`; a local path of that name comes first).
 
     Works offline from the local cache with `HF_HUB_OFFLINE=1`.
     """
