@@ -12,17 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from common import (
-    arch_overrides,
-    at_step,
-    budgeted,
-    last_loss,
-    mean_sd,
-    parameters,
-    run,
-    seeded,
-    table,
-)
+from common import compare_networks
 
 
 def variants() -> dict[str, dict]:
@@ -39,27 +29,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     args = parser.parse_args()
-    rows = []
-    for name, changes in variants().items():
-        arch = budgeted(**changes)
-        results = [
-            run(f"{name}-sorta-s{seed}", [*seeded(seed), *arch_overrides(arch)])
-            for seed in args.seeds
-        ]
-        rows.append([
-            name, f"{parameters(arch) / 1e6:.2f}M", arch.rnn_hidden,
-            " / ".join(f"{last_loss(r):.1f}" for r in results),
-            mean_sd([at_step(r["val_cer"], 100) for r in results]),
-            mean_sd([r["test_cer"] for r in results]),
-            mean_sd([r["test_wer"] for r in results]),
-            " / ".join(f"{r['minutes']:.1f}" for r in results),
-        ])  # fmt: skip
-        print(table(HEADER, rows[-1:]), flush=True)
-    print(f"\nseeds {args.seeds}\n" + table(HEADER, rows))
-
-
-HEADER = ["network", "params", "hidden", "final train loss (per seed)", "val CER % at step 100",
-          "test CER %", "test WER %", "minutes (per seed)"]  # fmt: skip
+    compare_networks(variants(), args.seeds)
 
 
 if __name__ == "__main__":

@@ -25,18 +25,11 @@ import argparse
 import importlib.util
 from dataclasses import replace
 
-from common import REPO, arch_overrides, at_step, run, seeded, table
+from common import BASE_ARCH, REPO, arch_overrides, at_step, run, seeded, table
 
-from ds2hub.model import DeepSpeech2Config
 from ds2hub.tokenizers import BigramTokenizer, CharTokenizer
 
-ARCH = DeepSpeech2Config(
-    conv_channels=(16, 16),
-    conv_kernel_freq=(21, 11),
-    conv_kernel_time=(11, 5),
-    rnn_layers=2,
-    rnn_hidden=192,
-)
+ARCH = replace(BASE_ARCH, conv_channels=(16, 16))  # the digits network, 16-channel convolutions
 TOKENIZERS = {"chars": CharTokenizer, "bigrams": BigramTokenizer}
 VARIANTS = {  # name -> (tokenizer, conv time strides, output tokens per second of speech)
     "chars-stride2": ("chars", (2, 1), 14.0),

@@ -158,3 +158,28 @@ def table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+NETWORK_HEADER = ["network", "params", "hidden", "final train loss (per seed)",
+                  "val CER % at step 100", "test CER %", "test WER %", "minutes (per seed)"]  # fmt: skip
+
+
+def compare_networks(variants: dict[str, dict[str, Any]], seeds: list[int]) -> None:
+    """Trains each variant (`budgeted(**changes)`, SortaGrad on) for each seed and prints one
+    table row per variant as it finishes, then the whole table."""
+    rows = []
+    for name, changes in variants.items():
+        arch = budgeted(**changes)
+        results = [
+            run(f"{name}-sorta-s{seed}", [*seeded(seed), *arch_overrides(arch)]) for seed in seeds
+        ]
+        rows.append([
+            name, f"{parameters(arch) / 1e6:.2f}M", arch.rnn_hidden,
+            " / ".join(f"{last_loss(r):.1f}" for r in results),
+            mean_sd([at_step(r["val_cer"], 100) for r in results]),
+            mean_sd([r["test_cer"] for r in results]),
+            mean_sd([r["test_wer"] for r in results]),
+            " / ".join(f"{r['minutes']:.1f}" for r in results),
+        ])  # fmt: skip
+        print(table(NETWORK_HEADER, rows[-1:]), flush=True)
+    print(f"\nseeds {seeds}\n" + table(NETWORK_HEADER, rows))
