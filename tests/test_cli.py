@@ -180,6 +180,24 @@ def test_digits_recipe_fast_dev_run(tmp_path, monkeypatch):
     assert cli.trainer.state.finished
 
 
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        (["--model.arch.rnn_type", "rnn", "--model.arch.batch_norm_placement", "projection"],
+         {"batch_norm_placement": "projection"}),
+        (["--model.arch.conv_kernel_freq", "[0, 0]"], {"conv_kernel_freq": (0, 0)}),
+    ],
+    ids=["bn-on-w-x", "time-only-1d-conv"],
+)  # fmt: skip
+def test_the_papers_variants_train_from_the_command_line(tiny_digits, tmp_path, options, expected):
+    """The architecture options the training-findings experiments set (BN on W x, 1D convs) go
+    through `fit` and come back from the checkpoint."""
+    cli = run("fit", "--trainer.max_steps", "2", *options, data=tiny_digits, root=tmp_path)
+    assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+    config = from_pretrained(cli.trainer.checkpoint_callback.last_model_path).model.config
+    assert {key: getattr(config, key) for key in expected} == expected
+
+
 def test_a_strategy_given_as_an_object_keeps_kill_safe_checkpoints(tiny_digits, tmp_path):
     cli = run(
         "fit", "--trainer.max_steps", "1",

@@ -21,6 +21,13 @@ VARIANTS = {
     "forward-gru-rowconv": DeepSpeech2Config(
         **SMALL, bidirectional=False, lookahead=4, fc_hidden=16
     ),
+    "time-only-1d-conv": DeepSpeech2Config(
+        conv_channels=(16, 8),
+        conv_kernel_freq=(0, 0),
+        conv_kernel_time=(5, 3),
+        rnn_hidden=24,
+        rnn_layers=2,
+    ),
     "bigram-stride4-3conv": DeepSpeech2Config(
         conv_channels=(4, 4, 8),
         conv_kernel_freq=(11, 5, 5),
@@ -84,6 +91,19 @@ def test_output_lengths_match_the_forward_pass(name):
     assert torch.equal(out_lengths, (lengths + stride - 1) // stride)
 
 
+def test_a_1d_conv_layer_is_a_conv1d_over_time_with_the_bins_as_channels():
+    """conv_kernel_freq 0 (the paper's '1D' front end): every output sees the whole band."""
+    torch.manual_seed(0)
+    model = DeepSpeech2(VARIANTS["time-only-1d-conv"], vocab_size=29).eval()
+    first, second = model.conv.convs
+    x, _ = _batch([40])
+    weight = first.weight.squeeze(1)  # (C, 1, F, k) -> (C, F, k)
+    expected = torch.nn.functional.conv1d(x, weight, None, stride=2, padding=2)  # (1, C, T')
+    torch.testing.assert_close(first(x.unsqueeze(1)).squeeze(2), expected)
+    assert first.weight.shape[2] == 161 and second.weight.shape[2] == 1
+    assert model.conv.output_size == 8  # channels x 1 frequency bin
+
+
 def test_row_convolution_only_looks_ahead_lookahead_frames():
     config = VARIANTS["forward-gru-rowconv"]
     model = DeepSpeech2(config, vocab_size=29).eval()
@@ -140,6 +160,8 @@ def test_paper_preset_is_about_100m_parameters():
         (dict(rnn_type="transformer"), "rnn_type"),
         (dict(lookahead=5), "forward-only"),
         (dict(conv_channels=(32,)), "one entry per conv layer"),
+        (dict(conv_kernel_freq=(40, 0)), "odd sizes"),
+        (dict(conv_kernel_time=(0, 11)), "conv_kernel_time"),
     ],
 )
 def test_invalid_architectures_are_rejected(kwargs, match):

@@ -108,6 +108,13 @@ def test_three_conv_layers_with_strides_and_an_fc_layer_stream():
     torch.testing.assert_close(got, whole_logits(rec, audio), atol=1e-4, rtol=1e-4)
 
 
+def test_a_time_only_1d_conv_front_streams():
+    rec = make_recognizer(conv_channels=[6, 4], conv_kernel_freq=[0, 0])
+    audio = _audio(1.2)
+    got, _ = stream_logits(rec, audio, [700] * 20)
+    torch.testing.assert_close(got, whole_logits(rec, audio), atol=1e-4, rtol=1e-4)
+
+
 def test_partials_are_the_greedy_transcript_of_the_logits_so_far():
     rec = make_recognizer()
     audio = _audio(1.5)

@@ -18,7 +18,7 @@ BatchNormPlacement = Literal["input", "projection"]
 BOUNDS: dict[str, tuple[int, int]] = {
     "n_features": (1, 4096),
     "conv_channels": (1, 1024),
-    "conv_kernel_freq": (1, 255),
+    "conv_kernel_freq": (0, 255),  # 0: a 1D (time-only) layer spanning the whole band
     "conv_kernel_time": (1, 255),
     "conv_stride_freq": (1, 16),
     "conv_stride_time": (1, 16),
@@ -36,8 +36,9 @@ MAX_PARAMETERS = 1_000_000_000
 class DeepSpeech2Config:
     """Architecture of a Deep Speech 2 network (vocabulary size comes from the tokenizer).
 
-    Conv fields hold one entry per 2D convolution (1 to 3 layers). Kernels and strides are given
-    separately for frequency and time, as in the paper's Table 4.
+    Conv fields hold one entry per convolution layer (1 to 3 layers). Kernels and strides are
+    given separately for frequency and time, as in the paper's Table 4; a `conv_kernel_freq` of 0
+    makes that layer 1D (time-only: its window spans every frequency bin it receives).
     """
 
     n_features: int = 161  # spectrogram bins (20 ms windows at 16 kHz)
@@ -53,7 +54,7 @@ class DeepSpeech2Config:
     batch_norm: bool = True  # sequence-wise BN on conv and recurrent inputs (paper sec. 3.2)
     # Where a recurrent layer's BN sits: on its input x ("input"), or on W x inside the
     # recurrence, h_t = f(B(W x_t) + U h_{t-1}) ("projection", the paper's eq. 5; rnn_type "rnn"
-    # only, whose input projection is explicit). experiments/training_findings/batchnorm.md
+    # only, whose input projection is explicit). experiments/training_findings/README.md
     # compares them.
     batch_norm_placement: BatchNormPlacement = "input"
     lookahead: int = 0  # row-convolution future context in frames (forward-only models)
@@ -80,8 +81,11 @@ class DeepSpeech2Config:
             raise ValueError(f"1 to 3 conv layers are supported, got {n}")
         if any(len(getattr(self, name)) != n for name in conv):
             raise ValueError(f"all of {conv} need one entry per conv layer ({n})")
-        if any(k % 2 == 0 for k in self.conv_kernel_time + self.conv_kernel_freq):
-            raise ValueError("conv kernels must have odd sizes (centred 'same' padding)")
+        if any(k % 2 == 0 for k in self.conv_kernel_time + self.conv_kernel_freq if k):
+            raise ValueError(
+                "conv kernels must have odd sizes (centred 'same' padding; conv_kernel_freq 0 "
+                "spans the whole band)"
+            )
         if self.rnn_type not in ("gru", "lstm", "rnn"):
             raise ValueError(f"rnn_type must be gru, lstm or rnn, got {self.rnn_type!r}")
         if self.batch_norm_placement not in ("input", "projection"):

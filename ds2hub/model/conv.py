@@ -1,4 +1,9 @@
-"""The 2D convolution front of Deep Speech 2: spectrogram (B, F, T) -> features (B, T', C*F')."""
+"""The convolution front of Deep Speech 2: spectrogram (B, F, T) -> features (B, T', C*F').
+
+Each layer is 2D (a window over frequency and time) or 1D (time-only: the window spans every
+frequency bin the layer receives, as a Conv1d over time with the bins as input channels; the
+paper's Table 4 compares the two). A 1D layer is written `conv_kernel_freq: 0`.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +16,20 @@ from ds2hub.model.config import DeepSpeech2Config
 CLIP = 20.0  # the paper's clipped ReLU: min(max(x, 0), 20)
 
 
-def conv_output_length(length: torch.Tensor | int, kernel: int, stride: int) -> torch.Tensor | int:
-    """Frames out of one centred ('same'-padded) conv: ceil(length / stride)."""
-    pad = kernel // 2
+def conv_output_length(
+    length: torch.Tensor | int, kernel: int, stride: int, pad: int | None = None
+) -> torch.Tensor | int:
+    """Outputs of one conv along an axis; `pad` defaults to centred ('same') padding, kernel // 2,
+    which gives ceil(length / stride)."""
+    pad = kernel // 2 if pad is None else pad
     return (length + 2 * pad - kernel) // stride + 1
 
 
 class ConvStack(nn.Module):
-    """1-3 Conv2d layers over (frequency, time), each with sequence-wise BN and clipped ReLU.
+    """1-3 conv layers over (frequency, time), each with sequence-wise BN and clipped ReLU.
+
+    A 2D layer pads frequency and time to centred windows. A 1D layer (kernel_freq 0) is a Conv2d
+    whose window is the whole band, unpadded in frequency, so its output has one frequency bin.
 
     Padded time frames are zeroed after every layer, so a convolution at an utterance's end reads
     zeros exactly as it would with no batch padding at all.
@@ -37,11 +48,13 @@ class ConvStack(nn.Module):
             config.conv_stride_freq,
             config.conv_stride_time,
         ):
-            padding = (kf // 2, kt // 2)  # centred windows
+            # 1D over time: the window spans the whole band, no frequency padding -> 1 bin out.
+            kf, pf = (freq, 0) if kf == 0 else (kf, kf // 2)
+            padding = (pf, kt // 2)  # centred windows in time
             conv = nn.Conv2d(in_ch, ch, (kf, kt), (sf, st), padding, bias=not config.batch_norm)
             self.convs.append(conv)
             self.norms.append(SequenceWiseBatchNorm(ch) if config.batch_norm else nn.Identity())
-            in_ch, freq = ch, conv_output_length(freq, kf, sf)
+            in_ch, freq = ch, conv_output_length(freq, kf, sf, pf)
         self.output_size = in_ch * freq
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:

@@ -82,7 +82,7 @@ def initial_state(model: DeepSpeech2, batch: int = 1) -> list[torch.Tensor]:
     for (_, _, width, _), conv in zip(conv_layout(model), model.conv.convs):
         states.append(param.new_zeros(batch, channels, freq, width))
         channels = conv.out_channels
-        freq = conv_output_length(freq, conv.kernel_size[0], conv.stride[0])
+        freq = conv_output_length(freq, conv.kernel_size[0], conv.stride[0], conv.padding[0])
     hidden = model.config.rnn_hidden
     states.append(param.new_zeros(len(model.rnns), batch, hidden))
     if model.config.rnn_type == "lstm":
