@@ -161,7 +161,8 @@ def table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 NETWORK_HEADER = ["network", "params", "hidden", "final train loss (per seed)",
-                  "val CER % at step 100", "test CER %", "test WER %", "minutes (per seed)"]  # fmt: skip
+                  "val CER % at step 100", "test CER %", "test CER % per seed", "test WER %",
+                  "minutes (per seed)"]  # fmt: skip
 
 
 def compare_networks(variants: dict[str, dict[str, Any]], seeds: list[int]) -> None:
@@ -178,6 +179,7 @@ def compare_networks(variants: dict[str, dict[str, Any]], seeds: list[int]) -> N
             " / ".join(f"{last_loss(r):.1f}" for r in results),
             mean_sd([at_step(r["val_cer"], 100) for r in results]),
             mean_sd([r["test_cer"] for r in results]),
+            " / ".join(f"{100 * r['test_cer']:.1f}" for r in results),
             mean_sd([r["test_wer"] for r in results]),
             " / ".join(f"{r['minutes']:.1f}" for r in results),
         ])  # fmt: skip
