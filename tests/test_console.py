@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ds2hub.cli.args import LIGHTNING_OPTIONS
 from ds2hub.cli.main import main
 from ds2hub.errors import UsageError
 
@@ -149,6 +150,7 @@ def mistakes(tiny_digits, tmp_path) -> dict[str, list[str]]:
         "missing audio": ["transcribe", "--model", str(tmp_path / "m"), str(tmp_path / "a.wav")],
         "missing model": ["transcribe", "--model", str(tmp_path / "m"), str(CONF / "wandb.yaml")],
         "missing push checkpoint": ["push", str(tmp_path / "x.ckpt"), "--repo-id", "a/b"],
+        "folder as audio": ["transcribe", "--model", "digits-demo", str(tmp_path)],
     }
 
 
@@ -161,6 +163,7 @@ def mistakes(tiny_digits, tmp_path) -> dict[str, list[str]]:
         "missing audio",
         "missing model",
         "missing push checkpoint",
+        "folder as audio",
     ],
 )
 def test_user_mistakes_give_one_line(mistake, mistakes, tmp_path, capsys):
@@ -168,6 +171,8 @@ def test_user_mistakes_give_one_line(mistake, mistakes, tmp_path, capsys):
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and err.startswith("ds2hub: error: "), err
     assert str(tmp_path) in err  # names what is missing
+    if mistake == "folder as audio":  # says what is wrong with it, as `transcribe()` does
+        assert err.rstrip().endswith("is a folder, not an audio file"), err
 
 
 def test_features_the_network_cannot_take_give_one_line(tiny_digits, capsys):
@@ -236,7 +241,7 @@ def test_debug_variable_shows_the_traceback(mistakes, monkeypatch):
     [
         (["--trainer.max_stepz", "2"], "--trainer.max_steps"),
         (["--trainer.max_epoch", "1"], "--trainer.max_epochs"),  # abbreviations are off
-        (["--config", "BAD_KEY"], None),
+        (["--config", "BAD_KEY"], "trainer.max_steps"),
     ],
     ids=["misspelt", "abbreviated", "misspelt in a recipe"],
 )
@@ -277,6 +282,35 @@ def test_help_lists_every_command_version_and_typos_of_other_commands():
     assert typo.stderr.strip().splitlines() == [
         "ds2hub transcribe: error: unrecognized arguments: --beam (did you mean --beam-size?)"
     ]
+    # A misspelt command or top-level option: the closest of all commands, not LightningCLI's 4.
+    for args, told in [
+        (["transcibe", "x"], "unknown command 'transcibe' (did you mean transcribe?)"),
+        (["--verison"], "unknown option '--verison' (did you mean --version?)"),
+    ]:
+        said = run(*args)
+        assert said.returncode == 2 and said.stderr.strip().splitlines() == [
+            f"ds2hub: error: {told}; ds2hub --help lists the commands"
+        ], said.stderr
+    # A misspelt required option is named as misspelt, not only as missing.
+    for args, told in [
+        (["push", "--repo_id", "a/b", "x"], "push: error: the following arguments are required: "
+         "--repo-id (--repo_id: did you mean --repo-id?)"),
+        (["transcribe", "--mod", "digits-demo", "f.opus"], "transcribe: error: the following "
+         "arguments are required: --model (--mod: did you mean --model?)"),
+        (["lm", "build", "--ord", "2", "--out", "x", "y.txt"], "lm build: error: the following "
+         "arguments are required: --order (--ord: did you mean --order?)"),
+    ]:  # fmt: skip
+        said = run(*args)
+        assert said.returncode == 2 and said.stderr.strip().splitlines() == [f"ds2hub {told}"]
+    # `lm`: the line names its subcommands, and its help has a line for each.
+    from ds2hub.lm.main import SUBCOMMANDS
+
+    lm_line = re.search(r"^  lm +(.*)$", usage.stdout, re.M).group(1)
+    assert "build" in lm_line and "tune" in lm_line and "check" not in lm_line, lm_line
+    lm_help = run("lm", "--help")
+    assert lm_help.returncode == 0
+    for name in SUBCOMMANDS:
+        assert re.search(rf"^  {name} +\S", lm_help.stdout, re.M), lm_help.stdout
 
 
 @pytest.mark.parametrize(
@@ -315,6 +349,15 @@ def test_lightnings_own_options_take_ds2hubs_spelling_too(tiny_digits, tmp_path)
     printed = run("fit", *recipe, "--seed-everything", "7", "--print-config")
     assert printed.returncode == 0, printed.stderr[-2000:]
     assert "seed_everything: 7" in printed.stdout
+    # Lightning's help and suggestions in the same spelling
+    helped = run("fit", "--help")
+    assert helped.returncode == 0, helped.stderr[-2000:]
+    for kebab, lightning in LIGHTNING_OPTIONS.items():
+        assert kebab in helped.stdout and lightning not in helped.stdout, kebab
+    misspelt = run("fit", *recipe, "--ckpt-pat", "x")
+    assert misspelt.returncode == 2 and misspelt.stderr.strip().splitlines()[-1].endswith(
+        "(did you mean --ckpt-path?)"
+    ), misspelt.stderr[-2000:]
     missing = tmp_path / "no.ckpt"
     for spelling in ("--ckpt-path", "--ckpt_path"):
         told = run("validate", *recipe, spelling, str(missing))

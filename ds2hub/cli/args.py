@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +32,14 @@ def lightning_spelling(argv: list[str]) -> list[str]:
     return spelt
 
 
+def ds2hub_spelling(text: str) -> str:
+    """`text` (LightningCLI's help or error message) with `LIGHTNING_OPTIONS` spelt as ds2hub
+    documents them (`--ckpt_path` -> `--ckpt-path`)."""
+    for kebab, lightning in LIGHTNING_OPTIONS.items():
+        text = re.sub(rf"{re.escape(lightning)}\b", kebab, text)
+    return text
+
+
 def config_options(argv: list[str]) -> Iterator[tuple[int, str, bool]]:
     """Each `--config VALUE`, `-c VALUE` or `--config=VALUE` of `argv`: its index, the value and
     whether it was joined with `=` (one argument rather than two)."""
@@ -42,8 +51,13 @@ def config_options(argv: list[str]) -> Iterator[tuple[int, str, bool]]:
 
 
 def require_file(path: str, what: str) -> None:
-    """Raises `UsageError` unless `path` is an existing file."""
-    if not Path(path).expanduser().is_file():
+    """Raises `UsageError` unless `path` is an existing file (`what` it should be: "audio file",
+    "checkpoint (--ckpt-path)"), saying so when it is a folder."""
+    file = Path(path).expanduser()
+    if file.is_dir():
+        article = "an" if what[:1] in "aeiou" else "a"
+        raise UsageError(f"{path!r} is a folder, not {article} {what}")
+    if not file.is_file():
         raise UsageError(f"{what} {path!r} does not exist or is not a file")
 
 

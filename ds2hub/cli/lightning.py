@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import shlex
+from collections.abc import Callable
 from typing import Any
 
 from lightning.pytorch import Trainer
@@ -13,8 +15,8 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
 
-from ds2hub.arguments import with_closest_option
-from ds2hub.cli.args import CKPT_KEYWORDS, require_file
+from ds2hub.arguments import closest_option, with_closest_option
+from ds2hub.cli.args import CKPT_KEYWORDS, ds2hub_spelling, require_file
 from ds2hub.errors import UsageError
 from ds2hub.paths import missing_local
 from ds2hub.training.callbacks import StopOnSignal
@@ -32,10 +34,23 @@ if logging.getLogger().handlers:
 
 def _with_closest_option(parser: Any, message: str, argv: list[str]) -> str:
     """`message`, plus the closest valid option of the subcommand's parser when it names an
-    unknown one (`--trainer.max_epoch` -> `--trainer.max_epochs`)."""
+    unknown one (`--trainer.max_epoch` -> `--trainer.max_epochs`; a recipe's `trainer.max_stepz`
+    -> `trainer.max_steps`), in ds2hub's spelling (`--ckpt-path`)."""
     action = getattr(parser, "_subcommands_action", None)
     sub = action._name_parser_map.get(argv[0]) if action is not None and argv else None
-    return message if sub is None else with_closest_option(message, sub)
+    if sub is None:
+        return message
+    message = with_closest_option(message, sub)
+    key = re.search(r"does not accept option '([^']+)'", message)  # a key of a recipe file
+    keys = [option[2:] for option in sub._option_string_actions if option.startswith("--")]
+    if key and (near := closest_option(key.group(1), keys)):
+        message += f" (did you mean {near}?)"
+    return ds2hub_spelling(message)
+
+
+def _in_ds2hub_spelling(format_help: Callable[..., str]) -> Callable[..., str]:
+    """A parser's `format_help` whose text spells `LIGHTNING_OPTIONS` as ds2hub documents them."""
+    return lambda *args, **kwargs: ds2hub_spelling(format_help(*args, **kwargs))
 
 
 class DS2CLI(LightningCLI):
@@ -66,6 +81,7 @@ class DS2CLI(LightningCLI):
         action = getattr(parser, "_subcommands_action", None)
         for sub in action._name_parser_map.values() if action is not None else ():
             sub.allow_abbrev = False  # (jsonargparse < 4.53 does not pass it down to subcommands)
+            sub.format_help = _in_ds2hub_spelling(sub.format_help)  # `ds2hub fit --help`
         try:
             super().parse_arguments(parser, args)
         except argparse.ArgumentError as error:  # (parser_kwargs: exit_on_error=False)

@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ds2hub.arguments import ArgumentParser
+from ds2hub.arguments import ArgumentParser, closest_option
 from ds2hub.cli.args import check_config_files, lightning_spelling, require_file
 from ds2hub.cli.recipes import resolve_recipe_names
 from ds2hub.errors import ConfigError, UsageError
@@ -212,10 +212,32 @@ Use a model:
   export      a model to ONNX
   push        evaluate a checkpoint, write its hub folder and model card, upload it
 Language models and recipes:
-  lm          build, check and tune the n-gram LM of a beam search
+  lm          build an n-gram LM, tune its weights in a model's beam search
   recipes     list the installed recipes
 
   -V, --version   ds2hub's version"""
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+# What may come before a LightningCLI command (`ds2hub --config all.yaml fit`), besides ds2hub's
+# own -h and -V: LightningCLI's top-level options.
+TOP_OPTIONS = ("-h", "--help", "-V", "--version", "-c", "--config", "--print-config")
+
+
+def _check_command(word: str) -> None:
+    """Raises `UsageError` naming the closest command (or top-level option) unless `word`, the
+    first of the command line, is one: LightningCLI would list only its own four commands."""
+    name = word.split("=", 1)[0]
+    if name in (*LIGHTNING_COMMANDS, *EXTRA_COMMANDS, *TOP_OPTIONS, "--print_config"):
+        return
+    if word.startswith("-c") and len(word) > 2:  # `-cFILE`, argparse's joined short option
+        return
+    if word.startswith("-"):
+        what, valid = "option", [o for o in TOP_OPTIONS if o.startswith("--")]
+    else:
+        what, valid = "command", [*LIGHTNING_COMMANDS, *EXTRA_COMMANDS]
+    near = closest_option(name, valid)
+    hint = f" (did you mean {near}?)" if near else ""
+    raise UsageError(f"unknown {what} {name!r}{hint}; ds2hub --help lists the commands")
 
 
 def _version() -> str:
@@ -251,6 +273,7 @@ def run_cli(args: list[str] | None = None) -> DS2CLI | None:
     if argv[0] in ("-V", "--version"):
         print(f"ds2hub {_version()}")
         return None
+    _check_command(argv[0])
     if argv[0] in EXTRA_COMMANDS:
         check_config_files(argv)
         module, function = EXTRA_COMMANDS[argv[0]]

@@ -212,13 +212,18 @@ def _tune(argv: list[str]) -> None:
 
 # One entry per subcommand: `ds2hub lm NAME ARGS...` calls SUBCOMMANDS[NAME](ARGS).
 SUBCOMMANDS: dict[str, Callable[[list[str]], None]] = {"build": build_main, "tune": _tune}
+SUMMARIES = {  # `ds2hub lm --help`: a line each
+    "build": "estimate an n-gram LM (ARPA) from text files, one sentence a line",
+    "tune": "grid-search a model's LM weight and word score; store the best with the model",
+}
 
 
 def lm_main(argv: list[str]) -> None:
     """`ds2hub lm SUBCOMMAND ...`: dispatches to `SUBCOMMANDS`."""
     names = ", ".join(SUBCOMMANDS)
     if argv and argv[0] in ("-h", "--help"):
-        print(f"usage: ds2hub lm {{{names}}} ...  (ds2hub lm SUBCOMMAND --help for its options)")
+        print(f"usage: ds2hub lm {{{names}}} ...  (ds2hub lm SUBCOMMAND --help for its options)\n")
+        print("\n".join(f"  {name:<7}{SUMMARIES[name]}" for name in SUBCOMMANDS))
         return
     if not argv:
         raise ConfigError(f"ds2hub lm needs a subcommand: one of {names}")
