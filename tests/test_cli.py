@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from ds2hub.cli.main import run_cli
+from ds2hub.cli.main import main, run_cli
 from ds2hub.decoding import DecoderConfig
 from ds2hub.decoding.flashlight import FlashlightDecoder
 from ds2hub.inference.recognizer import from_pretrained
@@ -120,6 +120,11 @@ def test_checkpoint_loads_without_the_cli_and_decodes_as_its_run_validated(
     audio = sorted((REPO / "recipes" / "digits" / "test").glob("*.opus"))[:4]
     lexicon = set(words.read_text().split())
     assert all(set(text.split()) <= lexicon for text in recognizer.transcribe(audio))
+    # `ds2hub transcribe` says so too, naming its own switch for best path.
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert main(["transcribe", "--model", str(ckpt), str(audio[0])]) == 0
+    assert "decodes as its run validated" in caplog.text and "--greedy" in caplog.text
     # Its lexicon gone: greedy, with a warning saying why (not a failure to load).
     words.unlink()
     caplog.clear()
@@ -131,8 +136,6 @@ def test_checkpoint_loads_without_the_cli_and_decodes_as_its_run_validated(
 def test_a_checkpoint_whose_settings_do_not_parse_is_one_line(tiny_digits, tmp_path, capsys):
     """`--ckpt_path` re-reads the checkpoint's hyperparameters; ones this version does not know
     (an older or newer ds2hub) are one line and status 2, not a traceback."""
-    from ds2hub.cli.main import main
-
     cli = run("fit", "--trainer.max_steps", "1", data=tiny_digits, root=tmp_path)
     ckpt = torch.load(cli.trainer.checkpoint_callback.last_model_path, weights_only=False)
     ckpt["hyper_parameters"]["no_such_setting"] = 1

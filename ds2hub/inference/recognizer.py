@@ -377,7 +377,8 @@ def _validated_decoding(
         )
         return None
     logger.warning(
-        "%s decodes as its run validated: %s (decoding='greedy' for best path)",
+        "%s decodes as its run validated: %s (for best path: decoding='greedy', or --greedy "
+        "on the command line)",
         path,
         describe_decoding(decoding, tokenizer),
     )
