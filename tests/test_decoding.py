@@ -294,6 +294,21 @@ def test_lm_tune_never_overwrites_decoding_files_it_did_not_write(tmp_path):
     _check_out(foreign)
 
 
+def test_lm_tune_warns_only_about_a_best_value_on_the_edge_of_its_grid():
+    from ds2hub.lm.tune import edge_warnings
+
+    alphas, betas = (0.5, 1.0, 1.5), (0.0, 1.0, 2.0)
+    assert edge_warnings(1.0, 1.0, alphas, betas) == []  # inside both grids: nothing to widen
+    assert edge_warnings(1.0, 1.0, (1.0,), (1.0,)) == []  # one value: no grid to widen
+    warned = edge_warnings(1.5, 0.0, alphas, betas)
+    assert len(warned) == 2 and "best alpha (1.5)" in warned[0] and "--alphas" in warned[0]
+    assert "best beta (0)" in warned[1] and "--betas" in warned[1]
+    assert edge_warnings(0.5, 1.0, alphas, betas) == [
+        "warning: the best alpha (0.5) is on the edge of the grid: the optimum may lie beyond "
+        "it; widen --alphas"
+    ]
+
+
 @pytest.mark.parametrize("backend", ["flashlight", "pyctcdecode"])
 def test_a_character_lm_is_refused_for_a_model_that_needs_a_word_lm(tmp_path, backend):
     """A character LM "covers" every lexicon word letter by letter: it must not pass silently."""

@@ -105,6 +105,19 @@ def format_surface(surface: list[tuple[float, float, float]], metric: str) -> st
     return "\n".join(lines)
 
 
+def edge_warnings(
+    alpha: float, beta: float, alphas: Sequence[float], betas: Sequence[float]
+) -> list[str]:
+    """A warning for the best α and for the best β that is the smallest or largest value of a
+    grid of several (the optimum may lie beyond it); none for values inside their grids."""
+    return [
+        f"warning: the best {name} ({value:g}) is on the edge of the grid: the optimum may lie "
+        f"beyond it; widen --{name}s"
+        for name, value, grid in (("alpha", alpha, alphas), ("beta", beta, betas))
+        if len(set(grid)) > 1 and value in (min(grid), max(grid))
+    ]
+
+
 def _floats(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(x) for x in text.split(",") if x.strip())
@@ -196,13 +209,8 @@ def tune_main(argv: list[str]) -> None:
         f"best: alpha {alpha:g}, beta {beta:g}: {metric.upper()} {100 * best:.2f} % "
         f"(greedy {100 * greedy:.2f} %)"
     )
-    for name, value, grid in (("alpha", alpha, alphas), ("beta", beta, betas)):
-        if len(set(grid)) > 1 and value in (min(grid), max(grid)):
-            print(
-                f"warning: the best {name} ({value:g}) is on the edge of the grid: the optimum "
-                f"may lie beyond it; widen --{name}s",
-                file=sys.stderr,
-            )
+    for warning in edge_warnings(alpha, beta, alphas, betas):
+        print(warning, file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     save_decoding(out, base.replace(lm_weight=alpha, word_score=beta), recognizer.tokenizer)
     with (out / SURFACE_FILE).open("w", newline="") as f:
