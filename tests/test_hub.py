@@ -138,6 +138,9 @@ def test_the_shipped_demo_model_loads_by_its_name_after_a_local_path_of_that_nam
     with open(digits / "metadata.csv") as f:
         row = next(csv.DictReader(f))
     assert "digits-demo" in ds2hub.available_models()
+    shipped = Path(ds2hub.__file__).parent / "pretrained" / "digits-demo"
+    recipe = (shipped / "README.md").read_text().split("- Recipe: `", 1)[1].split("`", 1)[0]
+    assert (shipped / recipe).is_file()  # the card names the recipe file the folder holds
     model = ds2hub.from_pretrained("digits-demo")
     assert model.transcribe(digits / row["file_name"]) == row["text"]
     said = subprocess.run(
@@ -339,6 +342,9 @@ def test_a_pushed_cards_install_line_and_snippet_run_against_its_folder(
     text = " ".join(card.text.split())
     assert f'pip install "ds2hub-{ds2hub.__version__}-py3-none-any.whl"' in text
     assert "What loads it: ds2hub" in text and "load_from_dir" not in text  # (no LM here)
+    assert "Recipe: `recipe.yaml` next to the weights" in text  # the file the folder holds
+    assert (folder / "recipe.yaml").is_file() and "`config.yaml`" not in text
+    assert "wall clock to this checkpoint" in text
 
     snippet = card.text.split("```python\n", 1)[1].split("```", 1)[0]
     assert 'ds2hub.from_pretrained("someone/ds2-tiny")' in snippet

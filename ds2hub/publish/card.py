@@ -72,8 +72,7 @@ class CardInfo:
     dataset_on_hub: bool = True
     split: str = "test"  # the `load_dataset` split the figures come from (model-index `split`)
     license: str = "apache-2.0"
-    recipe: str = ""
-    recipe_name: str = ""
+    recipe: str = ""  # the run's resolved recipe, which the folder holds as recipe.yaml
     command: str = ""
     train_seconds: float | None = None
     hardware: str | None = None
@@ -199,7 +198,7 @@ def render_card(recognizer: SpeechRecognizer, info: CardInfo) -> ModelCard:
         default_decoding=info.default_decoding,
         normalization=info.normalization,
         recipe=info.recipe.strip() or "(not recorded)",
-        recipe_name=info.recipe_name or "(unknown)",
+        recorded_recipe=bool(info.recipe.strip()),
         command=info.command or "(not recorded)",
         training_time=_duration(info.train_seconds),
         hardware=info.hardware or "unknown hardware",

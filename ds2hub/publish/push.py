@@ -310,7 +310,6 @@ def export(
         eval_utterances=utterances,
         license=license,
         recipe=recipe_text,
-        recipe_name=config_path.name if config_path else "",
         command=hide(extra.get("command") or ""),
         train_seconds=extra.get("train_seconds"),
         hardware=extra.get("hardware"),
