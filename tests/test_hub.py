@@ -535,6 +535,30 @@ def test_without_test_data_the_card_reports_validation_figures_as_such(trained_c
     assert "Validation figures" in card.text and "Measured on test data" not in card.text
 
 
+def test_figures_from_groups_held_out_of_the_train_split_are_not_indexed_as_train(
+    trained_ckpt, tmp_path
+):
+    """Test data held out of the train split (`data.test_holdout_values`): the hub's model-index
+    `split` could only say `train`, which reads as figures measured on training data, so the card
+    has no model-index; its text says where the figures come from."""
+    recipe = yaml.safe_load(find_run_config(trained_ckpt).read_text())
+    held = {"holdout_values": ["en-gb-scotland+robosoft6"], "test_holdout_values": ["en-029+zac"]}
+    recipe["data"].update(test_split=None, holdout_column="voice", **held)
+    config = tmp_path / "held_out_test.yaml"
+    config.write_text(yaml.safe_dump(recipe))
+    folder = tmp_path / "out"
+    assert main([
+        "push", str(trained_ckpt), "--repo-id", "someone/x", "--config", str(config),
+        "--dataset-id", "someone/digits", "--dry-run", "--output-dir", str(folder),
+    ]) == 0  # fmt: skip
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.datasets == ["someone/digits"]  # trained on it: still named
+    assert (
+        card.data.eval_results is None and "model-index" not in (folder / "README.md").read_text()
+    )
+    assert "held-out voice groups (en-029+zac) of train of someone/digits" in card.text
+
+
 class _OneBatch:
     """A DataModule stand-in with one batch of given references (evaluation reads no audio)."""
 

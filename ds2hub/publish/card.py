@@ -70,7 +70,9 @@ class CardInfo:
     # Whether `dataset_id` is a hub dataset: only then does the metadata name it (`datasets:`)
     # and carry the figures as `model-index` results, whose dataset must be a hub id.
     dataset_on_hub: bool = True
-    split: str = "test"  # the `load_dataset` split the figures come from (model-index `split`)
+    # The `load_dataset` split the figures come from (model-index `split`); None: groups held out
+    # of the train split, which no split names: the figures are then in the text only.
+    split: str | None = "test"
     license: str = "apache-2.0"
     recipe: str = ""  # the run's resolved recipe, which the folder holds as recipe.yaml
     command: str = ""
@@ -155,7 +157,7 @@ def render_card(recognizer: SpeechRecognizer, info: CardInfo) -> ModelCard:
         datasets=[info.dataset_id] if info.dataset_on_hub else None,
         metrics=list(info.metrics),
         model_name=model_name,
-        eval_results=eval_results if info.dataset_on_hub else None,
+        eval_results=eval_results if info.dataset_on_hub and info.split else None,
         # The hub links fine-tunes to their base model; only a hub id can be linked.
         base_model=info.finetuned_from.split("@")[0] if is_hub_id(info.finetuned_from) else None,
     )

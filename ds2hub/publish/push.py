@@ -269,7 +269,7 @@ def export(
         datamodule = datamodule_from_config(recipe, recognizer)
         stage = "test" if datamodule.has_stage("test") else "val"
         split = datamodule.describe(stage)
-        split_name = datamodule.source_split(stage) or split_name
+        split_name = datamodule.source_split(stage)  # None: held out of the train split
         # The default decoding first (what the card's usage snippet does), then greedy beside it.
         for setting in [decoding, GREEDY] if decoding is not None else [GREEDY]:
             result = evaluate(recognizer, datamodule, stage, setting)
@@ -289,6 +289,11 @@ def export(
             "the card names no hub dataset and has no model-index (its figures are in its text): "
             "%s is not on the hub; pass --dataset-id if it is",
             dataset_id,
+        )
+    elif run_eval and split_name is None:
+        log.info(
+            "the card has no model-index (its figures are in its text): they come from groups "
+            "held out of the train split, which model-index's `split` would name `train`"
         )
     if run_eval:  # the card names the dataset once; its folder need not be published
         split = split.replace(datamodule.path, dataset_id)

@@ -444,9 +444,10 @@ class SpeechDataModule(L.LightningDataModule):
         return True
 
     def source_split(self, stage: str) -> str | None:
-        """The `load_dataset` split a stage's utterances come from (the train split when they are
-        groups held out of it), as the hub's model-index `split` names it; None: no data."""
-        return self.splits["train"] if self._held_stage(stage) else self.splits.get(stage)
+        """The `load_dataset` split a stage's utterances come from, as the hub's model-index
+        `split` names it; None: no data, or groups held out of the train split (which `split`
+        cannot name: `train` would read as figures measured on the training data)."""
+        return None if self._held_stage(stage) else self.splits.get(stage)
 
     def describe(self, stage: str) -> str:
         """Where a stage's utterances come from, in words (for logs and model cards)."""
