@@ -188,7 +188,8 @@ def test_digits_recipe_fast_dev_run(tmp_path, monkeypatch):
     [
         (["--model.arch.rnn_type", "rnn", "--model.arch.batch_norm_placement", "projection"],
          {"batch_norm_placement": "projection"}),
-        (["--model.arch.conv_kernel_freq", "[0, 0]"], {"conv_kernel_freq": (0, 0)}),
+        (["--model.arch.conv_kernel_freq", "[0, 0]", "--model.arch.conv_stride_freq", "[1, 1]"],
+         {"conv_kernel_freq": (0, 0)}),
     ],
     ids=["bn-on-w-x", "time-only-1d-conv"],
 )  # fmt: skip

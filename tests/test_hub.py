@@ -24,7 +24,8 @@ from ds2hub.cli.main import main, run_cli
 from ds2hub.errors import ConfigError
 from ds2hub.features import FeatureConfig
 from ds2hub.inference.recognizer import SpeechRecognizer
-from ds2hub.publish.card import CardInfo, render_card
+from ds2hub.model.config import DeepSpeech2Config
+from ds2hub.publish.card import CardInfo, describe_convolutions, render_card
 from ds2hub.publish.push import ExportError, evaluate, export, local_details, push
 from ds2hub.tokenizers import (
     CharTokenizer,
@@ -218,11 +219,21 @@ def test_transcribe_any_rate_stereo_and_long_recordings(trained_ckpt, tmp_path, 
     assert [line["file"] for line in lines] == [str(f) for f in files]
 
 
+def test_a_card_names_1d_and_2d_convolutions():
+    assert describe_convolutions(
+        DeepSpeech2Config(conv_kernel_freq=(0, 0), conv_stride_freq=(1, 1))
+    ) == ("2 × 1D (time-only) convolution")
+    assert describe_convolutions(
+        DeepSpeech2Config(conv_kernel_freq=(0, 21), conv_stride_freq=(1, 2))
+    ) == ("1D (time-only) + 2D convolution")
+
+
 def test_model_card_metadata_validates(trained_ckpt, tmp_path):
     folder = export(
         trained_ckpt, tmp_path / "out", "someone/ds2-digits-tiny", dataset_id="ds2hub/digits"
     )
     card = ModelCard.load(folder / "README.md")
+    assert "→ 2 × 2D convolution →" in card.text  # the recipe's front end, in words
     data = card.data
     assert data.pipeline_tag == "automatic-speech-recognition" and data.library_name == "ds2hub"
     assert (

@@ -24,6 +24,7 @@ VARIANTS = {
     "time-only-1d-conv": DeepSpeech2Config(
         conv_channels=(16, 8),
         conv_kernel_freq=(0, 0),
+        conv_stride_freq=(1, 1),
         conv_kernel_time=(5, 3),
         rnn_hidden=24,
         rnn_layers=2,
@@ -161,6 +162,7 @@ def test_paper_preset_is_about_100m_parameters():
         (dict(lookahead=5), "forward-only"),
         (dict(conv_channels=(32,)), "one entry per conv layer"),
         (dict(conv_kernel_freq=(40, 0)), "odd sizes"),
+        (dict(conv_kernel_freq=(0, 0)), "conv_stride_freq must be 1"),
         (dict(conv_kernel_time=(0, 11)), "conv_kernel_time"),
     ],
 )
@@ -189,6 +191,32 @@ def test_batch_norm_on_the_projection_normalises_w_x_over_valid_frames():
         torch.testing.assert_close(
             valid.var(0, unbiased=False), torch.ones(valid.size(1)), atol=1e-3, rtol=0
         )
+
+
+def test_the_bidirectional_layer_runs_its_recurrence_on_b_w_x_in_both_directions():
+    """Eq. 5 written out: each direction's h_t = clip(B(W x_t) + U h_t-1 + b), the backward one
+    over the reversed sequence, summed; the layer's forward must be exactly that."""
+    torch.manual_seed(0)
+    config = DeepSpeech2Config(**SMALL, rnn_type="rnn", batch_norm_placement="projection")
+    rnn = DeepSpeech2(config, vocab_size=29).rnns[0].rnn
+    for norm in rnn.projection_norms:  # distinct, non-trivial running statistics per direction
+        norm.bn.running_mean.uniform_(-1, 1)
+        norm.bn.running_var.uniform_(0.5, 2)
+    rnn.eval()
+    x = torch.randn(1, 20, rnn.input_proj[0].in_features)
+    lengths, mask = torch.tensor([20]), torch.ones(1, 20, dtype=torch.bool)
+
+    def direction(d: int, seq: torch.Tensor) -> torch.Tensor:
+        bn = rnn.projection_norms[d].bn
+        xw = bn(rnn.input_proj[d](seq)[0])  # (T, H): B(W x), eval statistics
+        h, out = torch.zeros(xw.size(1)), []
+        for t in range(xw.size(0)):
+            h = torch.clamp(xw[t] + rnn.recurrent[d](h), 0.0, 20.0)
+            out.append(h)
+        return torch.stack(out)
+
+    expected = direction(0, x) + direction(1, x.flip(1)).flip(0)
+    torch.testing.assert_close(rnn(x, lengths, mask)[0], expected)
 
 
 def test_batch_norm_on_the_projection_needs_the_clipped_relu_rnn():

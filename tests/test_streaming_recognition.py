@@ -109,7 +109,7 @@ def test_three_conv_layers_with_strides_and_an_fc_layer_stream():
 
 
 def test_a_time_only_1d_conv_front_streams():
-    rec = make_recognizer(conv_channels=[6, 4], conv_kernel_freq=[0, 0])
+    rec = make_recognizer(conv_channels=[6, 4], conv_kernel_freq=[0, 0], conv_stride_freq=[1, 1])
     audio = _audio(1.2)
     got, _ = stream_logits(rec, audio, [700] * 20)
     torch.testing.assert_close(got, whole_logits(rec, audio), atol=1e-4, rtol=1e-4)

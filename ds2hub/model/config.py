@@ -51,7 +51,7 @@ class DeepSpeech2Config:
     rnn_layers: int = 5  # 1 to 7
     rnn_hidden: int = 512  # per direction; directions are summed (paper eq. 3)
     bidirectional: bool = True  # False for forward-only (streaming) models
-    batch_norm: bool = True  # sequence-wise BN on conv and recurrent inputs (paper sec. 3.2)
+    batch_norm: bool = True  # sequence-wise BN on conv outputs and on recurrent layers (below)
     # Where a recurrent layer's BN sits: on its input x ("input"), or on W x inside the
     # recurrence, h_t = f(B(W x_t) + U h_{t-1}) ("projection", the paper's eq. 5; rnn_type "rnn"
     # only, whose input projection is explicit). experiments/training_findings/README.md
@@ -85,6 +85,10 @@ class DeepSpeech2Config:
             raise ValueError(
                 "conv kernels must have odd sizes (centred 'same' padding; conv_kernel_freq 0 "
                 "spans the whole band)"
+            )
+        if any(k == 0 and s != 1 for k, s in zip(self.conv_kernel_freq, self.conv_stride_freq)):
+            raise ValueError(
+                "a 1D layer (conv_kernel_freq 0) spans the whole band: its conv_stride_freq must be 1"
             )
         if self.rnn_type not in ("gru", "lstm", "rnn"):
             raise ValueError(f"rnn_type must be gru, lstm or rnn, got {self.rnn_type!r}")

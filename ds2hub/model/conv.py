@@ -2,7 +2,7 @@
 
 Each layer is 2D (a window over frequency and time) or 1D (time-only: the window spans every
 frequency bin the layer receives, as a Conv1d over time with the bins as input channels; the
-paper's Table 4 compares the two). A 1D layer is written `conv_kernel_freq: 0`.
+paper's Table 4 compares the two). A 1D layer is written `conv_kernel_freq: 0` (and `conv_stride_freq: 1`).
 """
 
 from __future__ import annotations

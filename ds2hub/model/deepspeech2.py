@@ -1,6 +1,7 @@
 """Deep Speech 2 (Amodei et al., "Deep Speech 2: End-to-End Speech Recognition in English and
-Mandarin", ICML 2016): spectrogram -> 2D convolutions -> (bi)directional recurrent layers with
-sequence-wise batch norm -> optional row convolution -> fully connected -> CTC logits."""
+Mandarin", ICML 2016): spectrogram -> 2D (or 1D) convolutions -> (bi)directional recurrent
+layers with sequence-wise batch norm -> optional row convolution -> fully connected -> CTC
+logits."""
 
 from __future__ import annotations
 

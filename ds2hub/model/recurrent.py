@@ -19,7 +19,9 @@ def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 class ClippedReLURNN(nn.Module):
     """The paper's simple recurrent layer: h_t = min(max(W x_t + U h_{t-1} + b, 0), 20), written
-    out because `nn.RNN` offers tanh and unbounded ReLU only."""
+    out because `nn.RNN` offers tanh and unbounded ReLU only. With `projection_norm`,
+    h_t = min(max(B(W x_t) + U h_{t-1} + b, 0), 20): sequence-wise BN on W x (the paper's eq. 5).
+    Each direction has its own W and so its own B (ds2hub's choice; the paper writes one W x)."""
 
     def __init__(
         self, input_size: int, hidden_size: int, bidirectional: bool, projection_norm: bool = False
@@ -30,7 +32,7 @@ class ClippedReLURNN(nn.Module):
             nn.Linear(input_size, hidden_size, bias=False) for _ in range(n)
         )
         self.recurrent = nn.ModuleList(nn.Linear(hidden_size, hidden_size) for _ in range(n))
-        # The paper's placement of sequence-wise BN: on W x, one per direction (eq. 5).
+        # The paper's placement of sequence-wise BN: on W x (eq. 5), one per direction's W.
         self.projection_norms = (
             nn.ModuleList(SequenceWiseBatchNorm(hidden_size) for _ in range(n))
             if projection_norm

@@ -12,6 +12,7 @@ from ds2hub import __version__
 from ds2hub.features import FeatureConfig
 from ds2hub.inference.recognizer import SpeechRecognizer
 from ds2hub.inference.transcribe import DEFAULT_OVERLAP_SECONDS
+from ds2hub.model.config import DeepSpeech2Config
 from ds2hub.model.presets import size_tag
 from ds2hub.paths import is_hub_id
 
@@ -35,6 +36,15 @@ METRIC_NAMES = {
     "ser": "sentence error rate",  # for text without spaces between words
 }
 STAGE_LABELS = {"test": "Test", "val": "Validation"}
+
+
+def describe_convolutions(arch: DeepSpeech2Config) -> str:
+    """The convolution front end in words: "2 × 2D convolution", "1 × 1D (time-only)
+    convolution", or each layer's kind when they differ ("1D + 2D convolution")."""
+    kinds = ["1D (time-only)" if k == 0 else "2D" for k in arch.conv_kernel_freq]
+    if len(set(kinds)) == 1:
+        return f"{len(kinds)} × {kinds[0]} convolution"
+    return " + ".join(kinds) + " convolution"
 
 
 def template_path() -> Path:
@@ -168,7 +178,7 @@ def render_card(recognizer: SpeechRecognizer, info: CardInfo) -> ModelCard:
         repo_id=info.repo_id,
         language_names=LANGUAGE_NAMES.get(info.language, info.language),
         front_end=front_end(recognizer.frontend.config),
-        n_conv=len(arch.conv_channels),
+        convolutions=describe_convolutions(arch),
         rnn_layers=arch.rnn_layers,
         rnn_type=arch.rnn_type,
         rnn_hidden=arch.rnn_hidden,
