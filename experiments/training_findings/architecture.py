@@ -1,11 +1,12 @@
-"""Finding 4 (Deep Speech 2, sections 3.3 and 3.5, Tables 3 and 4): GRUs against simple
+"""Finding 4 (Deep Speech 2, its comparison of simple RNNs and GRUs, Table 3, and of
+frequency convolutions, Table 4): GRUs against simple
 (clipped-ReLU) RNNs at a comparable parameter budget, and 1, 2 or 3 layers of 2D convolution
 against 1 or 2 layers of 1D (time-only) convolution.
 
 Every network has base.yaml's parameter count (rnn_hidden is sized to it); BN and SortaGrad on.
-A 1D layer (`conv_kernel_freq: 0`) spans all 161 bins; it has 128 channels (the paper gives its
-1D layers about as many channels as its 2D stack has outputs; 328 here would take half the
-budget), kernel 11 then 5 in time.
+A 1D layer (`conv_kernel_freq: 0`) spans all 161 bins; it has 128 channels (this experiment's choice:
+as many channels as the 2D stack has outputs, 328, would take half the parameter budget), kernel
+11 then 5 in time; `conv_stride_freq` is 1.
 
     uv run python experiments/training_findings/architecture.py [--seeds 0 1]
 """

@@ -1,4 +1,4 @@
-"""Finding 3 (Deep Speech 2, section 3.4, Table 5): English bigram outputs allow a temporal stride
+"""Finding 3 (Deep Speech 2, *Striding*, Table 5): English bigram outputs allow a temporal stride
 of 4, which cuts the computation with little or no loss against characters at stride 2, while
 characters at stride 4 lose accuracy.
 
@@ -12,6 +12,7 @@ stride 4, bigrams at stride 4. Greedy decoding (no LM), last weights, one seed.
     uv run python experiments/lm_decoding/english_espeak.py --text ../shared/data/text/ljspeech_sentences.txt \
         --out runs/findings/english --train 2000 --max-words 12 --threads 1
     uv run python experiments/training_findings/bigrams.py --data runs/findings/english
+    uv run python experiments/training_findings/bigrams.py --steps 750 --outputs chars-stride4 bigrams-stride4
     uv run python experiments/training_findings/bigrams.py --timing   # FLOPs and step time alone
 
 `--timing` counts each network's training-step FLOPs per audio second (torch.utils.flop_counter)
@@ -36,10 +37,14 @@ VARIANTS = {  # name -> (tokenizer, conv time strides, output tokens per second 
     "chars-stride4": ("chars", (2, 2), 14.0),
     "bigrams-stride4": ("bigrams", (2, 2), 8.0),
 }
-STEPS = 250
+STEPS = 250  # the budget of the first runs; --steps gives longer ones (named "-<steps>steps")
 
 
-def options(name: str, data: str) -> list[str]:
+def run_name(name: str, steps: int) -> str:
+    return f"english-{name}-s0" if steps == STEPS else f"english-{name}-{steps}steps-s0"
+
+
+def options(name: str, data: str, steps: int = STEPS) -> list[str]:
     tokenizer, strides, _ = VARIANTS[name]
     return [
         *seeded(0),
@@ -48,20 +53,21 @@ def options(name: str, data: str) -> list[str]:
         f"--data.path={data}",
         "--data.max_duration=8.0",
         "--data.bucketing=true",
-        f"--trainer.max_steps={STEPS}",
+        f"--trainer.max_steps={steps}",
         "--trainer.val_check_interval=125",
     ]
 
 
-def accuracy(data: str) -> None:
-    header = ["output", "time stride", "val CER % at step 125", f"val CER % at step {STEPS}",
+def accuracy(data: str, steps: int = STEPS, names: list[str] | None = None) -> None:
+    header = ["output", "time stride", "val CER % at step 125", f"val CER % at step {steps}",
               "test CER %", "test WER %", "fit minutes"]  # fmt: skip
     rows = []
-    for name, (tokenizer, strides, _) in VARIANTS.items():
-        r = run(f"english-{name}-s0", options(name, data))
+    for name in names or list(VARIANTS):
+        tokenizer, strides, _ = VARIANTS[name]
+        r = run(run_name(name, steps), options(name, data, steps))
         rows.append([
             tokenizer, strides[0] * strides[1], f"{100 * at_step(r['val_cer'], 125):.1f}",
-            f"{100 * at_step(r['val_cer'], STEPS):.1f}", f"{100 * r['test_cer']:.1f}",
+            f"{100 * at_step(r['val_cer'], steps):.1f}", f"{100 * r['test_cer']:.1f}",
             f"{100 * r['test_wer']:.1f}", f"{r['minutes']:.1f}",
         ])  # fmt: skip
         print(table(header, rows[-1:]), flush=True)
@@ -98,8 +104,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", default="runs/findings/english")
     parser.add_argument("--timing", action="store_true")
+    parser.add_argument("--steps", type=int, default=STEPS, help="training steps per run")
+    parser.add_argument("--outputs", nargs="+", choices=list(VARIANTS), help="default: all three")
     args = parser.parse_args()
-    timing() if args.timing else accuracy(args.data)
+    timing() if args.timing else accuracy(args.data, args.steps, args.outputs)
 
 
 if __name__ == "__main__":

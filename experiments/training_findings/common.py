@@ -1,4 +1,4 @@
-"""Shared by the training-findings scripts: one short training through the console script (the
+"""Shared by the training-findings scripts: one short training through ds2hub's command line (the
 user's path: `ds2hub fit`, then `ds2hub test` on the last weights) and its figures.
 
 Each run is stored under `runs/findings/<name>/` with a `result.json`; a run whose result exists is

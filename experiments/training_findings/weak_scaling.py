@@ -1,4 +1,4 @@
-"""Finding 5 (Deep Speech 2, section 5.2, Figure 4): weak scaling of data-parallel training.
+"""Finding 5 (Deep Speech 2, its data-parallel scaling, Figure 4): weak scaling of data-parallel training.
 Each process keeps its own minibatch (16 utterances here), so N processes train on N times the
 audio per step; with perfect scaling, each process's throughput stays that of a lone process.
 
