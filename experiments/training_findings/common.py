@@ -70,7 +70,10 @@ def run(name: str, options: list[str], base: Path = BASE) -> dict[str, Any]:
     folder = OUT / name
     result_file = folder / "result.json"
     if result_file.exists():
-        return json.loads(result_file.read_text())
+        stored = json.loads(result_file.read_text())
+        if stored["options"] != options:  # a run of that name made with other settings
+            raise SystemExit(f"{folder} holds a run with other options; move it away to re-run")
+        return stored
     logger = ["--trainer.logger.init_args.save_dir", str(OUT), "--trainer.logger.init_args.name"]
     fit = [sys.executable, "-m", "ds2hub", "fit", "--config", str(base), *options]
     start = time.perf_counter()
@@ -104,7 +107,8 @@ def _call(command: list[str], folder: Path) -> None:
         log.flush()
         done = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     if done.returncode:
-        raise SystemExit(f"{command[3]} of {folder.name} failed; see {folder / 'log.txt'}")
+        step = command[command.index("ds2hub") + 1]  # fit or test
+        raise SystemExit(f"{step} of {folder.name} failed; see {folder / 'log.txt'}")
 
 
 def mean_sd(values: list[float], scale: float = 100.0) -> str:
