@@ -11,6 +11,10 @@ from typing import Any, Literal
 RNNType = Literal["gru", "lstm", "rnn"]
 BatchNormPlacement = Literal["input", "projection"]
 
+# The `conv_kernel_freq` of a 1D (time-only) layer: its window spans every frequency bin it
+# receives, unpadded (the paper's Table 4 compares such layers with 2D ones).
+FULL_BAND = 0
+
 # Sane bounds (inclusive) per integer field, conv fields per entry: generous for every preset
 # (`paper-streaming`: rnn_hidden 1536, fc_hidden 1536, lookahead 20, 96 channels, kernels 41), and
 # refusing, before anything is allocated, the sizes a hostile `config.json` would ask for
@@ -18,7 +22,7 @@ BatchNormPlacement = Literal["input", "projection"]
 BOUNDS: dict[str, tuple[int, int]] = {
     "n_features": (1, 4096),
     "conv_channels": (1, 1024),
-    "conv_kernel_freq": (0, 255),  # 0: a 1D (time-only) layer spanning the whole band
+    "conv_kernel_freq": (FULL_BAND, 255),
     "conv_kernel_time": (1, 255),
     "conv_stride_freq": (1, 16),
     "conv_stride_time": (1, 16),
@@ -81,12 +85,14 @@ class DeepSpeech2Config:
             raise ValueError(f"1 to 3 conv layers are supported, got {n}")
         if any(len(getattr(self, name)) != n for name in conv):
             raise ValueError(f"all of {conv} need one entry per conv layer ({n})")
-        if any(k % 2 == 0 for k in self.conv_kernel_time + self.conv_kernel_freq if k):
+        if any(k % 2 == 0 for k in self.conv_kernel_time + self.conv_kernel_freq if k != FULL_BAND):
             raise ValueError(
                 "conv kernels must have odd sizes (centred 'same' padding; conv_kernel_freq 0 "
                 "spans the whole band)"
             )
-        if any(k == 0 and s != 1 for k, s in zip(self.conv_kernel_freq, self.conv_stride_freq)):
+        if any(
+            k == FULL_BAND and s != 1 for k, s in zip(self.conv_kernel_freq, self.conv_stride_freq)
+        ):
             raise ValueError(
                 "a 1D layer (conv_kernel_freq 0) spans the whole band: its conv_stride_freq must be 1"
             )

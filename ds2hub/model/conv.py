@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ds2hub.model.batchnorm import SequenceWiseBatchNorm, lengths_to_mask
-from ds2hub.model.config import DeepSpeech2Config
+from ds2hub.model.config import FULL_BAND, DeepSpeech2Config
 
 CLIP = 20.0  # the paper's clipped ReLU: min(max(x, 0), 20)
 
@@ -49,7 +49,7 @@ class ConvStack(nn.Module):
             config.conv_stride_time,
         ):
             # 1D over time: the window spans the whole band, no frequency padding -> 1 bin out.
-            kf, pf = (freq, 0) if kf == 0 else (kf, kf // 2)
+            kf, pf = (freq, 0) if kf == FULL_BAND else (kf, kf // 2)
             padding = (pf, kt // 2)  # centred windows in time
             conv = nn.Conv2d(in_ch, ch, (kf, kt), (sf, st), padding, bias=not config.batch_norm)
             self.convs.append(conv)

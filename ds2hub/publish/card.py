@@ -12,7 +12,7 @@ from ds2hub import __version__
 from ds2hub.features import FeatureConfig
 from ds2hub.inference.recognizer import SpeechRecognizer
 from ds2hub.inference.transcribe import DEFAULT_OVERLAP_SECONDS
-from ds2hub.model.config import DeepSpeech2Config
+from ds2hub.model.config import FULL_BAND, DeepSpeech2Config
 from ds2hub.model.presets import size_tag
 from ds2hub.paths import is_hub_id
 
@@ -41,7 +41,7 @@ STAGE_LABELS = {"test": "Test", "val": "Validation"}
 def describe_convolutions(arch: DeepSpeech2Config) -> str:
     """The convolution front end in words: "2 × 2D convolution", "1 × 1D (time-only)
     convolution", or each layer's kind when they differ ("1D + 2D convolution")."""
-    kinds = ["1D (time-only)" if k == 0 else "2D" for k in arch.conv_kernel_freq]
+    kinds = ["1D (time-only)" if k == FULL_BAND else "2D" for k in arch.conv_kernel_freq]
     if len(set(kinds)) == 1:
         return f"{len(kinds)} × {kinds[0]} convolution"
     return " + ".join(kinds) + " convolution"
